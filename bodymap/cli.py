@@ -1,0 +1,126 @@
+"""The ``bodymap`` command. Each subcommand is a thin layer over library functions.
+
+    bodymap info SCAN [--units m|cm|mm] [--json]
+    bodymap synth OUT [--seed N] [--patients K] [--lesions N] [--texture 4096] [--faces 300000] ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class _Bar:
+    """A progress bar on stderr (tqdm), fed by progress(stage, fraction) callbacks."""
+
+    def __init__(self, desc: str, enabled: bool = True):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1000, desc=desc, disable=not enabled, file=sys.stderr,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        self._bar.set_postfix_str(stage)
+        self._bar.n = int(1000 * min(max(fraction, 0.0), 1.0))
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a scan's summary (counts, size in mm, units, texture, texel size)."""
+    from bodymap.io import load_scan
+
+    scan = load_scan(args.scan, units=args.units)
+    s = scan.summary()
+    if args.json:
+        print(json.dumps(s, indent=1))
+    else:
+        for k, v in s.items():
+            print(f"{k:>16}: {v}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Generate synthetic patients with ground truth."""
+    from bodymap.synth.body import BodySpec
+    from bodymap.synth.patient import SynthOptions, synthesize_patient
+
+    body = None
+    if any(v is not None for v in (args.sex, args.age, args.height, args.weight)):
+        body = BodySpec(sex=args.sex or "female", age_years=args.age if args.age is not None else 35.0,
+                        height=args.height if args.height is not None else 0.5,
+                        weight=args.weight if args.weight is not None else 0.5)
+    opts = SynthOptions(
+        n_lesions=args.lesions, texture_size=args.texture, target_faces=args.faces, remesh=not args.no_remesh,
+        noise_mm=args.noise, holes=not args.no_holes, visits=args.visits, poses=tuple(args.poses),
+        fitzpatrick=args.fitzpatrick, body=body,
+        freckles=None if args.freckles is None else args.freckles == "yes")
+    out = Path(args.out)
+    for i in range(args.patients):
+        seed = args.seed + i
+        t0 = time.perf_counter()
+        bar = _Bar(f"patient seed {seed}", enabled=not args.quiet)
+        try:
+            dirs = synthesize_patient(seed, opts, out, progress=bar)
+        finally:
+            bar.close()
+        print(f"{dirs[0].parent}: {len(dirs)} visits in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``bodymap`` command."""
+    p = argparse.ArgumentParser(prog="bodymap", description="3D total-body skin-lesion mapping")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("info", help="describe a scan file (OBJ, PLY, OFF, GLB/glTF)")
+    q.add_argument("scan")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("synth", help="generate synthetic patients (scans of several visits + ground truth)")
+    q.add_argument("out", help="output folder (one sub-folder per patient)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--patients", type=int, default=1)
+    q.add_argument("--lesions", type=int, default=300, help="lesions at the first visit")
+    q.add_argument("--texture", type=int, default=4096, help="texture side in texels")
+    q.add_argument("--faces", type=int, default=300_000, help="target face count of each scan")
+    q.add_argument("--visits", type=int, default=2)
+    q.add_argument("--poses", nargs="+", default=["a-pose", "random"],
+                   help="pose per visit (a-pose, arms-down, arms-raised, random); the last repeats")
+    q.add_argument("--fitzpatrick", type=int, choices=range(1, 7), help="skin type (default: random)")
+    q.add_argument("--sex", choices=["female", "male"])
+    q.add_argument("--age", type=float, help="years")
+    q.add_argument("--height", type=float, help="anny height parameter 0..1")
+    q.add_argument("--weight", type=float, help="anny weight parameter 0..1")
+    q.add_argument("--freckles", choices=["yes", "no"])
+    q.add_argument("--noise", type=float, default=0.2, help="scanner noise, mm")
+    q.add_argument("--no-remesh", action="store_true", help="midpoint subdivision instead of remeshing")
+    q.add_argument("--no-holes", action="store_true", help="keep soles and armpits")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_synth)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Errors about the user's files are printed as one line, exit code 2."""
+    from bodymap.scan import ScanError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ScanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

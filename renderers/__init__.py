@@ -1,0 +1,9 @@
+"""Cameras and renderers: RGB plus face-id, barycentric, depth and normal buffers.
+
+pytorch3d cannot be installed on our machines; ``RaycastRenderer`` (Embree ray casting on the
+CPU) is the reference backend.
+"""
+from renderers.camera import Camera, body_view
+from renderers.raycast import RaycastRenderer, RenderResult
+
+__all__ = ["Camera", "body_view", "RaycastRenderer", "RenderResult"]

@@ -1,0 +1,77 @@
+"""Pinhole cameras in millimetres, and simple rigs around a body.
+
+World frame: z up, the body faces -y (see docs/architecture.md). Camera frame: x right,
+y down, z forward (OpenCV convention), so pixel (u, v) = K @ (R @ X + t).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Camera:
+    """Intrinsics K (3, 3) in pixels, extrinsics R (3, 3) and t (3,) mm (world -> camera)."""
+
+    K: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def position(self) -> np.ndarray:
+        """(3,) camera centre in world mm."""
+        return -self.R.T @ self.t
+
+    @property
+    def forward(self) -> np.ndarray:
+        """(3,) unit viewing direction in world coordinates."""
+        return self.R[2]
+
+    def rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """One ray per pixel centre, row-major. Returns origins (H*W, 3) and unit dirs (H*W, 3)."""
+        u, v = np.meshgrid(np.arange(self.width) + 0.5, np.arange(self.height) + 0.5)
+        pix = np.stack([u.ravel(), v.ravel(), np.ones(u.size)], 1)
+        d_cam = pix @ np.linalg.inv(self.K).T
+        d = d_cam @ self.R  # R^T d_cam, row-wise
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        return np.broadcast_to(self.position, d.shape).copy(), d
+
+    def project(self, X: np.ndarray) -> np.ndarray:
+        """World points (k, 3) mm -> pixel coordinates (k, 2) (x right, y down)."""
+        c = X @ self.R.T + self.t
+        p = c @ self.K.T
+        return p[:, :2] / p[:, 2:3]
+
+    @classmethod
+    def look_at(cls, eye, target, up=(0, 0, 1), fov_deg: float = 30.0, width: int = 512, height: int = 512) -> "Camera":
+        """A camera at ``eye`` (mm) looking at ``target`` with vertical field of view fov_deg."""
+        eye, target, up = (np.asarray(a, dtype=np.float64) for a in (eye, target, up))
+        z = target - eye
+        z /= np.linalg.norm(z)
+        x = np.cross(z, up)
+        if np.linalg.norm(x) < 1e-9:  # looking along up: pick any perpendicular
+            x = np.cross(z, [0.0, 1.0, 0.0])
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        R = np.stack([x, y, z])
+        f = 0.5 * height / np.tan(np.deg2rad(fov_deg) / 2)
+        K = np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]])
+        return cls(K, R, -R @ eye, width, height)
+
+
+def body_view(bounds: np.ndarray, azimuth_deg: float, elevation_deg: float = 0.0, width: int = 512,
+              height: int = 1024, fov_deg: float = 30.0, margin: float = 1.1) -> Camera:
+    """A camera framing the whole body (bounds (2, 3) mm) from an azimuth around z.
+
+    azimuth 0 looks at the front (camera on -y), 90 at the body's left side (camera on +x), 180 back.
+    """
+    centre = bounds.mean(0)
+    size = np.ptp(bounds, axis=0)
+    extent = max(size[2], size[0] * height / width) * margin
+    dist = 0.5 * extent / np.tan(np.deg2rad(fov_deg) / 2) + size[:2].max()
+    a, e = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
+    direction = np.array([np.sin(a) * np.cos(e), -np.cos(a) * np.cos(e), np.sin(e)])
+    return Camera.look_at(centre + dist * direction, centre, fov_deg=fov_deg, width=width, height=height)
