@@ -1,6 +1,7 @@
 """The ``bodymap`` command. Each subcommand is a thin layer over library functions.
 
     bodymap info SCAN [--units m|cm|mm] [--json]
+    bodymap render SCAN OUT.png [--views front back left right] [--size 400x800]
     bodymap synth OUT [--seed N] [--patients K] [--lesions N] [--texture 4096] [--faces 300000] ...
 """
 from __future__ import annotations
@@ -50,10 +51,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from bodymap.synth.patient import SynthOptions, synthesize_patient
 
     body = None
-    if any(v is not None for v in (args.sex, args.age, args.height, args.weight)):
-        body = BodySpec(sex=args.sex or "female", age_years=args.age if args.age is not None else 35.0,
-                        height=args.height if args.height is not None else 0.5,
-                        weight=args.weight if args.weight is not None else 0.5)
+    given = {k: getattr(args, k) for k in ("sex", "age", "height", "weight", "muscle")}
+    if any(v is not None for v in given.values()):
+        # unspecified phenotype fields take the average body's values
+        body = BodySpec(sex=given["sex"] or "female",
+                        age_years=35.0 if given["age"] is None else given["age"],
+                        **{k: given[k] for k in ("height", "weight", "muscle") if given[k] is not None})
     opts = SynthOptions(
         n_lesions=args.lesions, texture_size=args.texture, target_faces=args.faces, remesh=not args.no_remesh,
         noise_mm=args.noise, holes=not args.no_holes, visits=args.visits, poses=tuple(args.poses),
@@ -72,6 +75,25 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+VIEWS = {"front": 0.0, "left": 90.0, "back": 180.0, "right": 270.0}
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Render whole-body views of a scan side by side into a PNG."""
+    from PIL import Image
+
+    from bodymap.io import load_scan
+    from renderers import render_views
+
+    scan = load_scan(args.scan, units=args.units)
+    w, h = (int(x) for x in args.size.lower().split("x"))
+    img = render_views(scan, [VIEWS[v] for v in args.views], w, h)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(args.out)
+    print(f"{args.out}: {', '.join(args.views)} views of {args.scan}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bodymap`` command."""
     p = argparse.ArgumentParser(prog="bodymap", description="3D total-body skin-lesion mapping")
@@ -82,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_info)
+
+    q = sub.add_parser("render", help="render whole-body views of a scan to a PNG")
+    q.add_argument("scan")
+    q.add_argument("out", help="output PNG")
+    q.add_argument("--views", nargs="+", choices=list(VIEWS), default=["front", "back"])
+    q.add_argument("--size", default="400x800", help="size of one view, WxH pixels")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+    q.set_defaults(func=cmd_render)
 
     q = sub.add_parser("synth", help="generate synthetic patients (scans of several visits + ground truth)")
     q.add_argument("out", help="output folder (one sub-folder per patient)")
@@ -98,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--age", type=float, help="years")
     q.add_argument("--height", type=float, help="anny height parameter 0..1")
     q.add_argument("--weight", type=float, help="anny weight parameter 0..1")
+    q.add_argument("--muscle", type=float, help="anny muscle parameter 0..1")
     q.add_argument("--freckles", choices=["yes", "no"])
     q.add_argument("--noise", type=float, default=0.2, help="scanner noise, mm")
     q.add_argument("--no-remesh", action="store_true", help="midpoint subdivision instead of remeshing")

@@ -1029,16 +1029,16 @@ def _write_obj(scan: Scan, path: Path) -> None:
     out = [f"# BodyMap scan: {scan.n_vertices} vertices, {scan.n_faces} faces, units mm\n"]
     if scan.texture is not None:
         mtl, png = path.with_suffix(".mtl"), path.with_suffix(".png")
-        Image.fromarray(scan.texture).save(png, compress_level=4)
+        Image.fromarray(scan.texture).save(png, compress_level=6)
         mtl.write_text(f"# BodyMap material for {path.name}\nnewmtl skin\nKa 1 1 1\nKd 1 1 1\n"
                        f"Ks 0 0 0\nd 1\nillum 1\nmap_Kd {png.name}\n")
         out.append(f"mtllib {mtl.name}\n")
     if scan.vertex_colors is not None:
         cols = scan.vertex_colors.astype(np.float64) / 255.0
         rows = np.concatenate([scan.vertices, cols], axis=1).tolist()
-        out.append("".join("v %r %r %r %.6g %.6g %.6g\n" % tuple(r) for r in rows))
+        out.append("".join("v %.4f %.4f %.4f %.6g %.6g %.6g\n" % tuple(r) for r in rows))
     else:
-        out.append(_fmt_rows("v %r %r %r\n", scan.vertices.tolist()))
+        out.append(_fmt_rows("v %.4f %.4f %.4f\n", scan.vertices.tolist()))  # 0.1 um: far below scanner noise
     f1 = scan.faces + 1
     if scan.uv is not None:
         uv_keys, inv = _uv_keys(scan.uv)

@@ -4,6 +4,6 @@ pytorch3d cannot be installed on our machines; ``RaycastRenderer`` (Embree ray c
 CPU) is the reference backend.
 """
 from renderers.camera import Camera, body_view
-from renderers.raycast import RaycastRenderer, RenderResult
+from renderers.raycast import RaycastRenderer, RenderResult, render_views
 
-__all__ = ["Camera", "body_view", "RaycastRenderer", "RenderResult"]
+__all__ = ["Camera", "body_view", "RaycastRenderer", "RenderResult", "render_views"]

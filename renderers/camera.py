@@ -71,7 +71,7 @@ def body_view(bounds: np.ndarray, azimuth_deg: float, elevation_deg: float = 0.0
     centre = bounds.mean(0)
     size = np.ptp(bounds, axis=0)
     extent = max(size[2], size[0] * height / width) * margin
-    dist = 0.5 * extent / np.tan(np.deg2rad(fov_deg) / 2) + size[:2].max()
+    dist = 0.5 * extent / np.tan(np.deg2rad(fov_deg) / 2) + 0.5 * size[:2].max()
     a, e = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
     direction = np.array([np.sin(a) * np.cos(e), -np.cos(a) * np.cos(e), np.sin(e)])
     return Camera.look_at(centre + dist * direction, centre, fov_deg=fov_deg, width=width, height=height)

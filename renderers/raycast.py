@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from bodymap.scan import Scan, uv_to_pixel
-from renderers.camera import Camera
+from renderers.camera import Camera, body_view
 
 
 @dataclasses.dataclass
@@ -107,3 +107,15 @@ class RaycastRenderer:
         rgb[ray_idx] = np.clip(albedo * shade[:, None], 0, 255).astype(np.uint8)
         return RenderResult(rgb.reshape(H, W, 3), face_id.reshape(H, W), bary.reshape(H, W, 3),
                             depth.reshape(H, W), normal.reshape(H, W, 3), camera)
+
+
+def render_views(scan: Scan, azimuths=(0.0, 180.0), width: int = 400, height: int = 800,
+                 elevation_deg: float = 5.0) -> np.ndarray:
+    """Whole-body views side by side: (height, width * len(azimuths), 3) uint8.
+
+    azimuths : degrees around z; 0 = front, 90 = the body's left side, 180 = back.
+    """
+    renderer = RaycastRenderer(scan)
+    bounds = scan.bounds
+    views = [renderer.render(body_view(bounds, a, elevation_deg, width, height)).rgb for a in azimuths]
+    return np.concatenate(views, axis=1)

@@ -121,6 +121,10 @@ class BodyModel:
 
     def __init__(self):
         import torch  # heavy: imported only when a body is needed
+        import warp
+
+        warp.config.quiet = True  # its start-up and kernel-cache log lines would garble the progress bar
+        warp.config.log_level = getattr(warp, "LOG_ERROR", 40)
         import anny
 
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
