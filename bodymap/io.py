@@ -1036,9 +1036,9 @@ def _write_obj(scan: Scan, path: Path) -> None:
     if scan.vertex_colors is not None:
         cols = scan.vertex_colors.astype(np.float64) / 255.0
         rows = np.concatenate([scan.vertices, cols], axis=1).tolist()
-        out.append("".join("v %.4f %.4f %.4f %.6g %.6g %.6g\n" % tuple(r) for r in rows))
+        out.append("".join("v %.3f %.3f %.3f %.6g %.6g %.6g\n" % tuple(r) for r in rows))
     else:
-        out.append(_fmt_rows("v %.4f %.4f %.4f\n", scan.vertices.tolist()))  # 0.1 um: far below scanner noise
+        out.append(_fmt_rows("v %.3f %.3f %.3f\n", scan.vertices.tolist()))  # 1 um: far below scanner noise
     f1 = scan.faces + 1
     if scan.uv is not None:
         uv_keys, inv = _uv_keys(scan.uv)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, cKDTree
 
 from bodymap.synth.body import PARTS
-from bodymap.synth.texture import UVAtlas, smoothstep, srgb_to_linear
+from bodymap.project import UVAtlas
+from bodymap.synth.texture import smoothstep, srgb_to_linear
 
 # type -> (diameter range mm, global frequency, relative density by body part)
 # Site preferences follow the usual predilection sites: nevi and angiomas on the trunk,
@@ -96,6 +97,7 @@ def sample_lesions(
     placed_r: list[float] = [r for _, r in (avoid or [])]
     out: list[LesionSpec] = []
     tree, tree_n = None, 0
+    max_r = max(max(types[t]["d"][1] for t in names) / 2, max(placed_r, default=0.0))
     attempts = 0
     while len(out) < n and attempts < 50 * n + 100:
         attempts += 1
@@ -116,8 +118,10 @@ def sample_lesions(
         if placed_p:
             if tree is None or tree_n != len(placed_p):
                 tree, tree_n = cKDTree(np.array(placed_p)), len(placed_p)
-            near = tree.query_ball_point(p, r + 8.5)
-            if any(np.linalg.norm(placed_p[j] - p) < r + placed_r[j] + 1.0 for j in near):
+            near = tree.query_ball_point(p, 1.45 * (r + max_r) + 2.0)
+            # a clear gap that scales with size: soft, irregular borders (and growth by the
+            # next visit) stay apart, so each lesion can be measured on its own
+            if any(np.linalg.norm(placed_p[j] - p) < 1.45 * (r + placed_r[j]) + 2.0 for j in near):
                 continue
         placed_p.append(p)
         placed_r.append(r)
@@ -152,26 +156,73 @@ class _Pattern:
         return (np.sin(np.outer(x, self.k[:, 0]) + np.outer(y, self.k[:, 1]) + self.ph).sum(1) * self.norm)
 
 
+# Border irregularity (harmonic amplitude) and edge softness (fraction of the radius) per type.
+_IRREGULAR = {"common_nevus": 0.03, "atypical_nevus": 0.09, "melanoma": 0.16, "seborrheic_keratosis": 0.06,
+              "solar_lentigo": 0.10, "angioma": 0.02, "freckle": 0.08}
+_SOFT = {"common_nevus": 0.10, "atypical_nevus": 0.28, "melanoma": 0.18, "seborrheic_keratosis": 0.07,
+         "solar_lentigo": 0.22, "angioma": 0.10, "freckle": 0.35}
+
+
+def _border_harmonics(les: LesionSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Amplitudes and phases (6,) of the border's harmonics k = 2..7, drawn first from the lesion's rng."""
+    amps, phases = np.zeros(6), np.zeros(6)
+    for i, k in enumerate(range(2, 8)):
+        amps[i] = _IRREGULAR[les.type] * rng.normal(0, 1) / k
+        phases[i] = rng.uniform(0, 2 * np.pi)
+    return amps, phases
+
+
+def _border(phi: np.ndarray, amps: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """Relative border radius at polar angle phi (in the aspect-normalised frame), >= 0.5."""
+    b = np.ones_like(phi)
+    for i, k in enumerate(range(2, 8)):
+        b += amps[i] * np.cos(k * phi + phases[i])
+    return np.maximum(b, 0.5)
+
+
+def _unit_outline(les: LesionSpec, amps: np.ndarray, phases: np.ndarray, n: int) -> np.ndarray:
+    """Border (n, 2) of the lesion's shape at unit scale, x along the major axis."""
+    phi = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    b = _border(phi, amps, phases)
+    return np.stack([b * np.cos(phi), les.aspect * b * np.sin(phi)], axis=1)
+
+
+def _radius(les: LesionSpec, amps: np.ndarray, phases: np.ndarray) -> float:
+    """Scale r (mm) of the unit border that makes its longest (Feret) diameter les.diameter_mm."""
+    unit = _unit_outline(les, amps, phases, 360)
+    hull = unit[ConvexHull(unit).vertices]  # the longest chord joins two hull vertices
+    feret = np.sqrt(((hull[:, None] - hull[None]) ** 2).sum(-1).max())
+    return les.diameter_mm / feret
+
+
+def lesion_outline(les: LesionSpec, n: int = 360) -> np.ndarray:
+    """The lesion's border (the alpha = 0.5 contour): (n, 2) mm in its tangent plane, x along the
+    major axis. Its longest diameter (Feret diameter) is les.diameter_mm."""
+    amps, phases = _border_harmonics(les, np.random.default_rng(les.seed))
+    return _unit_outline(les, amps, phases, n) * _radius(les, amps, phases)
+
+
+def lesion_area_mm2(les: LesionSpec) -> float:
+    """Exact area (mm^2) inside the lesion's border (shoelace formula on a fine outline)."""
+    x, y = lesion_outline(les, 2048).T
+    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
 def lesion_profile(les: LesionSpec, x: np.ndarray, y: np.ndarray, min_edge_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Appearance of a lesion at tangent-plane coordinates (x along the major axis), mm.
 
-    Returns alpha (t,) in [0, 1] (0.5 at the border), pigment transmission (t, 3) applied
-    multiplicatively to the skin, and an overlay (t, 4) RGBA mixed on top (keratin, regression).
+    Returns alpha (t,) in [0, 1] (0.5 on the border of lesion_outline), pigment transmission
+    (t, 3) applied multiplicatively to the skin, and an overlay (t, 4) RGBA mixed on top.
     """
     rng = np.random.default_rng(les.seed)
-    r = les.diameter_mm / 2.0
+    amps, phases = _border_harmonics(les, rng)
+    r = _radius(les, amps, phases)
     xr, yr = x / r, y / (r * les.aspect)
     rho0 = np.hypot(xr, yr)
     phi = np.arctan2(yr, xr)
-    irregular = {"common_nevus": 0.03, "atypical_nevus": 0.09, "melanoma": 0.16, "seborrheic_keratosis": 0.06,
-                 "solar_lentigo": 0.10, "angioma": 0.02, "freckle": 0.08}[les.type]
-    border = np.ones_like(phi)
-    for k in range(2, 8):
-        border += irregular * rng.normal(0, 1) / k * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
-    rho = rho0 / np.maximum(border, 0.5)
-    soft = {"common_nevus": 0.10, "atypical_nevus": 0.28, "melanoma": 0.18, "seborrheic_keratosis": 0.07,
-            "solar_lentigo": 0.22, "angioma": 0.10, "freckle": 0.35}[les.type]
-    w = max(soft, min_edge_mm / r)
+    border = _border(phi, amps, phases)
+    rho = rho0 / border
+    w = max(_SOFT[les.type], min_edge_mm / r)
     alpha = 1.0 - smoothstep(1.0 - w, 1.0 + w, rho)
     t = len(x)
     pat = _Pattern(rng, max(0.8, 0.35 * r))

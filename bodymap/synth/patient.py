@@ -18,9 +18,10 @@ from bodymap.scan import Scan, ScanMeta
 from bodymap.synth import truth as truth_io
 from bodymap.synth.body import PARTS, POSES, BodySpec, body_model, landmark_weights, pose_rotations, vertex_parts
 from bodymap.synth.lesions import CONFOUNDER_TYPES, LesionPainter, LesionSpec, sample_lesions
-from bodymap.synth.scanner import remesh, scanner_artifacts, subdivide, uv_charts
-from bodymap.synth.skin import TISSUE, SkinSpec, draw_hair, paint_skin
-from bodymap.synth.texture import fill_gutter, linear_to_srgb, rasterize_uv, _segmentation_labels
+from bodymap.synth.scanner import remesh, scanner_artifacts, subdivide
+from bodymap.synth.skin import SkinSpec, draw_hair, paint_skin
+from bodymap.project import dilate_atlas, rasterize_uv
+from bodymap.synth.texture import fill_gutter, linear_to_srgb, _segmentation_labels
 
 Progress = Callable[[str, float], None]
 
@@ -93,7 +94,8 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
 
     say("texture atlas", 0.05)
     size = options.texture_size
-    atlas = rasterize_uv(base_uv, size)
+    # grown into the gutters: scan faces that straddle a seam reach a little past their chart
+    atlas = dilate_atlas(rasterize_uv(base_uv, size), width=max(2, round(0.0035 * size)))
     seg, seg_colors = _segmentation_labels(str(bm._root), size)
     seg_flat = seg.reshape(-1, 3)[atlas.flat]
     eye = np.zeros(len(atlas.flat), bool)
@@ -185,7 +187,7 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
         say(f"visit {k + 1}: scanning", frac0 + 0.45 / options.visits)
         keep = ~cavity
         if options.remesh:
-            mesh = remesh(V, faces, base_uv, keep, options.target_faces, _charts(base_uv, faces))
+            mesh = remesh(V, faces, base_uv, keep, options.target_faces)
         else:
             mesh = subdivide(V, faces, base_uv, keep, options.target_faces)
         holes = None
@@ -217,16 +219,6 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
         "skin": dataclasses.asdict(skin), "visits": [p.name for p in visit_dirs]}, indent=1))
     say("done", 1.0)
     return visit_dirs
-
-
-_CHART_CACHE: dict[int, np.ndarray] = {}
-
-
-def _charts(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    key = id(uv)
-    if key not in _CHART_CACHE:
-        _CHART_CACHE[key] = uv_charts(uv, faces)
-    return _CHART_CACHE[key]
 
 
 def _hole_faces(mesh, template_vertices: np.ndarray, faces: np.ndarray, fparts: np.ndarray,

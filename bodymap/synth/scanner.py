@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from scipy import sparse
 
 
 @dataclasses.dataclass
@@ -26,32 +25,6 @@ class ScannedMesh:
     base_bary: np.ndarray
 
 
-def uv_charts(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Connected UV charts: faces sharing an edge with identical UVs on both ends.
-
-    uv (m, 3, 2); faces (m, 3). Returns (m,) int chart id per face.
-    """
-    m = len(faces)
-    rows, cols = [], []
-    # key each directed corner edge by its vertex pair and UV pair
-    e_v = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e_uv = np.concatenate([uv[:, [0, 1]], uv[:, [1, 2]], uv[:, [2, 0]]]).reshape(-1, 4)
-    fid = np.tile(np.arange(m), 3)
-    swap = e_v[:, 0] > e_v[:, 1]
-    e_v = np.where(swap[:, None], e_v[:, ::-1], e_v)
-    e_uv = np.where(swap[:, None], e_uv[:, [2, 3, 0, 1]], e_uv)
-    key = np.concatenate([e_v.astype(np.float64), np.round(e_uv.astype(np.float64), 6)], 1)
-    _, inv = np.unique(key, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    order = np.argsort(inv, kind="stable")
-    same = inv[order][1:] == inv[order][:-1]
-    a, b = fid[order][1:][same], fid[order][:-1][same]
-    g = sparse.coo_matrix((np.ones(len(a)), (a, b)), shape=(m, m))
-    from scipy.sparse.csgraph import connected_components
-
-    return connected_components(g, directed=False)[1]
-
-
 def _bary_unclipped(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
     """Barycentric coordinates of p (k, 3) projected on the planes of tri (k, 3, 3); may be < 0."""
     v0, v1, v2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
@@ -63,13 +36,23 @@ def _bary_unclipped(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return np.stack([1 - b1 - b2, b1, b2], 1)
 
 
+def _area(tri: np.ndarray) -> np.ndarray:
+    """Areas (m,) of triangles tri (m, 3, 3)."""
+    return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+
+
+def _uv_area(uv: np.ndarray) -> np.ndarray:
+    """Areas (m,) of UV triangles uv (m, 3, 2), in UV units."""
+    e1, e2 = uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0]
+    return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+
+
 def remesh(base_v: np.ndarray, base_f: np.ndarray, base_uv: np.ndarray, keep_faces: np.ndarray,
-           target_faces: int, charts: np.ndarray) -> ScannedMesh:
+           target_faces: int) -> ScannedMesh:
     """Isotropic remesh (Botsch-Kobbelt) to about target_faces, with UVs and correspondence.
 
-    Vertex order and connectivity are new, as between two real scans. Each new face takes its
-    UVs from one UV chart (the one under its first corner): corners that project into another
-    chart get that chart's affine UV map extended to them, so no face spans a seam.
+    Vertex order and connectivity are new, as between two real scans. A new face that crosses
+    a UV seam takes one side's affine UV map for all its corners, so no face spans a seam.
     """
     import gpytoolbox as gp
 
@@ -85,17 +68,33 @@ def remesh(base_v: np.ndarray, base_f: np.ndarray, base_uv: np.ndarray, keep_fac
     bb = np.clip(np.asarray(L), 0, 1)
     bb /= bb.sum(1, keepdims=True)
     F = np.asarray(F, dtype=np.int64)
-    # UVs per corner, chart-consistent
-    ref = bf[F[:, 0]]
-    uv = np.empty((len(F), 3, 2), np.float32)
-    for k in range(3):
-        vk = F[:, k]
-        own = np.einsum("fj,fjd->fd", bb[vk], base_uv[bf[vk]])
-        other = charts[bf[vk]] != charts[ref]
-        if other.any():
-            b = _bary_unclipped(V[vk[other]], base_v[base_f[ref[other]]])
-            own[other] = np.einsum("fj,fjd->fd", b, base_uv[ref[other]])
-        uv[:, k] = own
+    # UVs per corner, seam-consistent. A face takes one corner's base face as reference and
+    # extends that face's affine UV map to its other corners wherever their own UVs disagree with
+    # it (they lie across a UV seam). Of the three choices of reference corner keep the one whose
+    # UV triangle is least distorted (extrapolating a skinny base face can explode).
+    ref_ratio = _uv_area(base_uv) / np.maximum(_area(base_v[base_f]), 1e-12)  # UV area per mm^2
+    area3 = np.maximum(_area(V[F]), 1e-12)
+    edge = np.linalg.norm(V[F] - V[F[:, [1, 2, 0]]], axis=2).max(1)  # mm
+    own = np.stack([np.einsum("fj,fjd->fd", bb[F[:, k]], base_uv[bf[F[:, k]]]) for k in range(3)], 1)
+    best_uv, best_err = None, None
+    for r in range(3):
+        ref = bf[F[:, r]]
+        tol = 0.5 * np.sqrt(ref_ratio[ref]) * edge  # UV distance of about half the face
+        uv = own.astype(np.float32).copy()
+        n_seam = np.zeros(len(F))
+        for k in range(3):
+            ext = np.einsum("fj,fjd->fd", _bary_unclipped(V[F[:, k]], base_v[base_f[ref]]), base_uv[ref])
+            seam = np.linalg.norm(own[:, k] - ext, axis=1) > tol
+            uv[seam, k] = ext[seam]
+            n_seam += seam
+        err = np.abs(np.log(np.maximum(_uv_area(uv) / area3, 1e-12) / np.maximum(ref_ratio[ref], 1e-12)))
+        err += n_seam  # prefer the side that extrapolates the fewest corners (shortest reach into the gutter)
+        if best_uv is None:
+            best_uv, best_err = uv, err
+        else:
+            better = err < best_err
+            best_uv[better], best_err[better] = uv[better], err[better]
+    uv = best_uv
     return ScannedMesh(np.asarray(V, np.float64), F, uv, bf, bb)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bodymap.synth.body import PARTS
-from bodymap.synth.texture import (FITZPATRICK_SRGB, NoiseField, UVAtlas, smoothstep,
+from bodymap.project import UVAtlas
+from bodymap.synth.texture import (FITZPATRICK_SRGB, NoiseField, smoothstep,
                                    srgb_to_linear)
 
 # Tissue label per texel, stored in the truth's tissue map (uint8). 0 means "not on the mesh".

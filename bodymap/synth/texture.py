@@ -7,14 +7,12 @@ identical on both sides of a seam and across visits; pores are per-texel noise.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from scipy import ndimage
 
-from bodymap.scan import uv_to_pixel
 
 # Typical constitutive skin colours (sRGB) for Fitzpatrick types I-VI, from light to dark.
 FITZPATRICK_SRGB = {
@@ -37,73 +35,6 @@ def linear_to_srgb(c: np.ndarray) -> np.ndarray:
     """Linear RGB -> sRGB in [0, 1], same shape (clipped)."""
     c = np.clip(np.asarray(c, dtype=np.float32), 0.0, 1.0)
     return np.where(c <= 0.0031308, c * 12.92, 1.055 * np.power(c, 1 / 2.4) - 0.055).astype(np.float32)
-
-
-@dataclasses.dataclass
-class UVAtlas:
-    """Texels covered by a UV layout, each with its face and barycentric coordinates.
-
-    size : texture side in texels (square atlas)
-    uv : (m, 3, 2) the layout it was rasterised from
-    flat : (k,) int64 flat indices (row * size + col) of covered texels
-    face : (k,) int32 face of each covered texel
-    bary : (k, 3) float32 barycentric coordinates of the texel centre in that face
-    order, offsets : texels grouped by face: texels of face f are flat[order[offsets[f]:offsets[f+1]]]
-    """
-
-    size: int
-    uv: np.ndarray
-    flat: np.ndarray
-    face: np.ndarray
-    bary: np.ndarray
-    order: np.ndarray
-    offsets: np.ndarray
-
-    def positions(self, vertices: np.ndarray, faces: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
-        """3D positions of covered texels on a body. vertices (n, 3) mm; returns (k, 3) float32."""
-        f = self.face if sel is None else self.face[sel]
-        b = self.bary if sel is None else self.bary[sel]
-        tri = vertices[faces[f]].astype(np.float32)
-        return np.einsum("kj,kjd->kd", b, tri)
-
-    def texels_of_faces(self, face_ids: np.ndarray) -> np.ndarray:
-        """Indices (into flat/face/bary) of the texels of the given faces. Returns (t,) int64."""
-        parts = [self.order[self.offsets[f]:self.offsets[f + 1]] for f in np.unique(face_ids)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def rasterize_uv(uv: np.ndarray, size: int) -> UVAtlas:
-    """Rasterise a UV layout. uv : (m, 3, 2) per face corner, origin bottom-left. size : texels.
-
-    Uses PIL to draw each triangle with its face id (fast, C), then computes exact barycentric
-    coordinates of each texel centre in its face.
-    """
-    m = len(uv)
-    px = uv_to_pixel(uv, (size, size))  # (m, 3, 2) x=col, y=row, texel centres at integers
-    img = Image.new("I", (size, size), -1)
-    draw = ImageDraw.Draw(img)
-    # PIL puts pixel centres at integer coordinates too; polygon() includes boundary texels.
-    for i, tri in enumerate(px.tolist()):
-        draw.polygon([tuple(p) for p in tri], fill=i, outline=i)
-    fid = np.asarray(img, dtype=np.int32).ravel()
-    flat = np.flatnonzero(fid >= 0)
-    face = fid[flat]
-    rows, cols = np.divmod(flat, size)
-    # barycentric of (col, row) in triangle px[face]
-    a, b, c = px[face, 0], px[face, 1], px[face, 2]
-    v0, v1 = b - a, c - a
-    v2 = np.stack([cols, rows], axis=1).astype(np.float64) - a
-    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
-    den = np.where(np.abs(den) < 1e-12, 1e-12, den)
-    l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
-    l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
-    bary = np.stack([1 - l1 - l2, l1, l2], axis=1)
-    # boundary texels lie slightly outside their triangle: clamp back onto it
-    bary = np.clip(bary, 0.0, 1.0)
-    bary /= bary.sum(1, keepdims=True)
-    order = np.argsort(face, kind="stable")
-    offsets = np.searchsorted(face[order], np.arange(m + 1))
-    return UVAtlas(size, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary.astype(np.float32), order, offsets)
 
 
 class NoiseField:

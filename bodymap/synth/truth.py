@@ -1,8 +1,10 @@
 """Ground truth beside each synthetic scan: truth.json (records) + truth.npz (big arrays).
 
 truth.json (schema "bodymap.truth/1"): patient, visit, body, pose, skin, and every lesion and
-confounder present at this visit with id (stable across visits), type, diameter_mm, painted
-area_mm2, 3D point on the scan (mm), scan face + barycentric, template face + barycentric,
+confounder present at this visit with id (stable across visits), type, diameter_mm (longest
+diameter of its border, exact), area_mm2 (area inside the border, exact), painted_area_mm2 (texels
+with alpha >= 0.5), 3D point on the scan (mm), on_scan (false where a scanner hole took it), scan
+face + barycentric, template face + barycentric,
 body part, and what changed since the previous visit (new / grown / darker); ids removed since
 the previous visit are listed under "removed".
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.synth.body import PARTS
+from bodymap.synth.lesions import lesion_area_mm2
 
 SCHEMA = "bodymap.truth/1"
 
@@ -34,7 +37,7 @@ def build_visit_truth(*, scan, mesh, painter, visit, patient_id, seed, options, 
     if allrec:
         centres = np.array([painter.centre(l)[0] for l in allrec])
         normals = np.array([painter.centre(l)[1] for l in allrec])
-        _, I, L = gp.squared_distance(centres, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
+        sqd, I, L = gp.squared_distance(centres, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
         I = np.asarray(I).ravel()
         L = np.clip(np.asarray(L), 0, 1)
         L /= L.sum(1, keepdims=True)
@@ -51,7 +54,10 @@ def build_visit_truth(*, scan, mesh, painter, visit, patient_id, seed, options, 
             "normal": [round(float(x), 4) for x in normals[j]],
             "scan_face": int(I[j]),
             "scan_bary": [round(float(x), 6) for x in L[j]],
-            "area_mm2": round(float(areas.get(l.id, 0.0)), 3),
+            "area_mm2": round(lesion_area_mm2(l), 3),
+            "painted_area_mm2": round(float(areas.get(l.id, 0.0)), 3),
+            # the centre lies on the scan unless a scanner hole (sole, armpit) removed it
+            "on_scan": bool(np.sqrt(sqd[j]) < 1.0 + 0.05 * l.diameter_mm),
             "part": PARTS[int(fparts[l.base_face])],
             "changes": changes.get(l.id, []),
         })

@@ -1,0 +1,131 @@
+"""2D <-> 3D on a scan's surface: texels of the texture map to surface points (face + barycentric).
+
+``rasterize_uv`` finds, for every texel a UV layout covers, its face and the barycentric
+coordinates of the texel centre, hence its 3D position on the mesh (and on any mesh of the same
+topology: the synthetic generator paints textures this way on the body model).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from bodymap.scan import Scan, uv_to_pixel
+
+
+@dataclasses.dataclass
+class UVAtlas:
+    """Texels covered by a UV layout, each with its face and barycentric coordinates.
+
+    size : texture side in texels (square atlas)
+    uv : (m, 3, 2) the layout it was rasterised from
+    flat : (k,) int64 flat indices (row * size + col) of covered texels
+    face : (k,) int32 face of each covered texel
+    bary : (k, 3) float32 barycentric coordinates of the texel centre in that face
+    order, offsets : texels grouped by face: texels of face f are flat[order[offsets[f]:offsets[f+1]]]
+    """
+
+    size: int
+    uv: np.ndarray
+    flat: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+    order: np.ndarray
+    offsets: np.ndarray
+
+    def positions(self, vertices: np.ndarray, faces: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
+        """3D positions of covered texels on a body. vertices (n, 3) mm; returns (k, 3) float32."""
+        f = self.face if sel is None else self.face[sel]
+        b = self.bary if sel is None else self.bary[sel]
+        tri = vertices[faces[f]].astype(np.float32)
+        return np.einsum("kj,kjd->kd", b, tri)
+
+    def texels_of_faces(self, face_ids: np.ndarray) -> np.ndarray:
+        """Indices (into flat/face/bary) of the texels of the given faces. Returns (t,) int64."""
+        parts = [self.order[self.offsets[f]:self.offsets[f + 1]] for f in np.unique(face_ids)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _texel_bary(px: np.ndarray, flat: np.ndarray, size: int) -> np.ndarray:
+    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * size + col)
+    in triangles px (k, 3, 2) given in pixel coordinates (x = col, y = row)."""
+    rows, cols = np.divmod(flat, size)
+    a, b, c = px[:, 0], px[:, 1], px[:, 2]
+    v0, v1 = b - a, c - a
+    v2 = np.stack([cols, rows], axis=1).astype(np.float64) - a
+    den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
+    den = np.where(np.abs(den) < 1e-12, 1e-12, den)
+    l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
+    l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+    return np.stack([1 - l1 - l2, l1, l2], axis=1)
+
+
+def rasterize_uv(uv: np.ndarray, size: int) -> UVAtlas:
+    """Rasterise a UV layout. uv : (m, 3, 2) per face corner, origin bottom-left. size : texels.
+
+    Uses PIL to draw each triangle with its face id (fast, C), then computes exact barycentric
+    coordinates of each texel centre in its face.
+    """
+    m = len(uv)
+    px = uv_to_pixel(uv, (size, size))  # (m, 3, 2) x=col, y=row, texel centres at integers
+    img = Image.new("I", (size, size), -1)
+    draw = ImageDraw.Draw(img)
+    # PIL puts pixel centres at integer coordinates too; polygon() includes boundary texels.
+    for i, tri in enumerate(px.tolist()):
+        draw.polygon([tuple(p) for p in tri], fill=i, outline=i)
+    fid = np.asarray(img, dtype=np.int32).ravel()
+    flat = np.flatnonzero(fid >= 0)
+    face = fid[flat]
+    bary = _texel_bary(px[face], flat, size)
+    # boundary texels lie slightly outside their triangle: clamp back onto it
+    bary = np.clip(bary, 0.0, 1.0)
+    bary /= bary.sum(1, keepdims=True)
+    order = np.argsort(face, kind="stable")
+    offsets = np.searchsorted(face[order], np.arange(m + 1))
+    return UVAtlas(size, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary.astype(np.float32), order, offsets)
+
+
+def texel_atlas(scan: Scan) -> UVAtlas:
+    """The texels of scan's texture covered by its UV layout (face + barycentric of each).
+
+    Raises ScanError if the scan has no UVs or no texture.
+    """
+    scan.require_texture()
+    h, w = scan.texture.shape[:2]
+    if h != w:
+        # rasterize_uv works on square atlases; scanners and our generator write square textures
+        from bodymap.scan import ScanError
+
+        raise ScanError(scan.meta.source, f"texture is {w}x{h}; only square textures are supported here")
+    return rasterize_uv(scan.uv, h)
+
+
+def dilate_atlas(atlas: UVAtlas, width: int) -> UVAtlas:
+    """The atlas grown by ``width`` texels into the gutters around each UV chart.
+
+    Each added texel belongs to the face of its nearest covered texel, with barycentric
+    coordinates extrapolated (unclipped) from that face's UV triangle: its 3D position continues
+    the surface across the chart border. Painting these texels from their 3D positions makes a
+    face that straddles a seam (and so reaches a little past its chart in UV) see the same skin
+    and lesions as on the other side.
+    """
+    size = atlas.size
+    covered = np.zeros(size * size, bool)
+    covered[atlas.flat] = True
+    covered = covered.reshape(size, size)
+    from scipy import ndimage
+
+    dist, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
+    new = np.flatnonzero((dist.ravel() > 0) & (dist.ravel() <= width))
+    texel_face = np.full(size * size, -1, np.int64)
+    texel_face[atlas.flat] = atlas.face
+    src = ri.ravel()[new] * size + ci.ravel()[new]
+    face = texel_face[src]
+    bary = _texel_bary(uv_to_pixel(atlas.uv[face].astype(np.float64), (size, size)), new, size)
+    flat = np.concatenate([atlas.flat, new])
+    face_all = np.concatenate([atlas.face, face.astype(np.int32)])
+    bary_all = np.concatenate([atlas.bary, bary.astype(np.float32)])
+    order = np.argsort(face_all, kind="stable")
+    offsets = np.searchsorted(face_all[order], np.arange(len(atlas.uv) + 1))
+    return UVAtlas(size, atlas.uv, flat.astype(np.int64), face_all, bary_all, order, offsets)
