@@ -33,6 +33,11 @@ class UVAtlas:
     bary: np.ndarray
     order: np.ndarray
     offsets: np.ndarray
+    n_inside: int | None = None  # texels [0, n_inside) lie inside their faces; later ones were dilated
+
+    def is_inside(self, sel: np.ndarray) -> np.ndarray:
+        """(t,) bool: which of the texel indices sel lie inside their face (not dilated)."""
+        return np.ones(len(sel), bool) if self.n_inside is None else np.asarray(sel) < self.n_inside
 
     def positions(self, vertices: np.ndarray, faces: np.ndarray, sel: np.ndarray | None = None) -> np.ndarray:
         """3D positions of covered texels on a body. vertices (n, 3) mm; returns (k, 3) float32."""
@@ -128,4 +133,32 @@ def dilate_atlas(atlas: UVAtlas, width: int) -> UVAtlas:
     bary_all = np.concatenate([atlas.bary, bary.astype(np.float32)])
     order = np.argsort(face_all, kind="stable")
     offsets = np.searchsorted(face_all[order], np.arange(len(atlas.uv) + 1))
-    return UVAtlas(size, atlas.uv, flat.astype(np.int64), face_all, bary_all, order, offsets)
+    return UVAtlas(size, atlas.uv, flat.astype(np.int64), face_all, bary_all, order, offsets,
+                   n_inside=len(atlas.flat))
+
+
+def face_adjacency(faces: np.ndarray):
+    """Edge adjacency of triangles: a symmetric scipy.sparse CSR matrix (m, m) of 0/1."""
+    from scipy import sparse
+
+    m = len(faces)
+    e = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    e.sort(axis=1)
+    fid = np.tile(np.arange(m), 3)
+    order = np.lexsort((e[:, 1], e[:, 0]))
+    e, fid = e[order], fid[order]
+    same = (e[1:] == e[:-1]).all(1)  # consecutive half-edges on the same edge
+    a, b = fid[1:][same], fid[:-1][same]
+    adj = sparse.coo_matrix((np.ones(2 * len(a)), (np.r_[a, b], np.r_[b, a])), shape=(m, m))
+    return adj.tocsr()
+
+
+def surface_patch(adjacency, candidates: np.ndarray, seed_face: int) -> np.ndarray:
+    """The candidate faces (k,) reachable from seed_face through candidate faces only: the piece
+    of surface around a point, without the neighbouring finger, ear fold or thigh that happens
+    to lie within the same 3D ball."""
+    from scipy.sparse.csgraph import connected_components
+
+    cand = np.union1d(candidates, [seed_face])
+    _, comp = connected_components(adjacency[cand][:, cand], directed=False)
+    return cand[comp == comp[np.searchsorted(cand, seed_face)]]

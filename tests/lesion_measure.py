@@ -11,7 +11,7 @@ from scipy import ndimage
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import ConvexHull, cKDTree
 
-from bodymap.project import texel_atlas
+from bodymap.project import face_adjacency, surface_patch, texel_atlas
 from bodymap.scan import Scan
 
 
@@ -37,6 +37,7 @@ class LesionMeter:
         self.centroids = tri.mean(1)
         self.face_radius = np.linalg.norm(tri - self.centroids[:, None], axis=2).max(1)
         self.tree = cKDTree(self.centroids)
+        self.adjacency = face_adjacency(scan.faces)
 
     def measure(self, point: np.ndarray, normal: np.ndarray, diameter_mm: float) -> tuple[float, float]:
         """Area (mm^2) and longest diameter (mm) of the lesion around point (3,) mm with unit
@@ -49,8 +50,9 @@ class LesionMeter:
         R = 0.7 * diameter_mm + 1.0
         ring = R + 2.0 + 0.25 * diameter_mm
         faces = np.asarray(self.tree.query_ball_point(point, ring + self.face_radius.max()), dtype=np.int64)
-        # the same side of the body (not the other side of a finger or an ear)
-        faces = faces[self.scan.face_normals[faces] @ normal > 0.2]
+        # the piece of skin around the point: connected to it and facing the same way
+        seed = faces[np.argmin(np.linalg.norm(self.centroids[faces] - point, axis=1))]
+        faces = surface_patch(self.adjacency, faces[self.scan.face_normals[faces] @ normal > 0.2], seed)
         idx = self.atlas.texels_of_faces(faces)
         d = self.atlas.positions(self.scan.vertices, self.scan.faces, idx).astype(np.float64) - point
         h = d @ normal

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 import pytest
@@ -119,29 +118,37 @@ def test_skin_types_span_light_to_dark(tmp_path):
 
 
 def test_painted_lesions_measure_their_true_size_on_the_3d_surface(big_patient):
-    """Measured from the texture's colours on the scan surface (tests/lesion_measure.py), the
-    area-equivalent diameter of painted lesions matches the truth."""
+    """Painted lesions, measured on the scan's surface, have the size the truth records.
+
+    Two measurements on the scan (remeshed, noisy, with its own UVs): (1) the truth's label
+    image read through the scan's UV layout, each texel weighted by its area on the scan's
+    surface; (2) an independent instrument that sees only the texture's colours
+    (tests/lesion_measure.py). Both compare the area-equivalent diameter with the exact area
+    inside each lesion's border. Lesions under 4 texels across are a blur at any texture
+    resolution and are reported, not required.
+    """
     from lesion_measure import LesionMeter
 
     scan = load_scan(big_patient / "scan.obj")
-    truth = json.loads((big_patient / "truth.json").read_text())
+    truth, arrays = read_visit_truth(big_patient)
     assert len(truth["lesions"]) == 300
     meter = LesionMeter(scan)
-    texel = float(np.median(scan.texel_density))
+    label = arrays["lesion_label"].ravel()[meter.atlas.flat]
+    label_area = np.bincount(label, weights=meter.texel_area, minlength=label.max() + 1)
     rows = []
     for r in truth["lesions"]:
         if not r["on_scan"]:
             continue
         area, _ = meter.measure(np.array(r["point_mm"]), np.array(r["normal"]), r["diameter_mm"])
-        rows.append((r["diameter_mm"], np.sqrt(area / r["area_mm2"]) - 1.0))
-    d, err = np.array(rows).T
-    resolvable = d >= 4 * texel  # at least 4 texels across
-    print(f"texel {texel:.2f} mm; {len(d)} lesions on the scan, {resolvable.sum()} >= 4 texels; "
-          f"equivalent-diameter error: median {np.median(np.abs(err[resolvable])):.3f}, "
-          f"95th pct {np.percentile(np.abs(err[resolvable]), 95):.3f}, "
-          f"within 10%: {(np.abs(err[resolvable]) <= 0.10).mean():.3f} (>= 4 texels), "
-          f"{(np.abs(err) <= 0.10).mean():.3f} (all)")
-    assert len(d) >= 280
-    assert np.median(np.abs(err[resolvable])) < 0.04
-    assert (np.abs(err[resolvable]) <= 0.10).mean() >= 0.97
-    assert (np.abs(err) <= 0.10).mean() >= 0.85
+        rows.append((r["diameter_mm"], r["texel_mm"], np.sqrt(label_area[r["id"]] / r["area_mm2"]) - 1.0,
+                     np.sqrt(area / r["area_mm2"]) - 1.0))
+    d, texel, err_label, err_colour = np.array(rows).T
+    ok = d >= 4 * texel  # at least 4 texels across
+    for name, err in (("label on scan", err_label), ("colour instrument", err_colour)):
+        print(f"{name}: {len(d)} lesions on the scan, {ok.sum()} >= 4 texels across; equivalent-diameter "
+              f"error median {np.median(np.abs(err[ok])):.3f}, 95th pct {np.percentile(np.abs(err[ok]), 95):.3f}; "
+              f"within 10%: {(np.abs(err[ok]) <= 0.10).mean():.3f} (>= 4 texels), {(np.abs(err) <= 0.10).mean():.3f} (all)")
+    assert len(d) >= 280 and ok.sum() >= 180
+    assert np.median(np.abs(err_label[ok])) < 0.03 and (np.abs(err_label[ok]) <= 0.10).mean() >= 0.96
+    assert np.median(np.abs(err_colour[ok])) < 0.04 and (np.abs(err_colour[ok]) <= 0.10).mean() >= 0.95
+    assert (np.abs(err_colour) <= 0.10).mean() >= 0.85

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 
 from bodymap.synth.body import PARTS
-from bodymap.project import UVAtlas
+from bodymap.project import UVAtlas, face_adjacency, surface_patch
 from bodymap.synth.texture import smoothstep, srgb_to_linear
 
 # type -> (diameter range mm, global frequency, relative density by body part)
@@ -97,6 +97,8 @@ def sample_lesions(
     placed_r: list[float] = [r for _, r in (avoid or [])]
     out: list[LesionSpec] = []
     tree, tree_n = None, 0
+    bad = ~np.asarray(face_allowed, bool)
+    forbidden = cKDTree(tri[bad].mean(1)) if bad.any() else None
     max_r = max(max(types[t]["d"][1] for t in names) / 2, max(placed_r, default=0.0))
     attempts = 0
     while len(out) < n and attempts < 50 * n + 100:
@@ -123,6 +125,9 @@ def sample_lesions(
             # next visit) stay apart, so each lesion can be measured on its own
             if any(np.linalg.norm(placed_p[j] - p) < 1.45 * (r + placed_r[j]) + 2.0 for j in near):
                 continue
+        # the whole lesion on plain skin: not across lips, nipples, nails or eyes
+        if forbidden is not None and forbidden.query(p)[0] < 1.4 * r + 2.0:
+            continue
         placed_p.append(p)
         placed_r.append(r)
         out.append(LesionSpec(
@@ -291,7 +296,13 @@ class LesionPainter:
         self.vn = vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
         self.centroids = tri.mean(1)
         self.face_radius = np.linalg.norm(tri - self.centroids[:, None], axis=2).max(1)
+        # texels dilated into the gutters lie beyond their face: reach must cover them too
+        pos = atlas.positions(vertices, faces)
+        far = np.linalg.norm(pos - self.centroids[atlas.face].astype(np.float32), axis=1)
+        np.maximum.at(self.face_radius, atlas.face, far)
+        del pos, far
         self.tree = cKDTree(self.centroids)
+        self.adjacency = face_adjacency(faces)
         # texel footprint on the body: mm^2 per texel, per face
         texels = np.diff(atlas.offsets).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -323,8 +334,9 @@ class LesionPainter:
         reach = les.diameter_mm * 0.5 * 1.6 + 1.0
         cand = np.asarray(self.tree.query_ball_point(c, reach + self.face_radius.max()), dtype=np.int64)
         cand = cand[np.linalg.norm(self.centroids[cand] - c, axis=1) <= reach + self.face_radius[cand]]
-        # only faces that face the same way (not the other side of a finger or an ear)
-        cand = cand[self.fn[cand] @ n > 0.2]
+        # only the piece of skin around the lesion: connected to it and facing the same way
+        # (not the next finger, the other side of an ear, or the opposite thigh)
+        cand = surface_patch(self.adjacency, cand[self.fn[cand] @ n > 0.2], les.base_face)
         sel = self.atlas.texels_of_faces(cand)
         if len(sel) == 0:
             return 0.0
@@ -344,4 +356,5 @@ class LesionPainter:
         colours[sel] = col
         inside = alpha >= 0.5
         label[sel[inside]] = les.id
-        return float(np.nansum(self.texel_area[self.atlas.face[sel[inside]]]))
+        counted = sel[inside & self.atlas.is_inside(sel)]  # gutter texels repeat the surface
+        return float(np.nansum(self.texel_area[self.atlas.face[counted]]))

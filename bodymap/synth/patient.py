@@ -95,7 +95,7 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
     say("texture atlas", 0.05)
     size = options.texture_size
     # grown into the gutters: scan faces that straddle a seam reach a little past their chart
-    atlas = dilate_atlas(rasterize_uv(base_uv, size), width=max(2, round(0.0035 * size)))
+    atlas = dilate_atlas(rasterize_uv(base_uv, size), width=max(3, round(0.0075 * size)))
     seg, seg_colors = _segmentation_labels(str(bm._root), size)
     seg_flat = seg.reshape(-1, 3)[atlas.flat]
     eye = np.zeros(len(atlas.flat), bool)

@@ -3,7 +3,7 @@
 truth.json (schema "bodymap.truth/1"): patient, visit, body, pose, skin, and every lesion and
 confounder present at this visit with id (stable across visits), type, diameter_mm (longest
 diameter of its border, exact), area_mm2 (area inside the border, exact), painted_area_mm2 (texels
-with alpha >= 0.5), 3D point on the scan (mm), on_scan (false where a scanner hole took it), scan
+with alpha >= 0.5), texel_mm (texture resolution there), 3D point on the scan (mm), on_scan (false where a scanner hole took it), scan
 face + barycentric, template face + barycentric,
 body part, and what changed since the previous visit (new / grown / darker); ids removed since
 the previous visit are listed under "removed".
@@ -56,6 +56,8 @@ def build_visit_truth(*, scan, mesh, painter, visit, patient_id, seed, options, 
             "scan_bary": [round(float(x), 6) for x in L[j]],
             "area_mm2": round(lesion_area_mm2(l), 3),
             "painted_area_mm2": round(float(areas.get(l.id, 0.0)), 3),
+            # texture resolution where it lies: lesions under ~3 texels across are only a blur
+            "texel_mm": round(float(painter.texel_mm[l.base_face]), 3),
             # the centre lies on the scan unless a scanner hole (sole, armpit) removed it
             "on_scan": bool(np.sqrt(sqd[j]) < 1.0 + 0.05 * l.diameter_mm),
             "part": PARTS[int(fparts[l.base_face])],
