@@ -1,0 +1,53 @@
+"""The labelled template body: anny's default body in rest pose (mm, z up, facing -y, subject's
+left = +x) with an anatomic site, a laterality and an ear sub-region on every vertex.
+
+The labels are data (bodymap/data/template_labels.npz), made by
+scripts/make_template_labels.py from the body model's own skinning weights, joints, normals and
+morph targets; the geometry comes from anny at run time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import numpy as np
+
+from bodymap import taxonomy
+
+LABELS_FILE = Path(__file__).resolve().parents[1] / "data" / "template_labels.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledTemplate:
+    """vertices (n, 3) mm; faces (m, 3); site (n,) uint8 index into taxonomy.SITES (finest level);
+    side (n,) uint8 index into taxonomy.LATERALITY; ear (n,) uint8 index into taxonomy.EAR_REGIONS."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    site: np.ndarray
+    side: np.ndarray
+    ear: np.ndarray
+
+    def site_at_level(self, level: int) -> np.ndarray:
+        """(n,) site indices at taxonomy level 1, 2 or 3 (a coarser site where 3 does not apply)."""
+        return taxonomy.level_lut(level)[self.site]
+
+    def face_site(self) -> np.ndarray:
+        """(m,) the majority site of each face's corners (first corner on a three-way tie)."""
+        s = self.site[self.faces]
+        return np.where(s[:, 1] == s[:, 2], s[:, 1], s[:, 0])
+
+
+@functools.lru_cache(maxsize=1)
+def load_template() -> LabelledTemplate:
+    """The labelled template (the body model is built on first use; labels from the data file)."""
+    from bodymap.synth.body import body_model
+
+    tm = body_model().template()
+    with np.load(LABELS_FILE) as z:
+        site, side, ear = z["site"], z["side"], z["ear"]
+    if len(site) != len(tm.vertices):
+        raise RuntimeError(f"{LABELS_FILE}: labels for {len(site)} vertices, template has {len(tm.vertices)}; "
+                           "rerun scripts/make_template_labels.py")
+    return LabelledTemplate(tm.vertices, tm.faces, site, side, ear)
