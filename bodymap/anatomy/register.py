@@ -1,0 +1,230 @@
+"""Registration of the template body to a scan of unknown topology, pose, shape and placement.
+
+Route: (1) coarse alignment: the longest of the y/z axes is up; every up sign and facing (four
+turns about the up axis) is tried with a short fit and the best kept; (2) the body model's pose
+(major joints) and phenotype, plus a rigid placement, are fitted to the scan by gradient descent
+on a robust two-way nearest-point distance (differentiable anny, CPU); (3) each scan vertex
+takes the closest point on the fitted body, whose face and barycentric coordinates are the same
+on the template (anny keeps one topology), giving a dense correspondence and a residual.
+
+Scans whose shape is far from a body fail loudly (RegistrationError says why); a partial scan
+(upper body only, say) still gets labels where it fits: residuals say where to trust them.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from bodymap.scan import Scan
+
+Progress = Callable[[str, float], None]
+
+# Bones whose rotation is fitted (the rest keep the rest pose): enough for standing scans.
+FIT_BONES = ("root", "spine03", "spine01", "neck01", "head", "clavicle.L", "clavicle.R",
+             "upperarm01.L", "upperarm01.R", "lowerarm01.L", "lowerarm01.R", "wrist.L", "wrist.R",
+             "upperleg01.L", "upperleg01.R", "lowerleg01.L", "lowerleg01.R", "foot.L", "foot.R")
+
+
+REG = 20.0  # weight of the pull towards the rest pose (upper arms are free: scans vary most there)
+ARM_STARTS = {"a-pose": 0.0, "arms-raised": -1.48, "arms-down": 0.63}  # rotation of the left upper arm about y, rad
+
+
+class RegistrationError(ValueError):
+    """The template cannot be registered to this scan (the message says why)."""
+
+    def __init__(self, source: str | None, problem: str):
+        self.source, self.problem = source, problem
+        super().__init__(f"{source}: {problem}" if source else problem)
+
+
+@dataclasses.dataclass
+class Correspondence:
+    """Dense map from a scan's vertices to the template surface.
+
+    template_face (n,) int64 and template_bary (n, 3) float32: the template surface point of
+    each scan vertex; residual_mm (n,) float32: distance from the scan vertex to the fitted
+    body; fitted_vertices (13718, 3) mm: the fitted body in the scan's frame; info: fit details.
+    """
+
+    template_face: np.ndarray
+    template_bary: np.ndarray
+    residual_mm: np.ndarray
+    fitted_vertices: np.ndarray
+    info: dict
+
+    def template_points(self, template_vertices: np.ndarray, template_faces: np.ndarray) -> np.ndarray:
+        """(n, 3) mm: the template surface point of each scan vertex."""
+        tri = template_vertices[template_faces[self.template_face]]
+        return np.einsum("nj,njd->nd", self.template_bary.astype(np.float64), tri)
+
+
+def _rotation_candidates(scan: Scan) -> list[np.ndarray]:
+    """Rotations (3, 3) that take the scan into the template frame (z up), one per up sign and
+    quarter turn about the up axis. The up axis is the longer of y and z."""
+    ext = np.ptp(scan.vertices, axis=0)
+    up_axis = 2 if ext[2] >= ext[1] else 1
+    base = np.eye(3) if up_axis == 2 else np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # y-up -> z-up
+    flip = np.diag([1.0, -1.0, -1.0])  # upside down
+    out = []
+    for f in (np.eye(3), flip):
+        for k in range(4):
+            a = k * np.pi / 2
+            rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+            out.append(rz @ f @ base)
+    return out
+
+
+class _Fitter:
+    """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
+
+    def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arm: float = 0.0):
+        import torch
+
+        from bodymap.synth.body import body_model
+
+        self.torch = torch
+        bm = body_model()
+        self.model = bm._model
+        self.labels = bm.bone_labels
+        self.fit_idx = torch.tensor([self.labels.index(b) for b in FIT_BONES])
+        self.points = torch.as_tensor(points, dtype=torch.float32)
+        self.scan_vertices = torch.as_tensor(scan_vertices, dtype=torch.float32)
+        self.tree = cKDTree(scan_vertices)
+        self.faces = torch.as_tensor(bm.faces)
+        z = points[:, 2]
+        self.height = float(np.ptp(z))
+        rv = torch.zeros(len(FIT_BONES), 3)
+        rv[FIT_BONES.index("upperarm01.L"), 1], rv[FIT_BONES.index("upperarm01.R"), 1] = arm, -arm
+        self.rotvec = rv.requires_grad_(True)
+        self._reg_mask = torch.ones(len(FIT_BONES), 1)
+        self._reg_mask[[0, FIT_BONES.index("upperarm01.L"), FIT_BONES.index("upperarm01.R")]] = 0.0
+        self.trans = torch.tensor([*points[:, :2].mean(0), z.min()], dtype=torch.float32, requires_grad=True)
+        self.pheno = {k: torch.zeros(1, requires_grad=True) for k in self.model.phenotype_labels}  # logits
+        self._offset = None
+
+    def vertices(self):
+        """Current fitted body vertices (13718, 3) mm as a torch tensor."""
+        import roma
+
+        torch = self.torch
+        nb = len(self.labels)
+        pose = torch.eye(4).repeat(1, nb, 1, 1)
+        R = roma.rotvec_to_rotmat(self.rotvec)
+        pose = pose.index_put((torch.zeros(len(FIT_BONES), dtype=torch.long), self.fit_idx),
+                              torch.cat([torch.cat([R, torch.zeros(len(FIT_BONES), 3, 1)], 2),
+                                         torch.tensor([[[0.0, 0, 0, 1]]]).repeat(len(FIT_BONES), 1, 1)], 1))
+        ph = {k: torch.sigmoid(v) for k, v in self.pheno.items()}
+        v = self.model(pose_parameters=pose, phenotype_kwargs=ph)["vertices"][0] * 1000.0
+        if self._offset is None:  # the initial body: feet on the floor, centred like the points
+            self._offset = torch.cat([v[:, :2].mean(0), v[:, 2:].min(0).values]).detach()
+        return v - self._offset + self.trans
+
+    def _normals(self, v):
+        """Unit vertex normals (n, 3) of the body v (torch), area-weighted, without gradient."""
+        torch = self.torch
+        v = v.detach()
+        f = self.faces
+        fn = torch.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]], dim=1)
+        n = torch.zeros_like(v).index_add_(0, f[:, 0], fn).index_add_(0, f[:, 1], fn).index_add_(0, f[:, 2], fn)
+        return n / n.norm(dim=1, keepdim=True).clamp_min(1e-9)
+
+    def fit(self, steps: int, lr: float = 0.03, cap_mm: float = 60.0) -> float:
+        """Gradient steps on the robust two-way distance; returns the final mean distance (mm)."""
+        torch = self.torch
+        params = [self.rotvec, self.trans, *self.pheno.values()]
+        opt = torch.optim.Adam([{"params": [self.rotvec], "lr": lr},
+                                {"params": [self.trans], "lr": lr * 100},
+                                {"params": list(self.pheno.values()), "lr": lr * 3}])
+        loss_val = np.inf
+        for _ in range(steps):
+            opt.zero_grad()
+            v = self.vertices()
+            vn = v.detach().numpy()
+            i_ms = self.tree.query(vn)[1]  # model -> scan
+            i_sm = cKDTree(vn).query(self.points.numpy())[1]  # scan -> model
+            n = self._normals(v)
+            # point-to-plane with a little point-to-point: sliding along the surface is free,
+            # so sparse samples do not pull the body towards themselves
+            da = v - self.scan_vertices[i_ms]
+            db = v[i_sm] - self.points
+            a = ((da * n).sum(1) ** 2 + 0.05 * (da ** 2).sum(1) + 1e-6).sqrt()
+            b = ((db * n[i_sm]).sum(1) ** 2 + 0.05 * (db ** 2).sum(1) + 1e-6).sqrt()
+            # robust: far pairs (holes, missing parts, wrong limb) pull little
+            rho = lambda d: cap_mm * torch.log1p(d / cap_mm)  # noqa: E731
+            loss = rho(a).mean() + rho(b).mean() + REG * ((self.rotvec * self._reg_mask) ** 2).mean()
+            loss.backward()
+            opt.step()
+            loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
+        del params
+        return loss_val
+
+
+def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n points (n, 3) mm on the scan surface, area-weighted."""
+    p = scan.face_areas / scan.face_areas.sum()
+    f = rng.choice(scan.n_faces, n, p=p)
+    r1, r2 = rng.random(n), rng.random(n)
+    s = np.sqrt(r1)
+    bary = np.stack([1 - s, s * (1 - r2), s * r2], 1)
+    return scan.points_from_barycentric(f, bary)
+
+
+def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000, steps: int = 400,
+             seed: int = 0) -> Correspondence:
+    """Register the template to ``scan`` (mm). Returns the dense Correspondence.
+
+    Raises RegistrationError when the scan is not a body the template can fit.
+    """
+    import gpytoolbox as gp
+
+    say = progress or (lambda stage, frac: None)
+    src = scan.meta.source or None
+    rng = np.random.default_rng(seed)
+    pts = _sample_points(scan, n_points, rng)
+    sv = scan.vertices
+    if len(sv) > 60_000:  # model -> scan distances need the surface, not every vertex
+        sv = sv[rng.choice(len(sv), 60_000, replace=False)]
+    best = None
+    cands = _rotation_candidates(scan)
+    for k, R in enumerate(cands):
+        say("coarse alignment", 0.4 * k / len(cands))
+        p = pts @ R.T
+        offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
+        fitter = _Fitter(p - offset, sv @ R.T - offset)
+        err = fitter.fit(40, lr=0.01)
+        if best is None or err < best[0]:
+            best = (err, R, offset, fitter)
+    err0, R, offset, fitter = best
+    p, q = pts @ R.T - offset, sv @ R.T - offset
+    for name, arm in ARM_STARTS.items():  # the arms are where a rest-pose start goes wrong
+        if arm == 0.0:
+            continue
+        say(f"coarse alignment ({name})", 0.4)
+        other = _Fitter(p, q, arm)
+        e = other.fit(40, lr=0.01)
+        if e < err0:
+            err0, fitter = e, other
+    for k in range(steps // 50):
+        say("fitting the body", 0.4 + 0.5 * k / (steps // 50))
+        err = fitter.fit(50, lr=0.01, cap_mm=60.0 if k < 3 else 20.0)
+    fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
+    say("correspondence", 0.9)
+    from bodymap.synth.body import body_model
+
+    faces = body_model().faces
+    sqd, I, L = gp.squared_distance(scan.vertices, fitted_scan, F=faces, use_cpp=True, use_aabb=True)
+    L = np.clip(np.asarray(L), 0, 1)
+    L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
+    resid = np.sqrt(np.asarray(sqd).ravel())
+    info = {"mean_fit_mm": round(err, 2), "coarse_mean_mm": round(err0, 2),
+            "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
+            "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()}}
+    if np.median(resid) > 40.0:
+        raise RegistrationError(src, f"the body model does not fit this scan (median distance "
+                                     f"{np.median(resid):.0f} mm): is it a human body in mm?")
+    say("done", 1.0)
+    return Correspondence(np.asarray(I).ravel().astype(np.int64), L.astype(np.float32),
+                          resid.astype(np.float32), fitted_scan, info)
