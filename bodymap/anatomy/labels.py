@@ -1,0 +1,119 @@
+"""Region labels on a scan: transferred from the labelled template through a Correspondence,
+queried at any surface point, saved and loaded beside the scan."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bodymap import taxonomy as tx
+from bodymap.anatomy.register import Correspondence
+from bodymap.anatomy.template import LabelledTemplate
+
+# A scan vertex farther than this from the fitted body gets its label flagged as unreliable.
+RELIABLE_MM = 15.0
+
+
+@dataclasses.dataclass
+class RegionLabels:
+    """Per scan vertex: site (n,) uint8 (taxonomy.SITES, finest level), side (n,) uint8
+    (taxonomy.LATERALITY), ear (n,) uint8 (taxonomy.EAR_REGIONS), residual_mm (n,) float32."""
+
+    site: np.ndarray
+    side: np.ndarray
+    ear: np.ndarray
+    residual_mm: np.ndarray
+
+    @property
+    def reliable(self) -> np.ndarray:
+        """(n,) bool: the fitted body lies within RELIABLE_MM of the vertex."""
+        return self.residual_mm <= RELIABLE_MM
+
+    def at_level(self, level: int) -> np.ndarray:
+        """(n,) site indices at taxonomy level 1, 2 or 3."""
+        return tx.level_lut(level)[self.site]
+
+    def macro(self) -> np.ndarray:
+        """(n,) indices into taxonomy.MACRO."""
+        return tx.macro_lut()[self.site]
+
+    def save(self, path: str | Path, correspondence: Correspondence | None = None) -> None:
+        """Write the labels (and the correspondence, if given) to an .npz file."""
+        extra = {}
+        if correspondence is not None:
+            extra = {"template_face": correspondence.template_face.astype(np.int32),
+                     "template_bary": correspondence.template_bary}
+        np.savez_compressed(path, site=self.site, side=self.side, ear=self.ear, residual_mm=self.residual_mm,
+                            site_codes=np.array([s.code for s in tx.SITES]), **extra)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RegionLabels":
+        """Read labels written by save(). Site codes are checked against this taxonomy."""
+        with np.load(path) as z:
+            codes = [str(c) for c in z["site_codes"]]
+            if codes != [s.code for s in tx.SITES][:len(codes)]:
+                raise ValueError(f"{path}: written with another site taxonomy")
+            return cls(z["site"], z["side"], z["ear"], z["residual_mm"])
+
+
+def transfer_labels(corr: Correspondence, template: LabelledTemplate) -> RegionLabels:
+    """Labels of each scan vertex: those of the template vertex nearest its template point (the
+    corner with the largest barycentric weight)."""
+    corner = template.faces[corr.template_face, np.argmax(corr.template_bary, axis=1)]
+    return RegionLabels(template.site[corner].astype(np.uint8), template.side[corner].astype(np.uint8),
+                        template.ear[corner].astype(np.uint8), corr.residual_mm.astype(np.float32))
+
+
+class RegionIndex:
+    """Answers "which region is this?" for any point on (or near) a labelled scan.
+
+    vertices (n, 3) mm, faces (m, 3), labels: the scan's RegionLabels.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, labels: RegionLabels):
+        self.vertices, self.faces, self.labels = np.asarray(vertices, np.float64), np.asarray(faces), labels
+
+    def region_at(self, points: np.ndarray) -> list[dict]:
+        """Regions of points (k, 3) or (3,) mm: for each a dict with code, name, side, ear,
+        macro, description and distance_mm (to the scan surface) and reliable."""
+        import gpytoolbox as gp
+
+        p = np.atleast_2d(np.asarray(points, np.float64))
+        sqd, I, L = gp.squared_distance(p, self.vertices, F=self.faces, use_cpp=True, use_aabb=True)
+        corner = self.faces[np.asarray(I).ravel(), np.argmax(np.asarray(L), axis=1)]
+        out = []
+        for d, c in zip(np.sqrt(np.asarray(sqd).ravel()), corner):
+            s, side, ear = int(self.labels.site[c]), int(self.labels.side[c]), int(self.labels.ear[c])
+            out.append({"code": tx.SITES[s].code, "name": tx.SITES[s].name, "side": tx.LATERALITY[side],
+                        "ear": tx.EAR_REGIONS[ear], "macro": tx.macro(s), "description": tx.describe(s, side),
+                        "distance_mm": round(float(d), 2), "reliable": bool(self.labels.reliable[c])})
+        return out
+
+
+def summary(labels: RegionLabels, face_areas: np.ndarray, faces: np.ndarray) -> dict:
+    """Area (mm^2) per site and laterality, from faces' majority labels; JSON-ready."""
+    s = labels.site[faces]
+    site = np.where(s[:, 1] == s[:, 2], s[:, 1], s[:, 0])
+    side = labels.side[faces[:, 0]]
+    rows = {}
+    for si, sd, a in zip(site, side, face_areas):
+        key = tx.describe(int(si), int(sd))
+        rows[key] = rows.get(key, 0.0) + float(a)
+    return {"area_mm2_by_region": {k: round(v, 1) for k, v in sorted(rows.items())},
+            "unreliable_fraction": round(float(1 - labels.reliable.mean()), 4)}
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write a JSON record (indented)."""
+    Path(path).write_text(json.dumps(data, indent=1))
+
+
+def label_scan(scan, progress=None) -> tuple[Correspondence, RegionLabels]:
+    """Register the template to scan (mm) and transfer its labels. progress(stage, fraction)."""
+    from bodymap.anatomy.register import register
+    from bodymap.anatomy.template import load_template
+
+    corr = register(scan, progress=progress)
+    return corr, transfer_labels(corr, load_template())
