@@ -1,7 +1,8 @@
 """Registration of the template body to a scan of unknown topology, pose, shape and placement.
 
-Route: (1) coarse alignment: the longest of the y/z axes is up; every up sign and facing (four
-turns about the up axis) is tried with a short fit and the best kept; (2) the body model's pose
+Route: (1) coarse alignment: the longer of the y/z axes is up (both signs tried); the feet,
+which point forward, give the facing; short fits from each start (and from arms-raised and
+arms-down starts for the best two) pick the best; (2) the body model's pose
 (major joints) and phenotype, plus a rigid placement, are fitted to the scan by gradient descent
 on a robust two-way nearest-point distance (differentiable anny, CPU); (3) each scan vertex
 takes the closest point on the fitted body, whose face and barycentric coordinates are the same
@@ -29,7 +30,7 @@ FIT_BONES = ("root", "spine03", "spine01", "neck01", "head", "clavicle.L", "clav
 
 
 REG = 20.0  # weight of the pull towards the rest pose (upper arms are free: scans vary most there)
-ARM_STARTS = {"a-pose": 0.0, "arms-raised": -1.48, "arms-down": 0.63}  # rotation of the left upper arm about y, rad
+REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 
 
 class RegistrationError(ValueError):
@@ -61,26 +62,60 @@ class Correspondence:
         return np.einsum("nj,njd->nd", self.template_bary.astype(np.float64), tri)
 
 
-def _rotation_candidates(scan: Scan) -> list[np.ndarray]:
-    """Rotations (3, 3) that take the scan into the template frame (z up), one per up sign and
-    quarter turn about the up axis. The up axis is the longer of y and z."""
-    ext = np.ptp(scan.vertices, axis=0)
-    up_axis = 2 if ext[2] >= ext[1] else 1
-    base = np.eye(3) if up_axis == 2 else np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # y-up -> z-up
-    flip = np.diag([1.0, -1.0, -1.0])  # upside down
+def _arm_starts(p: np.ndarray) -> tuple[float, float]:
+    """Upper-arm rotations (left, right; radians about y, + lowers) that point the template's arms
+    where the scan's arms are. p (k, 3): points of a z-up body facing -y, feet at z = 0.
+
+    Each arm is what lies beside the torso above the hips; its direction from the shoulder
+    (proportions of the template) gives its elevation.
+    """
+    H = np.ptp(p[:, 2])
+    c = np.array([*p[:, :2].mean(0)])
     out = []
-    for f in (np.eye(3), flip):
-        for k in range(4):
-            a = k * np.pi / 2
-            rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-            out.append(rz @ f @ base)
-    return out
+    for sgn in (1.0, -1.0):
+        x = sgn * (p[:, 0] - c[0])
+        arm = p[(x > 0.14 * H) & (p[:, 2] > 0.45 * H)]
+        if len(arm) < 20:
+            out.append(0.0)
+            continue
+        d = arm.mean(0) - np.array([c[0] + sgn * 0.1 * H, 0.0, 0.82 * H])
+        elevation = np.arctan2(d[2], sgn * d[0])
+        out.append(float(np.clip(REST_ARM_ELEVATION - elevation, -1.8, 0.9)))
+    return out[0], out[1]
+
+
+def _up_rotations(scan: Scan) -> list[np.ndarray]:
+    """The two rotations (3, 3) that make the longer of the scan's y and z axes point up (+z),
+    one per sign."""
+    ext = np.ptp(scan.vertices, axis=0)
+    base = np.eye(3) if ext[2] >= ext[1] else np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # y-up -> z-up
+    return [base, np.diag([1.0, -1.0, -1.0]) @ base]
+
+
+def _rot_z(a: float) -> np.ndarray:
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+
+
+def _facing_turns(p: np.ndarray) -> list[float]:
+    """Turns about z (radians) that make a z-up body in points p (k, 3) face -y, best first.
+
+    Standing people's feet point forward: the feet (lowest 3.5% of the height) lie in front of
+    the ankles (6-10%). When that cue is weak (under 20 mm), the opposite turn is offered too.
+    """
+    z = p[:, 2] - p[:, 2].min()
+    H = np.ptp(z)
+    feet, ankles = p[z < 0.035 * H, :2], p[(z > 0.06 * H) & (z < 0.10 * H), :2]
+    if len(feet) < 10 or len(ankles) < 10:
+        return [0.0, np.pi / 2, np.pi, -np.pi / 2]
+    fwd = feet.mean(0) - ankles.mean(0)
+    turn = np.arctan2(-fwd[0], -fwd[1])  # rotation taking fwd onto -y
+    return [turn] if np.linalg.norm(fwd) >= 20.0 else [turn, turn + np.pi]
 
 
 class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
-    def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arm: float = 0.0):
+    def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0)):
         import torch
 
         from bodymap.synth.body import body_model
@@ -95,14 +130,37 @@ class _Fitter:
         self.tree = cKDTree(scan_vertices)
         self.faces = torch.as_tensor(bm.faces)
         z = points[:, 2]
-        self.height = float(np.ptp(z))
+        # standing height: the top of the central column (raised hands lie off to the sides)
+        central = np.hypot(*(points[:, :2] - np.median(points[:, :2], axis=0)).T) < 120.0
+        self.height = float(z[central].max() - z.min()) if central.sum() > 50 else float(np.ptp(z))
         rv = torch.zeros(len(FIT_BONES), 3)
-        rv[FIT_BONES.index("upperarm01.L"), 1], rv[FIT_BONES.index("upperarm01.R"), 1] = arm, -arm
+        # upper arms start at the given rotations about y (left lowers with +, right with -)
+        rv[FIT_BONES.index("upperarm01.L"), 1], rv[FIT_BONES.index("upperarm01.R"), 1] = arms[0], -arms[1]
         self.rotvec = rv.requires_grad_(True)
         self._reg_mask = torch.ones(len(FIT_BONES), 1)
         self._reg_mask[[0, FIT_BONES.index("upperarm01.L"), FIT_BONES.index("upperarm01.R")]] = 0.0
         self.trans = torch.tensor([*points[:, :2].mean(0), z.min()], dtype=torch.float32, requires_grad=True)
         self.pheno = {k: torch.zeros(1, requires_grad=True) for k in self.model.phenotype_labels}  # logits
+        self._offset = None
+        self._init_size()
+
+    def _init_size(self) -> None:
+        """Start from a body of the scan's height: a small search over anny's age and height
+        (age sets a child's size, height an adult's)."""
+        torch = self.torch
+        best = None
+        with torch.no_grad():
+            for age in (-2.0, -1.0, 0.0, 1.0):
+                for height in (-2.0, -1.0, 0.0, 1.0, 2.0):
+                    self.pheno["age"].fill_(age)
+                    self.pheno["height"].fill_(height)
+                    self._offset = None
+                    h = float(np.ptp(self.vertices()[:, 2].numpy()))
+                    cost = abs(h - self.height) + 20.0 * (abs(age) + abs(height))  # prefer the average body
+                    if best is None or cost < best[0]:
+                        best = (cost, age, height)
+            self.pheno["age"].fill_(best[1])
+            self.pheno["height"].fill_(best[2])
         self._offset = None
 
     def vertices(self):
@@ -187,29 +245,34 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     sv = scan.vertices
     if len(sv) > 60_000:  # model -> scan distances need the surface, not every vertex
         sv = sv[rng.choice(len(sv), 60_000, replace=False)]
-    best = None
-    cands = _rotation_candidates(scan)
+    # coarse: every orientation, briefly; then the two best with each arm start, a little longer
+    trials = []
+    cands = []
+    for U in _up_rotations(scan):
+        for turn in _facing_turns(pts @ U.T):
+            cands.append(_rot_z(turn) @ U)
     for k, R in enumerate(cands):
-        say("coarse alignment", 0.4 * k / len(cands))
+        say("coarse alignment", 0.3 * k / len(cands))
         p = pts @ R.T
         offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
         fitter = _Fitter(p - offset, sv @ R.T - offset)
-        err = fitter.fit(40, lr=0.01)
-        if best is None or err < best[0]:
-            best = (err, R, offset, fitter)
+        trials.append((fitter.fit(30, lr=0.012), k, R, offset, fitter))
+    trials.sort(key=lambda t: t[0])
+    best = None
+    for j, (_, k, R, offset, first) in enumerate(trials[:2]):
+        p, q = pts @ R.T - offset, sv @ R.T - offset
+        arms = _arm_starts(p)  # the arms are where a rest-pose start goes wrong
+        say("coarse alignment (arms)", 0.3 + 0.1 * j)
+        for fitter in (first, _Fitter(p, q, arms)):
+            e = fitter.fit(30, lr=0.012)
+            if best is None or e < best[0]:
+                best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
-    p, q = pts @ R.T - offset, sv @ R.T - offset
-    for name, arm in ARM_STARTS.items():  # the arms are where a rest-pose start goes wrong
-        if arm == 0.0:
-            continue
-        say(f"coarse alignment ({name})", 0.4)
-        other = _Fitter(p, q, arm)
-        e = other.fit(40, lr=0.01)
-        if e < err0:
-            err0, fitter = e, other
-    for k in range(steps // 50):
-        say("fitting the body", 0.4 + 0.5 * k / (steps // 50))
-        err = fitter.fit(50, lr=0.01, cap_mm=60.0 if k < 3 else 20.0)
+    n = max(1, steps // 50)
+    for k in range(n):
+        say("fitting the body", 0.4 + 0.5 * k / n)
+        # large steps and a wide capture first, then finer steps and a tight cap
+        err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
     fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
     say("correspondence", 0.9)
     from bodymap.synth.body import body_model

@@ -1,0 +1,91 @@
+"""Registration of the template to scans, region labels, region_at, region maps, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bodymap.anatomy.evaluate import score
+from bodymap.anatomy.labels import RegionIndex, RegionLabels, label_scan
+from bodymap.anatomy.register import Correspondence, RegistrationError, register
+from bodymap.anatomy.template import load_template
+from bodymap.cli import main
+from bodymap.io import load_scan
+from bodymap.scan import Scan
+from bodymap.synth.truth import read_visit_truth
+
+PART_TO_MACRO = {"trunk": "trunk", "head": "head", "neck": "head", "arm": "arm", "hand": "hand", "leg": "leg",
+                 "foot": "foot"}
+
+
+@pytest.fixture(scope="module")
+def labelled(small_patient, tmp_path_factory):
+    """Visit 2 of the small patient (arms raised), labelled through the CLI."""
+    vdir = small_patient[1]
+    out = tmp_path_factory.mktemp("label")
+    assert main(["label", str(vdir / "scan.obj"), "--out", str(out), "--quiet"]) == 0
+    return vdir, out
+
+
+def test_labels_agree_with_the_truth(labelled):
+    vdir, out = labelled
+    scan = load_scan(vdir / "scan.obj")
+    labels = RegionLabels.load(out / "labels.npz")
+    with np.load(out / "labels.npz") as z:
+        corr = Correspondence(z["template_face"], z["template_bary"], labels.residual_mm, None, {})
+    truth, arrays = read_visit_truth(vdir)
+    assert len(labels.site) == scan.n_vertices
+    s = score(corr, labels, arrays["vertex_template_face"], arrays["vertex_template_bary"], load_template())
+    print(s)
+    assert s["level1"] >= 0.97 and s["level2"] >= 0.93 and s["laterality"] >= 0.97
+    assert s["corr_median_mm"] < 8 and s["corr_p95_mm"] < 25
+    record = json.loads((out / "regions.json").read_text())
+    assert record["fit"]["median_residual_mm"] < 5
+    total = sum(record["area_mm2_by_region"].values()) / 1e6
+    assert total == pytest.approx(scan.surface_area_mm2 / 1e6, rel=1e-3)
+    for name in ("regions.ply", "regions.glb", "regions_bodymap.png", "regions_atlas.png"):
+        assert (out / name).stat().st_size > 1000
+    coloured = load_scan(out / "regions.ply")
+    assert coloured.n_vertices == scan.n_vertices and coloured.vertex_colors is not None
+
+
+def test_region_at_names_where_each_lesion_is(labelled):
+    vdir, out = labelled
+    scan = load_scan(vdir / "scan.obj")
+    truth, _ = read_visit_truth(vdir)
+    idx = RegionIndex(scan.vertices, scan.faces, RegionLabels.load(out / "labels.npz"))
+    recs = [r for r in truth["lesions"] if r["on_scan"]]
+    got = idx.region_at(np.array([r["point_mm"] for r in recs]))
+    agree = np.mean([g["macro"] == PART_TO_MACRO[r["part"]] for g, r in zip(got, recs)])
+    assert agree >= 0.85
+    one = idx.region_at(recs[0]["point_mm"])[0]
+    assert set(one) >= {"code", "name", "side", "ear", "macro", "description", "distance_mm", "reliable"}
+    assert one["distance_mm"] < 1.0
+
+
+def test_a_shape_that_is_not_a_body_fails_loudly():
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=850.0)
+    scan = Scan(np.asarray(sphere.vertices) + [0, 0, 850], np.asarray(sphere.faces))
+    scan.meta.source = "ball.ply"
+    with pytest.raises(RegistrationError, match="ball.ply.*does not fit"):
+        register(scan, steps=50)
+
+
+def test_partial_scan_labels_the_part_it_has(small_patient):
+    vdir = small_patient[0]
+    scan = load_scan(vdir / "scan.obj")
+    truth, arrays = read_visit_truth(vdir)
+    keep_v = scan.vertices[:, 2] > scan.bounds[0, 2] + 0.55 * scan.height_mm  # upper body only
+    keep_f = keep_v[scan.faces].all(1)
+    used = np.unique(scan.faces[keep_f])
+    remap = np.full(scan.n_vertices, -1)
+    remap[used] = np.arange(len(used))
+    part = Scan(scan.vertices[used], remap[scan.faces[keep_f]])
+    corr, labels = label_scan(part)
+    s = score(corr, labels, arrays["vertex_template_face"][used], arrays["vertex_template_bary"][used],
+              load_template())
+    print(s)
+    assert s["level1"] >= 0.9 and s["corr_median_mm"] < 15
