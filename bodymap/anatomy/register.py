@@ -29,7 +29,8 @@ FIT_BONES = ("root", "spine03", "spine01", "neck01", "head", "clavicle.L", "clav
              "upperleg01.L", "upperleg01.R", "lowerleg01.L", "lowerleg01.R", "foot.L", "foot.R")
 
 
-REG = 20.0  # weight of the pull towards the rest pose (upper arms are free: scans vary most there)
+REG = 200.0  # weight of the pull towards the rest pose (upper arms are free: scans vary most there)
+PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 
 
@@ -115,7 +116,8 @@ def _facing_turns(p: np.ndarray) -> list[float]:
 class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
-    def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0)):
+    def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0),
+                 partial: bool = False):
         import torch
 
         from bodymap.synth.body import body_model
@@ -142,7 +144,15 @@ class _Fitter:
         self.trans = torch.tensor([*points[:, :2].mean(0), z.min()], dtype=torch.float32, requires_grad=True)
         self.pheno = {k: torch.zeros(1, requires_grad=True) for k in self.model.phenotype_labels}  # logits
         self._offset = None
-        self._init_size()
+        self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
+        self.partial = partial
+        self.scan_to_body_mm = np.inf
+        if partial:  # an upper-body scan: an average adult, its head top at the scan's top
+            with torch.no_grad():
+                top = float(self.vertices()[:, 2].max())
+                self.trans[2] += float(z.max()) - top
+        else:
+            self._init_size()
 
     def _init_size(self) -> None:
         """Start from a body of the scan's height: a small search over anny's age and height
@@ -208,16 +218,82 @@ class _Fitter:
             # so sparse samples do not pull the body towards themselves
             da = v - self.scan_vertices[i_ms]
             db = v[i_sm] - self.points
-            a = ((da * n).sum(1) ** 2 + 0.05 * (da ** 2).sum(1) + 1e-6).sqrt()
-            b = ((db * n[i_sm]).sum(1) ** 2 + 0.05 * (db ** 2).sum(1) + 1e-6).sqrt()
+            a = ((da * n).sum(1) ** 2 + self.p2p * (da ** 2).sum(1) + 1e-6).sqrt()
+            b = ((db * n[i_sm]).sum(1) ** 2 + self.p2p * (db ** 2).sum(1) + 1e-6).sqrt()
             # robust: far pairs (holes, missing parts, wrong limb) pull little
             rho = lambda d: cap_mm * torch.log1p(d / cap_mm)  # noqa: E731
-            loss = rho(a).mean() + rho(b).mean() + REG * ((self.rotvec * self._reg_mask) ** 2).mean()
+            if self.partial:  # body parts the scan lacks are not pulled onto it
+                w = (a.detach() < 40.0).float()
+                loss_a = (rho(a) * w).sum() / w.sum().clamp_min(1.0)
+            else:
+                loss_a = rho(a).mean()
+            loss = loss_a + rho(b).mean() + REG * ((self.rotvec * self._reg_mask) ** 2).mean()
             loss.backward()
             opt.step()
             loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
+            self.scan_to_body_mm = float(b.detach().mean())
         del params
         return loss_val
+
+
+def _kabsch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3, 3) and translation (3,) that best map points a (k, 3) onto b (k, 3)."""
+    ca, cb = a.mean(0), b.mean(0)
+    U, _, Vt = np.linalg.svd((a - ca).T @ (b - cb))
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    return R, cb - R @ ca
+
+
+def refine_ears(fitted: np.ndarray, scan_vertices: np.ndarray, iters: int = 20) -> np.ndarray:
+    """Fitted body vertices (13718, 3) with each ear moved rigidly (ICP) onto the scan's ear.
+
+    The whole-body fit leaves the ears a few mm off, which is most of an ear sub-region; a local
+    rigid alignment of the template ear to the scan points around it fixes that. Skin around
+    the ear follows with a weight fading from 1 to 0 between 20 and 40 mm from the ear.
+    """
+    from bodymap.anatomy.template import load_template
+
+    t = load_template()
+    out = fitted.copy()
+    tree = cKDTree(scan_vertices)
+    for sgn in (1.0, -1.0):
+        ear = np.flatnonzero((t.ear > 0) & (np.sign(t.vertices[:, 0]) == sgn))
+        c = fitted[ear].mean(0)
+        near = np.asarray(tree.query_ball_point(c, 70.0), dtype=np.int64)
+        if len(near) < 50:  # no ear on this scan (partial scan, hole)
+            continue
+        local = cKDTree(scan_vertices[near])
+        src = fitted[ear].copy()
+        R_all, t_all = np.eye(3), np.zeros(3)
+        for _ in range(iters):
+            d, j = local.query(src)
+            keep = d < np.percentile(d, 90) + 1e-9  # drop the worst pairs
+            R, tr = _kabsch(src[keep], scan_vertices[near][j[keep]])
+            src = src @ R.T + tr
+            R_all, t_all = R @ R_all, R @ t_all + tr
+        dist = np.linalg.norm(fitted - c, axis=1)
+        w = np.clip((40.0 - dist) / 20.0, 0.0, 1.0)[:, None]
+        out = out * (1 - w) + (fitted @ R_all.T + t_all) * w
+        out[ear] = fitted[ear] @ R_all.T + t_all
+    return out
+
+
+def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray):
+    """Best partial-body fit over both up signs and four facings: (fitter, R (3, 3), offset (3,)).
+    pts (k, 3) surface samples and sv (s, 3) vertices of the scan, mm, in the scan's frame."""
+    best = None
+    for U in _up_rotations(scan):
+        for turn in (0.0, np.pi / 2, np.pi, -np.pi / 2):
+            R = _rot_z(turn) @ U
+            p = pts @ R.T
+            offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
+            f = _Fitter(p - offset, sv @ R.T - offset, partial=True)
+            f.fit(30, lr=0.012)
+            if best is None or f.scan_to_body_mm < best[0].scan_to_body_mm:
+                best = (f, R, offset)
+    best[0].fit(30, lr=0.012)
+    return best
 
 
 def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -268,12 +344,26 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             if best is None or e < best[0]:
                 best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
+    # a partial scan (upper body only, say) is better explained by a body that is not stood on
+    # the scan's lowest point: compare how well each explains the scan's points
+    fitter.fit(10, lr=0.012)
+    partial = False
+    # the cue: much of the scan lies far from a whole body stood on its lowest point
+    if fitter.scan_to_body_mm > PARTIAL_CUE_MM:
+        # a partial scan (upper body only, say) is better explained by a body that is not stood
+        # on the scan's lowest point; its up and facing cannot come from the feet, so every
+        # orientation is tried
+        say("coarse alignment (partial scan?)", 0.4)
+        part, R_part, off_part = _partial_search(scan, pts, sv)
+        if part.scan_to_body_mm < 0.7 * fitter.scan_to_body_mm:
+            partial, fitter, R, offset = True, part, R_part, off_part
     n = max(1, steps // 50)
     for k in range(n):
         say("fitting the body", 0.4 + 0.5 * k / n)
         # large steps and a wide capture first, then finer steps and a tight cap
         err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
     fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
+    fitted_scan = refine_ears(fitted_scan, scan.vertices)
     say("correspondence", 0.9)
     from bodymap.synth.body import body_model
 
@@ -282,7 +372,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     L = np.clip(np.asarray(L), 0, 1)
     L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
     resid = np.sqrt(np.asarray(sqd).ravel())
-    info = {"mean_fit_mm": round(err, 2), "coarse_mean_mm": round(err0, 2),
+    info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()}}
     if np.median(resid) > 40.0:
