@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # System packages: open3d (libusb), Qt under Xvfb (xcb), offscreen VTK (EGL).
 APT_PKGS := libusb-1.0-0 xvfb xauth libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 \
 	libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 \
-	libegl1 libegl-mesa0 libgl1
+	libegl1 libegl-mesa0 libgl1 libglib2.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup venv demo test samples bench clean
@@ -39,8 +39,10 @@ test: setup venv
 samples: venv  ## regenerate sample_meshes/ (deterministic)
 	bash scripts/make_samples.sh
 
-bench: venv
+bench: venv  ## every benchmark (tens of minutes); figures go to docs/benchmarks.md by hand
 	$(BIN)/python benchmarks/synth.py
+	$(BIN)/python benchmarks/anatomy.py
+	$(BIN)/python benchmarks/detection.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -4,6 +4,9 @@
     bodymap label SCAN [--out DIR]
     bodymap render SCAN OUT.png [--views front back left right] [--size 400x800]
     bodymap synth OUT [--seed N] [--patients K] [--lesions N] [--texture 4096] [--faces 300000] ...
+    bodymap detect SCAN [--out DIR] [--detector classical|yolo] [--views] [--via-import CSV] [--via-export CSV]
+    bodymap analyze SCAN [--out DIR] [--detector classical|yolo]
+    bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
 """
 from __future__ import annotations
 
@@ -105,6 +108,84 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Detect lesions on a scan's texture (no anatomy); write the lesion table and an annotated
+    texture. With --via-import, place a VIA CSV's boxes on the scan instead of detecting."""
+    from bodymap.io import load_scan
+    from bodymap.pipeline import Result, detect_lesions, detect_lesions_in_views, write_result
+    from bodymap.via import export_via, import_via
+
+    scan = load_scan(args.scan, units=args.units)
+    if not args.views:
+        scan.require_texture()
+    out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_lesions")
+    t0 = time.perf_counter()
+    if args.via_import:
+        lesions = import_via(scan, args.via_import)
+    else:
+        bar = _Bar("detecting", enabled=not args.quiet)
+        try:
+            if args.views:  # rendered views around the body, back-projected through the face-id buffer
+                from renderers import orbit_rig
+
+                lesions = detect_lesions_in_views(scan, orbit_rig(scan.bounds), _detector(args), progress=bar)
+            else:
+                lesions = detect_lesions(scan, _detector(args), progress=bar)
+        finally:
+            bar.close()
+    paths = write_result(Result(scan, lesions), out)
+    if args.via_export:
+        export_via(lesions, args.via_export, Path(args.scan).with_suffix(".png").name)
+        paths.append(Path(args.via_export))
+    print(f"{len(lesions)} lesions in {time.perf_counter() - t0:.1f} s")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """The main job: anatomic regions + lesions (placed, measured, located) + exports."""
+    from bodymap.io import load_scan
+    from bodymap.pipeline import analyze, write_result
+
+    scan = load_scan(args.scan, units=args.units)
+    scan.require_texture()
+    out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_analysis")
+    bar = _Bar("analysing", enabled=not args.quiet)
+    try:
+        result = analyze(scan, _detector(args), progress=bar)
+    finally:
+        bar.close()
+    paths = write_result(result, out)
+    t = result.timings
+    print(f"{len(result.lesions)} lesions on {scan.n_faces} faces in {t['total_s']:.1f} s "
+          f"(anatomy {t.get('anatomy_s', 0):.1f} s, detection {t['detection_s']:.1f} s)")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model from random weights on data our code makes (see bodymap.detect.yolo)."""
+    from bodymap.detect.yolo import train_detector
+
+    bar = _Bar(f"training {args.model}", enabled=not args.quiet)
+    try:
+        path = train_detector(Path(args.out), patients=args.patients, seed=args.seed, epochs=args.epochs,
+                              model=args.arch, batch=args.batch, device=args.device, texture=args.texture,
+                              lesions=args.lesions, faces=args.faces, progress=bar)
+    finally:
+        bar.close()
+    print(f"{path} (copy it to bodymap/data/detector_yolo.pt to ship it)")
+    return 0
+
+
+def _detector(args: argparse.Namespace):
+    from bodymap.detect import get_detector
+
+    return get_detector(args.detector, **({"weights": args.weights} if args.weights else {}))
+
+
 VIEWS = {"front": 0.0, "left": 90.0, "back": 180.0, "right": 270.0}
 
 
@@ -172,6 +253,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-holes", action="store_true", help="keep soles and armpits")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_synth)
+
+    q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles)")
+    q.add_argument("model", choices=["detector"])
+    q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
+    q.add_argument("--patients", type=int, default=6)
+    q.add_argument("--seed", type=int, default=500)
+    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml (random weights)")
+    q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--device", help="cpu, 0 (first GPU); default: GPU when present")
+    q.add_argument("--texture", type=int, default=4096)
+    q.add_argument("--lesions", type=int, default=300)
+    q.add_argument("--faces", type=int, default=60_000)
+    q.add_argument("--quiet", action="store_true")
+    q.set_defaults(func=cmd_train)
+
+    for name, helptext in (("detect", "detect lesions on a scan's texture; write the lesion table (CSV, JSON)"),
+                           ("analyze", "the main job: anatomic regions, lesions, lesion table and region maps")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("scan")
+        q.add_argument("--out", help="output folder (default: beside the scan)")
+        q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
+        q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
+        q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "detect":
+            q.add_argument("--via-import", metavar="CSV", help="place these VIA (Skin3D) boxes instead of detecting")
+            q.add_argument("--via-export", metavar="CSV", help="also write the lesions as a VIA CSV")
+            q.add_argument("--views", action="store_true",
+                           help="detect on 24 rendered views (1024x2048) instead of the texture map")
+        q.set_defaults(func=cmd_detect if name == "detect" else cmd_analyze)
     return p
 
 

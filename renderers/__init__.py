@@ -3,7 +3,7 @@
 pytorch3d cannot be installed on our machines; ``RaycastRenderer`` (Embree ray casting on the
 CPU) is the reference backend.
 """
-from renderers.camera import Camera, body_view
+from renderers.camera import Camera, body_view, framing_camera, orbit_rig, point_camera
 from renderers.raycast import RaycastRenderer, RenderResult, render_views
 
-__all__ = ["Camera", "body_view", "RaycastRenderer", "RenderResult", "render_views"]
+__all__ = ["Camera", "body_view", "framing_camera", "orbit_rig", "point_camera", "RaycastRenderer", "RenderResult", "render_views"]

@@ -75,3 +75,37 @@ def body_view(bounds: np.ndarray, azimuth_deg: float, elevation_deg: float = 0.0
     a, e = np.deg2rad(azimuth_deg), np.deg2rad(elevation_deg)
     direction = np.array([np.sin(a) * np.cos(e), -np.cos(a) * np.cos(e), np.sin(e)])
     return Camera.look_at(centre + dist * direction, centre, fov_deg=fov_deg, width=width, height=height)
+
+
+def orbit_rig(bounds: np.ndarray, azimuths=(0, 45, 90, 135, 180, 225, 270, 315), elevations=(-25, 10, 45),
+              width: int = 1024, height: int = 2048, fov_deg: float = 30.0) -> list[Camera]:
+    """Cameras around a standing body (bounds (2, 3) mm): every azimuth (degrees, 0 = front) at
+    every elevation (degrees above the horizon), each framing the whole body. Soles and the top
+    of the head are seen from the lowest and highest elevations."""
+    return [body_view(bounds, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
+
+
+def framing_camera(points: np.ndarray, view_dir: np.ndarray, width: int = 512, height: int = 512,
+                   fov_deg: float = 30.0, margin: float = 1.2, up=(0, 0, 1)) -> Camera:
+    """A camera looking along view_dir (3,) (from the camera towards the points) that frames
+    points (k, 3) mm: a region close-up (an ear, a hand, a sole) or, with a few points around
+    it, any surface point."""
+    points = np.atleast_2d(np.asarray(points, np.float64))
+    d = np.asarray(view_dir, np.float64)
+    d /= np.linalg.norm(d)
+    centre = points.mean(0)
+    radius = max(float(np.linalg.norm(points - centre, axis=1).max()), 5.0) * margin
+    dist = radius / np.tan(np.deg2rad(fov_deg) / 2 * min(1.0, width / height))
+    up = np.asarray(up, np.float64)
+    if abs(np.dot(up, d)) > 0.95:  # looking straight up or down (soles, scalp): y is up in the image
+        up = np.array([0.0, 1.0, 0.0])
+    return Camera.look_at(centre - dist * d, centre, up=up, fov_deg=fov_deg, width=width, height=height)
+
+
+def point_camera(point: np.ndarray, normal: np.ndarray, field_mm: float = 40.0, width: int = 512,
+                 height: int = 512, fov_deg: float = 30.0) -> Camera:
+    """A camera facing a surface point (3,) mm along its normal (3,), field_mm across."""
+    n = np.asarray(normal, np.float64) / np.linalg.norm(normal)
+    dist = 0.5 * field_mm / np.tan(np.deg2rad(fov_deg) / 2)
+    up = (0, 0, 1) if abs(n[2]) < 0.95 else (0, 1, 0)
+    return Camera.look_at(np.asarray(point) + dist * n, point, up=up, fov_deg=fov_deg, width=width, height=height)

@@ -51,3 +51,18 @@ def load_template() -> LabelledTemplate:
         raise RuntimeError(f"{LABELS_FILE}: labels for {len(site)} vertices, template has {len(tm.vertices)}; "
                            "rerun scripts/make_template_labels.py")
     return LabelledTemplate(tm.vertices, tm.faces, site, side, ear)
+
+
+@functools.lru_cache(maxsize=1)
+def non_skin_vertices() -> np.ndarray:
+    """(13718,) bool: template vertices on tissue that is not skin for lesion counting (lips,
+    nipples and areolae, nails, eyes), from the body model's morph targets, hand geometry and
+    UV segmentation (the same sources scripts/make_template_labels.py uses)."""
+    from bodymap.synth.body import body_model, landmark_weights
+
+    bm = body_model()
+    w = landmark_weights(bm)
+    out = np.maximum.reduce([w["lips"], w["nipple"], w["nail"]]) > 0.2
+    eyes = bm._faces_labelled(("eye_front.L", "eye_front.R", "eye_back.L", "eye_back.R"))
+    out[np.unique(bm.faces[eyes])] = True
+    return out

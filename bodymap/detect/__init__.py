@@ -1,0 +1,96 @@
+"""Lesion detection on texture maps (and, through the face-id buffer, on rendered views).
+
+Every detector takes an RGB image and a mask of the pixels that show skin of the scan, and
+returns ``Boxes`` in that image's pixels. ``texture.detect_texture`` runs a detector tile by
+tile over a scan's UV atlas, and ``bodymap.lesions.measure_boxes`` turns boxes into lesion
+records on the 3D surface.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Boxes:
+    """Axis-aligned boxes in image pixels (x = column, y = row, row 0 at the top).
+
+    xyxy : (k, 4) float32 x0, y0, x1, y1 (x1, y1 exclusive)
+    score : (k,) float32 detector confidence in [0, 1]
+    """
+
+    xyxy: np.ndarray
+    score: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Boxes":
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def shifted(self, dx: float, dy: float) -> "Boxes":
+        """The same boxes moved by (dx, dy) pixels."""
+        return Boxes(self.xyxy + np.array([dx, dy, dx, dy], np.float32), self.score)
+
+    @staticmethod
+    def concat(parts: list["Boxes"]) -> "Boxes":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Boxes.empty()
+        return Boxes(np.concatenate([p.xyxy for p in parts]).astype(np.float32),
+                     np.concatenate([p.score for p in parts]).astype(np.float32))
+
+    def select(self, keep: np.ndarray) -> "Boxes":
+        return Boxes(self.xyxy[keep], self.score[keep])
+
+
+class Detector(Protocol):
+    """Finds lesions in an image: ``detect(image (h, w, 3) uint8, mask (h, w) bool) -> Boxes``.
+
+    ``name`` identifies the detector in lesion records; ``tile`` is the tile side (pixels) it
+    wants when run over a large texture, ``overlap`` the margin tiles share (pixels).
+    """
+
+    name: str
+    tile: int
+    overlap: int
+
+    def detect(self, image: np.ndarray, mask: np.ndarray) -> Boxes: ...
+
+
+def nms(boxes: Boxes, iou: float = 0.3) -> Boxes:
+    """Greedy non-maximum suppression: keep the highest-scoring of boxes overlapping more than
+    ``iou`` (intersection over the smaller box, so a box inside another counts as a duplicate)."""
+    if len(boxes) == 0:
+        return boxes
+    b = boxes.xyxy.astype(np.float64)
+    area = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
+    order = np.argsort(-boxes.score, kind="stable")
+    keep = []
+    alive = np.ones(len(b), bool)
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(i)
+        w = np.clip(np.minimum(b[i, 2], b[:, 2]) - np.maximum(b[i, 0], b[:, 0]), 0, None)
+        h = np.clip(np.minimum(b[i, 3], b[:, 3]) - np.maximum(b[i, 1], b[:, 1]), 0, None)
+        over = w * h / np.maximum(np.minimum(area[i], area), 1e-9)
+        alive &= ~(over > iou)
+    return boxes.select(np.array(keep, dtype=np.int64))
+
+
+def get_detector(name: str = "classical", **kwargs) -> Detector:
+    """A detector by name: 'classical' (contrast blobs, no weights) or 'yolo' (shipped or given
+    weights: kwargs weights=PATH)."""
+    if name == "classical":
+        from bodymap.detect.classical import ContrastDetector
+
+        return ContrastDetector(**kwargs)
+    if name == "yolo":
+        from bodymap.detect.yolo import YoloDetector
+
+        return YoloDetector(**kwargs)
+    raise ValueError(f"unknown detector {name!r} (choose 'classical' or 'yolo')")

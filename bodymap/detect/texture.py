@@ -1,0 +1,56 @@
+"""Tiled detection over a scan's texture map: only texels the mesh covers, tiles with overlap,
+each box kept by the one tile whose core holds its centre, duplicates suppressed."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+from bodymap.detect import Boxes, Detector, nms
+from bodymap.project import UVAtlas
+
+
+def atlas_mask(atlas: UVAtlas) -> np.ndarray:
+    """(size, size) bool: texels that lie inside a face of the scan (gutters excluded)."""
+    m = np.zeros(atlas.size * atlas.size, bool)
+    n = len(atlas.flat) if atlas.n_inside is None else atlas.n_inside
+    m[atlas.flat[:n]] = True
+    return m.reshape(atlas.size, atlas.size)
+
+
+def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
+    """Tiles (x0, y0, x1, y1) covering an image of shape (h, w), each at most tile x tile,
+    neighbours sharing 2 * overlap pixels."""
+    h, w = shape
+    step = max(1, tile - 2 * overlap)
+    for y0 in range(0, max(h - 2 * overlap, 1), step):
+        for x0 in range(0, max(w - 2 * overlap, 1), step):
+            yield x0, y0, min(x0 + tile, w), min(y0 + tile, h)
+
+
+def detect_image_tiled(image: np.ndarray, mask: np.ndarray, detector: Detector,
+                       progress: Callable[[str, float], None] | None = None) -> Boxes:
+    """Run detector over image (h, w, 3) uint8 where mask (h, w) bool, tile by tile.
+
+    A box belongs to the tile whose core (the tile less its overlap margin, except at the image
+    border) holds its centre; then NMS removes what is left of duplicates. Returns Boxes in
+    image pixels.
+    """
+    h, w = mask.shape
+    tl = list(tiles((h, w), detector.tile, detector.overlap))
+    out = []
+    for i, (x0, y0, x1, y1) in enumerate(tl):
+        if progress:
+            progress("detecting on the texture", i / len(tl))
+        m = mask[y0:y1, x0:x1]
+        if not m.any():
+            continue
+        b = detector.detect(image[y0:y1, x0:x1], m).shifted(x0, y0)
+        if len(b) == 0:
+            continue
+        cx, cy = (b.xyxy[:, 0] + b.xyxy[:, 2]) / 2, (b.xyxy[:, 1] + b.xyxy[:, 3]) / 2
+        o = detector.overlap
+        cx0, cy0 = (x0 + o if x0 > 0 else 0), (y0 + o if y0 > 0 else 0)
+        cx1, cy1 = (x1 - o if x1 < w else w), (y1 - o if y1 < h else h)
+        out.append(b.select((cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1)))
+    return nms(Boxes.concat(out))

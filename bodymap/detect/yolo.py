@@ -1,0 +1,212 @@
+"""The learned lesion detector: ultralytics YOLO, from random weights, trained by our own code on
+texture tiles of synthetic patients (`bodymap train detector`).
+
+Tiles are cut from the texture at native resolution (``TILE`` texels) and enlarged ``SCALE``
+times for the network: lesions of 1-2 mm are only 2-6 texels across at 4096 and would vanish
+at the network's stride otherwise. Labels come from the generator's lesion label image (lesions
+only: freckles are negatives). The checkpoint is ultralytics' own file with a ``bodymap`` entry
+added: recipe, data description and hash, held-out scores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bodymap.detect import Boxes
+
+TILE = 192  # texels per tile side
+SCALE = 2  # enlargement for the network (input TILE * SCALE)
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "detector_yolo.pt"
+
+
+def _quiet_ultralytics() -> None:
+    """No downloads, no telemetry, no auto-install: nothing may leave this machine."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+    from ultralytics.utils import SETTINGS
+
+    try:
+        SETTINGS.update({"sync": False})
+    except Exception:  # settings file not writable: telemetry stays off through YOLO_OFFLINE
+        pass
+
+
+@dataclasses.dataclass
+class YoloDetector:
+    """Runs a trained YOLO checkpoint on image tiles. weights: path (default: the shipped file);
+    conf: score threshold; device: 'cpu', 'cuda' or None (GPU when present)."""
+
+    weights: str | Path | None = None
+    conf: float = 0.25
+    device: str | None = None
+    tile: int = TILE
+    overlap: int = 24
+    name: str = "yolo"
+
+    def __post_init__(self):
+        path = Path(self.weights) if self.weights else SHIPPED
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no YOLO weights (train them with `bodymap train detector`, "
+                                    "or use the classical detector)")
+        self.info = read_checkpoint_info(path)
+        _quiet_ultralytics()
+        from ultralytics import YOLO
+
+        self._model = YOLO(str(path), task="detect")
+        self.scale = int(self.info.get("scale", SCALE))
+        if self.device is None:
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def detect(self, image: np.ndarray, mask: np.ndarray) -> Boxes:
+        """Boxes of lesions in image (h, w, 3) uint8 (h, w <= tile) whose centre lies in mask."""
+        if not mask.any():
+            return Boxes.empty()
+        h, w = mask.shape
+        big = np.repeat(np.repeat(image, self.scale, 0), self.scale, 1)
+        r = self._model.predict(big[..., ::-1].copy(), imgsz=max(h, w) * self.scale, conf=self.conf,
+                                device=self.device, verbose=False)[0]
+        xyxy = r.boxes.xyxy.cpu().numpy().astype(np.float32) / self.scale
+        score = r.boxes.conf.cpu().numpy().astype(np.float32)
+        cx = np.clip(((xyxy[:, 0] + xyxy[:, 2]) / 2).astype(int), 0, w - 1)
+        cy = np.clip(((xyxy[:, 1] + xyxy[:, 3]) / 2).astype(int), 0, h - 1)
+        keep = mask[cy, cx]
+        return Boxes(xyxy[keep], score[keep])
+
+
+def read_checkpoint_info(path: str | Path) -> dict:
+    """The ``bodymap`` entry of a YOLO checkpoint. Raises ValueError naming the file if it is not
+    a BodyMap lesion-detector checkpoint."""
+    import torch
+
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    info = ck.get("bodymap") if isinstance(ck, dict) else None
+    if not isinstance(info, dict) or info.get("task") != "lesion-detection":
+        raise ValueError(f"{path}: not a BodyMap lesion-detector checkpoint")
+    return info
+
+
+def tiles_of_visit(vdir: Path, rng: np.random.Generator, negatives: float = 0.15):
+    """Training tiles of one synthetic visit: yields (image (t*S, t*S, 3) uint8, boxes (k, 4)
+    in that image's pixels). Tiles without any lesion are kept with probability `negatives`."""
+    from PIL import Image
+
+    from bodymap.synth.truth import read_visit_truth
+
+    truth, arrays = read_visit_truth(vdir)
+    tex = np.asarray(Image.open(vdir / "scan.png").convert("RGB"))
+    lab = arrays["lesion_label"]
+    lesion_ids = {r["id"] for r in truth["lesions"]}
+    covered = arrays["tissue"] > 0
+    H, W = lab.shape
+    step = TILE - 32
+    for y0 in range(0, H - 32, step):
+        for x0 in range(0, W - 32, step):
+            if not covered[y0:y0 + TILE, x0:x0 + TILE].any():
+                continue
+            t = lab[y0:y0 + TILE, x0:x0 + TILE]
+            ids = [i for i in np.unique(t) if i in lesion_ids]
+            if not ids and rng.random() > negatives:
+                continue
+            boxes = []
+            for i in ids:
+                ys, xs = np.nonzero(t == i)
+                if len(xs) < 2:
+                    continue
+                boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+            img = np.zeros((TILE, TILE, 3), np.uint8)
+            part = tex[y0:y0 + TILE, x0:x0 + TILE]
+            img[:part.shape[0], :part.shape[1]] = part
+            big = np.repeat(np.repeat(img, SCALE, 0), SCALE, 1)
+            yield big, np.array(boxes, np.float32).reshape(-1, 4) * SCALE
+
+
+def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, seed: int = 0) -> dict:
+    """Write a YOLO data set (images/, labels/, data.yaml) of tiles from synthetic visits.
+    Returns a description with counts and a hash of the labels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    h = hashlib.sha256()
+    counts = {"train": 0, "val": 0, "boxes": 0}
+    for split in ("train", "val"):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    n = 0
+    for vdir in visits:
+        for img, boxes in tiles_of_visit(vdir, rng):
+            split = "val" if rng.random() < val_fraction else "train"
+            name = f"t{n:06d}"
+            Image.fromarray(img).save(out / "images" / split / f"{name}.jpg", quality=95)
+            s = img.shape[0]
+            lines = [f"0 {(b[0] + b[2]) / 2 / s:.6f} {(b[1] + b[3]) / 2 / s:.6f} {(b[2] - b[0]) / s:.6f} "
+                     f"{(b[3] - b[1]) / s:.6f}" for b in boxes]
+            text = "\n".join(lines)
+            (out / "labels" / split / f"{name}.txt").write_text(text)
+            h.update(text.encode())
+            counts[split] += 1
+            counts["boxes"] += len(boxes)
+            n += 1
+    (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: lesion\n")
+    return {**counts, "labels_sha256": h.hexdigest(), "visits": [str(v) for v in visits]}
+
+
+def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 30, model: str = "yolov8n.yaml",
+                   batch: int = 16, device: str | None = None, texture: int = 4096, lesions: int = 300,
+                   faces: int = 60_000, progress=None) -> Path:
+    """The whole recipe: synthetic patients (Fitzpatrick I-VI in turn) -> tiles -> YOLO from random
+    weights -> checkpoint with a ``bodymap`` entry (recipe, data, validation mAP). Returns the
+    checkpoint path (out/detector_yolo.pt)."""
+    import torch
+
+    from bodymap.synth.patient import SynthOptions, synthesize_patient
+
+    say = progress or (lambda s, f: None)
+    out = Path(out)
+    visits = []
+    for k in range(patients):
+        say(f"synthetic patient {k + 1} of {patients}", 0.3 * k / patients)
+        opts = SynthOptions(n_lesions=lesions, texture_size=texture, target_faces=faces, visits=1,
+                            fitzpatrick=k % 6 + 1)
+        visits += synthesize_patient(seed + k, opts, out / "synth")
+    say("tiles", 0.3)
+    data = build_dataset(visits, out / "tiles", seed=seed)
+    _quiet_ultralytics()
+    from ultralytics import YOLO
+
+    say("training", 0.35)
+    dev = device or ("0" if torch.cuda.is_available() else "cpu")
+    net = YOLO(model, task="detect")
+    res = net.train(data=str(out / "tiles" / "data.yaml"), epochs=epochs, imgsz=TILE * SCALE, batch=batch,
+                    device=dev, workers=0 if dev == "cpu" else 4, plots=False, amp=dev != "cpu",
+                    project=str(out), name="run", exist_ok=True, seed=seed, deterministic=True,
+                    verbose=False, pretrained=False, mosaic=0.5, degrees=10.0, fliplr=0.5, flipud=0.5,
+                    hsv_h=0.01, hsv_s=0.3, hsv_v=0.3)
+    best = out / "run" / "weights" / "best.pt"
+    metrics = {k: round(float(v), 4) for k, v in getattr(res, "results_dict", {}).items()}
+    ck = torch.load(str(best), map_location="cpu", weights_only=False)
+    ck["bodymap"] = {
+        "task": "lesion-detection", "classes": ["lesion"], "tile": TILE, "scale": SCALE, "input_size": TILE * SCALE,
+        "recipe": {"command": f"bodymap train detector --out {out} --patients {patients} --seed {seed} "
+                              f"--epochs {epochs} --model {model}", "model": model, "epochs": epochs, "batch": batch,
+                   "device": dev, "from": "random weights"},
+        "data": {"synthetic": True, "patients": patients, "seeds": [seed + k for k in range(patients)],
+                 "texture": texture, "lesions": lesions, **{k: v for k, v in data.items() if k != "visits"}},
+        "validation": metrics,
+        "trained_on": "synthetic patients from bodymap synth (not clinical images)",
+    }
+    path = out / "detector_yolo.pt"
+    torch.save(ck, str(path))
+    (out / "detector_yolo.json").write_text(json.dumps(ck["bodymap"], indent=1))
+    say("done", 1.0)
+    return path

@@ -1,0 +1,362 @@
+"""Lesion records on a scan: from 2D boxes on the texture to measured points on the 3D surface.
+
+``LesionMeasurer`` segments each box's lesion by its contrast to the skin around it, lifts the
+lesion's pixels onto the mesh (face + barycentric of each texel of the texture, or of each pixel
+of a rendered view), and measures there: longest (Feret) diameter and area in mm on the body,
+whatever the UV stretch or viewing angle. Pieces of one lesion cut by a UV seam (or found twice,
+in two tiles or views) are merged in 3D. ``LesionSet`` round-trips through JSON and
+writes the lesion table as CSV.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+
+from bodymap.colour import delta_e, lesion_contrast, srgb_to_lab
+from bodymap.detect import Boxes
+from bodymap.project import UVAtlas
+from bodymap.scan import Scan
+
+SCHEMA = "bodymap.lesions/1"
+
+
+@dataclasses.dataclass
+class Lesion:
+    """One lesion on a scan.
+
+    point_mm (3,) surface point (area-weighted centre, snapped to the surface); face, bary: the
+    same point as face index + barycentric (3,); normal (3,) unit; diameter_mm: longest (Feret)
+    diameter on the surface's tangent plane; area_mm2 on the surface; colour_lab / skin_lab (3,):
+    mean CIELAB of the lesion and of the skin around it; contrast_de: their Delta E;
+    confidence in [0, 1]; region: site path (see RegionIndex.region_at); source: where it was
+    found ('texture', 'view:NAME', 'manual', 'imported'); box_px: (x0, y0, x1, y1) on the texture.
+    """
+
+    id: int
+    point_mm: list[float]
+    face: int
+    bary: list[float]
+    normal: list[float]
+    diameter_mm: float
+    area_mm2: float
+    colour_lab: list[float]
+    skin_lab: list[float]
+    contrast_de: float
+    confidence: float
+    source: str = "texture"
+    detector: str = ""
+    box_px: list[float] | None = None
+    region: dict = dataclasses.field(default_factory=dict)
+    on_skin: bool = True
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Lesion":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclasses.dataclass
+class LesionSet:
+    """The lesions of one scan, with where they came from. scan: source file; detector: name."""
+
+    lesions: list[Lesion]
+    scan: str = ""
+    detector: str = ""
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.lesions)
+
+    @property
+    def points(self) -> np.ndarray:
+        """(k, 3) mm."""
+        return np.array([l.point_mm for l in self.lesions], np.float64).reshape(-1, 3)
+
+    @property
+    def diameters(self) -> np.ndarray:
+        """(k,) mm."""
+        return np.array([l.diameter_mm for l in self.lesions], np.float64)
+
+    def save_json(self, path: str | Path) -> None:
+        """Write the set as JSON (schema bodymap.lesions/1)."""
+        d = {"schema": SCHEMA, "scan": self.scan, "detector": self.detector, "info": self.info,
+             "lesions": [l.to_dict() for l in self.lesions]}
+        Path(path).write_text(json.dumps(d, indent=1))
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> "LesionSet":
+        """Read a set written by save_json. Raises ValueError naming the file if it is not one."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable lesion file ({e})") from None
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ValueError(f"{path}: not a BodyMap lesion file (schema {SCHEMA} expected)")
+        return cls([Lesion.from_dict(x) for x in d["lesions"]], d.get("scan", ""), d.get("detector", ""),
+                   d.get("info", {}))
+
+    def save_csv(self, path: str | Path) -> None:
+        """Write the lesion table: one row per lesion, sizes in mm, region names, colour."""
+        cols = ["id", "x_mm", "y_mm", "z_mm", "diameter_mm", "area_mm2", "region", "site_code", "side",
+                "macro", "ear_region", "L", "a", "b", "contrast_de", "confidence", "source", "on_skin", "note"]
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for l in self.lesions:
+                r = l.region
+                w.writerow([l.id, *(f"{x:.2f}" for x in l.point_mm), f"{l.diameter_mm:.2f}", f"{l.area_mm2:.2f}",
+                            r.get("description", ""), r.get("code", ""), r.get("side", ""), r.get("macro", ""),
+                            r.get("ear", ""), *(f"{x:.1f}" for x in l.colour_lab), f"{l.contrast_de:.1f}",
+                            f"{l.confidence:.3f}", l.source, int(l.on_skin), l.note])
+
+
+def texel_index(atlas: UVAtlas) -> np.ndarray:
+    """(size, size) int32: for each texel its index into atlas.flat/face/bary, -1 off the mesh
+    (and in dilated gutters)."""
+    idx = np.full(atlas.size * atlas.size, -1, np.int32)
+    n = len(atlas.flat) if atlas.n_inside is None else atlas.n_inside
+    idx[atlas.flat[:n]] = np.arange(n, dtype=np.int32)
+    return idx.reshape(atlas.size, atlas.size)
+
+
+class SurfaceImage:
+    """An image whose pixels are pinned to a scan's surface: the texture (through the UV atlas)
+    or a rendered view (through its face-id and barycentric buffers).
+
+    image (H, W, 3) uint8; inside (H, W) bool: pixels that show the surface; lift(rows, cols)
+    gives their surface points (k, 3) mm, faces (k,) and surface area per pixel (k,) mm^2.
+    """
+
+    image: np.ndarray
+    inside: np.ndarray
+
+    def lift(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class TextureImage(SurfaceImage):
+    """A scan's texture as a SurfaceImage. scan: textured Scan (mm); atlas: its UV atlas."""
+
+    def __init__(self, scan: Scan, atlas: UVAtlas):
+        scan.require_texture()
+        self.scan, self.atlas, self.image = scan, atlas, scan.texture
+        self.index = texel_index(atlas)
+        self.inside = self.index >= 0
+        uvt = scan.uv_areas_texels
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.face_texel_area = np.where(uvt > 0, scan.face_areas / uvt, 0.0)  # mm^2 per texel
+
+    def lift(self, rows, cols):
+        t = self.index[rows, cols]
+        f = self.atlas.face[t]
+        pts = np.einsum("kj,kjd->kd", self.atlas.bary[t].astype(np.float64), self.scan.vertices[self.scan.faces[f]])
+        return pts, f, self.face_texel_area[f]
+
+
+class ViewImage(SurfaceImage):
+    """A rendered view (renderers.RenderResult) of scan as a SurfaceImage; a pixel's area on the
+    surface is its footprint (depth / focal length)^2 over the cosine of the viewing angle."""
+
+    def __init__(self, scan: Scan, view):
+        self.scan, self.view, self.image = scan, view, view.rgb
+        cam = view.camera
+        # grazing pixels smear a lesion over a long strip of skin: only well-facing surface counts
+        _, dirs = cam.rays()
+        cos = np.abs((view.normal.reshape(-1, 3) * dirs).sum(1)).reshape(view.face_id.shape)
+        self.inside = (view.face_id >= 0) & (cos > 0.35)
+        f = cam.K[0, 0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            self.pixel_area = np.where(self.inside, (view.depth / f) ** 2 / np.maximum(cos, 0.35), 0.0)
+
+    def lift(self, rows, cols):
+        f = self.view.face_id[rows, cols]
+        b = self.view.bary[rows, cols].astype(np.float64)
+        pts = np.einsum("kj,kjd->kd", b, self.scan.vertices[self.scan.faces[f]])
+        return pts, f, self.pixel_area[rows, cols]
+
+
+@dataclasses.dataclass
+class _Piece:
+    """A lesion's pixels lifted to 3D: points (k, 3) mm, areas (k,) mm^2, colours (k, 3) Lab."""
+
+    points: np.ndarray
+    areas: np.ndarray
+    lab: np.ndarray
+    skin_lab: np.ndarray
+    score: float
+    box: tuple[float, float, float, float] | None
+    texel_mm: float
+
+
+class LesionMeasurer:
+    """Measures lesions found on images of one scan (its texture, rendered views).
+
+    scan: the Scan (mm). ``pieces(surface_image, boxes)`` segments and lifts each box;
+    ``lesions(pieces)`` merges pieces of one lesion (across seams, tiles, views) and measures.
+    """
+
+    def __init__(self, scan: Scan):
+        self.scan = scan
+
+    def measure(self, img: SurfaceImage, boxes: Boxes, detector: str = "", source: str = "texture") -> list[Lesion]:
+        """Lesions (ids from 1) of boxes on one image, pieces of one lesion merged."""
+        return self.lesions(self.pieces(img, boxes), detector, source)
+
+    def pieces(self, img: SurfaceImage, boxes: Boxes) -> list[_Piece]:
+        """Each box's lesion segmented and lifted to the surface (boxes that show none left out).
+        Texture boxes are kept with the piece (the lesion table and VIA export give them)."""
+        keep_box = isinstance(img, TextureImage)
+        out = (self._piece(img, b, s, keep_box) for b, s in zip(boxes.xyxy, boxes.score))
+        return [p for p in out if p is not None]
+
+    def lesions(self, pieces: list[_Piece], detector: str = "", source: str = "texture") -> list[Lesion]:
+        """Merge pieces that are one lesion and measure each; ids from 1."""
+        import gpytoolbox as gp
+
+        groups = [[pieces[i] for i in g] for g in _merge_groups(pieces)]
+        groups = [g for g in groups if sum(p.areas.sum() for p in g) > 0]
+        if not groups:
+            return []
+        centres = np.array([_centre(g) for g in groups])
+        # every centre snapped onto the surface in one query (the AABB tree is built once)
+        _, I, L = gp.squared_distance(centres, self.scan.vertices, F=self.scan.faces, use_cpp=True, use_aabb=True)
+        L = np.clip(np.asarray(L), 0, 1)
+        L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
+        return [self._lesion(g, k + 1, int(f), b, detector, source)
+                for k, (g, f, b) in enumerate(zip(groups, np.asarray(I).ravel(), L))]
+
+    # -------------------------------------------------------------- one box
+    def _piece(self, img: SurfaceImage, box: np.ndarray, score: float, keep_box: bool) -> _Piece | None:
+        tex = img.image
+        H, W = tex.shape[:2]
+        x0, y0, x1, y1 = box
+        bw, bh = x1 - x0, y1 - y0
+        m = int(max(3, round(0.6 * max(bw, bh))))
+        X0, Y0 = int(max(0, np.floor(x0) - m)), int(max(0, np.floor(y0) - m))
+        X1, Y1 = int(min(W, np.ceil(x1) + m)), int(min(H, np.ceil(y1) + m))
+        inside = img.inside[Y0:Y1, X0:X1]
+        if not inside.any():
+            return None
+        lab = srgb_to_lab(tex[Y0:Y1, X0:X1])
+        yy, xx = np.mgrid[Y0:Y1, X0:X1] + 0.5
+        inbox = (xx >= x0) & (xx <= x1) & (yy >= y0) & (yy <= y1)
+        ring = inside & ~ndimage.binary_dilation(inbox, iterations=1)
+        if ring.sum() < 8:
+            ring = inside & ~inbox
+        if ring.sum() < 4:
+            return None
+        skin = np.median(lab[ring], axis=0)
+        c = lesion_contrast(lab, skin)
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, max(bw / 2, 0.5), max(bh / 2, 0.5)
+        centre = inside & (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 0.3 ** 2 + 1e-9)
+        if not centre.any():
+            centre = inside & inbox
+        if not centre.any():
+            return None
+        # the border: half the lesion's own contrast (a low percentile: dark-centred nevi)
+        level = 0.5 * np.percentile(c[centre], 35)
+        lab_img, _ = ndimage.label((c > level) & inside)
+        ids = np.unique(lab_img[centre & (lab_img > 0)])
+        seg = ndimage.binary_fill_holes(np.isin(lab_img, ids)) & inside if len(ids) else inside & inbox
+        r, cc = np.nonzero(seg)
+        pts, _, areas = img.lift(r + Y0, cc + X0)
+        texel_mm = float(np.sqrt(np.median(areas))) if len(areas) else 0.0
+        # pixels of another UV chart (or a limb behind) next to this one in the image are far in 3D
+        p0 = np.median(pts, axis=0)
+        reach = 1.5 * max(bw, bh) * texel_mm + 1.0
+        near = np.linalg.norm(pts - p0, axis=1) <= reach
+        if not near.any():
+            return None
+        return _Piece(pts[near], areas[near], lab[seg][near], skin, float(score),
+                      tuple(float(v) for v in box) if keep_box else None, texel_mm)
+
+    # -------------------------------------------------------------- boxes -> lesions
+    def _lesion(self, parts: list[_Piece], lid: int, face: int, bary: np.ndarray, detector: str,
+                source: str) -> Lesion:
+        """The lesion made of parts, its centre at face + bary (3,) on the scan."""
+        pts = np.concatenate([p.points for p in parts])
+        areas = np.concatenate([p.areas for p in parts])
+        lab = np.concatenate([p.lab for p in parts])
+        point = bary @ self.scan.vertices[self.scan.faces[face]]
+        normal = self.scan.face_normals[face]
+        texel_mm = float(np.mean([p.texel_mm for p in parts]))
+        boxed = [p for p in parts if p.box is not None]
+        best = max(boxed, key=lambda p: len(p.points)) if boxed else None
+        skin = np.mean([p.skin_lab for p in parts], axis=0)
+        colour = lab.mean(0)
+        return Lesion(
+            id=lid, point_mm=_r(point, 3), face=face, bary=_r(bary, 6), normal=_r(normal, 4),
+            diameter_mm=round(feret_diameter(pts, normal, texel_mm), 3), area_mm2=round(float(areas.sum()), 3),
+            colour_lab=_r(colour, 2), skin_lab=_r(skin, 2), contrast_de=round(float(delta_e(colour, skin)), 2),
+            confidence=round(max(p.score for p in parts), 4), source=source, detector=detector,
+            box_px=_r(np.array(best.box), 1) if best is not None else None)
+
+
+def _centre(parts: list[_Piece]) -> np.ndarray:
+    """(3,) area-weighted centre of the pieces' points (mm)."""
+    pts = np.concatenate([p.points for p in parts])
+    areas = np.concatenate([p.areas for p in parts])
+    return (pts * areas[:, None]).sum(0) / areas.sum()
+
+
+def feret_diameter(points: np.ndarray, normal: np.ndarray, texel_mm: float) -> float:
+    """Longest diameter (mm) of a lesion's texel centres points (k, 3) mm seen along normal (3,):
+    the largest distance between hull points on the tangent plane, plus one texel (the texel
+    centres lie half a texel inside the border on each side)."""
+    n = normal / max(np.linalg.norm(normal), 1e-12)
+    a = np.array([1.0, 0, 0]) if abs(n[0]) < 0.9 else np.array([0, 1.0, 0])
+    e1 = np.cross(n, a)
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(n, e1)
+    d = points - points.mean(0)
+    xy = np.stack([d @ e1, d @ e2], 1)
+    if len(xy) >= 3:
+        try:
+            xy = xy[ConvexHull(xy).vertices]
+        except QhullError:  # collinear texels
+            pass
+    far = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1).max()) if len(xy) > 1 else 0.0
+    return float(far + texel_mm)
+
+
+def _merge_groups(pieces: list[_Piece]) -> list[list[int]]:
+    """Groups of pieces that are one lesion: their texels touch in 3D (within two texels) and
+    their centres lie within the larger piece's extent. Returns index lists."""
+    n = len(pieces)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n > 1:
+        centres = np.array([p.points.mean(0) for p in pieces])
+        ext = np.array([np.linalg.norm(p.points - p.points.mean(0), axis=1).max() * 2 + p.texel_mm for p in pieces])
+        trees = [None] * n
+        for i, j in sorted(cKDTree(centres).query_pairs(float(ext.max()) + 1.0)):
+            if np.linalg.norm(centres[i] - centres[j]) > max(ext[i], ext[j]):
+                continue
+            trees[i] = trees[i] or cKDTree(pieces[i].points)
+            gap = trees[i].query(pieces[j].points)[0].min()
+            if gap <= 2.0 * max(pieces[i].texel_mm, pieces[j].texel_mm) + 0.3:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return sorted(groups.values(), key=lambda g: min(g))
+
+
+def _r(a, nd: int) -> list[float]:
+    return [round(float(x), nd) for x in np.asarray(a).ravel()]

@@ -1,0 +1,188 @@
+"""The main job: a scan in, anatomy + lesions out. The CLI and the GUI call these same functions.
+
+    analyze(scan, detector="classical", progress=...) -> Result
+    write_result(result, out_dir) -> files (labels, region maps, lesion table, annotated texture)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bodymap.scan import Scan
+
+Progress = Callable[[str, float], None]
+
+
+@dataclasses.dataclass
+class Result:
+    """What analyze() found on one scan. correspondence / labels are None when anatomy was
+    skipped; timings: seconds per stage."""
+
+    scan: Scan
+    lesions: "LesionSet"  # noqa: F821
+    correspondence: object | None = None
+    labels: object | None = None
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+def _sub(progress: Progress | None, lo: float, hi: float) -> Progress:
+    """A progress callback mapping a stage's 0..1 onto lo..hi of the whole job."""
+    return lambda stage, f: progress(stage, lo + (hi - lo) * f) if progress else None
+
+
+# Larger than this on the body is a patch of skin tone (a shadow, a tan line), not one lesion
+# a mole map tracks; giant congenital nevi are documented by hand.
+MAX_DIAMETER_MM = 30.0
+
+
+def detect_lesions(scan: Scan, detector="classical", progress: Progress | None = None,
+                   max_diameter_mm: float = MAX_DIAMETER_MM):
+    """Lesions on scan's texture map: tiled detection, lifted to 3D and measured, seam pieces
+    merged, those over max_diameter_mm dropped. detector: a name (see
+    bodymap.detect.get_detector) or a Detector. Returns a LesionSet."""
+    from bodymap.detect import get_detector
+    from bodymap.detect.texture import atlas_mask, detect_image_tiled
+    from bodymap.lesions import LesionMeasurer, LesionSet, TextureImage
+    from bodymap.project import texel_atlas
+
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    say = progress or (lambda s, f: None)
+    say("texture atlas", 0.0)
+    atlas = texel_atlas(scan)
+    boxes = detect_image_tiled(scan.texture, atlas_mask(atlas), det, _sub(progress, 0.1, 0.8))
+    say("measuring lesions", 0.8)
+    lesions = LesionMeasurer(scan).measure(TextureImage(scan, atlas), boxes, det.name)
+    say("done", 1.0)
+    return _lesion_set(scan, lesions, det.name, max_diameter_mm, boxes=len(boxes))
+
+
+def _lesion_set(scan: Scan, lesions: list, detector: str, max_diameter_mm: float, **info):
+    """A LesionSet of the lesions up to max_diameter_mm, renumbered from 1."""
+    from bodymap.lesions import LesionSet
+
+    kept = [l for l in lesions if l.diameter_mm <= max_diameter_mm]
+    for i, l in enumerate(kept, 1):
+        l.id = i
+    return LesionSet(kept, scan=scan.meta.source or "", detector=detector,
+                     info={**info, "too_large_dropped": len(lesions) - len(kept)})
+
+
+def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", progress: Progress | None = None,
+                            max_diameter_mm: float = MAX_DIAMETER_MM):
+    """Lesions found on rendered views of scan (renderers.Camera list), back-projected through
+    each view's face-id and barycentric buffers and merged in 3D across views. Works on scans
+    whose texture is fragmented or absent (vertex colours). Returns a LesionSet (source 'view:K')."""
+    from bodymap.detect import get_detector
+    from bodymap.lesions import LesionMeasurer, ViewImage
+    from renderers import RaycastRenderer
+
+    det = get_detector(detector) if isinstance(detector, str) else detector
+    say = progress or (lambda s, f: None)
+    renderer, meas = RaycastRenderer(scan), LesionMeasurer(scan)
+    pieces = []
+    for k, cam in enumerate(cameras):
+        say(f"view {k + 1} of {len(cameras)}", k / max(len(cameras), 1))
+        # flat lighting: shading gradients would read as darker skin
+        img = ViewImage(scan, renderer.render(cam, ambient=1.0))
+        pieces += meas.pieces(img, det.detect(img.image, img.inside))
+    lesions = meas.lesions(pieces, det.name, source="view")
+    say("done", 1.0)
+    return _lesion_set(scan, lesions, det.name, max_diameter_mm, views=len(cameras), pieces=len(pieces))
+
+
+def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin: bool = True) -> int:
+    """Give each lesion its region (every taxonomy level) and mark those on non-skin tissue
+    (lips, nipples, nails, eyes: from the registered template). Drops those when drop_off_skin;
+    returns how many were off skin. Lesion ids are renumbered 1..k in place."""
+    from bodymap.anatomy.labels import RegionIndex
+    from bodymap.anatomy.template import load_template, non_skin_vertices
+
+    if not len(lesion_set):
+        return 0
+    regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(lesion_set.points)
+    t = load_template()
+    off = non_skin_vertices()
+    # the scan vertex nearest each lesion point -> its template point -> nearest template vertex
+    corner = np.array([scan.faces[l.face, int(np.argmax(l.bary))] for l in lesion_set.lesions])
+    tf, tb = correspondence.template_face[corner], correspondence.template_bary[corner]
+    tv = t.faces[tf, np.argmax(tb, axis=1)]
+    for l, r, o in zip(lesion_set.lesions, regions, off[tv]):
+        l.region, l.on_skin = r, not bool(o)
+    n_off = int(sum(not l.on_skin for l in lesion_set.lesions))
+    if drop_off_skin:
+        lesion_set.lesions = [l for l in lesion_set.lesions if l.on_skin]
+    for i, l in enumerate(lesion_set.lesions, 1):
+        l.id = i
+    lesion_set.info["off_skin_dropped" if drop_off_skin else "off_skin"] = n_off
+    return n_off
+
+
+def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True) -> Result:
+    """Anatomy (registration + region labels) and lesion detection on one textured scan (mm).
+    progress(stage, fraction) is called throughout. Returns a Result."""
+    from bodymap.anatomy.labels import label_scan
+
+    timings = {}
+    corr = labels = None
+    t0 = time.perf_counter()
+    if anatomy:
+        corr, labels = label_scan(scan, progress=_sub(progress, 0.0, 0.55))
+        timings["anatomy_s"] = round(time.perf_counter() - t0, 2)
+    t1 = time.perf_counter()
+    lesions = detect_lesions(scan, detector, progress=_sub(progress, 0.55 if anatomy else 0.0, 0.98))
+    timings["detection_s"] = round(time.perf_counter() - t1, 2)
+    if anatomy:
+        locate_lesions(lesions, scan, corr, labels)
+    timings["total_s"] = round(time.perf_counter() - t0, 2)
+    lesions.info["timings"] = timings
+    if progress:
+        progress("done", 1.0)
+    return Result(scan, lesions, corr, labels, timings)
+
+
+def annotated_texture(scan: Scan, lesion_set) -> np.ndarray:
+    """The scan's texture (H, W, 3) uint8 with each lesion's box outlined and numbered."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(scan.texture.copy())
+    draw = ImageDraw.Draw(img)
+    for l in lesion_set.lesions:
+        if l.box_px is None:
+            continue
+        x0, y0, x1, y1 = l.box_px
+        pad = 2
+        draw.rectangle([x0 - pad, y0 - pad, x1 + pad, y1 + pad], outline=(0, 255, 0), width=2)
+        draw.text((x1 + pad + 1, y0 - pad), str(l.id), fill=(0, 255, 0))
+    return np.asarray(img)
+
+
+def write_result(result: Result, out: str | Path) -> list[Path]:
+    """Write everything analyze() found under out/: lesions.json, lesions.csv,
+    annotated_texture.jpg and, with anatomy, labels.npz, regions.json and the region maps."""
+    from PIL import Image
+
+    from bodymap.anatomy.labels import summary, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    scan = result.scan
+    if result.labels is not None:
+        from bodymap.export.regionmap import write_region_maps
+
+        result.labels.save(out / "labels.npz", result.correspondence)
+        write_json(out / "regions.json", {"scan": scan.meta.source, "vertices": scan.n_vertices,
+                                          "faces": scan.n_faces, "fit": result.correspondence.info,
+                                          **summary(result.labels, scan.face_areas, scan.faces)})
+        paths += [out / "labels.npz", out / "regions.json", *write_region_maps(scan, result.labels, out)]
+    result.lesions.save_json(out / "lesions.json")
+    result.lesions.save_csv(out / "lesions.csv")
+    paths += [out / "lesions.json", out / "lesions.csv"]
+    if scan.texture is not None:
+        Image.fromarray(annotated_texture(scan, result.lesions)).save(out / "annotated_texture.jpg", quality=90)
+        paths.append(out / "annotated_texture.jpg")
+    return paths
