@@ -64,7 +64,8 @@ def main() -> None:
                   f"{', y-up' if y_up else ''}; {scan.n_faces} faces; label {dt:.1f} s; "
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
-                  f"p95 {s['corr_p95_mm']:.1f} mm", flush=True)
+                  f"p95 {s['corr_p95_mm']:.1f} mm; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
+                  f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)
     pooled = lambda k, wt: float(np.sum([r[k] * x for r, x in zip(rows, wt)]) / wt.sum())  # noqa: E731

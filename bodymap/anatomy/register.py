@@ -289,10 +289,10 @@ def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray):
             p = pts @ R.T
             offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
             f = _Fitter(p - offset, sv @ R.T - offset, partial=True)
-            f.fit(30, lr=0.012)
+            f.fit(12, lr=0.012)  # a few steps rank the orientations; only the best goes on
             if best is None or f.scan_to_body_mm < best[0].scan_to_body_mm:
                 best = (f, R, offset)
-    best[0].fit(30, lr=0.012)
+    best[0].fit(48, lr=0.012)
     return best
 
 
@@ -348,6 +348,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     # the scan's lowest point: compare how well each explains the scan's points
     fitter.fit(10, lr=0.012)
     partial = False
+    coarse_scan_to_body = fitter.scan_to_body_mm
     # the cue: much of the scan lies far from a whole body stood on its lowest point
     if fitter.scan_to_body_mm > PARTIAL_CUE_MM:
         # a partial scan (upper body only, say) is better explained by a body that is not stood
@@ -373,6 +374,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
     resid = np.sqrt(np.asarray(sqd).ravel())
     info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
+            "coarse_scan_to_body_mm": round(coarse_scan_to_body, 2),
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()}}
     if np.median(resid) > 40.0:
