@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--lesions", type=int, default=300)
     p.add_argument("--types", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     p.add_argument("--detector", default="classical")
+    p.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
+    p.add_argument("--record", action="store_true", help="store the pooled figures in the YOLO checkpoint")
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +61,9 @@ def main() -> None:
             out = Path(tmp) / f"out{seed}"
             t0 = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            subprocess.run([sys.executable, "-m", "bodymap.cli", "analyze", str(vdir / "scan.obj"), "--out", str(out),
-                            "--detector", a.detector, "--quiet"], check=True, stdout=subprocess.DEVNULL)
+            cmd = [sys.executable, "-m", "bodymap.cli", "analyze", str(vdir / "scan.obj"), "--out", str(out),
+                   "--detector", a.detector, "--quiet"] + (["--weights", a.weights] if a.weights else [])
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
             peak_gb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 ** 2
             ls = LesionSet.load_json(out / "lesions.json")
@@ -89,6 +92,15 @@ def main() -> None:
           f"95th percentile {np.percentile(rel, 95) * 100:.1f}%")
     print(f"analyze: max {max(r['wall_s'] for r in rows):.1f} s (target < 90 s), peak memory max "
           f"{max(r['peak_gb'] for r in rows):.2f} GB (< 8 GB); render 1024^2 max {max(r['render_s'] for r in rows):.2f} s (< 1 s)")
+    if a.record and a.detector == "yolo":
+        from bodymap.detect.yolo import SHIPPED, record_scores
+
+        record_scores(a.weights or SHIPPED, "benchmarks/detection.py", {
+            "date": time.strftime("%Y-%m-%d"), "seeds": [r["seed"] for r in rows], "faces": a.faces,
+            "texture": a.texture, "recall_ge_2mm": round(sum(r["found_big"] for r in rows) / big, 4),
+            "precision": round(sum(r["true_positives"] for r in rows) / det, 4),
+            "recall_lt_2mm": round(sum(r["found_small"] for r in rows) / max(small, 1), 4),
+            "diameter_median_abs_error": round(float(np.median(rel)), 4)})
     print(json.dumps([{k: v for k, v in r.items() if k not in ("diameter_rel_errors",)} for r in rows]))
 
 

@@ -173,7 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         path = train_detector(Path(args.out), patients=args.patients, seed=args.seed, epochs=args.epochs,
                               model=args.arch, batch=args.batch, device=args.device, texture=args.texture,
-                              lesions=args.lesions, faces=args.faces, progress=bar)
+                              lesions=args.lesions, faces=args.faces, tile=args.tile, scale=args.scale,
+                              progress=bar)
     finally:
         bar.close()
     print(f"{path} (copy it to bodymap/data/detector_yolo.pt to ship it)")
@@ -266,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--texture", type=int, default=4096)
     q.add_argument("--lesions", type=int, default=300)
     q.add_argument("--faces", type=int, default=60_000)
+    q.add_argument("--tile", type=int, default=192, help="texture tile side, texels")
+    q.add_argument("--scale", type=int, default=2, help="tile enlargement for the network")
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_train)
 

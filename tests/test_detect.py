@@ -266,3 +266,23 @@ def test_yolo_without_weights_says_how_to_get_them(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no YOLO weights"):
         get_detector("yolo", weights=tmp_path / "none.pt")
+
+
+def test_shipped_yolo_weights_load_and_find_lesions(detected, medium_patient):
+    """The shipped checkpoint says what trained it and what it scored, and finds lesions on a
+    scan it was not trained on (seed 11; it was trained on seeds 500-505)."""
+    pytest.importorskip("ultralytics")
+    from bodymap.detect.yolo import SHIPPED, read_checkpoint_info
+
+    if not SHIPPED.exists():
+        pytest.skip("no shipped YOLO weights")
+    info = read_checkpoint_info(SHIPPED)
+    assert info["recipe"]["from"] == "random weights" and "bodymap train detector" in info["recipe"]["command"]
+    assert info["data"]["synthetic"] and 11 not in info["data"]["seeds"]
+    assert "benchmarks/detection.py" in info.get("held_out", {})
+    scan, _ = detected
+    ls = detect_lesions(scan, "yolo")
+    truth, _ = read_visit_truth(medium_patient)
+    s = score_detections(ls.points, ls.diameters, truth, min_diameter_mm=3.0)
+    print({k: v for k, v in s.items() if k != "diameter_rel_errors"})
+    assert ls.detector == "yolo" and s["precision"] >= 0.8 and s["recall_big"] >= 0.5

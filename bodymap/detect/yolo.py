@@ -60,6 +60,7 @@ class YoloDetector:
 
         self._model = YOLO(str(path), task="detect")
         self.scale = int(self.info.get("scale", SCALE))
+        self.tile = int(self.info.get("tile", self.tile))
         if self.device is None:
             import torch
 
@@ -96,9 +97,11 @@ def read_checkpoint_info(path: str | Path) -> dict:
     return info
 
 
-def tiles_of_visit(vdir: Path, rng: np.random.Generator, negatives: float = 0.15):
-    """Training tiles of one synthetic visit: yields (image (t*S, t*S, 3) uint8, boxes (k, 4)
-    in that image's pixels). Tiles without any lesion are kept with probability `negatives`."""
+def tiles_of_visit(vdir: Path, rng: np.random.Generator, negatives: float = 0.15, tile: int = TILE,
+                   scale: int = SCALE):
+    """Training tiles of one synthetic visit: yields (image (tile*scale, tile*scale, 3) uint8,
+    boxes (k, 4) in that image's pixels). Tiles without any lesion are kept with probability
+    `negatives`."""
     from PIL import Image
 
     from bodymap.synth.truth import read_visit_truth
@@ -109,12 +112,12 @@ def tiles_of_visit(vdir: Path, rng: np.random.Generator, negatives: float = 0.15
     lesion_ids = {r["id"] for r in truth["lesions"]}
     covered = arrays["tissue"] > 0
     H, W = lab.shape
-    step = TILE - 32
+    step = tile - 32
     for y0 in range(0, H - 32, step):
         for x0 in range(0, W - 32, step):
-            if not covered[y0:y0 + TILE, x0:x0 + TILE].any():
+            if not covered[y0:y0 + tile, x0:x0 + tile].any():
                 continue
-            t = lab[y0:y0 + TILE, x0:x0 + TILE]
+            t = lab[y0:y0 + tile, x0:x0 + tile]
             ids = [i for i in np.unique(t) if i in lesion_ids]
             if not ids and rng.random() > negatives:
                 continue
@@ -124,14 +127,15 @@ def tiles_of_visit(vdir: Path, rng: np.random.Generator, negatives: float = 0.15
                 if len(xs) < 2:
                     continue
                 boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
-            img = np.zeros((TILE, TILE, 3), np.uint8)
-            part = tex[y0:y0 + TILE, x0:x0 + TILE]
+            img = np.zeros((tile, tile, 3), np.uint8)
+            part = tex[y0:y0 + tile, x0:x0 + tile]
             img[:part.shape[0], :part.shape[1]] = part
-            big = np.repeat(np.repeat(img, SCALE, 0), SCALE, 1)
-            yield big, np.array(boxes, np.float32).reshape(-1, 4) * SCALE
+            big = np.repeat(np.repeat(img, scale, 0), scale, 1)
+            yield big, np.array(boxes, np.float32).reshape(-1, 4) * scale
 
 
-def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, seed: int = 0) -> dict:
+def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, seed: int = 0, tile: int = TILE,
+                  scale: int = SCALE) -> dict:
     """Write a YOLO data set (images/, labels/, data.yaml) of tiles from synthetic visits.
     Returns a description with counts and a hash of the labels."""
     from PIL import Image
@@ -144,7 +148,7 @@ def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, see
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
     n = 0
     for vdir in visits:
-        for img, boxes in tiles_of_visit(vdir, rng):
+        for img, boxes in tiles_of_visit(vdir, rng, tile=tile, scale=scale):
             split = "val" if rng.random() < val_fraction else "train"
             name = f"t{n:06d}"
             Image.fromarray(img).save(out / "images" / split / f"{name}.jpg", quality=95)
@@ -163,7 +167,7 @@ def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, see
 
 def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 30, model: str = "yolov8n.yaml",
                    batch: int = 16, device: str | None = None, texture: int = 4096, lesions: int = 300,
-                   faces: int = 60_000, progress=None) -> Path:
+                   faces: int = 60_000, tile: int = TILE, scale: int = SCALE, progress=None) -> Path:
     """The whole recipe: synthetic patients (Fitzpatrick I-VI in turn) -> tiles -> YOLO from random
     weights -> checkpoint with a ``bodymap`` entry (recipe, data, validation mAP). Returns the
     checkpoint path (out/detector_yolo.pt)."""
@@ -180,14 +184,14 @@ def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 
                             fitzpatrick=k % 6 + 1)
         visits += synthesize_patient(seed + k, opts, out / "synth")
     say("tiles", 0.3)
-    data = build_dataset(visits, out / "tiles", seed=seed)
+    data = build_dataset(visits, out / "tiles", seed=seed, tile=tile, scale=scale)
     _quiet_ultralytics()
     from ultralytics import YOLO
 
     say("training", 0.35)
     dev = device or ("0" if torch.cuda.is_available() else "cpu")
     net = YOLO(model, task="detect")
-    res = net.train(data=str(out / "tiles" / "data.yaml"), epochs=epochs, imgsz=TILE * SCALE, batch=batch,
+    res = net.train(data=str(out / "tiles" / "data.yaml"), epochs=epochs, imgsz=tile * scale, batch=batch,
                     device=dev, workers=0 if dev == "cpu" else 4, plots=False, amp=dev != "cpu",
                     project=str(out), name="run", exist_ok=True, seed=seed, deterministic=True,
                     verbose=False, pretrained=False, mosaic=0.5, degrees=10.0, fliplr=0.5, flipud=0.5,
@@ -196,9 +200,11 @@ def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 
     metrics = {k: round(float(v), 4) for k, v in getattr(res, "results_dict", {}).items()}
     ck = torch.load(str(best), map_location="cpu", weights_only=False)
     ck["bodymap"] = {
-        "task": "lesion-detection", "classes": ["lesion"], "tile": TILE, "scale": SCALE, "input_size": TILE * SCALE,
+        "task": "lesion-detection", "classes": ["lesion"], "tile": tile, "scale": scale, "input_size": tile * scale,
         "recipe": {"command": f"bodymap train detector --out {out} --patients {patients} --seed {seed} "
-                              f"--epochs {epochs} --model {model}", "model": model, "epochs": epochs, "batch": batch,
+                              f"--epochs {epochs} --arch {model} --tile {tile} --scale {scale} --faces {faces} "
+                              f"--texture {texture} --lesions {lesions} --batch {batch}",
+                   "model": model, "epochs": epochs, "batch": batch,
                    "device": dev, "from": "random weights"},
         "data": {"synthetic": True, "patients": patients, "seeds": [seed + k for k in range(patients)],
                  "texture": texture, "lesions": lesions, **{k: v for k, v in data.items() if k != "visits"}},
@@ -210,3 +216,14 @@ def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 
     (out / "detector_yolo.json").write_text(json.dumps(ck["bodymap"], indent=1))
     say("done", 1.0)
     return path
+
+
+def record_scores(path: str | Path, key: str, scores: dict) -> None:
+    """Store held-out scores (e.g. benchmarks/detection.py's pooled figures) under
+    ``bodymap.held_out[key]`` in a lesion-detector checkpoint, so the file says what it scored."""
+    import torch
+
+    read_checkpoint_info(path)  # refuses files that are not ours
+    ck = torch.load(str(path), map_location="cpu", weights_only=False)
+    ck["bodymap"].setdefault("held_out", {})[key] = scores
+    torch.save(ck, str(path))
