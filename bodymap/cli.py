@@ -81,9 +81,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     """Label a scan's surface with anatomic regions; write labels and region maps."""
-    from bodymap.anatomy.labels import label_scan, summary, write_json
-    from bodymap.export.regionmap import write_region_maps
+    from bodymap.anatomy.labels import label_scan
     from bodymap.io import load_scan
+    from bodymap.pipeline import write_anatomy
 
     scan = load_scan(args.scan, units=args.units)
     out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_regions")
@@ -95,15 +95,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
-    labels.save(out / "labels.npz", corr)
-    record = {"scan": str(args.scan), "vertices": scan.n_vertices, "faces": scan.n_faces,
-              "seconds": round(elapsed, 1), "fit": corr.info,
-              **summary(labels, scan.face_areas, scan.faces)}
-    write_json(out / "regions.json", record)
-    paths = write_region_maps(scan, labels, out)
+    paths = write_anatomy(scan, corr, labels, out, source=str(args.scan), seconds=round(elapsed, 1))
     print(f"labelled {scan.n_vertices} vertices in {elapsed:.1f} s "
           f"(median distance to the fitted body {corr.info['median_residual_mm']} mm)")
-    for p in [out / "labels.npz", out / "regions.json", *paths]:
+    for p in paths:
         print(f"  {p}")
     return 0
 

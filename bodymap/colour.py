@@ -9,12 +9,17 @@ _M = np.array([[0.4124564, 0.3575761, 0.1804375],
 _WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)
 
 
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] -> linear RGB, same shape, float32."""
+    c = np.asarray(c, dtype=np.float32)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """CIELAB (L* 0..100, a*, b*) of sRGB colours. rgb (..., 3) uint8 or float in [0, 1];
     returns (..., 3) float32."""
     c = np.asarray(rgb)
-    c = c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c.astype(np.float32)
-    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lin = srgb_to_linear(c.astype(np.float32) / 255.0 if c.dtype == np.uint8 else c)
     xyz = (lin @ _M.T) / _WHITE
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16.0 / 116.0)
     L = 116.0 * f[..., 1] - 16.0

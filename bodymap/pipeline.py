@@ -45,17 +45,17 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
     merged, those over max_diameter_mm dropped. detector: a name (see
     bodymap.detect.get_detector) or a Detector. Returns a LesionSet."""
     from bodymap.detect import get_detector
-    from bodymap.detect.texture import atlas_mask, detect_image_tiled
+    from bodymap.detect.texture import detect_image_tiled
     from bodymap.lesions import LesionMeasurer, LesionSet, TextureImage
     from bodymap.project import texel_atlas
 
     det = get_detector(detector) if isinstance(detector, str) else detector
     say = progress or (lambda s, f: None)
     say("texture atlas", 0.0)
-    atlas = texel_atlas(scan)
-    boxes = detect_image_tiled(scan.texture, atlas_mask(atlas), det, _sub(progress, 0.1, 0.8))
+    img = TextureImage(scan, texel_atlas(scan))
+    boxes = detect_image_tiled(scan.texture, img.inside, det, _sub(progress, 0.1, 0.8))
     say("measuring lesions", 0.8)
-    lesions = LesionMeasurer(scan).measure(TextureImage(scan, atlas), boxes, det.name)
+    lesions = LesionMeasurer(scan).measure(img, boxes, det.name)
     say("done", 1.0)
     return _lesion_set(scan, lesions, det.name, max_diameter_mm, boxes=len(boxes))
 
@@ -160,25 +160,31 @@ def annotated_texture(scan: Scan, lesion_set) -> np.ndarray:
     return np.asarray(img)
 
 
+def write_anatomy(scan: Scan, correspondence, labels, out: Path, source: str | None = None, **record) -> list[Path]:
+    """Write labels.npz (labels + correspondence), regions.json (source file (default: the
+    scan's), fit, area per region, and any extra record fields) and the region maps under out/.
+    Returns the files written."""
+    from bodymap.anatomy.labels import summary, write_json
+    from bodymap.export.regionmap import write_region_maps
+
+    labels.save(out / "labels.npz", correspondence)
+    write_json(out / "regions.json", {"scan": source or scan.meta.source, "vertices": scan.n_vertices, "faces": scan.n_faces,
+                                      **record, "fit": correspondence.info,
+                                      **summary(labels, scan.face_areas, scan.faces)})
+    return [out / "labels.npz", out / "regions.json", *write_region_maps(scan, labels, out)]
+
+
 def write_result(result: Result, out: str | Path) -> list[Path]:
     """Write everything analyze() found under out/: lesions.json, lesions.csv,
     annotated_texture.jpg and, with anatomy, labels.npz, regions.json and the region maps."""
     from PIL import Image
-
-    from bodymap.anatomy.labels import summary, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     scan = result.scan
     if result.labels is not None:
-        from bodymap.export.regionmap import write_region_maps
-
-        result.labels.save(out / "labels.npz", result.correspondence)
-        write_json(out / "regions.json", {"scan": scan.meta.source, "vertices": scan.n_vertices,
-                                          "faces": scan.n_faces, "fit": result.correspondence.info,
-                                          **summary(result.labels, scan.face_areas, scan.faces)})
-        paths += [out / "labels.npz", out / "regions.json", *write_region_maps(scan, result.labels, out)]
+        paths += write_anatomy(scan, result.correspondence, result.labels, out)
     result.lesions.save_json(out / "lesions.json")
     result.lesions.save_csv(out / "lesions.csv")
     paths += [out / "lesions.json", out / "lesions.csv"]

@@ -1,5 +1,6 @@
-"""Tiled detection over a scan's texture map: only texels the mesh covers, tiles with overlap,
-each box kept by the one tile whose core holds its centre, duplicates suppressed."""
+"""Tiled detection over a large image (a scan's texture map): only pixels in the mask (texels
+the mesh covers), tiles with overlap, each box kept by the one tile whose core holds its
+centre, duplicates suppressed."""
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -7,15 +8,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from bodymap.detect import Boxes, Detector, nms
-from bodymap.project import UVAtlas
-
-
-def atlas_mask(atlas: UVAtlas) -> np.ndarray:
-    """(size, size) bool: texels that lie inside a face of the scan (gutters excluded)."""
-    m = np.zeros(atlas.size * atlas.size, bool)
-    n = len(atlas.flat) if atlas.n_inside is None else atlas.n_inside
-    m[atlas.flat[:n]] = True
-    return m.reshape(atlas.size, atlas.size)
 
 
 def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:

@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from bodymap.colour import srgb_to_linear  # noqa: F401 - re-exported for the generator
+
 
 # Typical constitutive skin colours (sRGB) for Fitzpatrick types I-VI, from light to dark.
 FITZPATRICK_SRGB = {
@@ -23,12 +25,6 @@ FITZPATRICK_SRGB = {
     5: (130, 88, 61),
     6: (82, 56, 42),
 }
-
-
-def srgb_to_linear(c: np.ndarray) -> np.ndarray:
-    """sRGB in [0, 1] -> linear RGB, same shape."""
-    c = np.asarray(c, dtype=np.float32)
-    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def linear_to_srgb(c: np.ndarray) -> np.ndarray:
