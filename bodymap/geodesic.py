@@ -1,0 +1,101 @@
+"""Geodesic distances on a scan's surface, built once per scan and reused.
+
+Lesion tracking needs many short distances (a lesion to its candidates and to its matched
+neighbours, up to ~150 mm) and a few long ones. Short ones come from Dijkstra on the edge graph
+with the "opposite vertex" shortcuts of every interior edge added (the straight chord across
+two triangles), which brings the graph metric within ~2% of the true geodesic on an isotropic
+mesh instead of the ~8% of edges alone; surface points (face + barycentric) join the graph
+through their face's corners. Whole-body distance fields use the heat method (potpourri3d),
+whose factorisation is computed once on first use.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+
+class SurfaceGeodesics:
+    """Geodesic distances on one triangle mesh.
+
+    vertices (n, 3) mm, faces (m, 3) int. Build once per scan; every query reuses the graph
+    (and the heat-method factorisation once `field` has been called).
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray):
+        self.vertices = np.asarray(vertices, np.float64)
+        self.faces = np.asarray(faces, np.int64)
+        self.n = len(self.vertices)
+        self.graph = _shortcut_graph(self.vertices, self.faces)
+        self._heat = None
+
+    def points(self, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        """(k, 3) mm: surface points of face (k,) + barycentric (k, 3)."""
+        tri = self.vertices[self.faces[np.asarray(face, np.int64)]]
+        return np.einsum("kj,kjd->kd", np.asarray(bary, np.float64).reshape(-1, 3), tri)
+
+    def from_points(self, face: np.ndarray, bary: np.ndarray, limit_mm: float = 200.0) -> sp.csr_matrix:
+        """Sparse (k, n) mm: distance from each of k surface points to every vertex within
+        limit_mm (vertices beyond it are not stored). Each point enters the graph through its
+        face's three corners. Work is chunked so memory stays bounded for any k."""
+        face = np.asarray(face, np.int64).reshape(-1)
+        bary = np.asarray(bary, np.float64).reshape(-1, 3)
+        out = []
+        for s in range(0, len(face), 64):
+            f, b = face[s:s + 64], bary[s:s + 64]
+            k = len(f)
+            corners = self.faces[f]
+            w = np.linalg.norm(self.vertices[corners] - self.points(f, b)[:, None], axis=2)
+            # one extra node per point, joined to its corners; Dijkstra starts at the extra nodes
+            rows = np.repeat(np.arange(self.n, self.n + k), 3)
+            link = sp.csr_matrix((np.maximum(w.ravel(), 1e-9), (rows, corners.ravel())),
+                                 shape=(self.n + k, self.n + k))
+            g = sp.bmat([[self.graph, None], [None, sp.csr_matrix((k, k))]], format="csr") + link
+            d = dijkstra(g, directed=True, indices=np.arange(self.n, self.n + k), limit=limit_mm)[:, :self.n]
+            d[~np.isfinite(d)] = 0.0  # not stored: beyond the limit
+            out.append(sp.csr_matrix(d))
+        return sp.vstack(out, format="csr") if out else sp.csr_matrix((0, self.n))
+
+    def at_points(self, fields: sp.csr_matrix, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        """(r, k) mm: distances from r sources to k surface points, given the sources' fields
+        (r, n) from `from_points` (inf beyond their limit): the shortest way in through one of
+        each point's corners."""
+        face = np.asarray(face, np.int64).reshape(-1)
+        if len(face) == 0 or fields.shape[0] == 0:
+            return np.full((fields.shape[0], len(face)), np.inf)
+        corners = self.faces[face]
+        w = np.linalg.norm(self.vertices[corners] - self.points(face, bary)[:, None], axis=2)  # (k, 3)
+        u, inv = np.unique(corners.ravel(), return_inverse=True)
+        sub = fields[:, u].toarray()
+        sub[sub == 0] = np.inf  # stored distances are >= 1e-9; zeros are "beyond the limit"
+        return np.min(sub[:, inv.reshape(-1, 3)] + w[None], axis=2)
+
+    def between(self, face_a, bary_a, face_b, bary_b, limit_mm: float = 200.0) -> np.ndarray:
+        """(ka, kb) mm: distances between two sets of surface points (inf beyond limit_mm)."""
+        return self.at_points(self.from_points(face_a, bary_a, limit_mm), face_b, bary_b)
+
+    def field(self, vertex_sources: np.ndarray) -> np.ndarray:
+        """(n,) mm: heat-method distance from a set of vertices to every vertex (whole body)."""
+        if self._heat is None:
+            import potpourri3d as pp3d
+
+            self._heat = pp3d.MeshHeatMethodDistanceSolver(self.vertices, self.faces)
+        return self._heat.compute_distance_multisource(np.asarray(vertex_sources, np.int64).reshape(-1))
+
+
+def _shortcut_graph(v: np.ndarray, f: np.ndarray) -> sp.csr_matrix:
+    """Symmetric sparse (n, n) graph: mesh edges plus, for each edge shared by two faces, the
+    chord between the two opposite vertices, all weighted by Euclidean length (mm)."""
+    n = len(v)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])  # directed half-edges
+    opp = np.concatenate([f[:, 2], f[:, 0], f[:, 1]])  # vertex opposite each half-edge
+    key = np.minimum(e[:, 0], e[:, 1]) * n + np.maximum(e[:, 0], e[:, 1])
+    order = np.argsort(key, kind="stable")
+    k = key[order]
+    same = k[1:] == k[:-1]  # consecutive half-edges of one edge: its two faces
+    a, b = opp[order[:-1][same]], opp[order[1:][same]]
+    pairs = np.concatenate([e, np.stack([a, b], 1)])
+    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)  # each edge once
+    w = np.maximum(np.linalg.norm(v[pairs[:, 0]] - v[pairs[:, 1]], axis=1), 1e-9)
+    i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
+    return sp.csr_matrix((np.concatenate([w, w]), (i, j)), shape=(n, n))

@@ -1,0 +1,421 @@
+"""Longitudinal tracking: which lesions of a later visit are which of an earlier one.
+
+    track(visit1, visit2, reviews=...) -> Tracking (pairs with change and flags, new, missing)
+
+Both scans are registered to the template (bodymap.anatomy.register), so every scan point has a
+template point. A visit-2 lesion's template point is found on visit 1's surface (closest point
+on scan 1 laid out in template coordinates) and then refined by its constellation: lesions
+matched confidently so far (anchors) tell how far the registration is off around each lesion,
+and that local offset, averaged with geodesic weights, moves the mapped point. The cost of a
+candidate pair is its geodesic distance after mapping, how well its geodesic distances to nearby
+anchors agree between the two scans, and its change in size and colour; pairs are assigned one
+to one (Hungarian) within a gate. A clinician's reviews (confirm, reject, reassign, mark new)
+are kept and respected on every run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from bodymap.geodesic import SurfaceGeodesics
+from bodymap.lesions import LesionSet
+from bodymap.scan import Scan
+
+Progress = Callable[[str, float], None]
+SCHEMA = "bodymap.tracking/1"
+REVIEW_SCHEMA = "bodymap.reviews/1"
+
+# What a clinician acts on (issue: grown by >= 1 mm or >= 20 %, new lesion >= 3 mm)
+GROWN_MM = 1.0
+GROWN_FRACTION = 0.20
+NEW_FLAG_MM = 3.0
+COLOUR_FLAG_DE = 10.0  # CIELAB Delta E of the lesion's mean colour
+
+
+@dataclasses.dataclass
+class TrackOptions:
+    """Matching parameters (mm unless stated). gate_mm: largest geodesic distance on scan 1
+    between a mapped lesion and its partner (the gate also grows with the lesion's size);
+    search_mm: radius of the first, registration-only search; neighbour_mm: anchors this close
+    (geodesic, scan 2) vote on a lesion's local offset and on its distance consistency;
+    rounds: constellation refinements."""
+
+    gate_mm: float = 12.0
+    search_mm: float = 45.0
+    neighbour_mm: float = 120.0
+    neighbours: int = 8
+    rounds: int = 3
+    sigma_mm: float = 4.0  # distance scale of the position cost
+    consistency_mm: float = 3.0  # distance scale of neighbour-distance disagreement (plus 4 % of the distance)
+    max_cost: float = 9.0
+
+
+@dataclasses.dataclass
+class Visit:
+    """What tracking needs of one visit: the scan, its lesions and its template correspondence
+    (bodymap.anatomy.register.Correspondence; None: registered on demand)."""
+
+    scan: Scan
+    lesions: LesionSet
+    correspondence: object | None = None
+
+
+@dataclasses.dataclass
+class Reviews:
+    """A clinician's decisions, keyed by lesion id: confirmed {id2: id1} (confirmed or
+    reassigned pairs: always kept), rejected {(id2, id1)} (never proposed again), new {id2}
+    (not in visit 1)."""
+
+    confirmed: dict = dataclasses.field(default_factory=dict)
+    rejected: set = dataclasses.field(default_factory=set)
+    new: set = dataclasses.field(default_factory=set)
+
+    def confirm(self, id2: int, id1: int) -> None:
+        """Keep the pair (id2 of visit 2 is id1 of visit 1); reassigning is confirming another id1."""
+        self.new.discard(id2)
+        for k in [k for k, v in self.confirmed.items() if v == id1 and k != id2]:
+            del self.confirmed[k]  # id1 can have one partner only
+        self.confirmed[int(id2)] = int(id1)
+
+    def reject(self, id2: int, id1: int) -> None:
+        """Never pair id2 with id1 again."""
+        if self.confirmed.get(id2) == id1:
+            del self.confirmed[id2]
+        self.rejected.add((int(id2), int(id1)))
+
+    def mark_new(self, id2: int) -> None:
+        """id2 has no partner in visit 1."""
+        self.confirmed.pop(id2, None)
+        self.new.add(int(id2))
+
+    def to_dict(self) -> dict:
+        return {"schema": REVIEW_SCHEMA, "confirmed": [[k, v] for k, v in sorted(self.confirmed.items())],
+                "rejected": sorted([list(p) for p in self.rejected]), "new": sorted(self.new)}
+
+    def save(self, path: str | Path) -> None:
+        """Write the reviews as JSON (atomically: a crash never leaves half a file)."""
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Reviews":
+        """Read reviews written by save(). Raises ValueError naming the file when it is not one."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable reviews file ({e})") from None
+        if not isinstance(d, dict) or d.get("schema") != REVIEW_SCHEMA:
+            raise ValueError(f"{path}: not a BodyMap reviews file (schema {REVIEW_SCHEMA} expected)")
+        return cls({int(a): int(b) for a, b in d.get("confirmed", [])},
+                   {(int(a), int(b)) for a, b in d.get("rejected", [])}, {int(a) for a in d.get("new", [])})
+
+
+@dataclasses.dataclass
+class Tracking:
+    """The result. pairs: one dict per matched lesion (id1, id2, confidence, distance_mm after
+    mapping, reviewed, diameters and change, flags); new: visit-2 lesions without a partner
+    (id2, diameter_mm, flags); missing: visit-1 lesions without a partner (id1, diameter_mm);
+    mapped: (k2, 3) mm, each visit-2 lesion's position on scan 1; info: parameters, timings."""
+
+    pairs: list[dict]
+    new: list[dict]
+    missing: list[dict]
+    mapped: np.ndarray
+    mapped_face: np.ndarray
+    mapped_bary: np.ndarray
+    info: dict = dataclasses.field(default_factory=dict)
+
+    def partner(self) -> dict:
+        """{id2: id1} of the matched pairs."""
+        return {p["id2"]: p["id1"] for p in self.pairs}
+
+    @property
+    def flagged(self) -> list[dict]:
+        """Pairs and new lesions with at least one flag."""
+        return [p for p in self.pairs + self.new if p["flags"]]
+
+    def to_dict(self) -> dict:
+        return {"schema": SCHEMA, "info": self.info, "pairs": self.pairs, "new": self.new, "missing": self.missing,
+                "mapped": [{"id2": i, "point_mm": [round(float(x), 3) for x in p], "face": int(f),
+                            "bary": [round(float(x), 6) for x in b]}
+                           for i, p, f, b in zip(self.info.get("ids2", []), self.mapped, self.mapped_face,
+                                                 self.mapped_bary)]}
+
+    def save_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load_json(cls, path: str | Path) -> "Tracking":
+        """Read a file written by save_json. Raises ValueError naming the file when it is not one."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a readable tracking file ({e})") from None
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            raise ValueError(f"{path}: not a BodyMap tracking file (schema {SCHEMA} expected)")
+        m = d.get("mapped", [])
+        return cls(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
+                   np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
+                   d.get("info", {}))
+
+    def save_csv(self, path: str | Path) -> None:
+        """One row per lesion of either visit: status (matched, new, missing), ids, sizes, change, flags."""
+        import csv
+
+        cols = ["status", "id1", "id2", "confidence", "distance_mm", "reviewed", "diameter1_mm", "diameter2_mm",
+                "diameter_change_mm", "diameter_change_pct", "area1_mm2", "area2_mm2", "colour_delta_e", "region",
+                "flags"]
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, cols, extrasaction="ignore")
+            w.writeheader()
+            for p in self.pairs:
+                w.writerow({**p, "status": "matched", "flags": ";".join(p["flags"])})
+            for p in self.new:
+                w.writerow({**p, "status": "new", "diameter2_mm": p["diameter_mm"], "flags": ";".join(p["flags"])})
+            for p in self.missing:
+                w.writerow({**p, "status": "missing", "diameter1_mm": p["diameter_mm"], "flags": ";".join(p["flags"])})
+
+
+def _arrays(ls: LesionSet) -> dict:
+    """Per-lesion arrays of a LesionSet: ids (k,), face (k,), bary (k, 3), diameter (k,) mm,
+    area (k,) mm^2, lab (k, 3) (nan when unknown)."""
+    L = ls.lesions
+    lab = np.array([l.colour_lab if l.colour_lab and len(l.colour_lab) == 3 else [np.nan] * 3 for l in L],
+                   np.float64).reshape(-1, 3)
+    return {"ids": np.array([l.id for l in L], np.int64), "face": np.array([l.face for l in L], np.int64),
+            "bary": np.array([l.bary for l in L], np.float64).reshape(-1, 3),
+            "diameter": np.array([l.diameter_mm for l in L], np.float64),
+            "area": np.array([l.area_mm2 for l in L], np.float64), "lab": lab,
+            "region": [(l.region or {}).get("description", "") if isinstance(l.region, dict) else "" for l in L]}
+
+
+def template_positions(scan: Scan, correspondence) -> np.ndarray:
+    """(n, 3) mm: the template (rest pose) point of every scan vertex."""
+    from bodymap.anatomy.template import load_template
+
+    t = load_template()
+    return correspondence.template_points(t.vertices, t.faces)
+
+
+def map_between(tp_from: np.ndarray, faces_from: np.ndarray, face: np.ndarray, bary: np.ndarray,
+                tp_to: np.ndarray, scan_to: Scan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Carry surface points (face (k,), bary (k, 3)) of one scan to another through the template.
+    tp_from (n1, 3) / tp_to (n2, 3): template positions of each scan's vertices. Returns face
+    (k,), bary (k, 3) on scan_to and the template-space gap (k,) mm (how far the nearest
+    point of scan_to lies in template space: large where scan_to has a hole)."""
+    import gpytoolbox as gp
+
+    t = np.einsum("kj,kjd->kd", bary, tp_from[faces_from[face]])
+    if len(t) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0)
+    sqd, f, b = gp.squared_distance(t, tp_to, F=scan_to.faces, use_cpp=True, use_aabb=True)
+    b = np.clip(np.asarray(b, np.float64), 0, 1)
+    b /= np.maximum(b.sum(1, keepdims=True), 1e-12)
+    return np.asarray(f, np.int64).ravel(), b, np.sqrt(np.asarray(sqd).ravel())
+
+
+def _snap(scan: Scan, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Closest surface point of scan to each point (k, 3): face (k,), bary (k, 3)."""
+    import gpytoolbox as gp
+
+    _, f, b = gp.squared_distance(points, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
+    b = np.clip(np.asarray(b, np.float64), 0, 1)
+    return np.asarray(f, np.int64).ravel(), b / np.maximum(b.sum(1, keepdims=True), 1e-12)
+
+
+def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options: TrackOptions | None = None,
+          progress: Progress | None = None) -> Tracking:
+    """Match visit 2's lesions to visit 1's (see the module docstring). Scans are registered
+    when a Visit has no correspondence. Returns the Tracking (pairs, new, missing, mapped points)."""
+    o = options or TrackOptions()
+    rv = reviews or Reviews()
+    say = progress or (lambda s, f: None)
+    times = {}
+    t0 = time.perf_counter()
+    for k, v in enumerate((visit1, visit2)):
+        if v.correspondence is None:
+            from bodymap.anatomy.register import register
+
+            say(f"registering visit {k + 1}", 0.4 * k)
+            v.correspondence = register(v.scan, progress=lambda s, f, k=k: say(f"visit {k + 1}: {s}", 0.4 * (k + f)))
+    times["registration_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    s1, s2 = visit1.scan, visit2.scan
+    a, b = _arrays(visit1.lesions), _arrays(visit2.lesions)
+    k1, k2 = len(a["ids"]), len(b["ids"])
+    say("geodesics", 0.8)
+    tp1, tp2 = template_positions(s1, visit1.correspondence), template_positions(s2, visit2.correspondence)
+    g1, g2 = SurfaceGeodesics(s1.vertices, s1.faces), SurfaceGeodesics(s2.vertices, s2.faces)
+    p1 = g1.points(a["face"], a["bary"])
+    # distances among each visit's own lesions (neighbour consistency, anchor weights)
+    D1 = g1.between(a["face"], a["bary"], a["face"], a["bary"], o.neighbour_mm + o.search_mm)
+    D2 = g2.between(b["face"], b["bary"], b["face"], b["bary"], o.neighbour_mm)
+    fields1 = g1.from_points(a["face"], a["bary"], o.search_mm)  # visit-1 lesions -> scan 1 vertices
+    say("mapping", 0.85)
+    mf, mb, gap = map_between(tp2, s2.faces, b["face"], b["bary"], tp1, s1)
+    m0 = g1.points(mf, mb)
+    idx1 = {int(i): n for n, i in enumerate(a["ids"])}
+    idx2 = {int(i): n for n, i in enumerate(b["ids"])}
+    fixed = {idx2[j]: idx1[i] for j, i in rv.confirmed.items() if j in idx2 and i in idx1}
+    banned = np.zeros((k1, k2), bool)
+    for j, i in rv.rejected:
+        if j in idx2 and i in idx1:
+            banned[idx1[i], idx2[j]] = True
+    for j in rv.new:
+        if j in idx2:
+            banned[:, idx2[j]] = True
+    m = m0
+    anchors: dict[int, int] = dict(fixed)  # visit-2 index -> visit-1 index
+    assign: dict[int, int] = {}
+    for rnd in range(o.rounds + 1):
+        if rnd > 0:
+            m, mf, mb = _refine(m0, p1, anchors, D2, o, s1)
+        X = g1.at_points(fields1, mf, mb)  # (k1, k2) geodesic, inf beyond search radius
+        gate = np.maximum(o.gate_mm, 0.75 * np.maximum(a["diameter"][:, None], b["diameter"][None]))
+        if rnd == 0:
+            gate = np.full_like(gate, o.search_mm)  # before refinement: registration error only
+        C = _cost(X, gate, a, b, D1, D2, anchors, o)
+        C[banned] = np.inf
+        assign, conf, second = _assign(C, fixed, o.max_cost)
+        # anchors for the next round: confident pairs (a clear margin to the next candidate)
+        anchors = dict(fixed)
+        for j, i in assign.items():
+            if j not in fixed and second[j] - C[i, j] > 1.0 and C[i, j] < 0.5 * o.max_cost:
+                anchors[j] = i
+    times["matching_s"] = time.perf_counter() - t1
+    say("changes", 0.95)
+    pairs, new, missing = [], [], []
+    for j, i in sorted(assign.items(), key=lambda t: b["ids"][t[0]]):
+        pairs.append(_pair(a, b, i, j, float(X[i, j]), float(conf[j]), j in fixed))
+    matched1 = set(assign.values())
+    for j in range(k2):
+        if j not in assign:
+            d = float(b["diameter"][j])
+            new.append({"id2": int(b["ids"][j]), "diameter_mm": round(d, 2), "region": b["region"][j],
+                        "reviewed": int(b["ids"][j]) in rv.new,
+                        "flags": [f"new >= {NEW_FLAG_MM:g} mm"] if d >= NEW_FLAG_MM else []})
+    for i in range(k1):
+        if i not in matched1:
+            missing.append({"id1": int(a["ids"][i]), "diameter_mm": round(float(a["diameter"][i]), 2),
+                            "region": a["region"][i], "flags": ["missing"]})
+    times["total_s"] = time.perf_counter() - t0
+    info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
+            "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
+            "anchors": len(anchors), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
+            "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None}
+    say("done", 1.0)
+    return Tracking(pairs, new, missing, m, mf, mb, info)
+
+
+def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, o: TrackOptions, s1: Scan):
+    """Move every mapped point (k2, 3) by the geodesically weighted mean offset (scan 1 frame) of
+    nearby anchors (their true visit-1 point minus their mapped point), then back onto scan 1."""
+    if not anchors:
+        f, b = _snap(s1, m0)
+        return m0, f, b
+    j_a = np.fromiter(anchors.keys(), np.int64)
+    i_a = np.fromiter(anchors.values(), np.int64)
+    off = p1[i_a] - m0[j_a]  # (A, 3)
+    d = D2[:, j_a]  # (k2, A), inf beyond neighbour_mm
+    w = np.exp(-0.5 * (d / (0.5 * o.neighbour_mm)) ** 2)
+    w[~np.isfinite(d)] = 0.0
+    # a lesion with few anchors around keeps most of its registration-only position
+    shift = (w @ off) / (w.sum(1, keepdims=True) + 0.3)
+    f, b = _snap(s1, m0 + shift)
+    g = np.einsum("kj,kjd->kd", b, s1.vertices[s1.faces[f]])
+    return g, f, b
+
+
+def _cost(X, gate, a, b, D1, D2, anchors, o: TrackOptions) -> np.ndarray:
+    """(k1, k2) cost of each candidate pair (inf outside the gate): position, neighbour-distance
+    agreement, size change (shrinking costs more than growing) and colour change."""
+    C = np.full(X.shape, np.inf)
+    ii, jj = np.nonzero(X <= gate)
+    if len(ii) == 0:
+        return C
+    c = (X[ii, jj] / o.sigma_mm) ** 2 / 2
+    # neighbour consistency: distances to the nearest anchors must agree on both scans
+    if anchors:
+        j_a = np.fromiter(anchors.keys(), np.int64)
+        i_a = np.fromiter(anchors.values(), np.int64)
+        d2 = D2[jj][:, j_a]  # (P, A)
+        d1 = D1[ii][:, i_a]
+        d2 = np.where(j_a[None] == jj[:, None], np.inf, d2)  # not itself
+        order = np.argsort(d2, axis=1)[:, :o.neighbours]
+        d2n = np.take_along_axis(d2, order, 1)
+        d1n = np.take_along_axis(d1, order, 1)
+        ok = np.isfinite(d2n)
+        scale = o.consistency_mm + 0.04 * np.where(ok, d2n, 0)
+        dis = np.where(ok, np.minimum(np.abs(np.where(np.isfinite(d1n), d1n, 1e9) - d2n) / scale, 4.0), 0.0)
+        n = ok.sum(1)
+        c = c + np.where(n > 0, dis.sum(1) / np.maximum(n, 1), 0.0) ** 2 / 2 * np.minimum(n, 3) / 3
+    r = np.log(np.maximum(b["diameter"][jj], 0.1) / np.maximum(a["diameter"][ii], 0.1))
+    c = c + np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4
+    de = np.linalg.norm(a["lab"][ii] - b["lab"][jj], axis=1)
+    c = c + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
+    C[ii, jj] = c
+    return C
+
+
+def _assign(C: np.ndarray, fixed: dict, max_cost: float):
+    """One-to-one assignment minimising total cost, pairs above max_cost refused; reviewed
+    pairs (fixed {j: i}) kept as they are. Returns {j: i}, confidence (k2,), second-best cost (k2,)."""
+    k1, k2 = C.shape
+    free1 = np.setdiff1d(np.arange(k1), list(fixed.values()))
+    free2 = np.setdiff1d(np.arange(k2), list(fixed.keys()))
+    assign = dict(fixed)
+    sub = C[np.ix_(free1, free2)]
+    if sub.size:
+        # dummy "no partner" columns/rows at max_cost make unmatched a choice, not a failure
+        big = np.where(np.isfinite(sub), sub, 1e6)
+        n1, n2 = sub.shape
+        M = np.full((n1 + n2, n2 + n1), 1e6)
+        M[:n1, :n2] = big
+        M[:n1, n2:] = np.where(np.eye(n1) > 0, max_cost, 1e6)
+        M[n1:, :n2] = np.where(np.eye(n2) > 0, max_cost, 1e6)
+        M[n1:, n2:] = 0.0
+        r, c = linear_sum_assignment(M)
+        for ri, ci in zip(r, c):
+            if ri < n1 and ci < n2 and big[ri, ci] < max_cost:
+                assign[int(free2[ci])] = int(free1[ri])
+    conf = np.zeros(k2)
+    second = np.full(k2, np.inf)
+    for j, i in assign.items():
+        if j in fixed:
+            conf[j] = 1.0
+            continue
+        col = np.delete(C[:, j], i)
+        row = np.delete(C[i], j)
+        s = min(col.min(initial=np.inf), row.min(initial=np.inf), max_cost)
+        second[j] = s
+        # high when the pair is cheap and clearly better than the next candidate or no partner
+        conf[j] = float(np.exp(-C[i, j] / 4) * (1 - np.exp(-(s - C[i, j]))))
+    return assign, conf, second
+
+
+def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: bool) -> dict:
+    """The record of one matched pair: sizes, change and the flags a clinician acts on."""
+    d1, d2 = float(a["diameter"][i]), float(b["diameter"][j])
+    dd = d2 - d1
+    pct = 100 * dd / max(d1, 1e-6)
+    de = float(np.linalg.norm(a["lab"][i] - b["lab"][j]))
+    flags = []
+    if dd >= GROWN_MM or pct >= 100 * GROWN_FRACTION:
+        flags.append("grown")
+    if np.isfinite(de) and de >= COLOUR_FLAG_DE:
+        flags.append("colour change")
+    return {"id1": int(a["ids"][i]), "id2": int(b["ids"][j]), "confidence": round(conf, 3),
+            "distance_mm": round(dist, 2) if np.isfinite(dist) else None, "reviewed": reviewed,
+            "diameter1_mm": round(d1, 2), "diameter2_mm": round(d2, 2), "diameter_change_mm": round(dd, 2),
+            "diameter_change_pct": round(pct, 1), "area1_mm2": round(float(a["area"][i]), 2),
+            "area2_mm2": round(float(b["area"][j]), 2), "area_change_mm2": round(float(b["area"][j] - a["area"][i]), 2),
+            "colour_delta_e": round(de, 2) if np.isfinite(de) else None, "region": b["region"][j] or a["region"][i],
+            "flags": flags}
