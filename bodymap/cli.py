@@ -6,6 +6,8 @@
     bodymap synth OUT [--seed N] [--patients K] [--lesions N] [--texture 4096] [--faces 300000] ...
     bodymap detect SCAN [--out DIR] [--detector classical|yolo] [--views] [--via-import CSV] [--via-export CSV]
     bodymap analyze SCAN [--out DIR] [--detector classical|yolo]
+    bodymap track VISIT1 VISIT2 [--lesions1 J --lesions2 J] [--out DIR]  (scans or analysis folders)
+    bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
 """
 from __future__ import annotations
@@ -155,8 +157,91 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     t = result.timings
     print(f"{len(result.lesions)} lesions on {scan.n_faces} faces in {t['total_s']:.1f} s "
           f"(anatomy {t.get('anatomy_s', 0):.1f} s, detection {t['detection_s']:.1f} s)")
+    if args.previous:
+        from bodymap.track import Visit
+
+        before = _visit(args, args.previous, None, out / "previous_analysis")
+        tracking = _track(args, before, Visit(scan, result.lesions, result.correspondence), out)
+        paths += _write_tracking(tracking, out)
     for p in paths:
         print(f"  {p}")
+    return 0
+
+
+def _visit(args: argparse.Namespace, path: str, lesions: str | None, analysis_out: Path):
+    """A visit for tracking: an analysis folder, or a scan with a lesion JSON, or a bare scan
+    (analysed now; its outputs written to analysis_out)."""
+    from bodymap.pipeline import analyze, load_visit, write_result
+
+    v = load_visit(path, lesions, units=args.units)
+    if v.lesions is None:
+        v.scan.require_texture()
+        bar = _Bar(f"analysing {Path(path).name}", enabled=not args.quiet)
+        try:
+            r = analyze(v.scan, _detector(args), progress=bar)
+        finally:
+            bar.close()
+        write_result(r, analysis_out)
+        v.lesions, v.correspondence = r.lesions, r.correspondence
+    return v
+
+
+def _track(args: argparse.Namespace, v1, v2, out: Path):
+    from bodymap.pipeline import track_visits
+
+    bar = _Bar("tracking", enabled=not args.quiet)
+    try:
+        return track_visits(v1, v2, reviews=out / "reviews.json", progress=bar)
+    finally:
+        bar.close()
+
+
+def _write_tracking(tracking, out: Path) -> list[Path]:
+    from bodymap.pipeline import write_tracking
+
+    flagged = tracking.flagged
+    print(f"{len(tracking.pairs)} matched, {len(tracking.new)} new, {len(tracking.missing)} missing; "
+          f"{len(flagged)} flagged ({sum('grown' in p['flags'] for p in tracking.pairs)} grown) in "
+          f"{tracking.info['timings']['total_s']:.1f} s")
+    return write_tracking(tracking, out)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """Match the lesions of a later visit to an earlier one's; flag new, missing, grown."""
+    out = Path(args.out) if args.out else Path(args.visit2).with_name(Path(args.visit2).stem + "_tracking")
+    out.mkdir(parents=True, exist_ok=True)
+    v1 = _visit(args, args.visit1, args.lesions1, out / "visit1_analysis")
+    v2 = _visit(args, args.visit2, args.lesions2, out / "visit2_analysis")
+    for p in _write_tracking(_track(args, v1, v2, out), out):
+        print(f"  {p}")
+    if (out / "reviews.json").exists():
+        print(f"  reviews respected: {out / 'reviews.json'}")
+    return 0
+
+
+def _pair_arg(text: str) -> tuple[int, int]:
+    try:
+        a, b = text.split("=")
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ID2=ID1 (visit-2 lesion id = visit-1 lesion id)") from None
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """Record a clinician's decisions on a tracking folder's matches (kept on every re-run)."""
+    from bodymap.track import Reviews
+
+    path = Path(args.tracking) / "reviews.json"
+    rv = Reviews.load(path) if path.exists() else Reviews()
+    for j, i in args.confirm or []:
+        rv.confirm(j, i)
+    for j, i in args.reject or []:
+        rv.reject(j, i)
+    for j in args.new or []:
+        rv.mark_new(j)
+    rv.save(path)
+    print(f"{path}: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, {len(rv.new)} marked new "
+          "(run `bodymap track` again to apply)")
     return 0
 
 
@@ -267,6 +352,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.set_defaults(func=cmd_train)
 
+    q = sub.add_parser("track", help="match lesions between two visits; flag new, missing and grown lesions")
+    q.add_argument("visit1", help="earlier visit: an analysis folder, or a scan (analysed unless --lesions1)")
+    q.add_argument("visit2", help="later visit: an analysis folder, or a scan (analysed unless --lesions2)")
+    q.add_argument("--lesions1", help="lesion JSON of visit 1 (beside its labels.npz, the registration is reused)")
+    q.add_argument("--lesions2", help="lesion JSON of visit 2")
+    q.add_argument("--out", help="output folder (default: beside visit 2); its reviews.json is respected")
+    q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
+    q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the files (default: detect)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_track)
+
+    q = sub.add_parser("review", help="confirm, reject or reassign matches of a tracking folder")
+    q.add_argument("tracking", help="the folder `bodymap track` wrote")
+    q.add_argument("--confirm", type=_pair_arg, nargs="+", metavar="ID2=ID1",
+                   help="these pairs are right (or: reassign ID2 to ID1)")
+    q.add_argument("--reject", type=_pair_arg, nargs="+", metavar="ID2=ID1", help="these pairs are wrong")
+    q.add_argument("--new", type=int, nargs="+", metavar="ID2", help="these visit-2 lesions are new")
+    q.set_defaults(func=cmd_review)
+
     for name, helptext in (("detect", "detect lesions on a scan's texture; write the lesion table (CSV, JSON)"),
                            ("analyze", "the main job: anatomic regions, lesions, lesion table and region maps")):
         q = sub.add_parser(name, help=helptext)
@@ -276,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
         q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "analyze":
+            q.add_argument("--previous", metavar="VISIT",
+                           help="an earlier visit (analysis folder or scan): also track lesions against it")
         if name == "detect":
             q.add_argument("--via-import", metavar="CSV", help="place these VIA (Skin3D) boxes instead of detecting")
             q.add_argument("--via-export", metavar="CSV", help="also write the lesions as a VIA CSV")

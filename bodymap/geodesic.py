@@ -95,7 +95,9 @@ def _shortcut_graph(v: np.ndarray, f: np.ndarray) -> sp.csr_matrix:
     same = k[1:] == k[:-1]  # consecutive half-edges of one edge: its two faces
     a, b = opp[order[:-1][same]], opp[order[1:][same]]
     pairs = np.concatenate([e, np.stack([a, b], 1)])
-    pairs = np.unique(np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1), axis=0)  # each edge once
+    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
+    key = np.unique(pairs[:, 0] * n + pairs[:, 1])  # each edge once
+    pairs = np.stack([key // n, key % n], 1)
     w = np.maximum(np.linalg.norm(v[pairs[:, 0]] - v[pairs[:, 1]], axis=1), 1e-9)
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
     return sp.csr_matrix((np.concatenate([w, w]), (i, j)), shape=(n, n))

@@ -2,6 +2,8 @@
 
     analyze(scan, detector="classical", progress=...) -> Result
     write_result(result, out_dir) -> files (labels, region maps, lesion table, annotated texture)
+    load_visit(path) -> Visit (a scan, or an analysis folder: scan + lesions + correspondence)
+    track_visits(visit1, visit2, reviews_file) -> Tracking;  write_tracking(tracking, out_dir)
 """
 from __future__ import annotations
 
@@ -192,3 +194,59 @@ def write_result(result: Result, out: str | Path) -> list[Path]:
         Image.fromarray(annotated_texture(scan, result.lesions)).save(out / "annotated_texture.jpg", quality=90)
         paths.append(out / "annotated_texture.jpg")
     return paths
+
+
+def load_visit(path: str | Path, lesions: str | Path | None = None, units: str | None = None):
+    """One visit for tracking (bodymap.track.Visit). path: an analysis folder written by
+    write_result (its scan is read from the path recorded in lesions.json) or a scan file;
+    lesions: a lesion JSON for a scan file (its folder's labels.npz, when it was made for this
+    scan, supplies the correspondence). Lesions stay None when neither gives them (the caller
+    runs analyze); the correspondence stays None when none was saved (track registers)."""
+    from bodymap.anatomy.labels import load_correspondence
+    from bodymap.io import load_scan
+    from bodymap.lesions import LesionSet
+    from bodymap.track import Visit
+
+    path = Path(path)
+    folder = None
+    if path.is_dir():
+        if not (path / "lesions.json").exists():
+            raise FileNotFoundError(f"{path}: not an analysis folder (no lesions.json); give a scan file or "
+                                    "the folder `bodymap analyze` wrote")
+        lesions, folder = path / "lesions.json", path
+    ls = LesionSet.load_json(lesions) if lesions else None
+    if folder is not None:
+        scan_path = Path(ls.scan)
+        if not scan_path.is_absolute() and not scan_path.exists():
+            scan_path = folder / scan_path
+        if not scan_path.exists():
+            raise FileNotFoundError(f"{folder}: its scan {ls.scan} is not there any more")
+    else:
+        scan_path = path
+    scan = load_scan(scan_path, units=units)
+    corr = None
+    if lesions and (Path(lesions).parent / "labels.npz").exists():
+        corr = load_correspondence(Path(lesions).parent / "labels.npz", scan.n_vertices)
+    return Visit(scan, ls, corr)
+
+
+def track_visits(visit1, visit2, reviews: str | Path | None = None, progress: Progress | None = None, **options):
+    """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting the reviews
+    file when it exists (a clinician's confirmed, rejected and reassigned matches). Visits
+    without lesions must have been analysed first. Returns the Tracking."""
+    from bodymap.track import Reviews, TrackOptions, track
+
+    for k, v in enumerate((visit1, visit2), 1):
+        if v.lesions is None:
+            raise ValueError(f"visit {k} ({v.scan.meta.source}) has no lesion list: analyse it first")
+    rv = Reviews.load(reviews) if reviews and Path(reviews).exists() else Reviews()
+    return track(visit1, visit2, reviews=rv, options=TrackOptions(**options), progress=progress)
+
+
+def write_tracking(tracking, out: str | Path) -> list[Path]:
+    """Write tracking.json and tracking.csv (matched, new, missing; change and flags) under out/."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tracking.save_json(out / "tracking.json")
+    tracking.save_csv(out / "tracking.csv")
+    return [out / "tracking.json", out / "tracking.csv"]

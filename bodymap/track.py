@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
 from bodymap.geodesic import SurfaceGeodesics
@@ -46,11 +47,11 @@ class TrackOptions:
     (geodesic, scan 2) vote on a lesion's local offset and on its distance consistency;
     rounds: constellation refinements."""
 
-    gate_mm: float = 12.0
-    search_mm: float = 45.0
+    gate_mm: float = 20.0
+    search_mm: float = 80.0
     neighbour_mm: float = 120.0
     neighbours: int = 8
-    rounds: int = 3
+    rounds: int = 5
     sigma_mm: float = 4.0  # distance scale of the position cost
     consistency_mm: float = 3.0  # distance scale of neighbour-distance disagreement (plus 4 % of the distance)
     max_cost: float = 9.0
@@ -256,9 +257,12 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     g1, g2 = SurfaceGeodesics(s1.vertices, s1.faces), SurfaceGeodesics(s2.vertices, s2.faces)
     p1 = g1.points(a["face"], a["bary"])
     # distances among each visit's own lesions (neighbour consistency, anchor weights)
-    D1 = g1.between(a["face"], a["bary"], a["face"], a["bary"], o.neighbour_mm + o.search_mm)
+    # scan-1 fields reach further than scan-2 neighbourhoods: a neighbour just inside
+    # neighbour_mm on scan 2 may lie a little beyond it on scan 1 (stretch, fit error)
+    reach = o.neighbour_mm + o.search_mm
     D2 = g2.between(b["face"], b["bary"], b["face"], b["bary"], o.neighbour_mm)
-    fields1 = g1.from_points(a["face"], a["bary"], o.search_mm)  # visit-1 lesions -> scan 1 vertices
+    fields1 = g1.from_points(a["face"], a["bary"], reach)  # visit-1 lesions -> scan 1 vertices
+    D1 = g1.at_points(fields1, a["face"], a["bary"])
     say("mapping", 0.85)
     mf, mb, gap = map_between(tp2, s2.faces, b["face"], b["bary"], tp1, s1)
     m0 = g1.points(mf, mb)
@@ -272,17 +276,19 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     for j in rv.new:
         if j in idx2:
             banned[:, idx2[j]] = True
+    # seeds: pairs near each other after registration whose geodesic distances to other such
+    # pairs agree on both scans (a wrong pair agrees with few); then rounds of placing lesions
+    # from the anchors and assigning, with a position scale that shrinks as placement improves
+    X = g1.at_points(fields1, mf, mb)
+    cand = (X <= o.search_mm) & ~banned
+    anchors = {**_seed_anchors(cand, X, D1, D2, fixed, o), **fixed}
     m = m0
-    anchors: dict[int, int] = dict(fixed)  # visit-2 index -> visit-1 index
-    assign: dict[int, int] = {}
-    for rnd in range(o.rounds + 1):
-        if rnd > 0:
-            m, mf, mb = _refine(m0, p1, anchors, D2, o, s1)
-        X = g1.at_points(fields1, mf, mb)  # (k1, k2) geodesic, inf beyond search radius
-        gate = np.maximum(o.gate_mm, 0.75 * np.maximum(a["diameter"][:, None], b["diameter"][None]))
-        if rnd == 0:
-            gate = np.full_like(gate, o.search_mm)  # before refinement: registration error only
-        C = _cost(X, gate, a, b, D1, D2, anchors, o)
+    for rnd in range(1, o.rounds + 1):
+        m, mf, mb = _refine(m0, p1, anchors, D2, fields1, o, s1)
+        sigma = max(o.sigma_mm, 12.0 / 2 ** (rnd - 1))
+        X = g1.at_points(fields1, mf, mb)  # (k1, k2) geodesic, inf beyond reach
+        gate = np.maximum(max(o.gate_mm, 3 * sigma), 0.75 * np.maximum(a["diameter"][:, None], b["diameter"][None]))
+        C = _cost(X, gate, sigma, a, b, D1, D2, anchors, o)
         C[banned] = np.inf
         assign, conf, second = _assign(C, fixed, o.max_cost)
         # anchors for the next round: confident pairs (a clear margin to the next candidate)
@@ -315,9 +321,15 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     return Tracking(pairs, new, missing, m, mf, mb, info)
 
 
-def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, o: TrackOptions, s1: Scan):
-    """Move every mapped point (k2, 3) by the geodesically weighted mean offset (scan 1 frame) of
-    nearby anchors (their true visit-1 point minus their mapped point), then back onto scan 1."""
+def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "sp.csr_matrix",
+            o: TrackOptions, s1: Scan):
+    """Better positions on scan 1 for the visit-2 lesions (k2), given anchors {j: i} (pairs
+    trusted so far). Where a lesion has at least 3 anchors within neighbour_mm on scan 2, it is
+    placed by geodesic trilateration: the scan-1 vertex whose geodesic distances to those anchors'
+    visit-1 partners (fields F1 (k1, n1)) best agree with its own distances to them on scan 2
+    (pose changes bend the body but keep geodesic distances). Elsewhere the registration's
+    mapping m0 (k2, 3) is moved by the geodesically weighted mean offset of nearby anchors.
+    Returns points (k2, 3), face (k2,), bary (k2, 3) on scan 1."""
     if not anchors:
         f, b = _snap(s1, m0)
         return m0, f, b
@@ -327,21 +339,87 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, o: Tr
     d = D2[:, j_a]  # (k2, A), inf beyond neighbour_mm
     w = np.exp(-0.5 * (d / (0.5 * o.neighbour_mm)) ** 2)
     w[~np.isfinite(d)] = 0.0
-    # a lesion with few anchors around keeps most of its registration-only position
-    shift = (w @ off) / (w.sum(1, keepdims=True) + 0.3)
+    shift = (w @ off) / (w.sum(1, keepdims=True) + 0.05)
     f, b = _snap(s1, m0 + shift)
-    g = np.einsum("kj,kjd->kd", b, s1.vertices[s1.faces[f]])
-    return g, f, b
+    pts = np.einsum("kj,kjd->kd", b, s1.vertices[s1.faces[f]])
+    vface = _vertex_corners(s1)
+    F1a = F1[i_a].tocsr()  # (A, n1) anchors' partners' fields on scan 1
+    F1a.sort_indices()
+    for j in range(len(m0)):
+        dj = np.where(j_a == j, np.inf, d[j])  # not itself
+        near = np.argsort(dj)[:o.neighbours]
+        near = near[np.isfinite(dj[near])]
+        if len(near) < 3:
+            continue
+        # candidate vertices: around the nearest anchor's partner, within reach of all
+        cand = F1a[near[0]].indices  # the nearest anchor's reach on scan 1
+        rows = F1a[near][:, cand].toarray()  # (K, c), 0 = beyond the limit
+        keep = (rows > 0).all(0)
+        if not keep.any():
+            continue
+        cand, rows = cand[keep], rows[:, keep]
+        target = dj[near][:, None]
+        wt = 1.0 / (o.consistency_mm + 0.04 * target) ** 2
+        res = (wt * (rows - target) ** 2).sum(0) / wt.sum()
+        # the registration's (offset-corrected) guess breaks near-ties (symmetric constellations)
+        res = res + (np.linalg.norm(s1.vertices[cand] - pts[j], axis=1) / o.search_mm) ** 2
+        v = cand[np.argmin(res)]
+        pts[j] = s1.vertices[v]
+        f[j], b[j] = vface[v] // 3, np.eye(3)[vface[v] % 3]
+    return pts, f, b
 
 
-def _cost(X, gate, a, b, D1, D2, anchors, o: TrackOptions) -> np.ndarray:
+def _vertex_corners(scan: Scan) -> np.ndarray:
+    """(n,) for each vertex, one corner holding it as face * 3 + corner (first in face order)."""
+    if getattr(scan, "_vertex_corners", None) is None:
+        u, first = np.unique(scan.faces.ravel(), return_index=True)
+        out = np.zeros(scan.n_vertices, np.int64)
+        out[u] = first
+        scan._vertex_corners = out
+    return scan._vertex_corners
+
+
+def _seed_anchors(cand: np.ndarray, X: np.ndarray, D1: np.ndarray, D2: np.ndarray, fixed: dict, o: TrackOptions) -> dict:
+    """First anchors {j: i} from candidate pairs cand (k1, k2) bool (close after registration;
+    X (k1, k2) their distances, mm):
+    each pair's support is the number of other visit-2 lesions with a candidate partner whose
+    geodesic distances agree (|D1 - D2| <= consistency_mm + 4 %); pairs are taken greedily by
+    support, one partner each, when at least 3 others support them. D1 (k1, k1), D2 (k2, k2) mm."""
+    # at most the 3 candidates nearest each visit-2 lesion (keeps the pair-by-pair tables small)
+    rank = np.argsort(np.argsort(np.where(cand, X, np.inf), axis=0, kind="stable"), axis=0, kind="stable")
+    ii, jj = np.nonzero(cand & (rank < 3))
+    if len(ii) < 4:
+        return {}
+    d1 = D1[ii][:, ii]  # (P, P)
+    d2 = D2[jj][:, jj]
+    ok = np.isfinite(d2) & (np.abs(np.where(np.isfinite(d1), d1, 1e9) - d2) <= o.consistency_mm + 0.04 * d2)
+    ok &= (ii[:, None] != ii[None]) & (jj[:, None] != jj[None])
+    # support counts distinct visit-2 lesions (one lesion's several candidates count once)
+    onehot = np.zeros((len(jj), D2.shape[0]), np.float32)
+    onehot[np.arange(len(jj)), jj] = 1.0
+    support = ((ok.astype(np.float32) @ onehot) > 0).sum(1)
+    taken1, taken2 = set(fixed.values()), set(fixed.keys())
+    out = {}
+    for p in np.argsort(-support, kind="stable"):
+        if support[p] < 3:
+            break
+        i, j = int(ii[p]), int(jj[p])
+        if i in taken1 or j in taken2:
+            continue
+        out[j] = i
+        taken1.add(i)
+        taken2.add(j)
+    return out
+
+
+def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.ndarray:
     """(k1, k2) cost of each candidate pair (inf outside the gate): position, neighbour-distance
     agreement, size change (shrinking costs more than growing) and colour change."""
     C = np.full(X.shape, np.inf)
     ii, jj = np.nonzero(X <= gate)
     if len(ii) == 0:
         return C
-    c = (X[ii, jj] / o.sigma_mm) ** 2 / 2
+    c = (X[ii, jj] / sigma) ** 2 / 2
     # neighbour consistency: distances to the nearest anchors must agree on both scans
     if anchors:
         j_a = np.fromiter(anchors.keys(), np.int64)

@@ -88,3 +88,67 @@ def score_end_to_end(tracking, det1: LesionSet, det2: LesionSet, truth1: LesionS
     both = sum(1 for t in pers if t in l1 and t in l2)
     return {"persistent_big": len(pers), "detected_both": both, "correct": ok,
             "accuracy": ok / max(len(pers), 1), "accuracy_given_detected": ok / max(both, 1)}
+
+
+def shuffled(scan, rng: np.random.Generator):
+    """A copy of scan (no texture) with its vertex and face order shuffled, and perm (n,):
+    new vertex index of each old vertex. Makes registered meshes (FAUST: same vertex order in
+    every pose) look like unrelated scans."""
+    from bodymap.scan import Scan, ScanMeta
+
+    n = scan.n_vertices
+    order = rng.permutation(n)  # new -> old
+    perm = np.empty(n, np.int64)
+    perm[order] = np.arange(n)
+    faces = perm[scan.faces][rng.permutation(scan.n_faces)]
+    meta = ScanMeta(source=f"{scan.meta.source} (shuffled)")
+    return Scan(scan.vertices[order], faces, meta=meta, validate=False), perm
+
+
+def placed_lesions(scan1, scan2, perm1: np.ndarray, perm2: np.ndarray, n: int, rng: np.random.Generator,
+                   new_fraction: float = 0.06, removed_fraction: float = 0.04, grown_fraction: float = 0.12,
+                   min_spacing_mm: float = 8.0) -> tuple[LesionSet, LesionSet]:
+    """Lesions placed at chosen vertices of two meshes in dense correspondence (the same
+    original vertex index is the same body point), seen through shuffled copies (perm1, perm2
+    from `shuffled`). n lesions at visit 1, at least min_spacing_mm apart; some removed, some
+    new, some grown at visit 2; the same lesion keeps its id. Diameters 1.5-8 mm (log-uniform)."""
+    n_orig = len(perm1)
+    v1 = scan1.vertices[perm1]  # original order
+    chosen: list[int] = []
+    tree_pts: list[np.ndarray] = []
+    n_new = int(round(new_fraction * n))
+    for v in rng.permutation(n_orig):
+        if tree_pts and np.min(np.linalg.norm(np.array(tree_pts) - v1[v], axis=1)) < min_spacing_mm:
+            continue
+        chosen.append(int(v))
+        tree_pts.append(v1[v])
+        if len(chosen) == n + n_new:
+            break
+    chosen = np.array(chosen)
+    diam = np.exp(rng.uniform(np.log(1.5), np.log(8.0), len(chosen)))
+    ids = np.arange(1, len(chosen) + 1)
+    first = np.arange(n)
+    removed = rng.choice(first, int(round(removed_fraction * n)), replace=False)
+    second = np.concatenate([np.setdiff1d(first, removed), np.arange(n, len(chosen))])
+    grown = rng.random(len(chosen)) < grown_fraction
+    diam2 = np.where(grown, diam + rng.uniform(1.0, 3.0, len(chosen)), diam)
+
+    def lesion_set(scan, perm, which, d, source):
+        # a face that holds the vertex, with barycentric weight 1 on it
+        flat = scan.faces.ravel()
+        u, first_at = np.unique(flat, return_index=True)
+        where = np.full(scan.n_vertices, -1, np.int64)
+        where[u] = first_at
+        out = []
+        for k in which:
+            vi = int(perm[chosen[k]])
+            fi, c = divmod(int(where[vi]), 3)
+            bary = [0.0, 0.0, 0.0]
+            bary[c] = 1.0
+            out.append(Lesion(id=int(ids[k]), point_mm=scan.vertices[vi].tolist(), face=int(fi), bary=bary,
+                              normal=[0.0, 0.0, 1.0], diameter_mm=float(d[k]),
+                              area_mm2=float(np.pi * d[k] ** 2 / 4), colour_lab=[], skin_lab=[], contrast_de=0.0,
+                              confidence=1.0, source=source))
+        return LesionSet(out, scan=scan.meta.source, detector="placed")
+
+    return lesion_set(scan1, perm1, first, diam, "placed"), lesion_set(scan2, perm2, second, diam2, "placed")

@@ -58,6 +58,19 @@ class RegionLabels:
             return cls(z["site"], z["side"], z["ear"], z["residual_mm"])
 
 
+def load_correspondence(path: str | Path, n_vertices: int | None = None) -> Correspondence | None:
+    """The template correspondence saved with labels (RegionLabels.save(path, correspondence)),
+    or None when the file has none or it was made for a scan with another vertex count.
+    fitted_vertices is not stored (empty); info holds the source file."""
+    with np.load(path) as z:
+        if "template_face" not in z.files:
+            return None
+        tf, tb, res = z["template_face"].astype(np.int64), z["template_bary"], z["residual_mm"]
+    if n_vertices is not None and len(tf) != n_vertices:
+        return None
+    return Correspondence(tf, tb, res, np.zeros((0, 3)), {"loaded_from": str(path)})
+
+
 def transfer_labels(corr: Correspondence, template: LabelledTemplate) -> RegionLabels:
     """Labels of each scan vertex: those of the template vertex nearest its template point (the
     corner with the largest barycentric weight)."""
