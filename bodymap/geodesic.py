@@ -56,23 +56,36 @@ class SurfaceGeodesics:
             out.append(sp.csr_matrix(d))
         return sp.vstack(out, format="csr") if out else sp.csr_matrix((0, self.n))
 
-    def at_points(self, fields: sp.csr_matrix, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    def at_points(self, fields: sp.csr_matrix, face: np.ndarray, bary: np.ndarray,
+                  sources: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """(r, k) mm: distances from r sources to k surface points, given the sources' fields
         (r, n) from `from_points` (inf beyond their limit): the shortest way in through one of
-        each point's corners."""
+        each point's corners. sources (face (r,), bary (r, 3)): when given, a point on a face
+        that shares a vertex with its source's face gets the straight distance instead (going
+        through a corner would overestimate it by up to an edge length)."""
         face = np.asarray(face, np.int64).reshape(-1)
         if len(face) == 0 or fields.shape[0] == 0:
             return np.full((fields.shape[0], len(face)), np.inf)
         corners = self.faces[face]
-        w = np.linalg.norm(self.vertices[corners] - self.points(face, bary)[:, None], axis=2)  # (k, 3)
+        p = self.points(face, bary)
+        w = np.linalg.norm(self.vertices[corners] - p[:, None], axis=2)  # (k, 3)
         u, inv = np.unique(corners.ravel(), return_inverse=True)
         sub = fields[:, u].toarray()
         sub[sub == 0] = np.inf  # stored distances are >= 1e-9; zeros are "beyond the limit"
-        return np.min(sub[:, inv.reshape(-1, 3)] + w[None], axis=2)
+        d = np.min(sub[:, inv.reshape(-1, 3)] + w[None], axis=2)
+        if sources is not None:
+            sf = np.asarray(sources[0], np.int64).reshape(-1)
+            sc = self.faces[sf]
+            near = (sc[:, :, None, None] == corners[None, None]).any(axis=(1, 3))  # (r, k) faces touch
+            if near.any():
+                r, k = np.nonzero(near)
+                e = np.linalg.norm(self.points(sf[r], np.asarray(sources[1]).reshape(-1, 3)[r]) - p[k], axis=1)
+                d[r, k] = np.minimum(d[r, k], e)
+        return d
 
     def between(self, face_a, bary_a, face_b, bary_b, limit_mm: float = 200.0) -> np.ndarray:
         """(ka, kb) mm: distances between two sets of surface points (inf beyond limit_mm)."""
-        return self.at_points(self.from_points(face_a, bary_a, limit_mm), face_b, bary_b)
+        return self.at_points(self.from_points(face_a, bary_a, limit_mm), face_b, bary_b, (face_a, bary_a))
 
     def field(self, vertex_sources: np.ndarray) -> np.ndarray:
         """(n,) mm: heat-method distance from a set of vertices to every vertex (whole body)."""

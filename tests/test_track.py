@@ -1,0 +1,167 @@
+"""Longitudinal tracking: geodesics, matching two visits, reviews, files and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import trimesh
+
+from bodymap.geodesic import SurfaceGeodesics
+from bodymap.track import Reviews, Tracking, Visit, track
+from bodymap.trackeval import placed_lesions, score_tracking, shuffled, truth_lesion_set
+from conftest import EXTERNAL
+
+
+def test_geodesics_on_a_sphere_follow_great_circles():
+    m = trimesh.creation.icosphere(5, radius=100.0)
+    g = SurfaceGeodesics(m.vertices, m.faces)
+    rng = np.random.default_rng(0)
+    fa, fb = rng.integers(0, len(m.faces), 40), rng.integers(0, len(m.faces), 40)
+    ba, bb = rng.dirichlet([1, 1, 1], 40), rng.dirichlet([1, 1, 1], 40)
+    d = g.between(fa, ba, fb, bb, limit_mm=1e9)
+    pa, pb = g.points(fa, ba), g.points(fb, bb)
+    ua = pa / np.linalg.norm(pa, axis=1, keepdims=True)
+    ub = pb / np.linalg.norm(pb, axis=1, keepdims=True)
+    arc = 100 * np.arccos(np.clip(ua @ ub.T, -1, 1))
+    far = arc > 20
+    rel = (d[far] - arc[far]) / arc[far]
+    assert np.median(rel) < 0.03 and np.percentile(rel, 95) < 0.06 and rel.min() > -0.02
+    # a limit leaves far points out (inf), near ones exact
+    lim = g.between(fa, ba, fb, bb, limit_mm=50.0)
+    assert np.all(np.isinf(lim[d > 60])) and np.allclose(lim[d < 40], d[d < 40])
+    # the heat method (whole-body fields) agrees with the graph away from the source
+    v0 = m.faces[fa[0], 0]
+    h = g.field([v0])
+    gd = g.between([fa[0]], [[1.0, 0, 0]], np.arange(len(m.faces))[:500], np.full((500, 3), 1 / 3), 1e9)[0]
+    hv = h[m.faces[:500]].mean(1)
+    sel = gd > 30
+    assert np.median(np.abs(hv[sel] - gd[sel]) / gd[sel]) < 0.05
+
+
+@pytest.fixture(scope="module")
+def tracked(small_patient):
+    """The small patient's two visits (a-pose -> arms raised, remeshed) tracked with the true
+    lesion lists; registration runs inside track()."""
+    from bodymap.io import load_scan
+
+    v1, v2 = small_patient
+    s1, s2 = load_scan(v1 / "scan.obj"), load_scan(v2 / "scan.obj")
+    L1, L2 = truth_lesion_set(v1), truth_lesion_set(v2)
+    visit1, visit2 = Visit(s1, L1), Visit(s2, L2)
+    result = track(visit1, visit2)
+    return visit1, visit2, result
+
+
+@pytest.mark.slow
+def test_tracking_with_true_lesion_lists(tracked):
+    visit1, visit2, result = tracked
+    g1 = SurfaceGeodesics(visit1.scan.vertices, visit1.scan.faces)
+    s = score_tracking(result, visit1.lesions, visit2.lesions, g1)
+    assert s["persistent"] >= 30 and s["new_true"] >= 2 and s["missing_true"] >= 2
+    assert s["match_accuracy"] >= 0.95
+    assert s["new_recall"] >= 0.75 and s["missing_recall"] >= 0.75
+    assert s["localisation_median_mm"] < 5.0
+    # every pair that grew by >= 1 mm or 20 % is flagged, and no other
+    for p in result.pairs:
+        grew = p["diameter2_mm"] - p["diameter1_mm"] >= 1.0 or p["diameter_change_pct"] >= 20.0
+        assert ("grown" in p["flags"]) == grew
+    assert all(0.0 <= p["confidence"] <= 1.0 for p in result.pairs)
+
+
+@pytest.mark.slow
+def test_reviews_are_respected_when_tracking_again(tracked):
+    visit1, visit2, result = tracked
+    partner = result.partner()
+    ids = sorted(partner)
+    j_rej, j_conf, j_new = ids[0], ids[1], ids[2]
+    wrong = partner[ids[3]]  # reassign j_conf to another lesion's partner
+    rv = Reviews()
+    rv.reject(j_rej, partner[j_rej])
+    rv.confirm(j_conf, wrong)
+    rv.mark_new(j_new)
+    again = track(visit1, visit2, reviews=rv).partner()
+    assert again.get(j_rej) != partner[j_rej]
+    assert again[j_conf] == wrong
+    assert j_new not in again
+    assert list(again.values()).count(wrong) == 1  # one partner per lesion
+    reviewed = [p for p in track(visit1, visit2, reviews=rv).pairs if p["reviewed"]]
+    assert [p["id2"] for p in reviewed] == [j_conf]
+
+
+def test_tracking_and_review_files_round_trip(tmp_path):
+    t = Tracking(pairs=[{"id1": 1, "id2": 3, "confidence": 0.9, "distance_mm": 1.2, "reviewed": False,
+                         "diameter1_mm": 4.0, "diameter2_mm": 5.5, "diameter_change_mm": 1.5,
+                         "diameter_change_pct": 37.5, "flags": ["grown"], "region": "left upper arm"}],
+                 new=[{"id2": 4, "diameter_mm": 3.5, "flags": ["new >= 3 mm"], "region": ""}],
+                 missing=[{"id1": 2, "diameter_mm": 2.0, "flags": ["missing"], "region": ""}],
+                 mapped=np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), mapped_face=np.array([7, 8]),
+                 mapped_bary=np.array([[1.0, 0, 0], [0, 1.0, 0]]), info={"ids2": [3, 4]})
+    t.save_json(tmp_path / "t.json")
+    back = Tracking.load_json(tmp_path / "t.json")
+    assert back.partner() == {3: 1} and back.new[0]["id2"] == 4 and back.missing[0]["id1"] == 2
+    np.testing.assert_allclose(back.mapped, t.mapped)
+    t.save_csv(tmp_path / "t.csv")
+    rows = (tmp_path / "t.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("status,id1,id2") and len(rows) == 4
+    assert rows[1].startswith("matched,1,3") and "grown" in rows[1]
+    rv = Reviews()
+    rv.confirm(3, 1)
+    rv.reject(5, 2)
+    rv.mark_new(4)
+    rv.save(tmp_path / "reviews.json")
+    back = Reviews.load(tmp_path / "reviews.json")
+    assert back.confirmed == {3: 1} and back.rejected == {(5, 2)} and back.new == {4}
+    (tmp_path / "bad.json").write_text(json.dumps({"schema": "something else"}))
+    with pytest.raises(ValueError, match="bad.json"):
+        Reviews.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="bad.json"):
+        Tracking.load_json(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_cli_track_then_review(tracked, tmp_path):
+    from bodymap.anatomy.labels import transfer_labels
+    from bodymap.anatomy.template import load_template
+    from bodymap.cli import main
+
+    visit1, visit2, _ = tracked
+    args = []
+    for k, v in enumerate((visit1, visit2), 1):
+        d = tmp_path / f"v{k}"
+        d.mkdir()
+        v.lesions.save_json(d / "lesions.json")
+        # beside the lesion list, the registration is reused (no new fit)
+        transfer_labels(v.correspondence, load_template()).save(d / "labels.npz", v.correspondence)
+        args += [f"--lesions{k}", str(d / "lesions.json")]
+    out = tmp_path / "tracking"
+    cmd = ["track", visit1.scan.meta.source, visit2.scan.meta.source, *args, "--out", str(out), "--quiet"]
+    assert main(cmd) == 0
+    first = Tracking.load_json(out / "tracking.json")
+    assert first.info["timings"]["registration_s"] < 1.0  # reused
+    j = sorted(first.partner())[0]
+    i = first.partner()[j]
+    assert main(["review", str(out), "--reject", f"{j}={i}"]) == 0
+    assert main(cmd) == 0
+    again = Tracking.load_json(out / "tracking.json")
+    assert again.partner().get(j) != i
+    assert "matched" in (out / "tracking.csv").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.external
+def test_faust_poses_as_unrelated_scans():
+    """One FAUST person in two poses, vertex order shuffled, 120 lesions at chosen vertices."""
+    from bodymap.io import load_scan
+
+    folder = EXTERNAL / "faust_fundcg"
+    if not folder.exists():
+        pytest.skip(f"{folder} not available")
+    rng = np.random.default_rng(11)
+    s1, p1 = shuffled(load_scan(folder / "tr_reg_000.off"), rng)
+    s2, p2 = shuffled(load_scan(folder / "tr_reg_002.off"), rng)
+    L1, L2 = placed_lesions(s1, s2, p1, p2, 120, rng)
+    result = track(Visit(s1, L1), Visit(s2, L2))
+    s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces))
+    assert s["match_accuracy"] >= 0.85
+    assert s["localisation_within_10mm"] >= 0.8
