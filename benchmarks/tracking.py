@@ -1,0 +1,163 @@
+"""Tracking benchmark: lesions matched across visits on data not used while developing.
+
+    python benchmarks/tracking.py [--faces 300000] [--texture 4096] [--lesions 100 300 500] [--no-e2e] [--no-faust]
+
+Synthetic: one new patient per lesion count (seeds 9101, 9102, ...; development used seed 201),
+two visits with a pose change (a-pose -> random), a weight change, remeshed topology, 300k
+faces; lesions appear, are excised and grow between the visits.
+  * true lesion lists in: bodymap.track.track registers both scans itself (timed: that is
+    the "tracking with registration" figure) and matches; scored by bodymap.trackeval;
+  * end to end: lesions detected on both scans (classical detector), located, tracked; a
+    persistent true lesion >= 2 mm counts when its two detections were paired.
+FAUST (../shared/external/faust_fundcg, real registrations of one person in four poses): each
+pair of poses is shuffled (vertex and face order) so that nothing but the geometry links them,
+200 lesions placed at chosen vertices (8 mm apart; 4 % excised, 6 % new, 12 % grown).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bodymap.geodesic import SurfaceGeodesics  # noqa: E402
+from bodymap.io import load_scan  # noqa: E402
+from bodymap.track import Visit, track  # noqa: E402
+from bodymap.trackeval import (placed_lesions, score_end_to_end, score_tracking, shuffled,  # noqa: E402
+                               truth_lesion_set)
+
+FAUST = ROOT.parent / "shared" / "external" / "faust_fundcg"
+
+
+def _fmt(s: dict) -> str:
+    return (f"matched right {s['correct']}/{s['persistent']} ({s['match_accuracy']:.3f}); new P/R "
+            f"{s['new_precision']:.2f}/{s['new_recall']:.2f} ({s['new_true']}); missing P/R "
+            f"{s['missing_precision']:.2f}/{s['missing_recall']:.2f} ({s['missing_true']}); localisation median "
+            f"{s['localisation_median_mm']:.2f} mm, within 10 mm {s['localisation_within_10mm']:.3f}")
+
+
+def _pool(rows: list[dict]) -> dict:
+    """Pooled figures over runs (counts summed; precision/recall from summed counts)."""
+    pers = sum(r["persistent"] for r in rows)
+    corr = sum(r["correct"] for r in rows)
+    errs = np.concatenate([r["errors_mm"] for r in rows])
+
+    def pr(kind):
+        true = sum(r[f"{kind}_true"] for r in rows)
+        found = sum(r[f"{kind}_found"] for r in rows)
+        tp = sum(round(r[f"{kind}_recall"] * r[f"{kind}_true"]) for r in rows)
+        return tp / max(found, 1), tp / max(true, 1)
+
+    (np_, nr), (mp, mr) = pr("new"), pr("missing")
+    return {"persistent": pers, "match_accuracy": corr / max(pers, 1), "new_precision": np_, "new_recall": nr,
+            "missing_precision": mp, "missing_recall": mr, "localisation_median_mm": float(np.median(errs)),
+            "localisation_within_10mm": float(np.mean(errs <= 10))}
+
+
+def _print_pool(name: str, p: dict) -> None:
+    print(f"{name}: persistent matched right {p['match_accuracy']:.3f} of {p['persistent']} (target >= 0.97); "
+          f"new P/R {p['new_precision']:.3f}/{p['new_recall']:.3f}, missing P/R {p['missing_precision']:.3f}/"
+          f"{p['missing_recall']:.3f} (>= 0.95 each); localisation median {p['localisation_median_mm']:.2f} mm "
+          f"(< 5), within 10 mm {p['localisation_within_10mm']:.3f} (>= 0.98)", flush=True)
+
+
+def synthetic(a, tmp: Path) -> tuple[list, list, list]:
+    from bodymap.anatomy.labels import transfer_labels
+    from bodymap.anatomy.template import load_template
+    from bodymap.pipeline import detect_lesions, locate_lesions
+    from bodymap.synth.patient import SynthOptions, synthesize_patient
+
+    rows, e2e, times = [], [], []
+    for k, n in enumerate(a.lesions):
+        seed = 9101 + k
+        opts = SynthOptions(n_lesions=n, texture_size=a.texture, target_faces=a.faces, visits=2)
+        v1, v2 = synthesize_patient(seed, opts, tmp / f"p{seed}")
+        s1, s2 = load_scan(v1 / "scan.obj"), load_scan(v2 / "scan.obj")
+        L1, L2 = truth_lesion_set(v1), truth_lesion_set(v2)
+        V1, V2 = Visit(s1, L1), Visit(s2, L2)
+        t0 = time.perf_counter()
+        result = track(V1, V2)
+        wall = time.perf_counter() - t0
+        times.append({"seed": seed, "lesions": [len(L1), len(L2)], "wall_s": wall, **result.info["timings"]})
+        s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces))
+        s.update(seed=seed, lesions=n, wall_s=wall)
+        rows.append(s)
+        print(f"synthetic seed {seed}, {n} lesions, {s1.n_faces}/{s2.n_faces} faces: {_fmt(s)}; "
+              f"{wall:.1f} s with registration ({result.info['timings']['registration_s']:.1f} s)", flush=True)
+        if a.no_e2e:
+            continue
+        dets = []
+        for s_, V in ((s1, V1), (s2, V2)):
+            d = detect_lesions(s_)
+            locate_lesions(d, s_, V.correspondence, transfer_labels(V.correspondence, load_template()))
+            dets.append(d)
+        r2 = track(Visit(s1, dets[0], V1.correspondence), Visit(s2, dets[1], V2.correspondence))
+        e = score_end_to_end(r2, dets[0], dets[1], truth_lesion_set(v1), truth_lesion_set(v2))
+        e.update(seed=seed, detections=[len(dets[0]), len(dets[1])])
+        e2e.append(e)
+        print(f"  end to end: {e['correct']}/{e['persistent_big']} persistent lesions >= 2 mm paired right "
+              f"({e['accuracy']:.3f}; detected on both visits {e['detected_both']}, of those paired right "
+              f"{e['accuracy_given_detected']:.3f}); detections {len(dets[0])}/{len(dets[1])}", flush=True)
+    return rows, e2e, times
+
+
+def faust(a) -> list:
+    rows = []
+    for k, (x, y) in enumerate(a.faust_pairs):
+        rng = np.random.default_rng(100 + k)  # placements differ from the development runs (seeds 1-3, 11)
+        s1, p1 = shuffled(load_scan(FAUST / f"tr_reg_{x:03d}.off"), rng)
+        s2, p2 = shuffled(load_scan(FAUST / f"tr_reg_{y:03d}.off"), rng)
+        L1, L2 = placed_lesions(s1, s2, p1, p2, 200, rng)
+        t0 = time.perf_counter()
+        result = track(Visit(s1, L1), Visit(s2, L2))
+        s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces))
+        s.update(pair=[x, y], wall_s=time.perf_counter() - t0)
+        rows.append(s)
+        print(f"FAUST tr_reg_{x:03d} -> tr_reg_{y:03d}: {_fmt(s)}", flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--faces", type=int, default=300_000)
+    p.add_argument("--texture", type=int, default=4096)
+    p.add_argument("--lesions", type=int, nargs="+", default=[100, 300, 500])
+    p.add_argument("--no-e2e", action="store_true", help="skip detection (true lesion lists only)")
+    p.add_argument("--no-faust", action="store_true")
+    p.add_argument("--no-synthetic", action="store_true")
+    p.add_argument("--faust-pairs", type=lambda t: tuple(int(x) for x in t.split("-")), nargs="+",
+                   default=[(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)], help="e.g. 0-1 0-2")
+    p.add_argument("--json", help="also write all figures to this file")
+    a = p.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}", flush=True)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if not a.no_synthetic:
+            rows, e2e, times = synthetic(a, Path(tmp))
+            out.update(synthetic=rows, end_to_end=e2e, times=times)
+            _print_pool("synthetic, true lesion lists", _pool(rows))
+            if e2e:
+                ok = sum(e["correct"] for e in e2e)
+                n = sum(e["persistent_big"] for e in e2e)
+                print(f"synthetic, end to end: {ok}/{n} persistent lesions >= 2 mm paired right ({ok / max(n, 1):.3f}; "
+                      f"target >= 0.90)")
+            big = max(times, key=lambda t: t["lesions"][0])
+            print(f"tracking {big['lesions'][0]} -> {big['lesions'][1]} lesions with registration: {big['wall_s']:.1f} s "
+                  f"(registration {big['registration_s']:.1f} s, matching {big['matching_s']:.1f} s; target < 60 s)")
+    if not a.no_faust and FAUST.exists():
+        rows = faust(a)
+        out["faust"] = rows
+        _print_pool("FAUST, placed lesions", _pool(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
