@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
+
+from bodymap.jsonfile import read_json, write_json
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
@@ -91,17 +92,12 @@ class LesionSet:
         """Write the set as JSON (schema bodymap.lesions/1)."""
         d = {"schema": SCHEMA, "scan": self.scan, "detector": self.detector, "info": self.info,
              "lesions": [l.to_dict() for l in self.lesions]}
-        Path(path).write_text(json.dumps(d, indent=1))
+        write_json(path, d)
 
     @classmethod
     def load_json(cls, path: str | Path) -> "LesionSet":
         """Read a set written by save_json. Raises ValueError naming the file if it is not one."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a readable lesion file ({e})") from None
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a BodyMap lesion file (schema {SCHEMA} expected)")
+        d = read_json(path, SCHEMA, "lesion file")
         return cls([Lesion.from_dict(x) for x in d["lesions"]], d.get("scan", ""), d.get("detector", ""),
                    d.get("info", {}))
 

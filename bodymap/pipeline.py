@@ -48,7 +48,7 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
     bodymap.detect.get_detector) or a Detector. Returns a LesionSet."""
     from bodymap.detect import get_detector
     from bodymap.detect.texture import detect_image_tiled
-    from bodymap.lesions import LesionMeasurer, LesionSet, TextureImage
+    from bodymap.lesions import LesionMeasurer, TextureImage
     from bodymap.project import texel_atlas
 
     det = get_detector(detector) if isinstance(detector, str) else detector

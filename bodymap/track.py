@@ -15,7 +15,6 @@ are kept and respected on every run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -25,6 +24,7 @@ import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
 
 from bodymap.geodesic import SurfaceGeodesics
+from bodymap.jsonfile import read_json, write_json
 from bodymap.lesions import LesionSet
 from bodymap.scan import Scan
 
@@ -104,20 +104,12 @@ class Reviews:
 
     def save(self, path: str | Path) -> None:
         """Write the reviews as JSON (atomically: a crash never leaves half a file)."""
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "Reviews":
         """Read reviews written by save(). Raises ValueError naming the file when it is not one."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a readable reviews file ({e})") from None
-        if not isinstance(d, dict) or d.get("schema") != REVIEW_SCHEMA:
-            raise ValueError(f"{path}: not a BodyMap reviews file (schema {REVIEW_SCHEMA} expected)")
+        d = read_json(path, REVIEW_SCHEMA, "reviews file")
         return cls({int(a): int(b) for a, b in d.get("confirmed", [])},
                    {(int(a), int(b)) for a, b in d.get("rejected", [])}, {int(a) for a in d.get("new", [])})
 
@@ -154,17 +146,13 @@ class Tracking:
                                                  self.mapped_bary)]}
 
     def save_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Write the result as JSON (schema bodymap.tracking/1)."""
+        write_json(path, self.to_dict())
 
     @classmethod
     def load_json(cls, path: str | Path) -> "Tracking":
         """Read a file written by save_json. Raises ValueError naming the file when it is not one."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a readable tracking file ({e})") from None
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a BodyMap tracking file (schema {SCHEMA} expected)")
+        d = read_json(path, SCHEMA, "tracking file")
         m = d.get("mapped", [])
         return cls(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
                    np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
