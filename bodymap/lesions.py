@@ -14,14 +14,13 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-
-from bodymap.jsonfile import read_json, write_json
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from bodymap.colour import delta_e, lesion_contrast, srgb_to_lab
 from bodymap.detect import Boxes
-from bodymap.project import UVAtlas
+from bodymap.jsonfile import read_json, write_json
+from bodymap.project import UVAtlas, clean_barycentric
 from bodymap.scan import Scan
 
 SCHEMA = "bodymap.lesions/1"
@@ -226,8 +225,7 @@ class LesionMeasurer:
         centres = np.array([_centre(g) for g in groups])
         # every centre snapped onto the surface in one query (the AABB tree is built once)
         _, I, L = gp.squared_distance(centres, self.scan.vertices, F=self.scan.faces, use_cpp=True, use_aabb=True)
-        L = np.clip(np.asarray(L), 0, 1)
-        L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
+        L = clean_barycentric(L)
         return [self._lesion(g, k + 1, int(f), b, detector, source)
                 for k, (g, f, b) in enumerate(zip(groups, np.asarray(I).ravel(), L))]
 

@@ -52,6 +52,15 @@ class UVAtlas:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def clean_barycentric(b) -> np.ndarray:
+    """Barycentric coordinates (k, 3) clipped to the triangle and summing to 1. Closest-point
+    queries return nan on degenerate triangles; those rows get the triangle's centre."""
+    b = np.clip(np.asarray(b, np.float64).reshape(-1, 3), 0, 1)
+    bad = ~np.isfinite(b).all(1) | (b.sum(1) < 1e-9)
+    b[bad] = 1.0 / 3.0
+    return b / b.sum(1, keepdims=True)
+
+
 def _texel_bary(px: np.ndarray, flat: np.ndarray, size: int) -> np.ndarray:
     """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * size + col)
     in triangles px (k, 3, 2) given in pixel coordinates (x = col, y = row)."""

@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from bodymap.geodesic import SurfaceGeodesics
 from bodymap.jsonfile import read_json, write_json
 from bodymap.lesions import LesionSet
+from bodymap.project import clean_barycentric
 from bodymap.scan import Scan
 
 Progress = Callable[[str, float], None]
@@ -209,9 +210,7 @@ def map_between(tp_from: np.ndarray, faces_from: np.ndarray, face: np.ndarray, b
     if len(t) == 0:
         return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros(0)
     sqd, f, b = gp.squared_distance(t, tp_to, F=scan_to.faces, use_cpp=True, use_aabb=True)
-    b = np.clip(np.asarray(b, np.float64), 0, 1)
-    b /= np.maximum(b.sum(1, keepdims=True), 1e-12)
-    return np.asarray(f, np.int64).ravel(), b, np.sqrt(np.asarray(sqd).ravel())
+    return np.asarray(f, np.int64).ravel(), clean_barycentric(b), np.sqrt(np.asarray(sqd).ravel())
 
 
 def _snap(scan: Scan, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,8 +218,7 @@ def _snap(scan: Scan, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import gpytoolbox as gp
 
     _, f, b = gp.squared_distance(points, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
-    b = np.clip(np.asarray(b, np.float64), 0, 1)
-    return np.asarray(f, np.int64).ravel(), b / np.maximum(b.sum(1, keepdims=True), 1e-12)
+    return np.asarray(f, np.int64).ravel(), clean_barycentric(b)
 
 
 def register_scans(scans: list[Scan], steps: int = 400, progress: Progress | None = None) -> list:

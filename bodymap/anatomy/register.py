@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from scipy.spatial import cKDTree
 
+from bodymap.project import clean_barycentric
 from bodymap.scan import Scan
 
 Progress = Callable[[str, float], None]
@@ -370,8 +371,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
 
     faces = body_model().faces
     sqd, I, L = gp.squared_distance(scan.vertices, fitted_scan, F=faces, use_cpp=True, use_aabb=True)
-    L = np.clip(np.asarray(L), 0, 1)
-    L /= np.maximum(L.sum(1, keepdims=True), 1e-12)
+    L = clean_barycentric(L)  # degenerate fitted triangles give nan
     resid = np.sqrt(np.asarray(sqd).ravel())
     info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
             "coarse_scan_to_body_mm": round(coarse_scan_to_body, 2),

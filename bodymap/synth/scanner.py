@@ -9,6 +9,8 @@ import dataclasses
 
 import numpy as np
 
+from bodymap.project import clean_barycentric
+
 
 @dataclasses.dataclass
 class ScannedMesh:
@@ -65,8 +67,7 @@ def remesh(base_v: np.ndarray, base_f: np.ndarray, base_uv: np.ndarray, keep_fac
     V, F = gp.remesh_botsch(base_v, f_in.astype(np.int32), 10, h, True)
     _, I, L = gp.squared_distance(V, base_v, F=f_in, use_cpp=True, use_aabb=True)
     bf = kf[np.asarray(I).ravel()]
-    bb = np.clip(np.asarray(L), 0, 1)
-    bb /= bb.sum(1, keepdims=True)
+    bb = clean_barycentric(L)
     F = np.asarray(F, dtype=np.int64)
     # UVs per corner, seam-consistent. A face takes one corner's base face as reference and
     # extends that face's affine UV map to its other corners wherever their own UVs disagree with

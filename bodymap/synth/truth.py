@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.project import clean_barycentric
 from bodymap.synth.body import PARTS
 from bodymap.synth.lesions import lesion_area_mm2
 
@@ -39,8 +40,7 @@ def build_visit_truth(*, scan, mesh, painter, visit, patient_id, seed, options, 
         normals = np.array([painter.centre(l)[1] for l in allrec])
         sqd, I, L = gp.squared_distance(centres, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
         I = np.asarray(I).ravel()
-        L = np.clip(np.asarray(L), 0, 1)
-        L /= L.sum(1, keepdims=True)
+        L = clean_barycentric(L)
         pts = scan.points_from_barycentric(I, L)
     recs = []
     for j, l in enumerate(allrec):
