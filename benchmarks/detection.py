@@ -50,11 +50,16 @@ def main() -> None:
     p.add_argument("--detector", default="classical")
     p.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
     p.add_argument("--record", action="store_true", help="store the pooled figures in the YOLO checkpoint")
+    p.add_argument("--conf", type=float, help="YOLO score threshold (default: the checkpoint's)")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="patients to use instead of 9000 + type (e.g. the development seeds 101 104)")
+    p.add_argument("--sweep", type=float, nargs="+", metavar="T",
+                   help="also print pooled figures keeping only lesions with confidence >= each T")
     a = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fitz in a.types:
-            seed = 9000 + fitz
+        for k, fitz in enumerate(a.types):
+            seed = a.seeds[k] if a.seeds else 9000 + fitz
             opts = SynthOptions(n_lesions=a.lesions, texture_size=a.texture, target_faces=a.faces, visits=1,
                                 fitzpatrick=fitz)
             vdir = synthesize_patient(seed, opts, tmp)[0]
@@ -62,13 +67,17 @@ def main() -> None:
             t0 = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             cmd = [sys.executable, "-m", "bodymap.cli", "analyze", str(vdir / "scan.obj"), "--out", str(out),
-                   "--detector", a.detector, "--quiet"] + (["--weights", a.weights] if a.weights else [])
+                   "--detector", a.detector, "--quiet"] + (["--weights", a.weights] if a.weights else []) \
+                + (["--conf", str(a.conf)] if a.conf is not None else [])
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             wall = time.perf_counter() - t0
             peak_gb = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024 ** 2
             ls = LesionSet.load_json(out / "lesions.json")
             truth, _ = read_visit_truth(vdir)
             s = score_detections(ls.points, ls.diameters, truth)
+            conf = np.array([l.confidence for l in ls.lesions])
+            s["sweep"] = {t: score_detections(ls.points[conf >= t], ls.diameters[conf >= t], truth)
+                          for t in (a.sweep or [])}
             s.update(fitz=fitz, seed=seed, wall_s=wall, peak_gb=peak_gb, timings=ls.info.get("timings", {}),
                      render_s=render_time(vdir / "scan.obj"))
             rows.append(s)
@@ -92,6 +101,11 @@ def main() -> None:
           f"95th percentile {np.percentile(rel, 95) * 100:.1f}%")
     print(f"analyze: max {max(r['wall_s'] for r in rows):.1f} s (target < 90 s), peak memory max "
           f"{max(r['peak_gb'] for r in rows):.2f} GB (< 8 GB); render 1024^2 max {max(r['render_s'] for r in rows):.2f} s (< 1 s)")
+    for t in a.sweep or []:
+        sw = [r["sweep"][t] for r in rows]
+        print(f"  confidence >= {t:.2f}: recall >= 2 mm {sum(x['found_big'] for x in sw) / big:.3f}, precision "
+              f"{sum(x['true_positives'] for x in sw) / max(sum(x['detections'] for x in sw), 1):.3f}, "
+              f"recall < 2 mm {sum(x['found_small'] for x in sw) / max(small, 1):.3f}")
     if a.record and a.detector == "yolo":
         from bodymap.detect.yolo import SHIPPED, record_scores
 
@@ -101,7 +115,7 @@ def main() -> None:
             "precision": round(sum(r["true_positives"] for r in rows) / det, 4),
             "recall_lt_2mm": round(sum(r["found_small"] for r in rows) / max(small, 1), 4),
             "diameter_median_abs_error": round(float(np.median(rel)), 4)})
-    print(json.dumps([{k: v for k, v in r.items() if k not in ("diameter_rel_errors",)} for r in rows]))
+    print(json.dumps([{k: v for k, v in r.items() if k not in ("diameter_rel_errors", "sweep")} for r in rows]))
 
 
 if __name__ == "__main__":

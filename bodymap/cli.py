@@ -264,7 +264,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _detector(args: argparse.Namespace):
     from bodymap.detect import get_detector
 
-    return get_detector(args.detector, **({"weights": args.weights} if args.weights else {}))
+    kw = {}
+    if args.detector == "yolo":
+        kw = {k: v for k, v in (("weights", args.weights), ("conf", getattr(args, "conf", None))) if v is not None}
+    return get_detector(args.detector, **kw)
 
 
 VIEWS = {"front": 0.0, "left": 90.0, "back": 180.0, "right": 270.0}
@@ -379,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--out", help="output folder (default: beside the scan)")
         q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
         q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
+        q.add_argument("--conf", type=float, help="YOLO score threshold (default: the checkpoint's operating point)")
         q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "analyze":

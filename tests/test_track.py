@@ -165,3 +165,14 @@ def test_faust_poses_as_unrelated_scans():
     s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces))
     assert s["match_accuracy"] >= 0.85
     assert s["localisation_within_10mm"] >= 0.8
+
+
+def test_clean_barycentric_handles_degenerate_triangles():
+    from bodymap.project import clean_barycentric
+
+    b = clean_barycentric([[0.2, 0.3, 0.5], [np.nan, np.nan, np.nan], [1.2, -0.1, 0.0], [0, 0, 0]])
+    np.testing.assert_allclose(b.sum(1), 1.0)
+    np.testing.assert_allclose(b[0], [0.2, 0.3, 0.5])
+    np.testing.assert_allclose(b[1], [1 / 3] * 3)
+    np.testing.assert_allclose(b[2], [1.0, 0.0, 0.0])
+    np.testing.assert_allclose(b[3], [1 / 3] * 3)

@@ -40,10 +40,11 @@ def _quiet_ultralytics() -> None:
 @dataclasses.dataclass
 class YoloDetector:
     """Runs a trained YOLO checkpoint on image tiles. weights: path (default: the shipped file);
-    conf: score threshold; device: 'cpu', 'cuda' or None (GPU when present)."""
+    conf: score threshold (None: the checkpoint's operating point `conf`, chosen on development
+    patients, else 0.25); device: 'cpu', 'cuda' or None (GPU when present)."""
 
     weights: str | Path | None = None
-    conf: float = 0.25
+    conf: float | None = None
     device: str | None = None
     tile: int = TILE
     overlap: int = 24
@@ -61,6 +62,8 @@ class YoloDetector:
         self._model = YOLO(str(path), task="detect")
         self.scale = int(self.info.get("scale", SCALE))
         self.tile = int(self.info.get("tile", self.tile))
+        if self.conf is None:
+            self.conf = float(self.info.get("conf", 0.25))
         if self.device is None:
             import torch
 
@@ -226,4 +229,16 @@ def record_scores(path: str | Path, key: str, scores: dict) -> None:
     read_checkpoint_info(path)  # refuses files that are not ours
     ck = torch.load(str(path), map_location="cpu", weights_only=False)
     ck["bodymap"].setdefault("held_out", {})[key] = scores
+    torch.save(ck, str(path))
+
+
+def set_operating_point(path: str | Path, conf: float, chosen_on: str) -> None:
+    """Store the score threshold YoloDetector uses by default (``bodymap.conf``) and how it was
+    chosen (``bodymap.conf_chosen_on``: which patients, by which command) in a checkpoint."""
+    import torch
+
+    read_checkpoint_info(path)
+    ck = torch.load(str(path), map_location="cpu", weights_only=False)
+    ck["bodymap"]["conf"] = float(conf)
+    ck["bodymap"]["conf_chosen_on"] = chosen_on
     torch.save(ck, str(path))
