@@ -161,8 +161,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from bodymap.track import Visit
 
         before = _visit(args, args.previous, None, out / "previous_analysis")
-        tracking = _track(args, before, Visit(scan, result.lesions, result.correspondence), out)
-        paths += _write_tracking(tracking, out)
+        now = Visit(scan, result.lesions, result.correspondence)
+        paths += _write_tracking(_track(args, before, now, out), out, before, now)
     for p in paths:
         print(f"  {p}")
     return 0
@@ -196,14 +196,14 @@ def _track(args: argparse.Namespace, v1, v2, out: Path):
         bar.close()
 
 
-def _write_tracking(tracking, out: Path) -> list[Path]:
+def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
     from bodymap.pipeline import write_tracking
 
     flagged = tracking.flagged
     print(f"{len(tracking.pairs)} matched, {len(tracking.new)} new, {len(tracking.missing)} missing; "
           f"{len(flagged)} flagged ({sum('grown' in p['flags'] for p in tracking.pairs)} grown) in "
           f"{tracking.info['timings']['total_s']:.1f} s")
-    return write_tracking(tracking, out)
+    return write_tracking(tracking, out, v1, v2)
 
 
 def cmd_track(args: argparse.Namespace) -> int:
@@ -212,7 +212,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     v1 = _visit(args, args.visit1, args.lesions1, out / "visit1_analysis")
     v2 = _visit(args, args.visit2, args.lesions2, out / "visit2_analysis")
-    for p in _write_tracking(_track(args, v1, v2, out), out):
+    for p in _write_tracking(_track(args, v1, v2, out), out, v1, v2):
         print(f"  {p}")
     if (out / "reviews.json").exists():
         print(f"  reviews respected: {out / 'reviews.json'}")

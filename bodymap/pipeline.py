@@ -243,10 +243,18 @@ def track_visits(visit1, visit2, reviews: str | Path | None = None, progress: Pr
     return track(visit1, visit2, reviews=rv, options=TrackOptions(**options), progress=progress)
 
 
-def write_tracking(tracking, out: str | Path) -> list[Path]:
-    """Write tracking.json and tracking.csv (matched, new, missing; change and flags) under out/."""
+def write_tracking(tracking, out: str | Path, visit1=None, visit2=None) -> list[Path]:
+    """Write tracking.json and tracking.csv (matched, new, missing; change and flags) under out/
+    and, given the two visits, tracking_bodymap.png (both visits front and back, lesions
+    circled and numbered by status)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tracking.save_json(out / "tracking.json")
     tracking.save_csv(out / "tracking.csv")
-    return [out / "tracking.json", out / "tracking.csv"]
+    paths = [out / "tracking.json", out / "tracking.csv"]
+    if visit1 is not None and visit2 is not None:
+        from bodymap.export.changemap import write_change_map
+
+        paths.append(write_change_map(visit1.scan, visit1.lesions, visit2.scan, visit2.lesions, tracking,
+                                      out / "tracking_bodymap.png"))
+    return paths

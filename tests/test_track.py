@@ -146,6 +146,10 @@ def test_cli_track_then_review(tracked, tmp_path):
     again = Tracking.load_json(out / "tracking.json")
     assert again.partner().get(j) != i
     assert "matched" in (out / "tracking.csv").read_text()
+    from PIL import Image
+
+    page = Image.open(out / "tracking_bodymap.png")  # both visits, front and back, lesions circled
+    assert page.width > 4 * 300 and page.height > 600
 
 
 @pytest.mark.slow

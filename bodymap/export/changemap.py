@@ -1,0 +1,90 @@
+"""The comparison body map: both visits from the front and the back, every lesion circled and
+numbered by its status (matched, grown, new, missing), so a clinician sees at a glance what
+changed and where. Matched lesions carry the visit-1 number on both visits; new lesions are
+numbered N<visit-2 id>."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from bodymap.scan import Scan
+
+COLOURS = {"matched": (30, 150, 60), "grown": (240, 130, 0), "new": (220, 20, 30), "missing": (90, 90, 230)}
+
+
+def _marks(tracking) -> tuple[dict, dict]:
+    """{visit-1 id: (label, status)}, {visit-2 id: (label, status)}."""
+    m1, m2 = {}, {}
+    for p in tracking.pairs:
+        st = "grown" if "grown" in p["flags"] else "matched"
+        m1[p["id1"]] = (str(p["id1"]), st)
+        m2[p["id2"]] = (str(p["id1"]), st)
+    for n in tracking.new:
+        m2[n["id2"]] = (f"N{n['id2']}", "new")
+    for n in tracking.missing:
+        m1[n["id1"]] = (str(n["id1"]), "missing")
+    return m1, m2
+
+
+def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height: int) -> Image.Image:
+    """One rendered view with the visible lesions circled and numbered."""
+    from renderers import RaycastRenderer
+    from renderers.camera import body_view
+
+    cam = body_view(scan.bounds, azimuth, 5.0, width, height)
+    r = RaycastRenderer(scan).render(cam)
+    img = Image.fromarray(r.rgb)
+    d = ImageDraw.Draw(img)
+    if len(lesions):
+        pts = lesions.points
+        z = (pts @ cam.R.T + cam.t)[:, 2]
+        uv = cam.project(pts)
+        px_per_mm = cam.K[0, 0] / np.maximum(z, 1.0)
+        for l, (x, y), zz, s in zip(lesions.lesions, uv, z, px_per_mm):
+            xi, yi = int(x), int(y)
+            if l.id not in marks or not (0 <= xi < width and 0 <= yi < height):
+                continue
+            if not np.isfinite(r.depth[yi, xi]) or abs(r.depth[yi, xi] - zz) > 15.0:
+                continue  # on the other side of the body, or hidden
+            label, status = marks[l.id]
+            rad = max(4.0, 0.5 * l.diameter_mm * s + 2)
+            col = COLOURS[status]
+            d.ellipse([x - rad, y - rad, x + rad, y + rad], outline=col, width=2)
+            d.text((x + rad + 1, y - rad - 2), label, fill=col)
+    return img
+
+
+def change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, width: int = 360, height: int = 720,
+               titles: tuple[str, str] = ("visit 1", "visit 2")) -> Image.Image:
+    """The comparison page: visit 1 front and back, visit 2 front and back, legend and counts.
+    lesions1/2: LesionSets; tracking: bodymap.track.Tracking of visit 2 against visit 1."""
+    m1, m2 = _marks(tracking)
+    panels = [(_panel(scan1, lesions1, m1, a, width, height), f"{titles[0]} {side}")
+              for a, side in ((0.0, "front"), (180.0, "back"))]
+    panels += [(_panel(scan2, lesions2, m2, a, width, height), f"{titles[1]} {side}")
+               for a, side in ((0.0, "front"), (180.0, "back"))]
+    top, bottom = 22, 46
+    page = Image.new("RGB", (width * 4, height + top + bottom), "white")
+    d = ImageDraw.Draw(page)
+    for k, (img, title) in enumerate(panels):
+        page.paste(img, (k * width, top))
+        d.text((k * width + 8, 5), title, fill="black")
+    n_grown = sum("grown" in p["flags"] for p in tracking.pairs)
+    counts = {"matched": len(tracking.pairs) - n_grown, "grown": n_grown, "new": len(tracking.new),
+              "missing": len(tracking.missing)}
+    x = 8
+    for status, col in COLOURS.items():
+        d.ellipse([x, height + top + 14, x + 12, height + top + 26], outline=col, width=2)
+        text = f"{status} ({counts[status]})"
+        d.text((x + 18, height + top + 14), text, fill="black")
+        x += 30 + 7 * len(text)
+    return page
+
+
+def write_change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, path: str | Path) -> Path:
+    """Write change_map(...) as a PNG; returns the path."""
+    path = Path(path)
+    change_map(scan1, lesions1, scan2, lesions2, tracking).save(path)
+    return path
