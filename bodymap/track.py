@@ -52,6 +52,7 @@ class TrackOptions:
     search_mm: float = 80.0
     neighbour_mm: float = 120.0
     neighbours: int = 8
+    far_mm: float = 300.0  # anchors this far may place a lesion that has too few near ones
     rounds: int = 5
     sigma_mm: float = 4.0  # distance scale of the position cost
     consistency_mm: float = 3.0  # distance scale of neighbour-distance disagreement (plus 4 % of the distance)
@@ -286,14 +287,17 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     cand = (X <= o.search_mm) & ~banned
     anchors = {**_seed_anchors(cand, X, D1, D2, fixed, o), **fixed}
     m = m0
+    far = _FarAnchors(g1, g2, a, b, o.far_mm, o.far_mm + o.search_mm)
+    lost: list[int] = []  # visit-2 lesions without a partner in the last round
     for rnd in range(1, o.rounds + 1):
-        m, mf, mb = _refine(m0, p1, anchors, D2, fields1, o, s1)
+        m, mf, mb = _refine(m0, p1, anchors, D2, fields1, o, s1, lost, far)
         sigma = max(o.sigma_mm, 12.0 / 2 ** (rnd - 1))
         X = g1.at_points(fields1, mf, mb, src1)  # (k1, k2) geodesic, inf beyond reach
         gate = np.maximum(max(o.gate_mm, 3 * sigma), 0.75 * np.maximum(a["diameter"][:, None], b["diameter"][None]))
         C = _cost(X, gate, sigma, a, b, D1, D2, anchors, o)
         C[banned] = np.inf
         assign, conf, second = _assign(C, fixed, o.max_cost)
+        lost = [j for j in range(k2) if j not in assign]
         # anchors for the next round: confident pairs (a clear margin to the next candidate)
         anchors = dict(fixed)
         for j, i in assign.items():
@@ -324,15 +328,59 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     return Tracking(pairs, new, missing, m, mf, mb, info)
 
 
+class _FarAnchors:
+    """Anchors beyond neighbour_mm for lesions that have fewer than 3 nearby (a region the
+    registration put far off, with its lesions still unmatched): distances up to far_mm on
+    scan 2 from the lesion, and scan-1 fields of the anchors' partners (computed on demand and
+    kept across rounds)."""
+
+    def __init__(self, g1: SurfaceGeodesics, g2: SurfaceGeodesics, a: dict, b: dict, far_mm: float, reach_mm: float):
+        self.g1, self.g2, self.a, self.b, self.far, self.reach = g1, g2, a, b, far_mm, reach_mm
+        self._fields: dict[int, sp.csr_matrix] = {}
+
+    def distances(self, j: int, j_a: np.ndarray) -> np.ndarray:
+        """(A,) mm from visit-2 lesion j to the anchors' visit-2 points (inf beyond far_mm)."""
+        return self.g2.between(self.b["face"][[j]], self.b["bary"][[j]], self.b["face"][j_a], self.b["bary"][j_a],
+                               self.far)[0]
+
+    def fields(self, i_sel: np.ndarray) -> sp.csr_matrix:
+        """(K, n1) scan-1 fields of visit-1 lesions i_sel, limit reach_mm."""
+        todo = [int(i) for i in i_sel if int(i) not in self._fields]
+        if todo:
+            F = self.g1.from_points(self.a["face"][todo], self.a["bary"][todo], self.reach)
+            for k, i in enumerate(todo):
+                self._fields[i] = F[k]
+        return sp.vstack([self._fields[int(i)] for i in i_sel], format="csr")
+
+
+def _trilaterate(F: sp.csr_matrix, target: np.ndarray, prior: np.ndarray, s1: Scan, o: TrackOptions) -> int:
+    """The scan-1 vertex (or -1) whose distances in fields F (K, n1) to K anchors best agree with
+    target (K,) mm, among the vertices all K reach; prior (3,) mm breaks near-ties."""
+    F = F.tocsr()
+    F.sort_indices()
+    cand = F[0].indices  # the nearest anchor's reach on scan 1
+    rows = F[:, cand].toarray()  # (K, c), 0 = beyond the limit
+    keep = (rows > 0).all(0)
+    if not keep.any():
+        return -1
+    cand, rows = cand[keep], rows[:, keep]
+    t = target[:, None]
+    wt = 1.0 / (o.consistency_mm + 0.04 * t) ** 2
+    res = (wt * (rows - t) ** 2).sum(0) / wt.sum()
+    res = res + (np.linalg.norm(s1.vertices[cand] - prior, axis=1) / o.search_mm) ** 2
+    return int(cand[np.argmin(res)])
+
+
 def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "sp.csr_matrix",
-            o: TrackOptions, s1: Scan):
+            o: TrackOptions, s1: Scan, lost=(), far: _FarAnchors | None = None):
     """Better positions on scan 1 for the visit-2 lesions (k2), given anchors {j: i} (pairs
     trusted so far). Where a lesion has at least 3 anchors within neighbour_mm on scan 2, it is
     placed by geodesic trilateration: the scan-1 vertex whose geodesic distances to those anchors'
     visit-1 partners (fields F1 (k1, n1)) best agree with its own distances to them on scan 2
-    (pose changes bend the body but keep geodesic distances). Elsewhere the registration's
-    mapping m0 (k2, 3) is moved by the geodesically weighted mean offset of nearby anchors.
-    Returns points (k2, 3), face (k2,), bary (k2, 3) on scan 1."""
+    (pose changes bend the body but keep geodesic distances). A lesion in `lost` (no partner
+    last round) with fewer near anchors uses the 4 nearest within far's reach. Elsewhere the
+    registration's mapping m0 (k2, 3) is moved by the geodesically weighted mean offset of
+    nearby anchors. Returns points (k2, 3), face (k2,), bary (k2, 3) on scan 1."""
     if not anchors:
         f, b = _snap(s1, m0)
         return m0, f, b
@@ -346,29 +394,25 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
     f, b = _snap(s1, m0 + shift)
     pts = np.einsum("kj,kjd->kd", b, s1.vertices[s1.faces[f]])
     vface = _vertex_corners(s1)
-    F1a = F1[i_a].tocsr()  # (A, n1) anchors' partners' fields on scan 1
-    F1a.sort_indices()
+    lost = set(int(j) for j in lost)
     for j in range(len(m0)):
         dj = np.where(j_a == j, np.inf, d[j])  # not itself
         near = np.argsort(dj)[:o.neighbours]
         near = near[np.isfinite(dj[near])]
-        if len(near) < 3:
+        if len(near) >= 3:
+            v = _trilaterate(F1[i_a[near]], dj[near], pts[j], s1, o)
+        elif j in lost and far is not None:
+            dj = np.where(j_a == j, np.inf, far.distances(j, j_a))
+            near = np.argsort(dj)[:4]
+            near = near[np.isfinite(dj[near])]
+            if len(near) < 3:
+                continue
+            v = _trilaterate(far.fields(i_a[near]), dj[near], pts[j], s1, o)
+        else:
             continue
-        # candidate vertices: around the nearest anchor's partner, within reach of all
-        cand = F1a[near[0]].indices  # the nearest anchor's reach on scan 1
-        rows = F1a[near][:, cand].toarray()  # (K, c), 0 = beyond the limit
-        keep = (rows > 0).all(0)
-        if not keep.any():
-            continue
-        cand, rows = cand[keep], rows[:, keep]
-        target = dj[near][:, None]
-        wt = 1.0 / (o.consistency_mm + 0.04 * target) ** 2
-        res = (wt * (rows - target) ** 2).sum(0) / wt.sum()
-        # the registration's (offset-corrected) guess breaks near-ties (symmetric constellations)
-        res = res + (np.linalg.norm(s1.vertices[cand] - pts[j], axis=1) / o.search_mm) ** 2
-        v = cand[np.argmin(res)]
-        pts[j] = s1.vertices[v]
-        f[j], b[j] = vface[v] // 3, np.eye(3)[vface[v] % 3]
+        if v >= 0:
+            pts[j] = s1.vertices[v]
+            f[j], b[j] = vface[v] // 3, np.eye(3)[vface[v] % 3]
     return pts, f, b
 
 
