@@ -280,6 +280,11 @@ def test_shipped_yolo_weights_load_and_find_lesions(detected, medium_patient):
     assert info["recipe"]["from"] == "random weights" and "bodymap train detector" in info["recipe"]["command"]
     assert info["data"]["synthetic"] and 11 not in info["data"]["seeds"]
     assert "benchmarks/detection.py" in info.get("held_out", {})
+    # the operating point was chosen on development patients and is what the detector uses
+    from bodymap.detect.yolo import YoloDetector
+
+    assert 0 < info["conf"] < 1 and "development" in info["conf_chosen_on"]
+    assert YoloDetector().conf == info["conf"] and YoloDetector(conf=0.5).conf == 0.5
     scan, _ = detected
     ls = detect_lesions(scan, "yolo")
     truth, _ = read_visit_truth(medium_patient)
