@@ -131,6 +131,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         finally:
             bar.close()
     paths = write_result(Result(scan, lesions), out)
+    _warn(lesions)
     if args.via_export:
         export_via(lesions, args.via_export, Path(args.scan).with_suffix(".png").name)
         paths.append(Path(args.via_export))
@@ -154,6 +155,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     paths = write_result(result, out)
+    _warn(result.lesions)
     t = result.timings
     print(f"{len(result.lesions)} lesions on {scan.n_faces} faces in {t['total_s']:.1f} s "
           f"(anatomy {t.get('anatomy_s', 0):.1f} s, detection {t['detection_s']:.1f} s)")
@@ -166,6 +168,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for p in paths:
         print(f"  {p}")
     return 0
+
+
+def _warn(lesion_set) -> None:
+    """Print the warnings a detection left in its LesionSet (e.g. texture resolution)."""
+    for w in lesion_set.info.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
 
 
 def _visit(args: argparse.Namespace, path: str, lesions: str | None, analysis_out: Path):

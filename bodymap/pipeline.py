@@ -52,6 +52,7 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
     from bodymap.project import texel_atlas
 
     det = get_detector(detector) if isinstance(detector, str) else detector
+    warning = det.resolution_warning(scan) if hasattr(det, "resolution_warning") else None
     say = progress or (lambda s, f: None)
     say("texture atlas", 0.0)
     img = TextureImage(scan, texel_atlas(scan))
@@ -59,7 +60,8 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
     say("measuring lesions", 0.8)
     lesions = LesionMeasurer(scan).measure(img, boxes, det.name)
     say("done", 1.0)
-    return _lesion_set(scan, lesions, det.name, max_diameter_mm, boxes=len(boxes))
+    extra = {"warnings": [warning]} if warning else {}
+    return _lesion_set(scan, lesions, det.name, max_diameter_mm, boxes=len(boxes), **extra)
 
 
 def _lesion_set(scan: Scan, lesions: list, detector: str, max_diameter_mm: float, **info):
