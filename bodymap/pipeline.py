@@ -226,6 +226,11 @@ def load_visit(path: str | Path, lesions: str | Path | None = None, units: str |
     else:
         scan_path = path
     scan = load_scan(scan_path, units=units)
+    if ls is not None:
+        bad = [l.id for l in ls.lesions if not 0 <= l.face < scan.n_faces]
+        if bad:
+            raise ValueError(f"{lesions}: lesions {bad[:5]} lie on faces {scan.meta.source or scan_path} does not "
+                             f"have ({scan.n_faces} faces): the list was made for another scan")
     corr = None
     if lesions and (Path(lesions).parent / "labels.npz").exists():
         corr = load_correspondence(Path(lesions).parent / "labels.npz", scan.n_vertices)

@@ -152,6 +152,23 @@ def test_cli_track_then_review(tracked, tmp_path):
     assert page.width > 4 * 300 and page.height > 600
 
 
+def test_a_lesion_list_from_another_scan_is_refused(small_patient, tmp_path):
+    from bodymap.cli import main
+
+    v1, v2 = small_patient
+    ls = truth_lesion_set(v1)
+    ls.lesions[0].face = 10 ** 7  # a face this scan does not have
+    ls.save_json(tmp_path / "l1.json")
+    truth_lesion_set(v2).save_json(tmp_path / "l2.json")
+    with pytest.raises(ValueError, match="l1.json.*another scan"):
+        from bodymap.pipeline import load_visit
+
+        load_visit(v1 / "scan.obj", tmp_path / "l1.json")
+    assert main(["track", str(v1 / "scan.obj"), str(v2 / "scan.obj"), "--lesions1", str(tmp_path / "l1.json"),
+                 "--lesions2", str(tmp_path / "l2.json"), "--out", str(tmp_path / "t"), "--quiet"]) == 2
+    assert main(["track", str(tmp_path / "nowhere"), str(v2 / "scan.obj"), "--quiet"]) == 2
+
+
 @pytest.mark.slow
 @pytest.mark.external
 def test_faust_poses_as_unrelated_scans():
