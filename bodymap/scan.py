@@ -181,7 +181,7 @@ class Scan:
     # ------------------------------------------------------------------ derived data
     def _clear_cache(self) -> None:
         for name in ("face_normals", "face_areas", "vertex_normals", "uv_areas_texels",
-                     "texel_density", "bounds", "surface_area_mm2"):
+                     "texel_density", "bounds", "surface_area_mm2", "vertex_corners"):
             self.__dict__.pop(name, None)
 
     @property
@@ -223,6 +223,15 @@ class Scan:
             np.add.at(acc, self.faces[:, k], self._face_cross)
         n = np.linalg.norm(acc, axis=1, keepdims=True)
         return acc / np.maximum(n, 1e-30)
+
+    @functools.cached_property
+    def vertex_corners(self) -> np.ndarray:
+        """(n,) int64, for each vertex one face corner holding it, as face * 3 + corner (the
+        first in face order; -1 for a vertex no face uses): a vertex as face + barycentric."""
+        u, first = np.unique(self.faces.ravel(), return_index=True)
+        out = np.full(self.n_vertices, -1, np.int64)
+        out[u] = first
+        return out
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:

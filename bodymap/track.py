@@ -392,8 +392,8 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
     w[~np.isfinite(d)] = 0.0
     shift = (w @ off) / (w.sum(1, keepdims=True) + 0.05)
     f, b = _snap(s1, m0 + shift)
-    pts = np.einsum("kj,kjd->kd", b, s1.vertices[s1.faces[f]])
-    vface = _vertex_corners(s1)
+    pts = s1.points_from_barycentric(f, b)
+    vface = s1.vertex_corners
     lost = set(int(j) for j in lost)
     for j in range(len(m0)):
         dj = np.where(j_a == j, np.inf, d[j])  # not itself
@@ -414,16 +414,6 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
             pts[j] = s1.vertices[v]
             f[j], b[j] = vface[v] // 3, np.eye(3)[vface[v] % 3]
     return pts, f, b
-
-
-def _vertex_corners(scan: Scan) -> np.ndarray:
-    """(n,) for each vertex, one corner holding it as face * 3 + corner (first in face order)."""
-    if getattr(scan, "_vertex_corners", None) is None:
-        u, first = np.unique(scan.faces.ravel(), return_index=True)
-        out = np.zeros(scan.n_vertices, np.int64)
-        out[u] = first
-        scan._vertex_corners = out
-    return scan._vertex_corners
 
 
 def _seed_anchors(cand: np.ndarray, X: np.ndarray, D1: np.ndarray, D2: np.ndarray, fixed: dict, o: TrackOptions) -> dict:

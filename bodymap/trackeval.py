@@ -135,10 +135,7 @@ def placed_lesions(scan1, scan2, perm1: np.ndarray, perm2: np.ndarray, n: int, r
 
     def lesion_set(scan, perm, which, d, source):
         # a face that holds the vertex, with barycentric weight 1 on it
-        flat = scan.faces.ravel()
-        u, first_at = np.unique(flat, return_index=True)
-        where = np.full(scan.n_vertices, -1, np.int64)
-        where[u] = first_at
+        where = scan.vertex_corners
         out = []
         for k in which:
             vi = int(perm[chosen[k]])
