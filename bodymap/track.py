@@ -57,6 +57,10 @@ class TrackOptions:
     sigma_mm: float = 4.0  # distance scale of the position cost
     consistency_mm: float = 3.0  # distance scale of neighbour-distance disagreement (plus 4 % of the distance)
     max_cost: float = 9.0
+    # leftover pass: lesions the rounds left without a partner may still pair within gate_mm
+    # when their distances to >= leftover_neighbours anchors agree on both scans
+    leftover_neighbours: int = 3
+    leftover_cost: float = 6.0
     # fitting steps when track() registers a scan itself: half of analyze's 400, since the
     # constellation corrects what a shorter fit leaves (labels always come from the full fit)
     registration_steps: int = 200
@@ -303,6 +307,10 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
         for j, i in assign.items():
             if j not in fixed and second[j] - C[i, j] > 1.0 and C[i, j] < 0.5 * o.max_cost:
                 anchors[j] = i
+    extra = _leftover_pairs(assign, X, a, b, D1, D2, anchors, banned, o)
+    for j, (i, c) in extra.items():
+        assign[j] = i
+        conf[j] = c
     times["matching_s"] = time.perf_counter() - t1
     say("changes", 0.95)
     pairs, new, missing = [], [], []
@@ -322,7 +330,7 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     times["total_s"] = time.perf_counter() - t0
     info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
             "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
-            "anchors": len(anchors), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
+            "anchors": len(anchors), "leftover_pairs": len(extra), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
             "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None}
     say("done", 1.0)
     return Tracking(pairs, new, missing, m, mf, mb, info)
@@ -478,6 +486,58 @@ def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.n
     c = c + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
     C[ii, jj] = c
     return C
+
+
+def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarray, D2: np.ndarray,
+                    anchors: dict, banned: np.ndarray, o: TrackOptions) -> dict:
+    """Pairs among the lesions the rounds left without a partner {j: (i, confidence)}.
+
+    A persistent lesion whose placement went wrong (too few anchors around it, or anchors in a
+    row along a limb, so that trilateration mirrors it) is left out of the gate, and would be
+    counted once as new and once as missing. Here it may pair with a free visit-1 lesion within
+    the gate (X (k1, k2), geodesic on scan 1, mm) when its geodesic distances to at least
+    leftover_neighbours nearby anchors agree on both scans (on average within twice the
+    consistency scale, none beyond three times) and size and colour allow it; position is
+    priced on the gate's scale rather than the rounds' few mm. A new lesion and an excised one
+    a few cm apart disagree with most anchors, so they stay apart."""
+    k1, k2 = X.shape
+    lost = [j for j in range(k2) if j not in assign]
+    free1 = np.setdiff1d(np.arange(k1), list(assign.values()))
+    if not lost or not len(free1) or len(anchors) < o.leftover_neighbours:
+        return {}
+    j_a = np.fromiter(anchors.keys(), np.int64)
+    i_a = np.fromiter(anchors.values(), np.int64)
+    C = np.full((len(free1), len(lost)), np.inf)
+    for c, j in enumerate(lost):
+        d2 = np.where(j_a == j, np.inf, D2[j, j_a])
+        near = np.argsort(d2)[:o.neighbours]
+        near = near[np.isfinite(d2[near])]
+        if len(near) < o.leftover_neighbours:
+            continue
+        gate = np.maximum(o.gate_mm, 0.75 * np.maximum(a["diameter"][free1], b["diameter"][j]))
+        rows = free1[(X[free1, j] <= gate) & ~banned[free1, j]]
+        if not len(rows):
+            continue
+        d1 = D1[np.ix_(rows, i_a[near])]  # (r, n) inf beyond the fields' reach
+        dis = np.abs(np.where(np.isfinite(d1), d1, 1e9) - d2[near]) / (o.consistency_mm + 0.04 * d2[near])
+        ok = (dis <= 3.0).all(1) & (dis.mean(1) <= 2.0)
+        r = np.log(np.maximum(b["diameter"][j], 0.1) / np.maximum(a["diameter"][rows], 0.1))
+        de = np.linalg.norm(a["lab"][rows] - b["lab"][j], axis=1)
+        cost = (X[rows, j] / (0.5 * o.gate_mm)) ** 2 / 2 + (dis ** 2).mean(1) / 2 + np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4 \
+            + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
+        C[np.searchsorted(free1, rows), c] = np.where(ok & (cost <= o.leftover_cost), cost, np.inf)
+    if not np.isfinite(C).any():
+        return {}
+    big = np.where(np.isfinite(C), C, 1e6)
+    r, c = linear_sum_assignment(big)
+    out = {}
+    for ri, ci in zip(r, c):
+        if big[ri, ci] < 1e6:
+            # confidence as in _assign, against the next candidate of either lesion
+            s = min(np.delete(C[:, ci], ri).min(initial=np.inf), np.delete(C[ri], ci).min(initial=np.inf),
+                    o.leftover_cost)
+            out[lost[ci]] = (int(free1[ri]), float(np.exp(-C[ri, ci] / 4) * (1 - np.exp(-(s - C[ri, ci])))))
+    return out
 
 
 def _assign(C: np.ndarray, fixed: dict, max_cost: float):

@@ -197,3 +197,36 @@ def test_clean_barycentric_handles_degenerate_triangles():
     np.testing.assert_allclose(b[1], [1 / 3] * 3)
     np.testing.assert_allclose(b[2], [1.0, 0.0, 0.0])
     np.testing.assert_allclose(b[3], [1 / 3] * 3)
+
+
+def test_leftover_pass_pairs_a_misplaced_lesion_but_not_a_new_one_near_an_excised_one():
+    """The leftover pass pairs what the rounds left unmatched only when distances to anchors agree."""
+    from bodymap.track import TrackOptions, _leftover_pairs
+
+    rng = np.random.default_rng(3)
+    # 12 anchors around the origin on a plane (scan 1 == scan 2 up to a shift of the body)
+    anc = rng.uniform(-90, 90, (12, 2))
+    lost_true = np.array([5.0, 5.0])  # persistent lesion, placed 16 mm off by the rounds
+    excised = np.array([-40.0, 30.0])  # visit-1 lesion gone by visit 2
+    new = np.array([-52.0, 38.0])  # visit-2 lesion 14 mm from the excised one
+    p1 = np.vstack([anc, lost_true, excised])  # visit 1: anchors 0-11, 12 persistent, 13 excised
+    p2 = np.vstack([anc, lost_true, new])  # visit 2: anchors 0-11, 12 persistent, 13 new
+
+    def dist(p, q):
+        return np.linalg.norm(p[:, None] - q[None], axis=2)
+
+    D1, D2 = dist(p1, p1), dist(p2, p2)
+    D2[D2 > 120] = np.inf
+    X = np.full((14, 14), np.inf)
+    X[12, 12], X[13, 13], X[12, 13], X[13, 12] = 16.0, 14.0, 40.0, 40.0  # scan-1 distance after mapping
+    ones = np.full(14, 3.0)
+    a = {"diameter": ones, "lab": np.full((14, 3), np.nan)}
+    b = {"diameter": ones.copy(), "lab": np.full((14, 3), np.nan)}
+    anchors = {k: k for k in range(12)}
+    assign = dict(anchors)
+    out = _leftover_pairs(assign, X, a, b, D1, D2, anchors, np.zeros((14, 14), bool), TrackOptions())
+    assert set(out) == {12} and out[12][0] == 12 and 0 < out[12][1] <= 1
+    # a rejected pair (clinician's review) is never re-made here
+    banned = np.zeros((14, 14), bool)
+    banned[12, 12] = True
+    assert _leftover_pairs(assign, X, a, b, D1, D2, anchors, banned, TrackOptions()) == {}
