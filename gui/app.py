@@ -1,0 +1,30 @@
+"""`bodymap-gui [PATH]`: the desktop application. PATH: a scan, an analysis folder or a project."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the application; opens PATH when given. Returns the exit code."""
+    t0 = time.perf_counter()
+    argv = sys.argv if argv is None else argv
+    from PySide6 import QtCore, QtWidgets
+
+    from gui.mainwindow import MainWindow
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(argv)
+    app.setApplicationName("BodyMap")
+    app.setOrganizationName("BodyMap")
+    args = [a for a in argv[1:] if not a.startswith("-")]
+    w = MainWindow(recover=not args)
+    w.show()
+    if "--print-startup" in argv:
+        QtCore.QTimer.singleShot(0, lambda: print(f"window shown in {time.perf_counter() - t0:.2f} s", flush=True))
+    if args:
+        QtCore.QTimer.singleShot(0, lambda: w.open_path(args[0]))
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
