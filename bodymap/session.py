@@ -22,7 +22,6 @@ import numpy as np
 
 from bodymap import taxonomy as tx
 from bodymap.jsonfile import write_json
-from bodymap.lesions import Lesion, LesionSet
 
 SCHEMA = "bodymap.project"
 FORMAT_VERSION = 1
@@ -48,12 +47,12 @@ class VisitState:
     the clinician's edits (None before analysis); diagnoses {lesion id: {label, probs}}."""
 
     scan_path: str
-    lesions: LesionSet | None = None
+    lesions: "LesionSet | None" = None  # noqa: F821
     analysis_dir: str | None = None
     title: str = ""
     diagnoses: dict = dataclasses.field(default_factory=dict)
 
-    def lesion(self, lid: int) -> Lesion:
+    def lesion(self, lid: int) -> "Lesion":  # noqa: F821
         """The lesion with id lid. KeyError when there is none."""
         for l in self.lesions.lesions if self.lesions else []:
             if l.id == lid:
@@ -78,6 +77,8 @@ class VisitState:
 
     @classmethod
     def from_dict(cls, d: dict, base: Path | None) -> "VisitState":
+        from bodymap.lesions import Lesion, LesionSet
+
         ls = d.get("lesions")
         lesions = None if ls is None else LesionSet([Lesion.from_dict(x) for x in ls["lesions"]], ls.get("scan", ""),
                                                     ls.get("detector", ""), ls.get("info", {}))
@@ -119,16 +120,19 @@ class Project:
     notes: str = ""
     path: Path | None = None
 
-    def __post_init__(self):
+    def ensure_reviews(self):
+        """The Reviews, made on first use (bodymap.track is imported then, not at start-up)."""
         if self.reviews is None:
             from bodymap.track import Reviews
 
             self.reviews = Reviews()
+        return self.reviews
 
     def to_dict(self, base: Path | None = None) -> dict:
         """JSON-ready; paths relative to base (the project file's folder) where possible."""
         return {"schema": SCHEMA, "version": FORMAT_VERSION, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "visits": [v.to_dict(base) for v in self.visits], "reviews": self.reviews.to_dict(),
+                "visits": [v.to_dict(base) for v in self.visits],
+                "reviews": self.reviews.to_dict() if self.reviews is not None else None,
                 "tracking": self.tracking, "notes": self.notes}
 
     def save(self, path: str | Path) -> Path:
@@ -188,7 +192,7 @@ class Command:
 class AddLesion(Command):
     """Add a lesion (made by manual_lesion) to visit k."""
 
-    def __init__(self, k: int, lesion: Lesion):
+    def __init__(self, k: int, lesion: "Lesion"):  # noqa: F821
         self.k, self.lesion, self.text = k, lesion, f"add lesion {lesion.id}"
 
     def apply(self, p):
@@ -206,7 +210,7 @@ class DeleteLesion(Command):
 
     def __init__(self, k: int, lid: int):
         self.k, self.lid, self.text = k, lid, f"delete lesion {lid}"
-        self._saved: tuple[int, Lesion] | None = None
+        self._saved = None  # (index, Lesion)
 
     def apply(self, p):
         ls = p.visits[self.k].lesions
@@ -249,7 +253,7 @@ class Review(Command):
         self._old = None
 
     def apply(self, p):
-        self._old = copy.deepcopy(p.reviews)
+        self._old = copy.deepcopy(p.ensure_reviews())
         if self.action == "confirm":
             p.reviews.confirm(self.id2, self.id1)
         elif self.action == "reject":
@@ -325,11 +329,12 @@ def region_for_site(code: str, side: str = "midline", ear: str = "non_ear") -> d
             "reliable": True, "manual": True}
 
 
-def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None) -> Lesion:
+def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None) -> "Lesion":  # noqa: F821
     """A lesion the clinician placed by hand at surface point (face, bary (3,)) of scan (mm):
     colour sampled from the texture there, region from labels (RegionLabels) when given,
     confidence 1, source 'manual'. diameter_mm: the size to record (default 3 mm)."""
     from bodymap.colour import srgb_to_lab
+    from bodymap.lesions import Lesion
 
     bary = np.asarray(bary, np.float64)
     bary = np.clip(bary, 0, None) / max(bary.clip(0).sum(), 1e-12)

@@ -233,7 +233,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.error("Open", f"{path}: not a scan ({', '.join(MESH_EXT)}), analysis folder or project ({SUFFIX})")
         return None
 
-    def _load_visits(self, paths: list[str], replace: bool, states: list[VisitState] | None = None) -> Job:
+    def _load_visits(self, paths: list[str], replace: bool, states: list[VisitState] | None = None,
+                     before_show=None) -> Job:
         """Read visits in a worker: each a scan file or an analysis folder (its lesions and
         labels), or a VisitState of a project. replace: a new project; else appended (compare)."""
 
@@ -258,6 +259,10 @@ class MainWindow(QtWidgets.QMainWindow):
                         if bad:
                             raise ValueError(f"{st.scan_path}: the saved lesions {bad[:5]} lie on faces this scan "
                                              "does not have: the scan file changed since the project was saved")
+                progress(f"preparing the display of {Path(p).name}", (k + 0.7) / len(paths))
+                from gui.view3d import prepare_display
+
+                prepare_display(scan)
                 labels = None
                 if st.analysis_dir and (Path(st.analysis_dir) / "labels.npz").exists():
                     labels = RegionLabels.load(Path(st.analysis_dir) / "labels.npz")
@@ -274,8 +279,11 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.project.visits.append(st)
                 self.scans.append(scan)
                 self.labels.append(labels)
-            for p in paths:
-                self._add_recent(p)
+            if before_show is not None:
+                before_show()
+            else:
+                for p in paths:
+                    self._add_recent(p)
             self._after_load(replace)
 
         return self.runner.start(Job(run, "open"), "Opening", done, lambda m: self.error("Open", m))
@@ -307,15 +315,12 @@ class MainWindow(QtWidgets.QMainWindow):
                 tracking = None
         states = list(pr.visits)
 
-        def done_hook():
+        def before_show():
             self.project.reviews, self.project.notes, self.project.path = pr.reviews, pr.notes, pr.path
+            self.project.tracking = pr.tracking if tracking is not None else None
             self.tracking = tracking
-            self.history.mark_clean() if not recovered else None
-            self._refresh_all()
-            self.setWindowTitle(f"BodyMap - {pr.path.name if pr.path else 'recovered work'}")
 
-        job = self._load_visits([s.scan_path for s in states], replace=True, states=states)
-        job.signals.done.connect(lambda _: done_hook())
+        job = self._load_visits([s.scan_path for s in states], replace=True, states=states, before_show=before_show)
         if not recovered:
             self._add_recent(str(path))
         return job
@@ -510,7 +515,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         vs = [(self.scans[k], deepcopy(self.project.visits[k].lesions), self.project.visits[k].analysis_dir)
               for k in range(2)]
-        reviews = deepcopy(self.project.reviews)
+        reviews = deepcopy(self.project.ensure_reviews())
 
         def run(progress):
             from bodymap.anatomy.labels import load_correspondence

@@ -66,6 +66,30 @@ def legend_items(labels, mode: str) -> list[tuple[str, tuple[int, int, int]]]:
     return [(tx.EAR_REGIONS[i], tx.EAR_COLOURS[i]) for i in np.unique(labels.ear) if i] or [("no ear on this scan", (205,) * 3)]
 
 
+def prepare_display(scan, light_faces: int = LIGHT_FACES) -> dict:
+    """The display meshes of a scan, computed once and kept on the scan (safe in a worker
+    thread: no rendering). points (p, 3), faces (m, 3), tcoords (p, 2) | None, vid (p,) (see
+    display_arrays); light_points (q, 3), light_faces (k, 3), light_near (q,) (each light point's
+    nearest scan vertex, for its colour): a decimated copy with about light_faces faces for
+    camera moves, None when the scan is not much heavier than that."""
+    cached = getattr(scan, "_bodymap_display", None)
+    if cached is not None and cached["light_target"] == light_faces:
+        return cached
+    pts, faces, tc, vid = display_arrays(scan)
+    d = {"points": pts, "faces": faces, "tcoords": tc, "vid": vid, "light_points": None, "light_faces": None,
+         "light_near": None, "light_target": light_faces}
+    if scan.n_faces > light_faces * 1.2:
+        import pyvista as pv
+        from scipy.spatial import cKDTree
+
+        light = pv.PolyData.from_regular_faces(scan.vertices, scan.faces).decimate(1.0 - light_faces / scan.n_faces)
+        d["light_points"] = np.asarray(light.points)
+        d["light_faces"] = np.asarray(light.regular_faces)
+        d["light_near"] = cKDTree(scan.vertices).query(d["light_points"])[1]
+    scan._bodymap_display = d
+    return d
+
+
 class View3D(QtWidgets.QWidget):
     """One scan in 3D. Signals: picked(face, bary, point) on a click on the surface (not a drag);
     lesion_clicked(id) when the click is on (or within a lesion's size of) a marker."""
@@ -130,43 +154,31 @@ class View3D(QtWidgets.QWidget):
         self.ready.emit()
 
     def set_scan(self, scan, labels=None) -> None:
-        """Show scan (bodymap Scan, mm) and, when given, its RegionLabels for the overlays."""
+        """Show scan (bodymap Scan, mm) and, when given, its RegionLabels for the overlays.
+        The display meshes come from prepare_display (call it in a worker first for big scans)."""
         import pyvista as pv
 
         self.init_vtk()
         self.scan, self.labels = scan, labels
-        pts, faces, tc, vid = display_arrays(scan)
-        self._vid = vid
-        mesh = pv.PolyData.from_regular_faces(pts, faces)
-        if tc is not None:
-            mesh.active_texture_coordinates = tc
+        d = prepare_display(scan, self.light_faces)
+        self._vid = d["vid"]
+        mesh = pv.PolyData.from_regular_faces(d["points"], d["faces"])
+        if d["tcoords"] is not None:
+            mesh.active_texture_coordinates = d["tcoords"]
         self._mesh = mesh
         self._texture = pv.Texture(np.ascontiguousarray(scan.texture)) if scan.texture is not None else None
         if self._texture is not None:
             self._texture.interpolate = True
-        self._light = self._make_light(mesh, scan)
+        self._light = None
+        if d["light_points"] is not None:
+            self._light = pv.PolyData.from_regular_faces(d["light_points"], d["light_faces"])
+            self._light_near = d["light_near"]
         self.plotter.clear_actors() if hasattr(self.plotter, "clear_actors") else self.plotter.clear()
         self._actor = self._light_actor = None
         self._marker_actors, self._sel_actor = [], None
         self._draw_body()
         self._draw_markers()
         self.view("front")
-
-    def _make_light(self, mesh, scan):
-        """A decimated copy for camera moves, coloured per point from the texture (no UV
-        seams to keep). None when the scan is already light."""
-        if scan.n_faces <= self.light_faces * 1.2:
-            return None
-        import pyvista as pv
-
-        base = pv.PolyData.from_regular_faces(scan.vertices, scan.faces)
-        light = base.decimate(1.0 - self.light_faces / scan.n_faces)
-        from scipy.spatial import cKDTree
-
-        _, near = cKDTree(scan.vertices).query(np.asarray(light.points))
-        light.point_data["rgb"] = self._vertex_rgb()[near]
-        light._near = near
-        return light
 
     def _vertex_rgb(self) -> np.ndarray:
         """(n, 3) uint8 per scan vertex: the overlay colours, or the texture sampled at each vertex."""
@@ -199,7 +211,7 @@ class View3D(QtWidgets.QWidget):
             self._actor = p.add_mesh(self._mesh, scalars="rgb", rgb=True, **kw)
         self._light_actor = None
         if self._light is not None:
-            self._light.point_data["rgb"] = self._vertex_rgb()[self._light._near]
+            self._light.point_data["rgb"] = self._vertex_rgb()[self._light_near]
             self._light_actor = p.add_mesh(self._light, scalars="rgb", rgb=True, smooth_shading=True, ambient=0.3,
                                            diffuse=0.75, pickable=False, reset_camera=False, name="body_light")
             self._light_actor.SetVisibility(False)
