@@ -684,6 +684,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._can_discard():
             e.ignore()
             return
+        self.runner.cancel_all()
         self.runner.wait(30000)
         # a clean exit: nothing to recover next time
         if not self.history.dirty:

@@ -46,22 +46,32 @@ class Job(QtCore.QRunnable):
     def _progress(self, stage: str, fraction: float) -> None:
         if self._cancel:
             raise Cancelled(self.name)
-        self.signals.progress.emit(str(stage), float(fraction))
+        try:
+            self.signals.progress.emit(str(stage), float(fraction))
+        except RuntimeError:  # the window that started the job is gone: nobody wants the result
+            self._cancel = True
+            raise Cancelled(self.name) from None
+
+    def _emit(self, name: str, *args) -> None:
+        try:
+            getattr(self.signals, name).emit(*args)
+        except RuntimeError:  # receiver deleted (window closed): drop the message
+            pass
 
     def run(self) -> None:
         try:
             result = self.fn(self._progress)
             if self._cancel:
-                self.signals.cancelled.emit()
+                self._emit("cancelled")
             else:
-                self.signals.done.emit(result)
+                self._emit("done", result)
         except Cancelled:
-            self.signals.cancelled.emit()
+            self._emit("cancelled")
         except Exception as e:  # shown to the user as one line; the traceback is for bug reports
             traceback.print_exc()
-            self.signals.failed.emit(str(e) or type(e).__name__)
+            self._emit("failed", str(e) or type(e).__name__)
         finally:
-            self.signals.finished.emit()
+            self._emit("finished")
 
 
 class JobRunner(QtCore.QObject):
@@ -115,6 +125,11 @@ class JobRunner(QtCore.QObject):
         if dlg is not None:
             dlg.show()
         return job
+
+    def cancel_all(self) -> None:
+        """Ask every running job to stop at its next progress report."""
+        for j in list(self.running):
+            j.cancel()
 
     def wait(self, ms: int = 60000) -> bool:
         """Block until all jobs are done (tests, quitting). True when none is left."""

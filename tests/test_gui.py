@@ -124,7 +124,7 @@ def test_open_scan_run_analysis_and_cancel(qtbot):
     qtbot.waitUntil(lambda: job.dialog.value() >= 0, timeout=5000)
     responsive = []
     QtCore.QTimer.singleShot(100, lambda: responsive.append(True))
-    qtbot.waitUntil(lambda: responsive, timeout=5000)  # the event loop runs while the job does
+    qtbot.waitUntil(lambda: bool(responsive), timeout=5000)  # the event loop runs while the job does
     job.dialog.cancel()  # the Cancel button of the progress dialog
     wait_jobs(w, qtbot)
     assert job.is_cancelled and w.project.visits[0].lesions is None
