@@ -159,3 +159,12 @@ def test_exports(visit1, tmp_path):
     assert root.tag.endswith("svg") and svg.count("<circle") >= 0.5 * len(lesions)
     pdf = write_report(tmp_path / "r.pdf", scan, lesions)
     assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_cli_report(tmp_path):
+    from bodymap.cli import main
+
+    assert main(["report", str(V1), str(tmp_path / "r.svg")]) == 0
+    assert (tmp_path / "r.svg").read_text().startswith("<svg")
+    assert main(["report", str(V1), str(tmp_path / "r.glb")]) == 0
+    assert main(["report", str(V1), str(tmp_path / "r.txt")]) == 2  # a clear one-line error, exit code 2
