@@ -319,6 +319,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.project.reviews, self.project.notes, self.project.path = pr.reviews, pr.notes, pr.path
             self.project.tracking = pr.tracking if tracking is not None else None
             self.tracking = tracking
+            if recovered:
+                self.history.clean_index = -1  # recovered work is unsaved work: closing asks to save it
 
         job = self._load_visits([s.scan_path for s in states], replace=True, states=states, before_show=before_show)
         if not recovered:
