@@ -184,7 +184,9 @@ class CompareWidget(QtWidgets.QWidget):
             a = self.table.item(r, 1).data(QtCore.Qt.ItemDataRole.DisplayRole)
             b = self.table.item(r, 2).data(QtCore.Qt.ItemDataRole.DisplayRole)
             if (id2 is not None and a == id2) or (id1 is not None and b == id1):
+                self.table.setCurrentCell(r, 0)
                 self.table.selectRow(r)
+                self.table.scrollToItem(self.table.item(r, 0))
                 return True
         return False
 

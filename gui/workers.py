@@ -104,7 +104,8 @@ class JobRunner(QtCore.QObject):
         status = getattr(self.parent_widget, "statusBar", None)
         if status is not None:
             job.signals.progress.connect(lambda st, f: status().showMessage(f"{title}: {st} ({100 * f:.0f} %)"))
-        job.signals.done.connect(on_done)
+        # a result that arrives after the user pressed Cancel is dropped: cancel means "not this"
+        job.signals.done.connect(lambda r: job.signals.cancelled.emit() if job.is_cancelled else on_done(r))
         job.signals.failed.connect(on_failed or (lambda m: QtWidgets.QMessageBox.warning(
             self.parent_widget, title, m)))
         if on_cancelled:

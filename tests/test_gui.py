@@ -121,18 +121,16 @@ def test_open_scan_run_analysis_and_cancel(qtbot):
     img = w.view.screenshot()
     assert img.std() > 5  # the body is drawn, not a blank view
     job = w.run_analysis(0, anatomy=False)
-    assert job is not None
-    seen = []
-    job.signals.progress.connect(lambda st, f: seen.append(f))
-    qtbot.waitUntil(lambda: bool(seen), timeout=120_000)
-    responsive = []
-    QtCore.QTimer.singleShot(100, lambda: responsive.append(True))
-    qtbot.waitUntil(lambda: bool(responsive), timeout=5000)  # the event loop runs while the job does
-    job.dialog.cancel()  # the Cancel button of the progress dialog
+    assert job is not None and job.dialog.isVisible()
+    job.dialog.cancel()  # the Cancel button of the progress dialog: the job stops at its next report
     wait_jobs(w, qtbot)
     assert job.is_cancelled and w.project.visits[0].lesions is None
     assert "cancelled" in w.statusBar().currentMessage()
-    w.run_analysis(0, anatomy=False)
+    job = w.run_analysis(0, anatomy=False)
+    alive = []
+    QtCore.QTimer.singleShot(200, lambda: alive.append(job in w.runner.running))
+    qtbot.waitUntil(lambda: bool(alive), timeout=10_000)
+    assert alive == [True]  # the event loop ran while the analysis did
     wait_jobs(w, qtbot)
     n = len(w.project.visits[0].lesions)
     assert n > 50
@@ -310,8 +308,7 @@ def test_export_every_format(win, qtbot, tmp_path):
     assert len((tmp_path / "out.csv").read_text().strip().splitlines()) == n + 1
     assert len(LesionSet.load_json(tmp_path / "out.json")) == n
     pdf = (tmp_path / "out.pdf").read_bytes()
-    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 2 or \
-        pdf.count(b"/Page") >= 3
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 4  # /Pages + body maps, changes, tables
 
 
 def test_save_and_reopen_nothing_lost(win, qtbot, tmp_path):
