@@ -360,6 +360,9 @@ class View3D(QtWidgets.QWidget):
         if self._press is None or abs(pos[0] - self._press[0]) + abs(pos[1] - self._press[1]) > 4:
             return  # a drag (rotation), not a click
         self._press = None
+        # the press started a (null) rotation, so the light mesh may be showing; picking needs
+        # the full mesh, whose cells are the scan's faces
+        self._set_moving(False)
         self.pick_display(*pos)
 
     def pick_display(self, x: int, y: int) -> tuple[int, np.ndarray, np.ndarray] | None:
@@ -367,6 +370,8 @@ class View3D(QtWidgets.QWidget):
         when a lesion marker is within its size, lesion_clicked. Returns (face, bary, point)."""
         if self.plotter is None or self.scan is None:
             return None
+        if self._moving:
+            self._set_moving(False)
         if not self._picker.Pick(x, y, 0, self.plotter.renderer) or self._picker.GetActor() is not self._actor:
             return None
         face = int(self._picker.GetCellId())

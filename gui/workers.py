@@ -115,6 +115,7 @@ class JobRunner(QtCore.QObject):
 
         def finish():
             if dlg is not None:
+                dlg.canceled.disconnect()  # closing a progress dialog emits canceled(): not the user's cancel
                 dlg.close()
                 dlg.deleteLater()
             if job in self.running:

@@ -122,7 +122,8 @@ def test_open_scan_run_analysis_and_cancel(qtbot):
     assert img.std() > 5  # the body is drawn, not a blank view
     job = w.run_analysis(0, anatomy=False)
     assert job is not None and job.dialog.isVisible()
-    job.dialog.cancel()  # the Cancel button of the progress dialog: the job stops at its next report
+    cancel = next(b for b in job.dialog.findChildren(QtWidgets.QPushButton) if b.text() == "Cancel")
+    cancel.click()  # the progress dialog's Cancel button: the job stops at its next progress report
     wait_jobs(w, qtbot)
     assert job.is_cancelled and w.project.visits[0].lesions is None
     assert "cancelled" in w.statusBar().currentMessage()
