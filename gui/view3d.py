@@ -143,9 +143,10 @@ class View3D(QtWidgets.QWidget):
         iren = self.plotter.iren.interactor
         style = iren.GetInteractorStyle()
         style.AddObserver("StartInteractionEvent", lambda *a: self._set_moving(True))
-        style.AddObserver("EndInteractionEvent", lambda *a: self._set_moving(False))
+        # pyvista's interactor styles consume LeftButtonReleaseEvent (observers never see it), but
+        # every press/release pair ends an interaction: a release where the press was is a click
+        style.AddObserver("EndInteractionEvent", lambda *a: self._on_release(iren, None))
         iren.AddObserver("LeftButtonPressEvent", self._on_press, 10.0)
-        iren.AddObserver("LeftButtonReleaseEvent", self._on_release, 10.0)
         self.plotter.camera.AddObserver("ModifiedEvent", lambda *a: self.camera_moved.emit())
         from vtkmodules.vtkRenderingCore import vtkCellPicker
 
@@ -356,13 +357,11 @@ class View3D(QtWidgets.QWidget):
         self._press = obj.GetEventPosition()
 
     def _on_release(self, obj, event) -> None:
-        pos = obj.GetEventPosition()
-        if self._press is None or abs(pos[0] - self._press[0]) + abs(pos[1] - self._press[1]) > 4:
-            return  # a drag (rotation), not a click
-        self._press = None
-        # the press started a (null) rotation, so the light mesh may be showing; picking needs
-        # the full mesh, whose cells are the scan's faces
-        self._set_moving(False)
+        """End of an interaction: full detail again, and a pick when it was a click."""
+        self._set_moving(False)  # picking needs the full mesh, whose cells are the scan's faces
+        pos, press, self._press = obj.GetEventPosition(), self._press, None
+        if press is None or abs(pos[0] - press[0]) + abs(pos[1] - press[1]) > 4:
+            return  # a drag (rotation) or the wheel, not a click
         self.pick_display(*pos)
 
     def pick_display(self, x: int, y: int) -> tuple[int, np.ndarray, np.ndarray] | None:
