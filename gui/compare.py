@@ -8,7 +8,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from gui.view3d import View3D
 
 PALETTE = [(44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194), (23, 190, 207), (188, 189, 34),
-           (0, 128, 128), (100, 60, 160), (60, 120, 60), (170, 110, 40)]
+           (0, 128, 128), (100, 60, 160), (60, 120, 60), (90, 90, 90)]
 STATUS_RGB = {"new": (230, 20, 40), "grown": (255, 140, 0), "missing": (60, 60, 230)}
 
 
@@ -191,9 +191,15 @@ class CompareWidget(QtWidgets.QWidget):
         return False
 
     def _row_selected(self) -> None:
+        """Each view flies to its own lesion of the pair (the bodies' poses differ, so the cameras
+        are not linked for this move)."""
         id2, id1, _ = self.current_pair()
-        self.view1.select(id1, fly=id1 is not None)
-        self.view2.select(id2, fly=id2 is not None)
+        self._linking = True
+        try:
+            self.view1.select(id1, fly=id1 is not None)
+            self.view2.select(id2, fly=id2 is not None)
+        finally:
+            self._linking = False
 
     def _act(self, action: str) -> None:
         id2, id1, st = self.current_pair()

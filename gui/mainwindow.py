@@ -385,8 +385,9 @@ class MainWindow(QtWidgets.QMainWindow):
         changes = self._changes(k)
         self.table.set_visit(v, changes)
         if len(self.scans) == 2 and self.tracking is not None:
-            c1, l1, c2, l2 = marks(self.tracking)
-            cols, labs = (c1, l1) if k == 0 else (c2, l2)
+            # colours by status as in the comparison; numbers stay this visit's own, as in the table
+            c1, _, c2, _ = marks(self.tracking)
+            cols, labs = (c1 if k == 0 else c2), {}
         else:
             cols, labs = {}, {}
         self.view.set_lesions(v.lesions, cols, labs)
@@ -410,8 +411,8 @@ class MainWindow(QtWidgets.QMainWindow):
         n = len(v.lesions) if v is not None and v.lesions is not None else 0
         mk = f"<b>{n}</b> lesions (markers numbered as in the table"
         if len(self.scans) == 2 and self.tracking is not None:
-            mk += "; <span style='color:#e61428'>N… new</span>, <span style='color:#ff8c00'>↑ grown</span>, " \
-                  "<span style='color:#3c3ce6'>…? missing</span>"
+            mk += "; <span style='color:#e61428'>● new</span>, <span style='color:#ff8c00'>● grown</span>, " \
+                  "<span style='color:#3c3ce6'>● missing</span>, other colours: matched (as in Compare)"
         self.legend.setText(mk + ")" + ("<br>" + sw if sw else ""))
 
     def set_overlay(self, mode: str) -> None:

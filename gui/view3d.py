@@ -254,18 +254,24 @@ class View3D(QtWidgets.QWidget):
             L = self.lesions.lesions
             pts = self.lesions.points + 0.8 * np.array([l.normal for l in L])
             cloud = pv.PolyData(pts)
-            cloud.point_data["radius"] = np.array([max(1.5, 0.5 * l.diameter_mm + 0.8) for l in L])
+            # small dots beside the numbers: the lesion itself stays visible around its marker
+            cloud.point_data["radius"] = np.array([float(np.clip(0.2 * l.diameter_mm, 1.2, 2.5)) for l in L])
             cloud.point_data["rgb"] = np.array([self.marker_colours.get(l.id, (230, 20, 40)) for l in L], np.uint8)
             glyphs = cloud.glyph(scale="radius", geom=pv.Sphere(radius=1.0, theta_resolution=10, phi_resolution=10),
                                  orient=False)
             self._marker_actors.append(p.add_mesh(glyphs, scalars="rgb", rgb=True, pickable=False,
                                                   reset_camera=False, name="markers", lighting=False))
-            text = [self.marker_labels.get(l.id, str(l.id)) for l in L]
+            # numbers in their marker's colour (one label actor per colour: new ones red, grown
+            # orange), lifted off the skin along the normal so the body hides those behind it
+            text = np.array([self.marker_labels.get(l.id, str(l.id)) for l in L], dtype=object)
+            cols = [tuple(self.marker_colours.get(l.id, (230, 20, 40))) for l in L]
             lab_pts = self.lesions.points + 6.0 * np.array([l.normal for l in L])
-            self._marker_actors.append(p.add_point_labels(
-                lab_pts, text, font_size=11, text_color="black", shape_color="white", shape_opacity=0.6,
-                show_points=False, always_visible=False, pickable=False, reset_camera=False, name="marker_labels",
-                render=False))
+            for k, col in enumerate(sorted(set(cols))):
+                sel = np.array([c == col for c in cols])
+                self._marker_actors.append(p.add_point_labels(
+                    lab_pts[sel], list(text[sel]), font_size=12, bold=True, text_color=tuple(c / 255 for c in col),
+                    shape_color="white", shape_opacity=0.75, show_points=False, always_visible=False,
+                    pickable=False, reset_camera=False, name=f"marker_labels_{k}", render=False))
         self._draw_selection()
 
     def _draw_selection(self) -> None:

@@ -68,7 +68,8 @@ class Job(QtCore.QRunnable):
         except Cancelled:
             self._emit("cancelled")
         except Exception as e:  # shown to the user as one line; the traceback is for bug reports
-            traceback.print_exc()
+            if not isinstance(e, (ValueError, OSError)) and type(e).__name__ != "ModelUnavailable":
+                traceback.print_exc()
             self._emit("failed", str(e) or type(e).__name__)
         finally:
             self._emit("finished")
@@ -112,6 +113,7 @@ class JobRunner(QtCore.QObject):
             job.signals.cancelled.connect(on_cancelled)
         if status is not None:
             job.signals.cancelled.connect(lambda: status().showMessage(f"{title}: cancelled", 5000))
+            job.signals.failed.connect(lambda m: status().showMessage(f"{title}: {m}", 15000))
 
         def finish():
             if dlg is not None:

@@ -67,6 +67,8 @@ def main() -> int:
     if w.tracking is None:
         print("tracking failed:", getattr(w, "last_error", ""), file=sys.stderr)
         return 1
+    import numpy as np
+
     # visit 2 in the Visit tab: the grown lesions stand out in the change column
     w.tabs.setCurrentIndex(0)
     w.show_visit(1)
@@ -74,8 +76,8 @@ def main() -> int:
     lid = grown[0]["id2"] if grown else w.project.visits[1].lesions.lesions[0].id
     w.table.view.sortByColumn(2, QtCore.Qt.SortOrder.DescendingOrder)
     w.select_lesion(lid, source="table")
-    w.view.plotter.camera.zoom(0.35)  # back off from the lesion to show where on the body it is
-    w.view.plotter.render()
+    les = w.project.visits[1].lesion(lid)
+    w.view.fly_to(np.asarray(les.point_mm), np.asarray(les.normal), 900.0)  # where on the body it is
     settle()
     shot("gui_main.png")
     w.tabs.setCurrentWidget(w.compare)
@@ -83,13 +85,16 @@ def main() -> int:
     for v in (w.compare.view1, w.compare.view2):
         v.view("front")
     w.compare.select_pair(id2=lid)
-    for v in (w.compare.view1, w.compare.view2):
-        v.plotter.camera.zoom(0.3)
-        v.plotter.render()
+    id1 = w.tracking.partner().get(lid)
+    for v, k, i in ((w.compare.view1, 0, id1), (w.compare.view2, 1, lid)):
+        if i is not None:
+            les = w.project.visits[k].lesion(i)
+            w.compare._linking = True
+            v.fly_to(np.asarray(les.point_mm), np.asarray(les.normal), 1100.0)
+            w.compare._linking = False
     settle()
     shot("gui_compare.png")
     # photo mode on a rendered close-up of the left ear (a stand-in for a clinic photograph)
-    import numpy as np
     from PIL import Image
 
     from renderers import RaycastRenderer
@@ -99,7 +104,7 @@ def main() -> int:
     ear = scan.vertices[(labels.ear > 0) & (labels.side == 1)] if labels is not None else scan.vertices[:10]
     if len(ear) == 0:
         ear = scan.vertices[labels.ear > 0]
-    cam = framing_camera(ear, np.array([-1.0, 0, 0]), 640, 640, margin=1.6)
+    cam = framing_camera(ear, np.array([-1.0, 0, 0]), 640, 640, margin=2.6)
     photo = Path(tempfile.mkdtemp()) / "ear_photo.png"
     Image.fromarray(RaycastRenderer(scan).render(cam, ambient=0.6).rgb).save(photo)
     w.tabs.setCurrentWidget(w.photo)
