@@ -446,3 +446,21 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     assert win.photo.open_photo(str(bad)) is None
     assert "notaphoto.jpg" in win.photo_error
     win.tabs.setCurrentIndex(0)
+
+
+def test_drop_and_recent_open_files(win, qtbot, tmp_path):
+    """A file dropped on the window is opened (here a broken one: the message names it, the
+    session stays); opened files are listed under Open recent."""
+    from PySide6 import QtGui
+
+    mesh = tmp_path / "dropped.obj"
+    mesh.write_text("v 0 0 0\n")
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(mesh))])
+    ev = QtGui.QDropEvent(QtCore.QPointF(50, 50), QtCore.Qt.DropAction.CopyAction, mime,
+                          QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(ev)
+    wait_jobs(win, qtbot)
+    assert "dropped.obj" in win.last_error
+    recent = [a.text() for a in win.recent_menu.actions()]
+    assert any(str(V1) in r or "SYN00101_visit1" in r for r in recent)
