@@ -170,17 +170,15 @@ def test_select_from_table_and_from_view(win, qtbot):
     assert "mm longest diameter" in win.detail.info.text()
     wait_jobs(win, qtbot)  # the rendered close-up
     assert win.detail.close.pixmap() is not None and not win.detail.close.pixmap().isNull()
-    # view -> table: a click on another lesion's marker (press and release through VTK's interactor,
-    # as pyvistaqt forwards them; QTest's synthetic release does not reach a native GL child widget)
+    # view -> table: a real (Qt) mouse click on another lesion's marker
     other = next(l for l in lesions if l.id != target.id and np.linalg.norm(np.subtract(l.point_mm, target.point_mm)) > 40)
     win.view.fly_to(np.asarray(other.point_mm), np.asarray(other.normal))
     qtbot.wait(100)
     x, y = win.view.display_position(np.asarray(other.point_mm))
-    iren = win.view.plotter.iren.interactor
-    iren.SetEventPosition(int(x), int(y))
-    iren.LeftButtonPressEvent()
-    iren.SetEventPosition(int(x) + 1, int(y))  # a click, not a drag, even when the hand shakes a pixel
-    iren.LeftButtonReleaseEvent()
+    widget = win.view.plotter
+    ratio = widget.devicePixelRatioF()
+    pos = QtCore.QPoint(int(x / ratio), int(widget.height() - y / ratio))
+    QTest.mouseClick(widget, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, pos)
     qtbot.waitUntil(lambda: win.table.current_id() == other.id, timeout=5000)
     assert win.detail.lid == other.id
     # filters
