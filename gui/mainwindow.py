@@ -202,7 +202,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ans = QtWidgets.QMessageBox.question(self, "Recover unsaved work",
                                              f"BodyMap did not close cleanly. Restore the work autosaved at {when}?")
         if ans == QtWidgets.QMessageBox.StandardButton.Yes:
-            return self.open_project(p, recovered=True)
+            return bool(self.open_project(p, recovered=True))
         return False
 
     # ================================================================== opening

@@ -462,3 +462,25 @@ def test_drop_and_recent_open_files(win, qtbot, tmp_path):
     assert "dropped.obj" in win.last_error
     recent = [a.text() for a in win.recent_menu.actions()]
     assert any(str(V1) in r or "SYN00101_visit1" in r for r in recent)
+
+
+def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
+    """Every edit is autosaved; a window started after a crash offers it back, edits included,
+    and counts it as unsaved work."""
+    from bodymap.session import SetField
+    from gui.mainwindow import autosave_path
+
+    lid = win.project.visits[0].lesions.lesions[2].id
+    win.edit(SetField(0, lid, "note", "autosaved note"))
+    assert autosave_path().exists()
+    # a new window (as after a crash): it offers the autosave back
+    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
+                        lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Yes)
+    w2 = make_window(qtbot)
+    assert w2.offer_recovery()
+    wait_jobs(w2, qtbot)
+    assert w2.project.visits[0].lesion(lid).note == "autosaved note"
+    assert len(w2.project.visits) == len(win.project.visits) and w2.history.dirty
+    w2.history.mark_clean()
+    w2.close()
+    win.undo()
