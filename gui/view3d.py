@@ -70,7 +70,7 @@ def prepare_display(scan, light_faces: int = LIGHT_FACES) -> dict:
     """The display meshes of a scan, computed once and kept on the scan (safe in a worker
     thread: no rendering). points (p, 3), faces (m, 3), tcoords (p, 2) | None, vid (p,) (see
     display_arrays); light_points (q, 3), light_faces (k, 3), light_near (q,) (each light point's
-    nearest scan vertex, for its colour): a decimated copy with about light_faces faces for
+    nearest scan vertex, for its colour): a simplified copy with about light_faces faces for
     camera moves, None when the scan is not much heavier than that."""
     cached = getattr(scan, "_bodymap_display", None)
     if cached is not None and cached["light_target"] == light_faces:
@@ -81,8 +81,18 @@ def prepare_display(scan, light_faces: int = LIGHT_FACES) -> dict:
     if scan.n_faces > light_faces * 1.2:
         import pyvista as pv
         from scipy.spatial import cKDTree
+        from vtkmodules.vtkFiltersCore import vtkQuadricClustering
 
-        light = pv.PolyData.from_regular_faces(scan.vertices, scan.faces).decimate(1.0 - light_faces / scan.n_faces)
+        # vertex clustering on a grid: 0.15 s for 300k faces where quadric decimation took 11 s;
+        # coarser, but only seen while the camera moves. 160 cells along the longest side give
+        # ~30k faces on a standing body; the face count grows with the square of the cells.
+        ext = np.ptp(scan.vertices, axis=0)
+        cells = 160 * np.sqrt(light_faces / 30_000) * ext / ext.max()
+        q = vtkQuadricClustering()
+        q.SetInputData(pv.PolyData.from_regular_faces(scan.vertices, scan.faces))
+        q.SetNumberOfDivisions(*[int(max(4, round(c))) for c in cells])
+        q.Update()
+        light = pv.wrap(q.GetOutput())
         d["light_points"] = np.asarray(light.points)
         d["light_faces"] = np.asarray(light.regular_faces)
         d["light_near"] = cKDTree(scan.vertices).query(d["light_points"])[1]
