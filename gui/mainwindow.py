@@ -188,8 +188,25 @@ class MainWindow(QtWidgets.QMainWindow):
     # ================================================================== start-up
     def showEvent(self, e):
         super().showEvent(e)
-        # the VTK widget (pyvista import: a second or two) is made after the window is on screen
-        QtCore.QTimer.singleShot(0, self.view.init_vtk)
+        if getattr(self, "_vtk_thread", None) is None:
+            # pyvista / VTK take a second or two to import: a thread imports them while the
+            # window paints and answers; the 3D widget is made on the GUI thread once they are in
+            import threading
+
+            def preimport():
+                import pyvista  # noqa: F401
+                import pyvistaqt  # noqa: F401
+
+            self._vtk_thread = threading.Thread(target=preimport, name="import-vtk", daemon=True)
+            self._vtk_thread.start()
+            self._vtk_timer = QtCore.QTimer(self, interval=50)
+            self._vtk_timer.timeout.connect(self._vtk_ready)
+            self._vtk_timer.start()
+
+    def _vtk_ready(self) -> None:
+        if not self._vtk_thread.is_alive():
+            self._vtk_timer.stop()
+            self.view.init_vtk()
 
     def offer_recovery(self, always: bool = False) -> bool:
         """Offer to restore the autosave left by a session that did not end cleanly."""

@@ -96,17 +96,17 @@ def win(qapp, home):
 
 
 def test_window_opens_fast_without_torch():
-    """`bodymap-gui` shows its window without importing torch (the 3-second budget is measured by
-    benchmarks/gui.py on an idle machine; a loaded test machine gets a margin)."""
+    """`bodymap-gui` shows (and paints) its window in under 3 s without importing torch; VTK
+    comes in a thread afterwards (benchmarks/gui.py reports both times)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "gui.app", "--startup-check"], env=env, capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     wall = time.perf_counter() - t0
     assert "window shown in" in out.stdout, out.stderr[-2000:]
-    assert "torch imported: False" in out.stdout
+    assert "torch imported: False" in out.stdout and "exposed: True" in out.stdout
     shown = float(out.stdout.split("window shown in")[1].split("s;")[0])
-    assert shown < 10 and wall < 20, (shown, wall)
+    assert shown < 3.0 and wall < 20, (shown, wall)
 
 
 def test_open_scan_run_analysis_and_cancel(qtbot):
