@@ -105,7 +105,7 @@ class LesionFilter(QtCore.QSortFilterProxyModel):
     def set_filter(self, **kw) -> None:
         for k, v in kw.items():
             setattr(self, k, v)
-        self.invalidateFilter() if hasattr(self, "invalidateFilter") else self.invalidate()
+        self.invalidate()  # invalidateFilter() is deprecated in Qt 6.10+
 
     def filterAcceptsRow(self, row, parent):
         m: LesionModel = self.sourceModel()
