@@ -156,7 +156,7 @@ class CompareWidget(QtWidgets.QWidget):
         self.table.setSortingEnabled(True)
 
     def set_pending(self, n: int) -> None:
-        self.pending.setText(f"{n} review(s) not applied yet: Re-match" if n else "")
+        self.pending.setText(f"{n} review(s) or edit(s) not applied yet: Re-match" if n else "")
 
     # ------------------------------------------------------------------ interaction
     def _link(self, src: View3D, dst: View3D) -> None:

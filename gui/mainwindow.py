@@ -583,8 +583,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _changed(self, cmd) -> None:
         """After every edit, undo and redo: refresh the views and autosave."""
-        if isinstance(cmd, Review):
-            self.pending_reviews = max(self.pending_reviews, 0)
+        if isinstance(cmd, (AddLesion, DeleteLesion)) and len(self.scans) == 2 and self.tracking is not None:
+            self.pending_reviews += 1  # the matches shown predate this lesion list: Re-match
         self._refresh_all()
         if isinstance(cmd, AddLesion) and cmd.k == self.current:
             self.select_lesion(cmd.lesion.id, source="view")
