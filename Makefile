@@ -10,7 +10,7 @@ APT_PKGS := libusb-1.0-0 xvfb xauth libxkbcommon-x11-0 libxcb-cursor0 libxcb-icc
 	libegl1 libegl-mesa0 libgl1 libglib2.0-0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup venv demo test samples bench clean
+.PHONY: setup venv demo test samples bench clean gui-screenshots
 
 setup:  ## install missing system packages with apt
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -43,6 +43,10 @@ bench: venv  ## every benchmark (tens of minutes); figures go to docs/benchmarks
 	$(BIN)/python benchmarks/synth.py
 	$(BIN)/python benchmarks/anatomy.py
 	$(BIN)/python benchmarks/detection.py
+	$(BIN)/python benchmarks/gui.py
+
+gui-screenshots: setup venv  ## the desktop application on a sample comparison -> docs/images/gui_*.png (own Xvfb)
+	$(BIN)/python scripts/gui_screenshots.py
 
 clean:
 	rm -rf out .pytest_cache

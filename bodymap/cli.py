@@ -9,6 +9,7 @@
     bodymap track VISIT1 VISIT2 [--lesions1 J --lesions2 J] [--out DIR]  (scans or analysis folders)
     bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
+    bodymap report ANALYSIS_DIR OUT.pdf [--previous EARLIER_ANALYSIS_DIR]   (also .svg/.png region map, .glb/.ply mesh)
 """
 from __future__ import annotations
 
@@ -297,6 +298,38 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Export an analysis folder: PDF report (of the visit, or of the comparison with --previous:
+    tracking respects the reviews in the folder), region map (SVG, PNG) or annotated mesh (GLB, PLY)."""
+    from bodymap.anatomy.labels import RegionLabels
+    from bodymap.export import annotated, report
+    from bodymap.pipeline import load_visit
+
+    out = Path(args.out)
+    ext = out.suffix.lower()
+    if ext not in (".pdf", ".svg", ".png", ".glb", ".ply"):
+        raise ValueError(f"{out}: the output must be .pdf, .svg, .png, .glb or .ply")
+    v = load_visit(args.analysis, units=args.units)
+    labels_file = Path(args.analysis) / "labels.npz"
+    labels = RegionLabels.load(labels_file) if labels_file.exists() else None
+    if ext in (".svg", ".png") and labels is None:
+        raise ValueError(f"{args.analysis}: no labels.npz; region maps need `bodymap analyze` output")
+    if ext == ".pdf":
+        comparison = None
+        if args.previous:
+            before = load_visit(args.previous, units=args.units)
+            comparison = (before.scan, before.lesions, _track(args, before, v, Path(args.analysis)))
+        report.write_report(out, v.scan, v.lesions, comparison=comparison)
+    elif ext == ".svg":
+        report.write_region_svg(v.scan, labels, v.lesions, out)
+    elif ext == ".png":
+        report.region_map(v.scan, labels, v.lesions).save(out)
+    else:
+        annotated.write_annotated_mesh(v.scan, v.lesions, out)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bodymap`` command."""
     p = argparse.ArgumentParser(prog="bodymap", description="3D total-body skin-lesion mapping")
@@ -374,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the files (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_track)
+
+    q = sub.add_parser("report", help="export an analysis folder: PDF report, region map (SVG/PNG), annotated mesh (GLB/PLY)")
+    q.add_argument("analysis", help="a folder written by `bodymap analyze`")
+    q.add_argument("out", help="OUT.pdf | OUT.svg | OUT.png | OUT.glb | OUT.ply")
+    q.add_argument("--previous", metavar="ANALYSIS", help="PDF only: an earlier visit's analysis folder (comparison report)")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan file (default: detect)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_report)
 
     q = sub.add_parser("review", help="confirm, reject or reassign matches of a tracking folder")
     q.add_argument("tracking", help="the folder `bodymap track` wrote")

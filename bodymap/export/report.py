@@ -1,0 +1,230 @@
+"""Reports of a visit or of a comparison of two visits, and vector region maps.
+
+    visit_map(scan, lesions) -> image: front and back views, every visible lesion circled and numbered
+    write_region_svg(scan, labels, lesions, path): region map (rendered, embedded) with vector
+        lesion circles, numbers and legend (SVG)
+    write_report(path, visit=..., comparison=...): PDF: body maps front and back with numbered
+        lesions, the lesion table, and for a comparison the change map and the flagged changes
+
+The CLI (`bodymap report`) and the GUI's File > Export call these."""
+from __future__ import annotations
+
+import base64
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from bodymap.scan import Scan
+
+LESION_RGB = (220, 20, 30)
+
+
+def _numbered(lesions, status: str = "matched") -> dict:
+    return {l.id: (str(l.id), status) for l in lesions.lesions}
+
+
+def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: str = "") -> Image.Image:
+    """Front and back views of scan (rendered, textured) side by side with every visible lesion
+    circled (radius from its diameter) and numbered by its id. Returns an RGB image
+    (2 * width, height + 22)."""
+    from bodymap.export.changemap import _panel
+
+    marks = _numbered(lesions, "new")  # red circles: what a clinician looks for on a map
+    top = 22
+    page = Image.new("RGB", (2 * width, height + top), "white")
+    d = ImageDraw.Draw(page)
+    for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
+        page.paste(_panel(scan, lesions, marks, az, width, height), (k * width, top))
+        d.text((k * width + 8, 5), f"{title} {side}".strip(), fill="black")
+    return page
+
+
+def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720) -> Image.Image:
+    """Region map with numbered lesions: front and back views coloured by region (RegionLabels),
+    every visible lesion of lesions (LesionSet or None) circled and numbered, and the legend.
+    Returns an RGB image."""
+    from bodymap.export.changemap import _panel
+    from bodymap.export.regionmap import legend, vertex_colours
+
+    coloured = Scan(scan.vertices, scan.faces, vertex_colors=vertex_colours(labels), meta=scan.meta, validate=False)
+    top = 22
+    marks = _numbered(lesions, "new") if lesions is not None else {}
+    empty = type("NoLesions", (), {"__len__": lambda self: 0, "lesions": []})()
+    leg = legend(labels)
+    page = Image.new("RGB", (2 * width + leg.width, max(height + top, leg.height + top)), "white")
+    d = ImageDraw.Draw(page)
+    for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
+        page.paste(_panel(coloured, lesions if lesions is not None else empty, marks, az, width, height),
+                   (k * width, top))
+        d.text((k * width + 8, 5), side, fill="black")
+    page.paste(leg, (2 * width, top))
+    return page
+
+
+def _lesion_svg_marks(scan: Scan, lesions, azimuth: float, width: int, height: int, dx: int, dy: int,
+                      depth: np.ndarray, cam) -> list[str]:
+    """SVG circles and numbers of the lesions visible from one view."""
+    out = []
+    if not len(lesions):
+        return out
+    pts = lesions.points
+    z = (pts @ cam.R.T + cam.t)[:, 2]
+    uv = cam.project(pts)
+    s = cam.K[0, 0] / np.maximum(z, 1.0)
+    for l, (x, y), zz, sc in zip(lesions.lesions, uv, z, s):
+        xi, yi = int(x), int(y)
+        if not (0 <= xi < width and 0 <= yi < height):
+            continue
+        if not np.isfinite(depth[yi, xi]) or abs(depth[yi, xi] - zz) > 15.0:
+            continue
+        r = max(4.0, 0.5 * l.diameter_mm * sc + 2)
+        out.append(f'<circle cx="{x + dx:.1f}" cy="{y + dy:.1f}" r="{r:.1f}" fill="none" '
+                   f'stroke="rgb{LESION_RGB}" stroke-width="1.5"/>')
+        out.append(f'<text x="{x + dx + r + 1:.1f}" y="{y + dy - r:.1f}" font-size="10" '
+                   f'fill="rgb{LESION_RGB}">{l.id}</text>')
+    return out
+
+
+def write_region_svg(scan: Scan, labels, lesions, path: str | Path, width: int = 360, height: int = 720) -> Path:
+    """Region map as SVG: front and back views coloured by region (rendered raster, embedded as
+    PNG), lesions as vector circles with their numbers, and a vector legend. labels:
+    RegionLabels of scan; lesions: LesionSet or None. Returns path."""
+    from bodymap import taxonomy as tx
+    from bodymap.export.regionmap import UNRELIABLE, vertex_colours
+    from renderers import RaycastRenderer
+    from renderers.camera import body_view
+
+    coloured = Scan(scan.vertices, scan.faces, vertex_colors=vertex_colours(labels), meta=scan.meta, validate=False)
+    rend = RaycastRenderer(coloured)
+    top, legend_w = 22, 260
+    parts, images = [], []
+    for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
+        cam = body_view(scan.bounds, az, 5.0, width, height)
+        r = rend.render(cam)
+        buf = io.BytesIO()
+        Image.fromarray(r.rgb).save(buf, format="PNG")
+        images.append(f'<image x="{k * width}" y="{top}" width="{width}" height="{height}" '
+                      f'href="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')
+        parts.append(f'<text x="{k * width + 8}" y="15" font-size="13">{side}</text>')
+        if lesions is not None:
+            parts += _lesion_svg_marks(scan, lesions, az, width, height, k * width, top, r.depth, cam)
+    items = [(tx.SITES[i].name, tx.SITES[i].colour) for i in np.unique(labels.site)]
+    items += [(f"ear: {tx.EAR_REGIONS[i]}", tx.EAR_COLOURS[i]) for i in np.unique(labels.ear) if i]
+    if (~labels.reliable).any():
+        items.append(("unreliable (far from the fitted body)", tuple(int(c) for c in UNRELIABLE)))
+    x0 = 2 * width + 10
+    for k, (name, col) in enumerate(items):
+        y = top + 4 + 18 * k
+        parts.append(f'<rect x="{x0}" y="{y}" width="14" height="12" fill="rgb{tuple(int(c) for c in col)}"/>')
+        parts.append(f'<text x="{x0 + 20}" y="{y + 11}" font-size="12">{name}</text>')
+    W, H = 2 * width + legend_w, max(height + top, top + 18 * len(items) + 10)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+           f'font-family="sans-serif">\n<rect width="{W}" height="{H}" fill="white"/>\n'
+           + "\n".join(images + parts) + "\n</svg>\n")
+    path = Path(path)
+    path.write_text(svg)
+    return path
+
+
+# ------------------------------------------------------------------------------ PDF
+def _table_pages(pdf, title: str, cols: list[str], rows: list[list], per_page: int = 38) -> None:
+    """Add pages holding a table (A4 portrait), per_page rows each, header repeated."""
+    from matplotlib.figure import Figure
+
+    chunks = [rows[i:i + per_page] for i in range(0, len(rows), per_page)] or [[]]
+    for n, chunk in enumerate(chunks, 1):
+        fig = Figure(figsize=(8.27, 11.69))
+        fig.text(0.06, 0.96, f"{title}" + (f" ({n}/{len(chunks)})" if len(chunks) > 1 else ""), fontsize=13,
+                 weight="bold")
+        if chunk:
+            ax = fig.add_axes([0.04, 0.04, 0.92, 0.9])
+            ax.axis("off")
+            t = ax.table(cellText=[[str(c) for c in r] for r in chunk], colLabels=cols, loc="upper center",
+                         cellLoc="left")
+            t.auto_set_font_size(False)
+            t.set_fontsize(7.5)
+            t.scale(1, 1.25)
+            for (i, _), cell in t.get_celld().items():
+                if i == 0:
+                    cell.set_facecolor("#dddddd")
+        else:
+            fig.text(0.06, 0.9, "none", fontsize=11)
+        pdf.savefig(fig)
+
+
+def _image_page(pdf, title: str, lines: list[str], image: Image.Image) -> None:
+    # Figure, not pyplot: no GUI backend, safe in a worker thread of the Qt application
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11.69, 8.27))  # A4 landscape: body maps are wide
+    fig.text(0.04, 0.95, title, fontsize=15, weight="bold")
+    for k, line in enumerate(lines):
+        fig.text(0.04, 0.91 - 0.025 * k, line, fontsize=9)
+    h = 0.9 - 0.025 * len(lines) - 0.02
+    ax = fig.add_axes([0.02, 0.02, 0.96, h])
+    ax.imshow(np.asarray(image))
+    ax.axis("off")
+    pdf.savefig(fig)
+
+
+def lesion_rows(lesions, diagnoses: dict | None = None) -> tuple[list[str], list[list]]:
+    """The lesion table of a report: columns and one row per lesion (sizes in mm)."""
+    cols = ["#", "region", "diam. mm", "area mm2", "confidence", "source", "diagnosis", "note"]
+    rows = []
+    for l in lesions.lesions:
+        dg = (diagnoses or {}).get(l.id, {})
+        rows.append([l.id, (l.region or {}).get("description", ""), f"{l.diameter_mm:.1f}", f"{l.area_mm2:.1f}",
+                     f"{l.confidence:.2f}", l.source, dg.get("label", ""), (l.note or "")[:40]])
+    return cols, rows
+
+
+def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient: str = "",
+                 comparison: tuple | None = None, diagnoses: dict | None = None,
+                 progress=None) -> Path:
+    """Write a PDF report. Visit report: body maps front and back with numbered lesions, counts,
+    the lesion table. comparison: (scan1, lesions1, tracking) of the earlier visit (scan and
+    lesions are then visit 2): adds the change map of both visits (matched, grown, new,
+    missing) and the flagged changes table. progress(stage, fraction) optional. Returns path."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    say = progress or (lambda s, f: None)
+    path = Path(path)
+    title = title or f"BodyMap report: {Path(scan.meta.source).parent.name or 'scan'}"
+    head = [f"patient: {patient or scan.meta.patient_id or '-'}    scan: {scan.meta.source}",
+            f"made: {time.strftime('%Y-%m-%d %H:%M')}    lesions: {len(lesions)}"
+            + (f"    >= 6 mm: {int((lesions.diameters >= 6).sum())}" if len(lesions) else "")]
+    with PdfPages(path) as pdf:
+        say("body maps", 0.1)
+        _image_page(pdf, title, head, visit_map(scan, lesions, title="visit" if comparison is None else "visit 2"))
+        if comparison is not None:
+            from bodymap.export.changemap import change_map
+
+            scan1, lesions1, tracking = comparison
+            say("change map", 0.4)
+            grown = sum("grown" in p["flags"] for p in tracking.pairs)
+            lines = [f"visit 1: {scan1.meta.source}", f"visit 2: {scan.meta.source}",
+                     f"{len(tracking.pairs)} matched ({grown} grown), {len(tracking.new)} new, "
+                     f"{len(tracking.missing)} missing; {len(tracking.flagged)} flagged"]
+            _image_page(pdf, "Changes since the previous visit", lines,
+                        change_map(scan1, lesions1, scan, lesions, tracking, 300, 600))
+            cols = ["visit 2", "visit 1", "status", "region", "diam. 1", "diam. 2", "change mm", "flags"]
+            rows = []
+            for p in tracking.pairs:
+                if p["flags"]:
+                    rows.append([p["id2"], p["id1"], "matched", p.get("region", ""), p["diameter1_mm"],
+                                 p["diameter2_mm"], f"{p['diameter_change_mm']:+.1f}", ", ".join(p["flags"])])
+            for p in tracking.new:
+                if p["flags"]:
+                    rows.append([p["id2"], "", "new", p.get("region", ""), "", p["diameter_mm"], "",
+                                 ", ".join(p["flags"])])
+            _table_pages(pdf, "Flagged changes", cols, rows)
+        say("lesion table", 0.8)
+        cols, rows = lesion_rows(lesions, diagnoses)
+        _table_pages(pdf, "Lesions" + (" (visit 2)" if comparison is not None else ""), cols, rows)
+        d = pdf.infodict()
+        d["Title"], d["Creator"] = title, "BodyMap"
+    say("done", 1.0)
+    return path

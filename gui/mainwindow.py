@@ -1,0 +1,841 @@
+"""The main window: one visit in 3D with its lesion table and detail panel, the comparison of
+two visits, photo mode; menus for opening, analysing, editing, exporting and saving.
+
+State lives in a bodymap.session.Project changed only through its History (undo / redo); every
+change is autosaved. Heavy work (reading scans, analysis, tracking, rendering, models, exports)
+runs in gui.workers Jobs.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from bodymap.session import (SUFFIX, AddLesion, DeleteLesion, History, Project, ProjectError, Review, SetField,
+                             VisitState, data_dir, manual_lesion, region_for_site)
+from gui.compare import CompareWidget, marks
+from gui.detail import DetailPanel
+from gui.lesiontable import LesionTable, change_status
+from gui.photo import PhotoWidget
+from gui.view3d import OVERLAYS, View3D, legend_items
+from gui.workers import Job, JobRunner
+
+MESH_EXT = (".obj", ".ply", ".off", ".glb", ".gltf")
+MAX_RECENT = 8
+
+
+def autosave_path() -> Path:
+    """The autosave file (one per user): written after every change, removed on a clean exit."""
+    return data_dir() / f"autosave{SUFFIX}"
+
+
+def analysis_dir_for(scan_path: str) -> Path:
+    """Where the GUI writes a scan's analysis (labels, lesions, region maps): under data_dir(),
+    named after the scan and a hash of its path, so two scans never share a folder."""
+    import hashlib
+
+    p = Path(scan_path).resolve()
+    h = hashlib.sha1(str(p).encode()).hexdigest()[:8]
+    return data_dir() / "analyses" / f"{p.parent.name}_{p.stem}_{h}"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The BodyMap window. recover: offer to restore an autosave found at start."""
+
+    def __init__(self, recover: bool = True):
+        super().__init__()
+        self.setWindowTitle("BodyMap")
+        self.resize(1500, 950)
+        self.setAcceptDrops(True)
+        self.project = Project()
+        self.history = History(self.project)
+        self.history.listeners.append(self._changed)
+        self.scans: list = []  # Scan per visit (None until read)
+        self.labels: list = []  # RegionLabels per visit (None before analysis)
+        self.tracking = None  # bodymap.track.Tracking
+        self.pending_reviews = 0
+        self.current = 0  # the visit shown in the Visit tab
+        self.add_mode = False
+        self.runner = JobRunner(self)
+        self._renderers: dict = {}
+        self.settings = QtCore.QSettings("BodyMap", "BodyMap")
+        self._build()
+        self._update_actions()
+        self.statusBar().showMessage("Open a scan, an analysis folder or a project (File > Open)")
+        if recover:
+            QtCore.QTimer.singleShot(0, self.offer_recovery)
+
+    # ================================================================== layout
+    def _build(self) -> None:
+        self.tabs = QtWidgets.QTabWidget()
+        self.setCentralWidget(self.tabs)
+        visit = QtWidgets.QWidget()
+        split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
+        vl = QtWidgets.QVBoxLayout(visit)
+        vl.setContentsMargins(2, 2, 2, 2)
+        left = QtWidgets.QWidget()
+        ll = QtWidgets.QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 0, 0)
+        bar = QtWidgets.QHBoxLayout()
+        self.visit_combo = QtWidgets.QComboBox()
+        self.visit_combo.setMinimumWidth(160)
+        self.visit_combo.currentIndexChanged.connect(self.show_visit)
+        self.overlay_combo = QtWidgets.QComboBox()
+        self.overlay_combo.addItems(OVERLAYS)
+        self.overlay_combo.currentTextChanged.connect(self.set_overlay)
+        self.markers_check = QtWidgets.QCheckBox("lesion markers")
+        self.markers_check.setChecked(True)
+        self.markers_check.toggled.connect(lambda on: self.view.set_markers_visible(on))
+        bar.addWidget(self.visit_combo)
+        bar.addWidget(QtWidgets.QLabel("overlay:"))
+        bar.addWidget(self.overlay_combo)
+        bar.addWidget(self.markers_check)
+        for name in ("front", "back", "left", "right", "top", "reset"):
+            b = QtWidgets.QToolButton(text=name)
+            b.clicked.connect(lambda _=False, n=name: self.view.view(n))
+            bar.addWidget(b)
+        self.add_btn = QtWidgets.QToolButton(text="+ add lesion")
+        self.add_btn.setCheckable(True)
+        self.add_btn.setToolTip("Click on the body to add a lesion there")
+        self.add_btn.toggled.connect(self.set_add_mode)
+        bar.addWidget(self.add_btn)
+        bar.addStretch(1)
+        ll.addLayout(bar)
+        self.view = View3D()
+        ll.addWidget(self.view, 1)
+        self.legend = QtWidgets.QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(QtCore.Qt.TextFormat.RichText)
+        ll.addWidget(self.legend)
+        split.addWidget(left)
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        self.table = LesionTable()
+        self.detail = DetailPanel()
+        right.addWidget(self.table)
+        right.addWidget(self.detail)
+        right.setSizes([480, 420])
+        split.addWidget(right)
+        split.setSizes([860, 620])
+        vl.addWidget(split)
+        self.tabs.addTab(visit, "Visit")
+        self.compare = CompareWidget()
+        self.tabs.addTab(self.compare, "Compare")
+        self.photo = PhotoWidget(self.runner)
+        self.tabs.addTab(self.photo, "Photo")
+        # links
+        self.table.selected.connect(lambda i: self.select_lesion(i, source="table"))
+        self.view.lesion_clicked.connect(lambda i: self.select_lesion(i, source="view") if not self.add_mode else None)
+        self.view.picked.connect(self._picked)
+        self.detail.set_note.connect(lambda i, t: self.edit(SetField(self.current, i, "note", t, f"note on lesion {i}")))
+        self.detail.set_site.connect(self.correct_site)
+        self.detail.delete.connect(self.delete_lesion)
+        self.detail.diagnose.connect(self.diagnose)
+        self.compare.review.connect(self.review)
+        self.compare.rematch.connect(self.run_tracking)
+        self._menus()
+
+    def _menus(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self.act = {}
+
+        def add(menu, key, text, slot, shortcut=None):
+            a = QtGui.QAction(text, self)
+            if shortcut:
+                a.setShortcut(QtGui.QKeySequence(shortcut))
+            a.triggered.connect(slot)
+            menu.addAction(a)
+            self.act[key] = a
+            return a
+
+        add(f, "open", "&Open scan, analysis folder or project…", self.open_dialog, QtGui.QKeySequence.StandardKey.Open)
+        add(f, "open_dir", "Open analysis &folder…", self.open_folder_dialog)
+        self.recent_menu = f.addMenu("Open &recent")
+        add(f, "compare", "&Compare with a later visit…", self.compare_dialog)
+        add(f, "photo", "Open &photo…", lambda: (self.tabs.setCurrentWidget(self.photo), self.photo.open_dialog()))
+        f.addSeparator()
+        add(f, "save", "&Save project", self.save, QtGui.QKeySequence.StandardKey.Save)
+        add(f, "save_as", "Save project &as…", self.save_as, QtGui.QKeySequence.StandardKey.SaveAs)
+        add(f, "recover", "Recover autosave…", lambda: self.offer_recovery(always=True))
+        ex = f.addMenu("&Export")
+        add(ex, "exp_png", "Region map (PNG)…", lambda: self.export_dialog("png"))
+        add(ex, "exp_svg", "Region map (SVG)…", lambda: self.export_dialog("svg"))
+        add(ex, "exp_glb", "Annotated mesh (GLB)…", lambda: self.export_dialog("glb"))
+        add(ex, "exp_ply", "Annotated mesh (PLY)…", lambda: self.export_dialog("ply"))
+        add(ex, "exp_csv", "Lesion table (CSV)…", lambda: self.export_dialog("csv"))
+        add(ex, "exp_json", "Lesion table (JSON)…", lambda: self.export_dialog("json"))
+        add(ex, "exp_pdf", "PDF report…", lambda: self.export_dialog("pdf"))
+        f.addSeparator()
+        add(f, "quit", "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        e = mb.addMenu("&Edit")
+        add(e, "undo", "&Undo", self.undo, QtGui.QKeySequence.StandardKey.Undo)
+        add(e, "redo", "&Redo", self.redo, QtGui.QKeySequence.StandardKey.Redo)
+        e.addSeparator()
+        add(e, "delete", "&Delete selected lesion", lambda: self.delete_lesion(self.selected_id()),
+            QtGui.QKeySequence.StandardKey.Delete)
+        e.addAction(self.add_btn.text(), lambda: self.add_btn.toggle())
+        a = mb.addMenu("&Analysis")
+        add(a, "analyze", "&Run analysis (regions + lesions)", lambda: self.run_analysis(self.current), "Ctrl+R")
+        add(a, "track", "Re-&match visits", self.run_tracking)
+        v = mb.addMenu("&View")
+        for name in ("front", "back", "left", "right", "top", "reset"):
+            add(v, f"view_{name}", f"{name.capitalize()} view", lambda _=False, n=name: self.view.view(n))
+        self._refresh_recent()
+
+    # ================================================================== start-up
+    def showEvent(self, e):
+        super().showEvent(e)
+        if getattr(self, "_vtk_thread", None) is None:
+            # pyvista / VTK take a second or two to import: a thread imports them while the
+            # window paints and answers; the 3D widget is made on the GUI thread once they are in
+            import threading
+
+            def preimport():
+                import pyvista  # noqa: F401
+                import pyvistaqt  # noqa: F401
+
+            self._vtk_thread = threading.Thread(target=preimport, name="import-vtk", daemon=True)
+            self._vtk_thread.start()
+            self._vtk_timer = QtCore.QTimer(self, interval=50)
+            self._vtk_timer.timeout.connect(self._vtk_ready)
+            self._vtk_timer.start()
+
+    def _vtk_ready(self) -> None:
+        if not self._vtk_thread.is_alive():
+            self._vtk_timer.stop()
+            self.view.init_vtk()
+
+    def offer_recovery(self, always: bool = False) -> bool:
+        """Offer to restore the autosave left by a session that did not end cleanly."""
+        p = autosave_path()
+        if not p.exists():
+            if always:
+                QtWidgets.QMessageBox.information(self, "Recover", "There is no autosave.")
+            return False
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime))
+        ans = QtWidgets.QMessageBox.question(self, "Recover unsaved work",
+                                             f"BodyMap did not close cleanly. Restore the work autosaved at {when}?")
+        if ans == QtWidgets.QMessageBox.StandardButton.Yes:
+            return bool(self.open_project(p, recovered=True))
+        return False
+
+    # ================================================================== opening
+    def open_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open", str(self.settings.value("last_dir", "")),
+            f"Scans and projects (*{' *'.join(MESH_EXT)} *{SUFFIX});;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open analysis folder",
+                                                          str(self.settings.value("last_dir", "")))
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | Path) -> Job | bool | None:
+        """Open a scan file, an analysis folder (written by `bodymap analyze` or the GUI) or a
+        project file. Scans are read in a worker; returns the Job (or the project's result)."""
+        path = Path(path)
+        if not self._can_discard():
+            return None
+        self.settings.setValue("last_dir", str(path.parent))
+        if path.suffix == SUFFIX:
+            return self.open_project(path)
+        if path.is_dir() or path.suffix.lower() in MESH_EXT:
+            return self._load_visits([str(path)], replace=True)
+        self.error("Open", f"{path}: not a scan ({', '.join(MESH_EXT)}), analysis folder or project ({SUFFIX})")
+        return None
+
+    def _load_visits(self, paths: list[str], replace: bool, states: list[VisitState] | None = None,
+                     before_show=None) -> Job:
+        """Read visits in a worker: each a scan file or an analysis folder (its lesions and
+        labels), or a VisitState of a project. replace: a new project; else appended (compare)."""
+
+        def run(progress):
+            from bodymap.anatomy.labels import RegionLabels
+            from bodymap.io import load_scan
+            from bodymap.pipeline import load_visit
+
+            out = []
+            items = states if states is not None else [None] * len(paths)
+            for k, (p, st) in enumerate(zip(paths, items)):
+                progress(f"reading {Path(p).name}", k / len(paths))
+                if st is None and Path(p).is_dir():
+                    v = load_visit(p)
+                    st = VisitState(v.scan.meta.source, v.lesions, str(Path(p).resolve()), title=_title(p))
+                    scan = v.scan
+                else:
+                    st = st or VisitState(str(Path(p).resolve()), title=_title(p))
+                    scan = load_scan(st.scan_path)
+                    if st.lesions is not None:
+                        bad = [l.id for l in st.lesions.lesions if not 0 <= l.face < scan.n_faces]
+                        if bad:
+                            raise ValueError(f"{st.scan_path}: the saved lesions {bad[:5]} lie on faces this scan "
+                                             "does not have: the scan file changed since the project was saved")
+                progress(f"preparing the display of {Path(p).name}", (k + 0.7) / len(paths))
+                from gui.view3d import prepare_display
+
+                prepare_display(scan)
+                labels = None
+                if st.analysis_dir and (Path(st.analysis_dir) / "labels.npz").exists():
+                    labels = RegionLabels.load(Path(st.analysis_dir) / "labels.npz")
+                    if len(labels.site) != scan.n_vertices:
+                        labels = None
+                out.append((st, scan, labels))
+            progress("done", 1.0)
+            return out
+
+        def done(items):
+            if replace:
+                self._new_project(Project())
+            for st, scan, labels in items:
+                self.project.visits.append(st)
+                self.scans.append(scan)
+                self.labels.append(labels)
+            if before_show is not None:
+                before_show()
+            else:
+                for p in paths:
+                    self._add_recent(p)
+            self._after_load(replace)
+
+        return self.runner.start(Job(run, "open"), "Opening", done, lambda m: self.error("Open", m))
+
+    def _after_load(self, replace: bool) -> None:
+        self._refresh_visits()
+        self.show_visit(0 if replace else len(self.scans) - 1)
+        self.autosave()
+        if len(self.scans) == 2 and all(v.lesions is not None for v in self.project.visits) and self.tracking is None:
+            self.run_tracking()
+        v = self.project.visits[self.current]
+        if v.lesions is None:
+            self.statusBar().showMessage(f"{v.scan_path}: not analysed yet: Analysis > Run analysis (Ctrl+R)")
+
+    def open_project(self, path: str | Path, recovered: bool = False) -> Job | bool:
+        """Open a project file; a corrupt or newer one gives a message naming it and changes nothing."""
+        try:
+            pr = Project.load(path)
+        except ProjectError as e:
+            self.error("Open project", str(e))
+            return False
+        if recovered:
+            pr.path = None
+        tracking = None
+        if pr.tracking:
+            try:
+                tracking = _tracking_from_dict(pr.tracking)
+            except Exception:  # an old tracking can always be computed again; the edits matter
+                tracking = None
+        states = list(pr.visits)
+
+        def before_show():
+            self.project.reviews, self.project.notes, self.project.path = pr.reviews, pr.notes, pr.path
+            self.project.tracking = pr.tracking if tracking is not None else None
+            self.tracking = tracking
+            if recovered:
+                self.history.clean_index = -1  # recovered work is unsaved work: closing asks to save it
+
+        job = self._load_visits([s.scan_path for s in states], replace=True, states=states, before_show=before_show)
+        if not recovered:
+            self._add_recent(str(path))
+        return job
+
+    def compare_dialog(self) -> None:
+        if not self.scans:
+            self.error("Compare", "Open the earlier visit first.")
+            return
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Later visit (scan or lesions.json of an analysis folder)", str(self.settings.value("last_dir", "")),
+            f"Scans or lesion lists (*{' *'.join(MESH_EXT)} lesions.json)")
+        if path:
+            self.add_visit(str(Path(path).parent) if Path(path).name == "lesions.json" else path)
+
+    def add_visit(self, path: str) -> Job:
+        """Open a later visit beside the current one (the comparison); replaces an earlier second visit."""
+        del self.project.visits[1:], self.scans[1:], self.labels[1:]
+        self.tracking = None
+        self.project.tracking = None
+        return self._load_visits([path], replace=False)
+
+    def _new_project(self, p: Project) -> None:
+        self.project = p
+        self.history = History(p)
+        self.history.listeners.append(self._changed)
+        self.scans, self.labels, self.tracking, self.pending_reviews = [], [], None, 0
+        self._renderers.clear()
+        self.current = 0
+
+    # ================================================================== showing
+    def _refresh_visits(self) -> None:
+        self.visit_combo.blockSignals(True)
+        self.visit_combo.clear()
+        for k, v in enumerate(self.project.visits):
+            self.visit_combo.addItem(f"visit {k + 1}: {v.title or Path(v.scan_path).name}")
+        self.visit_combo.blockSignals(False)
+
+    def show_visit(self, k: int) -> None:
+        """Show visit k in the Visit tab."""
+        if not 0 <= k < len(self.scans):
+            return
+        self.current = k
+        self.visit_combo.blockSignals(True)
+        self.visit_combo.setCurrentIndex(k)
+        self.visit_combo.blockSignals(False)
+        self.view.set_scan(self.scans[k], self.labels[k])
+        self.view.set_overlay(self.overlay_combo.currentText())
+        self._refresh_all()
+        self.view.view("front")
+
+    def _changes(self, k: int) -> dict:
+        return change_status(self.tracking, k) if len(self.scans) == 2 else {}
+
+    def _refresh_all(self) -> None:
+        """Table, markers, detail, compare view and title from the project."""
+        if not self.scans:
+            return
+        k = self.current
+        v = self.project.visits[k]
+        changes = self._changes(k)
+        self.table.set_visit(v, changes)
+        if len(self.scans) == 2 and self.tracking is not None:
+            # colours by status as in the comparison; numbers stay this visit's own, as in the table
+            c1, _, c2, _ = marks(self.tracking)
+            cols, labs = (c1 if k == 0 else c2), {}
+        else:
+            cols, labs = {}, {}
+        self.view.set_lesions(v.lesions, cols, labs)
+        self._show_detail(self.selected_id())
+        self._legend()
+        if len(self.scans) == 2 and all(x.lesions is not None for x in self.project.visits):
+            if self.compare.view1.scan is not self.scans[0] or self.compare.view2.scan is not self.scans[1]:
+                self.compare.set_visits(self.scans[0], self.labels[0], self.scans[1], self.labels[1],
+                                        tuple(f"visit {i + 1}: {x.title}" for i, x in enumerate(self.project.visits)))
+            self.compare.set_tracking(self.tracking, self.project.visits[0].lesions, self.project.visits[1].lesions,
+                                      self.pending_reviews)
+        name = self.project.path.name if self.project.path else "unsaved project"
+        self.setWindowTitle(f"BodyMap - {name}{' *' if self.history.dirty else ''}")
+        self._update_actions()
+
+    def _legend(self) -> None:
+        k = self.current
+        items = legend_items(self.labels[k] if self.scans else None, self.overlay_combo.currentText())
+        sw = "".join(f"<span style='color:rgb{tuple(c)}'>■</span>&nbsp;{n} &nbsp; " for n, c in items)
+        v = self.project.visits[k] if self.project.visits else None
+        n = len(v.lesions) if v is not None and v.lesions is not None else 0
+        mk = f"<b>{n}</b> lesions (markers numbered as in the table"
+        if len(self.scans) == 2 and self.tracking is not None:
+            mk += "; <span style='color:#e61428'>● new</span>, <span style='color:#ff8c00'>● grown</span>, " \
+                  "<span style='color:#3c3ce6'>● missing</span>, other colours: matched (as in Compare)"
+        self.legend.setText(mk + ")" + ("<br>" + sw if sw else ""))
+
+    def set_overlay(self, mode: str) -> None:
+        if self.scans and self.labels[self.current] is None and mode != "texture":
+            self.statusBar().showMessage("Region overlays need the analysis (Analysis > Run analysis)", 5000)
+        self.view.set_overlay(mode)
+        self._legend()
+
+    def selected_id(self) -> int | None:
+        return self.detail.lid
+
+    def select_lesion(self, lid: int | None, source: str = "") -> None:
+        """Select a lesion everywhere: table row, marker (camera flies to it unless the click
+        came from the view), detail panel."""
+        if source != "table":
+            if not self.table.select_id(lid) and lid is not None:
+                self.table.proxy.set_filter(region="", min_diameter=0.0, type="", change="", min_confidence=0.0)
+                self.table.select_id(lid)
+        self.view.select(lid, fly=source != "view")
+        self._show_detail(lid)
+
+    def _show_detail(self, lid: int | None) -> None:
+        k = self.current
+        v = self.project.visits[k] if self.project.visits else None
+        try:
+            l = v.lesion(lid) if v is not None and lid is not None else None
+        except KeyError:
+            l = None
+        ch = self._changes(k).get(lid, ("", ""))[0] if l is not None else ""
+        self.detail.show_lesion(self.scans[k] if l is not None else None, l, ch,
+                                v.diagnoses.get(lid) if l is not None else None)
+        if l is not None:
+            self._closeup(k, l)
+
+    def _closeup(self, k: int, lesion) -> None:
+        scan = self.scans[k]
+
+        def run(progress):
+            from renderers import RaycastRenderer
+            from renderers.camera import point_camera
+
+            r = self._renderers.get(id(scan))
+            if r is None:
+                r = self._renderers[id(scan)] = RaycastRenderer(scan)
+            cam = point_camera(np.asarray(lesion.point_mm), np.asarray(lesion.normal),
+                               max(25.0, 5 * lesion.diameter_mm), 192, 192)
+            return r.render(cam, ambient=0.6).rgb
+
+        self.runner.start(Job(run, "close-up"), "Close-up", lambda img, lid=lesion.id: self.detail.show_closeup(lid, img),
+                          on_failed=lambda m: None, dialog=False)
+
+    # ================================================================== analysis and tracking
+    def run_analysis(self, k: int | None = None, anatomy: bool = True) -> Job | None:
+        """Analyse visit k (regions + lesions) in a worker with a cancellable progress dialog.
+        A visit with edits asks first: analysis replaces its lesion list."""
+        k = self.current if k is None else k
+        if not self.scans:
+            self.error("Analysis", "Open a scan first.")
+            return None
+        v = self.project.visits[k]
+        if v.lesions is not None and any(l.source == "manual" or l.note for l in v.lesions.lesions):
+            if QtWidgets.QMessageBox.question(
+                    self, "Analysis", "This visit has edited lesions. Analyse again and replace them? "
+                    "(Save the project first to keep a copy.)") != QtWidgets.QMessageBox.StandardButton.Yes:
+                return None
+        scan = self.scans[k]
+        out = analysis_dir_for(v.scan_path)
+
+        def run(progress):
+            from bodymap.pipeline import analyze, write_result
+
+            scan.require_texture()
+            r = analyze(scan, progress=progress, anatomy=anatomy)
+            progress("writing results", 0.99)
+            write_result(r, out)
+            return r
+
+        def done(r):
+            v.lesions, v.diagnoses = r.lesions, {}
+            if r.labels is not None:
+                v.analysis_dir = str(out)
+                self.labels[k] = r.labels
+            self.history = History(self.project)  # earlier edits referred to the old lesion list
+            self.history.listeners.append(self._changed)
+            self.view.set_scan(self.scans[k], self.labels[k]) if k == self.current else None
+            self.view.set_overlay(self.overlay_combo.currentText())
+            self.tracking = None
+            self._refresh_all()
+            self.autosave()
+            self.statusBar().showMessage(f"{len(r.lesions)} lesions found in {r.timings.get('total_s', 0):.0f} s", 10000)
+            if len(self.scans) == 2 and all(x.lesions is not None for x in self.project.visits):
+                self.run_tracking()
+
+        return self.runner.start(Job(run, "analysis"), f"Analysing {Path(v.scan_path).name}", done,
+                                 lambda m: self.error("Analysis", m))
+
+    def run_tracking(self) -> Job | None:
+        """Match visit 2's lesions to visit 1's (respecting the reviews) in a worker."""
+        if len(self.scans) != 2 or any(v.lesions is None for v in self.project.visits):
+            self.error("Compare", "Two analysed visits are needed (File > Compare with a later visit).")
+            return None
+        from copy import deepcopy
+
+        vs = [(self.scans[k], deepcopy(self.project.visits[k].lesions), self.project.visits[k].analysis_dir)
+              for k in range(2)]
+        reviews = deepcopy(self.project.ensure_reviews())
+
+        def run(progress):
+            from bodymap.anatomy.labels import load_correspondence
+            from bodymap.track import Visit, track
+
+            visits = []
+            for scan, ls, d in vs:
+                corr = load_correspondence(Path(d) / "labels.npz", scan.n_vertices) if d and (
+                    Path(d) / "labels.npz").exists() else None
+                visits.append(Visit(scan, ls, corr))
+            return track(visits[0], visits[1], reviews=reviews, progress=progress)
+
+        def done(t):
+            self.tracking = t
+            self.project.tracking = t.to_dict()
+            self.pending_reviews = 0
+            self._refresh_all()
+            self.autosave()
+            self.tabs.setCurrentWidget(self.compare)
+
+        return self.runner.start(Job(run, "tracking"), "Matching lesions between visits", done,
+                                 lambda m: self.error("Compare", m))
+
+    def review(self, action: str, id2: int, id1: int) -> None:
+        """A clinician's decision on a match (undoable; applied by the next re-match)."""
+        self.edit(Review(action, id2, None if id1 < 0 else id1))
+        self.pending_reviews += 1
+        self.compare.set_pending(self.pending_reviews)
+
+    # ================================================================== edits
+    def edit(self, cmd) -> None:
+        """Apply an undoable change."""
+        try:
+            self.history.push(cmd)
+        except (KeyError, StopIteration) as e:
+            self.error("Edit", f"cannot {cmd.text}: {e}")
+
+    def undo(self) -> None:
+        c = self.history.undo()
+        self.statusBar().showMessage(f"undone: {c.text}" if c else "nothing to undo", 4000)
+
+    def redo(self) -> None:
+        c = self.history.redo()
+        self.statusBar().showMessage(f"redone: {c.text}" if c else "nothing to redo", 4000)
+
+    def _changed(self, cmd) -> None:
+        """After every edit, undo and redo: refresh the views and autosave."""
+        if isinstance(cmd, (AddLesion, DeleteLesion)) and len(self.scans) == 2 and self.tracking is not None:
+            self.pending_reviews += 1  # the matches shown predate this lesion list: Re-match
+        self._refresh_all()
+        if isinstance(cmd, AddLesion) and cmd.k == self.current:
+            self.select_lesion(cmd.lesion.id, source="view")
+        self.autosave()
+
+    def set_add_mode(self, on: bool) -> None:
+        self.add_mode = on
+        self.add_btn.setChecked(on)
+        self.statusBar().showMessage("Click on the body to add a lesion (toggle '+ add lesion' to stop)" if on else "",
+                                     0 if on else 1)
+
+    def _picked(self, face: int, bary, point) -> None:
+        if not self.add_mode:
+            return
+        self.add_lesion_at(face, bary)
+
+    def add_lesion_at(self, face: int, bary, diameter_mm: float = 3.0) -> int | None:
+        """Add a manual lesion at surface point (face, bary) of the shown visit. Returns its id."""
+        k = self.current
+        v = self.project.visits[k]
+        if v.lesions is None:
+            from bodymap.lesions import LesionSet
+
+            v.lesions = LesionSet([], scan=v.scan_path, detector="clinician")
+        lid = v.next_id()
+        self.edit(AddLesion(k, manual_lesion(self.scans[k], face, bary, lid, diameter_mm, self.labels[k])))
+        return lid
+
+    def delete_lesion(self, lid: int | None) -> None:
+        if lid is None:
+            return
+        self.edit(DeleteLesion(self.current, lid))
+        self.select_lesion(None)
+
+    def correct_site(self, lid: int, code: str, side: str) -> None:
+        v = self.project.visits[self.current]
+        ear = (v.lesion(lid).region or {}).get("ear", "non_ear")
+        self.edit(SetField(self.current, lid, "region", region_for_site(code, side, ear if code.endswith("ear") else
+                                                                          "non_ear"), f"site of lesion {lid}"))
+
+    def diagnose(self, lid: int) -> Job | None:
+        """Run the diagnosis model on a lesion's texture crop (worker); 'model not available' otherwise."""
+        from gui import models
+
+        k = self.current
+        scan, lesion = self.scans[k], self.project.visits[k].lesion(lid)
+        self.detail.show_diagnosis(None, message="running…")
+
+        def run(progress):
+            progress("loading the model", 0.1)
+            model = models.get("diagnosis")
+            crop = np.asarray(models.module("diagnosis").lesion_crop(scan, lesion, 128))
+            progress("predicting", 0.5)
+            d = model.predict([crop], [(lesion.region or {}).get("code")])[0]
+            return {"label": d.label, "probs": {k: float(v) for k, v in d.probs.items()},
+                    "saliency": np.asarray(d.saliency), "crop": crop}
+
+        def done(d):
+            self.project.visits[k].diagnoses[lid] = {"label": d["label"], "probs": d["probs"]}
+            if self.detail.lid == lid:
+                self.detail.show_diagnosis(d)
+            self.table.set_visit(self.project.visits[self.current], self._changes(self.current))
+            self.autosave()
+
+        return self.runner.start(Job(run, "diagnosis"), "Diagnosis", done,
+                                 lambda m: self.detail.show_diagnosis(None, message=m), dialog=False)
+
+    # ================================================================== saving
+    def autosave(self) -> None:
+        """Write the project to the autosave file (atomic); never raises."""
+        if not self.project.visits:
+            return
+        try:
+            self.project.save(autosave_path())
+        except OSError as e:
+            self.statusBar().showMessage(f"autosave failed: {e}", 10000)
+
+    def save(self) -> bool:
+        if self.project.path is None:
+            return self.save_as()
+        return self.save_to(self.project.path)
+
+    def save_as(self) -> bool:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save project", str(self.settings.value("last_dir", "")),
+                                                        f"BodyMap project (*{SUFFIX})")
+        return self.save_to(path) if path else False
+
+    def save_to(self, path: str | Path) -> bool:
+        """Save the project (tracking included) to path."""
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            path = path.with_name(path.name + SUFFIX)
+        try:
+            self.project.save(path)
+        except OSError as e:
+            self.error("Save", f"{path}: cannot write ({e})")
+            return False
+        self.project.path = path
+        self.history.mark_clean()
+        self._add_recent(str(path))
+        self._refresh_all()
+        self.statusBar().showMessage(f"saved {path}", 5000)
+        return True
+
+    def _can_discard(self) -> bool:
+        if not self.history.dirty or not self.isVisible() or getattr(self, "_no_prompts", False):
+            return True
+        ans = QtWidgets.QMessageBox.question(
+            self, "Unsaved changes", "Save the changes to the current project first?",
+            QtWidgets.QMessageBox.StandardButton.Save | QtWidgets.QMessageBox.StandardButton.Discard
+            | QtWidgets.QMessageBox.StandardButton.Cancel)
+        if ans == QtWidgets.QMessageBox.StandardButton.Save:
+            return self.save()
+        return ans == QtWidgets.QMessageBox.StandardButton.Discard
+
+    def closeEvent(self, e):
+        if not self._can_discard():
+            e.ignore()
+            return
+        self.runner.cancel_all()
+        self.runner.wait(30000)
+        # a clean exit: nothing to recover next time
+        if not self.history.dirty:
+            autosave_path().unlink(missing_ok=True)
+        self.view.close_vtk()
+        self.compare.view1.close_vtk()
+        self.compare.view2.close_vtk()
+        super().closeEvent(e)
+
+    # ================================================================== export
+    def export_dialog(self, kind: str) -> None:
+        if not self.scans or self.project.visits[self.current].lesions is None:
+            self.error("Export", "Open and analyse a scan first.")
+            return
+        filters = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "glb": "glTF binary (*.glb)",
+                   "ply": "PLY mesh (*.ply)", "csv": "CSV table (*.csv)", "json": "JSON (*.json)",
+                   "pdf": "PDF report (*.pdf)"}
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export", str(self.settings.value("last_dir", "")),
+                                                        filters[kind])
+        if path:
+            self.export(kind, path)
+
+    def export(self, kind: str, path: str | Path) -> Job | None:
+        """Export the shown visit (the comparison for a PDF when two visits are tracked) in a
+        worker: png / svg (region map with numbered lesions), glb / ply (annotated mesh), csv /
+        json (lesion table), pdf (report)."""
+        path = Path(path)
+        k = self.current
+        v, scan, labels = self.project.visits[k], self.scans[k], self.labels[k]
+        from copy import deepcopy
+
+        lesions = deepcopy(v.lesions)
+        comparison = None
+        if kind == "pdf" and len(self.scans) == 2 and self.tracking is not None:
+            k = 1
+            v, scan, lesions = self.project.visits[1], self.scans[1], deepcopy(self.project.visits[1].lesions)
+            comparison = (self.scans[0], deepcopy(self.project.visits[0].lesions), self.tracking)
+        colours = None
+        if len(self.scans) == 2 and self.tracking is not None:
+            c1, _, c2, _ = marks(self.tracking)
+            colours = c1 if k == 0 else c2
+        diagnoses = dict(v.diagnoses)
+        if kind in ("png", "svg") and labels is None:
+            self.error("Export", "Region maps need the analysis (Analysis > Run analysis).")
+            return None
+
+        def run(progress):
+            from bodymap.export import annotated, report
+
+            progress(f"writing {path.name}", 0.1)
+            if kind == "png":
+                report.region_map(scan, labels, lesions).save(path)
+            elif kind == "svg":
+                report.write_region_svg(scan, labels, lesions, path)
+            elif kind in ("glb", "ply"):
+                annotated.write_annotated_mesh(scan, lesions, path, colours=colours)
+            elif kind == "csv":
+                lesions.save_csv(path)
+            elif kind == "json":
+                lesions.save_json(path)
+            elif kind == "pdf":
+                report.write_report(path, scan, lesions, comparison=comparison, diagnoses=diagnoses,
+                                    progress=progress)
+            else:
+                raise ValueError(f"unknown export {kind}")
+            return path
+
+        return self.runner.start(Job(run, "export"), f"Exporting {path.name}",
+                                 lambda p: self.statusBar().showMessage(f"exported {p}", 8000),
+                                 lambda m: self.error("Export", m))
+
+    # ================================================================== misc
+    def error(self, title: str, message: str) -> None:
+        """One clear message naming the file and the problem (also in the status bar)."""
+        self.statusBar().showMessage(message, 15000)
+        self.last_error = message
+        if not getattr(self, "_no_prompts", False):
+            QtWidgets.QMessageBox.warning(self, title, message)
+
+    def _update_actions(self) -> None:
+        has = bool(self.scans)
+        for k in ("analyze", "compare", "save", "save_as") + tuple(a for a in self.act if a.startswith("exp_")):
+            self.act[k].setEnabled(has)
+        self.act["undo"].setEnabled(bool(self.history.done))
+        self.act["redo"].setEnabled(bool(self.history.undone))
+        self.act["undo"].setText(f"&Undo {self.history.done[-1].text}" if self.history.done else "&Undo")
+        self.act["redo"].setText(f"&Redo {self.history.undone[-1].text}" if self.history.undone else "&Redo")
+        self.act["track"].setEnabled(len(self.scans) == 2)
+
+    def _add_recent(self, path: str) -> None:
+        rec = [p for p in (self.settings.value("recent") or []) if p != path]
+        self.settings.setValue("recent", [path, *rec][:MAX_RECENT])
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        rec = self.settings.value("recent") or []
+        if isinstance(rec, str):
+            rec = [rec]
+        for p in rec:
+            self.recent_menu.addAction(p, lambda p=p: self.open_path(p))
+        self.recent_menu.setEnabled(bool(rec))
+
+    def dragEnterEvent(self, e):
+        if e.mimeData().hasUrls():
+            e.acceptProposedAction()
+
+    def dropEvent(self, e):
+        urls = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            e.acceptProposedAction()
+            p = Path(urls[0])
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp") and not p.name.startswith("scan"):
+                self.tabs.setCurrentWidget(self.photo)
+                self.photo.open_photo(str(p))
+            else:
+                self.open_path(p)
+
+
+def _title(path: str) -> str:
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    return f"{p.parent.name}/{p.name}"
+
+
+def _tracking_from_dict(d: dict):
+    """A Tracking from its to_dict() form (as kept in the project file)."""
+    from bodymap.track import Tracking
+
+    m = d.get("mapped", [])
+    return Tracking(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
+                    np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
+                    d.get("info", {}))

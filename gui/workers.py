@@ -1,0 +1,140 @@
+"""Heavy work off the GUI thread: a QRunnable fed by the library's progress(stage, fraction)
+callback, with cancel.
+
+Cancel works by raising Cancelled from inside the progress callback: every long library stage
+calls it often, so the job stops at its next report without the library knowing about Qt."""
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+from PySide6 import QtCore, QtWidgets
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress callback when the user cancelled it."""
+
+
+class _Signals(QtCore.QObject):
+    progress = QtCore.Signal(str, float)
+    done = QtCore.Signal(object)
+    failed = QtCore.Signal(str)
+    cancelled = QtCore.Signal()
+    finished = QtCore.Signal()  # after done / failed / cancelled
+
+
+class Job(QtCore.QRunnable):
+    """Runs fn(progress) in the global thread pool. fn gets the progress callback as its only
+    argument and returns the result (signals.done); an exception becomes signals.failed with a
+    one-line message (the traceback goes to stderr); cancel() makes the next progress call
+    raise Cancelled (signals.cancelled)."""
+
+    def __init__(self, fn: Callable[[Callable[[str, float], None]], object], name: str = "job"):
+        super().__init__()
+        self.fn, self.name = fn, name
+        self.signals = _Signals()
+        self._cancel = False
+        self.setAutoDelete(False)  # the window keeps a reference while it runs
+
+    def cancel(self) -> None:
+        self._cancel = True
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._cancel
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        if self._cancel:
+            raise Cancelled(self.name)
+        try:
+            self.signals.progress.emit(str(stage), float(fraction))
+        except RuntimeError:  # the window that started the job is gone: nobody wants the result
+            self._cancel = True
+            raise Cancelled(self.name) from None
+
+    def _emit(self, name: str, *args) -> None:
+        try:
+            getattr(self.signals, name).emit(*args)
+        except RuntimeError:  # receiver deleted (window closed): drop the message
+            pass
+
+    def run(self) -> None:
+        try:
+            result = self.fn(self._progress)
+            if self._cancel:
+                self._emit("cancelled")
+            else:
+                self._emit("done", result)
+        except Cancelled:
+            self._emit("cancelled")
+        except Exception as e:  # shown to the user as one line; the traceback is for bug reports
+            if not isinstance(e, (ValueError, OSError)) and type(e).__name__ != "ModelUnavailable":
+                traceback.print_exc()
+            self._emit("failed", str(e) or type(e).__name__)
+        finally:
+            self._emit("finished")
+
+
+class JobRunner(QtCore.QObject):
+    """Starts Jobs with a modal-less progress dialog that can cancel them, and keeps them alive
+    until they finish. running: the jobs in flight."""
+
+    def __init__(self, parent: QtWidgets.QWidget):
+        super().__init__(parent)
+        self.parent_widget = parent
+        self.running: list[Job] = []
+
+    def start(self, job: Job, title: str, on_done: Callable[[object], None],
+              on_failed: Callable[[str], None] | None = None, dialog: bool = True,
+              on_cancelled: Callable[[], None] | None = None) -> Job:
+        """Run job; on_done(result) runs on the GUI thread. A progress dialog with a Cancel
+        button shows while it runs (dialog=False: status bar only)."""
+        dlg = None
+        if dialog:
+            dlg = QtWidgets.QProgressDialog(title, "Cancel", 0, 1000, self.parent_widget)
+            dlg.setWindowTitle(title)
+            dlg.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
+            dlg.setMinimumDuration(0)
+            dlg.setAutoClose(False)
+            dlg.setAutoReset(False)
+            dlg.setValue(0)
+            dlg.canceled.connect(job.cancel)
+            job.signals.progress.connect(
+                lambda st, f: (dlg.setLabelText(f"{title}\n{st}"), dlg.setValue(int(1000 * min(max(f, 0), 1)))))
+            job.dialog = dlg
+        status = getattr(self.parent_widget, "statusBar", None)
+        if status is not None:
+            job.signals.progress.connect(lambda st, f: status().showMessage(f"{title}: {st} ({100 * f:.0f} %)"))
+        # a result that arrives after the user pressed Cancel is dropped: cancel means "not this"
+        job.signals.done.connect(lambda r: job.signals.cancelled.emit() if job.is_cancelled else on_done(r))
+        job.signals.failed.connect(on_failed or (lambda m: QtWidgets.QMessageBox.warning(
+            self.parent_widget, title, m)))
+        if on_cancelled:
+            job.signals.cancelled.connect(on_cancelled)
+        if status is not None:
+            job.signals.cancelled.connect(lambda: status().showMessage(f"{title}: cancelled", 5000))
+            job.signals.failed.connect(lambda m: status().showMessage(f"{title}: {m}", 15000))
+
+        def finish():
+            if dlg is not None:
+                dlg.canceled.disconnect()  # closing a progress dialog emits canceled(): not the user's cancel
+                dlg.close()
+                dlg.deleteLater()
+            if job in self.running:
+                self.running.remove(job)
+
+        job.signals.finished.connect(finish)
+        self.running.append(job)
+        QtCore.QThreadPool.globalInstance().start(job)
+        if dlg is not None:
+            dlg.show()
+        return job
+
+    def cancel_all(self) -> None:
+        """Ask every running job to stop at its next progress report."""
+        for j in list(self.running):
+            j.cancel()
+
+    def wait(self, ms: int = 60000) -> bool:
+        """Block until all jobs are done (tests, quitting). True when none is left."""
+        return QtCore.QThreadPool.globalInstance().waitForDone(ms)

@@ -1,0 +1,486 @@
+"""The desktop application driven with pytest-qt on a virtual display (Xvfb, started here when
+there is no display): open, analyse, select, edit and undo, compare, export, save and reopen.
+
+Analysis folders of sample patient SYN00101 (tests/data/gui, written by `bodymap analyze` and
+`--previous`) stand in for the ~5 minutes of template registration; the analysis run through the
+GUI here is the real detection (anatomy=False), and the full analysis is started and cancelled."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyvistaqt")
+pytest.importorskip("pytestqt")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data" / "gui"
+V1, V2 = DATA / "SYN00101_visit1", DATA / "SYN00101_visit2"
+SCAN1 = ROOT / "sample_meshes" / "SYN00101" / "visit1" / "scan.obj"
+
+try:
+    from gui.xvfb import ensure_display
+
+    ensure_display()
+except RuntimeError as e:  # pragma: no cover
+    pytest.skip(str(e), allow_module_level=True)
+
+from PySide6 import QtCore, QtWidgets  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def home(tmp_path_factory):
+    """Autosaves, analyses and settings of these tests go to a temporary folder."""
+    d = tmp_path_factory.mktemp("bodymap_home")
+    old = os.environ.get("BODYMAP_HOME")
+    os.environ["BODYMAP_HOME"] = str(d)
+    QtCore.QSettings.setDefaultFormat(QtCore.QSettings.Format.IniFormat)
+    QtCore.QSettings.setPath(QtCore.QSettings.Format.IniFormat, QtCore.QSettings.Scope.UserScope, str(d))
+    yield d
+    if old is None:
+        os.environ.pop("BODYMAP_HOME", None)
+    else:
+        os.environ["BODYMAP_HOME"] = old
+
+
+def wait_jobs(win, qtbot, timeout=300):
+    """Let the window's workers finish (the event loop keeps running meanwhile)."""
+    t0 = time.time()
+    while win.runner.running:
+        assert time.time() - t0 < timeout, "worker did not finish"
+        qtbot.wait(50)
+    qtbot.wait(50)
+
+
+def make_window(qtbot):
+    from gui.mainwindow import MainWindow
+
+    w = MainWindow(recover=False)
+    w._no_prompts = True  # errors go to w.last_error and the status bar, not modal boxes
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    return w
+
+
+@pytest.fixture(scope="module")
+def win(qapp, home):
+    """One window with visit 1 of SYN00101 opened from its analysis folder (shared by the
+    tests below; each leaves it as it found it)."""
+    from gui.mainwindow import MainWindow
+
+    w = MainWindow(recover=False)
+    w._no_prompts = True
+    w.resize(1400, 900)
+    w.show()
+    QTest.qWaitForWindowExposed(w)
+    w.open_path(V1)
+    t0 = time.time()
+    while w.runner.running and time.time() - t0 < 300:
+        QTest.qWait(50)
+    assert w.project.visits and w.project.visits[0].lesions is not None, getattr(w, "last_error", "")
+    yield w
+    w.history.mark_clean()
+    w.close()
+
+
+def test_window_opens_fast_without_torch():
+    """`bodymap-gui` shows (and paints) its window in under 3 s without importing torch; VTK
+    comes in a thread afterwards (benchmarks/gui.py reports both times)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "gui.app", "--startup-check"], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    assert "window shown in" in out.stdout, out.stderr[-2000:]
+    assert "torch imported: False" in out.stdout and "exposed: True" in out.stdout
+    shown = float(out.stdout.split("window shown in")[1].split("s;")[0])
+    assert shown < 3.0 and wall < 20, (shown, wall)
+
+
+def test_open_scan_run_analysis_and_cancel(qtbot):
+    """A scan file opens in 3D; an analysis is cancelled from its progress dialog while the window
+    stays responsive; run again it goes to the end (the real detection: anatomy is skipped here,
+    registration takes minutes) and fills the table and the markers."""
+    w = make_window(qtbot)
+    w.open_path(SCAN1)
+    wait_jobs(w, qtbot)
+    assert w.view.scan is w.scans[0] and w.scans[0].n_faces > 50_000
+    assert w.project.visits[0].lesions is None
+    img = w.view.screenshot()
+    assert img.std() > 5  # the body is drawn, not a blank view
+    job = w.run_analysis(0, anatomy=False)
+    assert job is not None and job.dialog.isVisible()
+    cancel = next(b for b in job.dialog.findChildren(QtWidgets.QPushButton) if b.text() == "Cancel")
+    cancel.click()  # the progress dialog's Cancel button: the job stops at its next progress report
+    wait_jobs(w, qtbot)
+    assert job.is_cancelled and w.project.visits[0].lesions is None
+    assert "cancelled" in w.statusBar().currentMessage()
+    job = w.run_analysis(0, anatomy=False)
+    alive = []
+    QtCore.QTimer.singleShot(200, lambda: alive.append(job in w.runner.running))
+    qtbot.waitUntil(lambda: bool(alive), timeout=10_000)
+    assert alive == [True]  # the event loop ran while the analysis did
+    wait_jobs(w, qtbot)
+    n = len(w.project.visits[0].lesions)
+    assert n > 50
+    assert w.table.model.rowCount() == n
+    assert w.view._marker_actors  # markers drawn
+    w.history.mark_clean()
+    w.close()
+
+
+def test_overlays_and_legend(win, qtbot):
+    for mode in ("macro regions", "level-2 sites", "ear micro-regions", "texture"):
+        win.overlay_combo.setCurrentText(mode)
+        qtbot.wait(50)
+        assert win.view.overlay == mode
+        if mode != "texture":
+            assert "■" in win.legend.text()
+    win.overlay_combo.setCurrentText("macro regions")
+    a = win.view.screenshot()
+    win.overlay_combo.setCurrentText("texture")
+    b = win.view.screenshot()
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1  # the overlay changes what is drawn
+    for name in ("back", "left", "right", "top", "front"):
+        win.view.view(name)
+    cam = win.view.plotter.camera
+    assert cam.position[1] < cam.focal_point[1]  # front view: camera on -y
+
+
+def test_select_from_table_and_from_view(win, qtbot):
+    lesions = win.project.visits[0].lesions.lesions
+    target = max(lesions, key=lambda l: l.diameter_mm)
+    # table -> view: the camera flies to the lesion and the detail panel shows it
+    assert win.table.select_id(target.id, emit=True)
+    qtbot.waitUntil(lambda: win.detail.lid == target.id, timeout=5000)
+    assert win.view.selected == target.id
+    assert np.linalg.norm(np.array(win.view.plotter.camera.focal_point) - target.point_mm) < 1e-3
+    assert "mm longest diameter" in win.detail.info.text()
+    wait_jobs(win, qtbot)  # the rendered close-up
+    assert win.detail.close.pixmap() is not None and not win.detail.close.pixmap().isNull()
+    # view -> table: a real (Qt) mouse click on another lesion's marker
+    other = next(l for l in lesions if l.id != target.id and np.linalg.norm(np.subtract(l.point_mm, target.point_mm)) > 40)
+    win.view.fly_to(np.asarray(other.point_mm), np.asarray(other.normal))
+    qtbot.wait(100)
+    x, y = win.view.display_position(np.asarray(other.point_mm))
+    widget = win.view.plotter
+    ratio = widget.devicePixelRatioF()
+    pos = QtCore.QPoint(int(x / ratio), int(widget.height() - y / ratio))
+    QTest.mouseClick(widget, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, pos)
+    qtbot.waitUntil(lambda: win.table.current_id() == other.id, timeout=5000)
+    assert win.detail.lid == other.id
+    # filters
+    win.table.size_spin.setValue(4.0)
+    assert all(float(win.table.proxy.index(r, 2).data()) >= 4.0 for r in range(win.table.proxy.rowCount()))
+    assert win.table.proxy.rowCount() < len(lesions)
+    win.table.size_spin.setValue(0.0)
+    win.table.region_edit.setText("thigh")
+    assert 0 < win.table.proxy.rowCount() < len(lesions)
+    assert all("thigh" in win.table.proxy.index(r, 1).data() for r in range(win.table.proxy.rowCount()))
+    win.table.region_edit.setText("")
+    # sorting by diameter, numerically
+    win.table.view.sortByColumn(2, QtCore.Qt.SortOrder.DescendingOrder)
+    assert float(win.table.proxy.index(0, 2).data()) == pytest.approx(round(target.diameter_mm, 1))
+    win.table.view.sortByColumn(0, QtCore.Qt.SortOrder.AscendingOrder)
+
+
+def test_edit_and_undo(win, qtbot):
+    v = win.project.visits[0]
+    n0 = len(v.lesions)
+    first = v.lesions.lesions[0]
+    # delete a false positive, undo, redo, undo
+    win.select_lesion(first.id, source="table")
+    win.detail.del_btn.click()
+    assert len(v.lesions) == n0 - 1 and win.table.model.rowCount() == n0 - 1
+    win.act["undo"].trigger()
+    assert len(v.lesions) == n0 and v.lesions.lesions[0].id == first.id
+    win.act["redo"].trigger()
+    assert len(v.lesions) == n0 - 1
+    win.undo()
+    # a note and a site correction through the detail panel
+    win.select_lesion(first.id, source="table")
+    win.detail.note_edit.setText("irregular border, recheck")
+    QTest.keyClick(win.detail.note_edit, QtCore.Qt.Key.Key_Return)
+    assert v.lesion(first.id).note == "irregular border, recheck"
+    old_region = dict(v.lesion(first.id).region)
+    win.detail.site_combo.setCurrentIndex(win.detail.site_combo.findData("upper_extremity/forearm"))
+    win.detail.side_combo.setCurrentText("left")
+    win.detail.site_btn.click()
+    assert v.lesion(first.id).region["description"] == "left forearm"
+    assert "forearm" in win.table.model.index(win.table.model.row_of(first.id), 1).data()
+    win.undo()
+    assert v.lesion(first.id).region == old_region
+    win.undo()
+    assert v.lesion(first.id).note == ""
+    # add a lesion by clicking on the body in add mode
+    win.view.view("front")
+    win.set_add_mode(True)
+    c = win.scans[0].bounds.mean(0)
+    x, y = win.view.display_position(c + np.array([0, -300, 100]))  # in front of the belly
+    hit = win.view.pick_display(int(x), int(y))
+    assert hit is not None
+    assert len(v.lesions) == n0 + 1
+    new = v.lesions.lesions[-1]
+    assert new.source == "manual" and new.region.get("code") and win.detail.lid == new.id
+    win.set_add_mode(False)
+    win.undo()
+    assert len(v.lesions) == n0 and win.history.undone
+    # every change was autosaved
+    from gui.mainwindow import autosave_path
+
+    saved = json.loads(autosave_path().read_text())
+    assert len(saved["visits"][0]["lesions"]["lesions"]) == n0
+
+
+def test_compare_two_visits_and_review(win, qtbot):
+    win.add_visit(str(V2))
+    wait_jobs(win, qtbot, timeout=600)  # reading visit 2, then tracking (template positions need torch)
+    assert win.tracking is not None, getattr(win, "last_error", "")
+    t = win.tracking
+    assert len(t.pairs) > 80 and win.tabs.currentWidget() is win.compare
+    assert win.compare.table.rowCount() == len(t.pairs) + len(t.new) + len(t.missing)
+    # matched lesions share number and colour; new ones are red N<id>
+    p = t.pairs[0]
+    assert win.compare.view1.marker_labels[p["id1"]] == win.compare.view2.marker_labels[p["id2"]]
+    assert win.compare.view1.marker_colours[p["id1"]] == win.compare.view2.marker_colours[p["id2"]]
+    if t.new:
+        assert win.compare.view2.marker_labels[t.new[0]["id2"]].startswith("N")
+    grown = [q for q in t.pairs if "grown" in q["flags"]]
+    assert grown and win.compare.view2.marker_labels[grown[0]["id2"]].endswith("↑")
+    # linked cameras: moving one moves the other (relative to each body)
+    win.compare.view1.plotter.camera.Azimuth(30)
+    s1, s2 = win.compare.view1.camera_state(), win.compare.view2.camera_state()
+    assert np.allclose(s1["position"], s2["position"], atol=1e-3)
+    # review: reject one pair, confirm another through the buttons; re-match applies them
+    a, b = t.pairs[0], t.pairs[1]
+    assert win.compare.select_pair(id2=a["id2"])
+    win.compare.reject_btn.click()
+    assert win.compare.select_pair(id2=b["id2"])
+    win.compare.confirm_btn.click()
+    assert (a["id2"], a["id1"]) in win.project.reviews.rejected and win.project.reviews.confirmed[b["id2"]] == b["id1"]
+    assert "not applied" in win.compare.pending.text()
+    win.compare.rematch_btn.click()
+    wait_jobs(win, qtbot, timeout=600)
+    t2 = win.tracking
+    assert t2.partner().get(a["id2"]) != a["id1"]
+    assert next(q for q in t2.pairs if q["id2"] == b["id2"])["reviewed"]
+    # the visit tab of visit 2 shows the change column
+    win.show_visit(1)
+    changes = [win.table.model.index(r, 5).data() for r in range(win.table.model.rowCount())]
+    assert any(c.startswith("new") for c in changes) == bool(t2.new)
+    assert any(c.startswith("grown") for c in changes)
+    win.show_visit(0)
+
+
+def test_export_every_format(win, qtbot, tmp_path):
+    import trimesh
+    from PIL import Image
+
+    from bodymap.lesions import LesionSet
+
+    win.show_visit(0)
+    n = len(win.project.visits[0].lesions)
+    for kind in ("png", "svg", "glb", "ply", "csv", "json", "pdf"):
+        path = tmp_path / f"out.{kind}"
+        job = win.export(kind, path)
+        assert job is not None
+        wait_jobs(win, qtbot)
+        assert path.exists() and path.stat().st_size > 0, (kind, getattr(win, "last_error", ""))
+    assert Image.open(tmp_path / "out.png").size[0] > 700
+    svg = (tmp_path / "out.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") > 20 and "data:image/png;base64" in svg
+    scene = trimesh.load(tmp_path / "out.glb")
+    names = [k for k in scene.graph.nodes_geometry if k.startswith("lesion_")]
+    assert len(names) == n
+    ply = trimesh.load(tmp_path / "out.ply")
+    assert len(ply.faces) > win.scans[0].n_faces
+    assert len((tmp_path / "out.csv").read_text().strip().splitlines()) == n + 1
+    assert len(LesionSet.load_json(tmp_path / "out.json")) == n
+    pdf = (tmp_path / "out.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 4  # /Pages + body maps, changes, tables
+
+
+def test_save_and_reopen_nothing_lost(win, qtbot, tmp_path):
+    v0 = win.project.visits[0]
+    lid = v0.lesions.lesions[3].id
+    win.edit(__import__("bodymap.session", fromlist=["SetField"]).SetField(0, lid, "note", "biopsy next visit"))
+    win.delete_lesion(v0.lesions.lesions[5].id)
+    c = win.scans[0].bounds.mean(0)
+    win.view.view("front")
+    x, y = win.view.display_position(c + np.array([0, -300, 150]))
+    win.set_add_mode(True)
+    win.view.pick_display(int(x), int(y))
+    win.set_add_mode(False)
+    path = tmp_path / "patient.bodymap"
+    assert win.save_to(path)
+    before = [json.dumps(v.to_dict(None)["lesions"], sort_keys=True) for v in win.project.visits]
+    reviews = win.project.reviews.to_dict() if win.project.reviews else None
+    n_visits = len(win.project.visits)
+    w2 = make_window(qtbot)
+    w2.open_path(path)
+    wait_jobs(w2, qtbot)
+    assert len(w2.project.visits) == n_visits
+    after = [json.dumps(v.to_dict(None)["lesions"], sort_keys=True) for v in w2.project.visits]
+    assert after == before
+    assert w2.project.visits[0].lesion(lid).note == "biopsy next visit"
+    if reviews:
+        assert w2.project.reviews.to_dict() == reviews
+    if n_visits == 2:
+        assert w2.tracking is not None and len(w2.tracking.pairs) == len(win.tracking.pairs)
+        assert w2.compare.table.rowCount() > 0
+    assert w2.labels[0] is not None  # the region labels came back with the analysis folder
+    w2.history.mark_clean()
+    w2.close()
+    for _ in range(3):
+        win.undo()
+
+
+def test_bad_files_give_clear_messages(win, qtbot, tmp_path):
+    from bodymap.session import FORMAT_VERSION
+
+    n = len(win.project.visits[0].lesions)
+    bad = tmp_path / "broken.bodymap"
+    bad.write_text('{"schema": "bodymap.project", "version": 1, "visits": [')
+    win.open_path(bad)
+    assert "broken.bodymap" in win.last_error and "corrupt" in win.last_error
+    newer = tmp_path / "newer.bodymap"
+    newer.write_text(json.dumps({"schema": "bodymap.project", "version": FORMAT_VERSION + 1, "visits": []}))
+    win.open_path(newer)
+    assert "newer.bodymap" in win.last_error and "newer BodyMap" in win.last_error
+    mesh = tmp_path / "scan.obj"
+    mesh.write_text("v 0 0 0\nv 1 0 0\nf 1 2 3\n")
+    win.open_path(mesh)
+    wait_jobs(win, qtbot)
+    assert "scan.obj" in win.last_error
+    # the session in the window is untouched by the failed opens
+    assert len(win.project.visits[0].lesions) == n
+
+
+def test_diagnosis_panel_without_models(win, qtbot, monkeypatch):
+    """On a branch without bodymap.models the panel says so instead of failing."""
+    from gui import models
+
+    models.clear()
+    monkeypatch.setitem(models.KINDS, "diagnosis", ("bodymap.models_absent_for_test.diagnosis", "DiagnosisModel"))
+    lid = win.project.visits[0].lesions.lesions[0].id
+    win.select_lesion(lid, source="table")
+    win.detail.diag_btn.click()
+    wait_jobs(win, qtbot)
+    assert "model not available" in win.detail.diag.text()
+
+
+# ----------------------------------------------------------------------- photo mode (fake models)
+class _Quality:
+    def __init__(self, ok, problems):
+        self.ok, self.problems = ok, problems
+
+
+class _Macro:
+    classes = ["arm", "leg", "foot", "hand", "head", "trunk", "other"]
+
+    def classify(self, image):
+        return type("P", (), {"label": "head", "probs": {"head": 0.8, "trunk": 0.15, "arm": 0.05},
+                              "region_map": np.zeros(image.shape[:2], int)})()
+
+
+class _Ear:
+    def segment(self, image):
+        lab = np.zeros(image.shape[:2], int)
+        h, w = lab.shape
+        lab[h // 4:3 * h // 4, w // 4:w // 2] = 7  # helix
+        lab[h // 4:3 * h // 4, w // 2:3 * w // 4] = 8  # lobule
+        return lab
+
+
+class _Diag:
+    def predict(self, crops, sites):
+        assert crops[0].shape == (128, 128, 3)
+        return [type("D", (), {"label": "nevus", "probs": {"nevus": 0.7, "melanoma": 0.2, "seborrheic keratosis": 0.1},
+                               "saliency": np.linspace(0, 1, 64 * 64).reshape(64, 64)})()]
+
+
+def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from gui import models
+
+    fakes = {"quality": lambda img: _Quality(False, ["blurred: retake"]), "macro": _Macro(), "earseg": _Ear(),
+             "diagnosis": _Diag()}
+    monkeypatch.setattr(models, "get", lambda kind: fakes[kind])
+    earmod = type("M", (), {"overlay": staticmethod(lambda img, lab: np.where(lab[..., None] > 0, 255, img).astype(np.uint8))})
+    monkeypatch.setattr(models, "module", lambda kind: earmod)
+    photo = tmp_path / "ear.png"
+    Image.fromarray(win.scans[0].texture[:400, :600]).save(photo)
+    win.tabs.setCurrentWidget(win.photo)
+    win.photo.open_photo(str(photo))
+    wait_jobs(win, qtbot)
+    assert "blurred: retake" in win.photo.quality.text()
+    assert "head" in win.photo.macro.text()
+    assert "helix" in win.photo.ear.text() and "lobule" in win.photo.ear.text()
+    assert (win.photo.photo.image == 255).all(axis=2).mean() > 0.2  # the ear overlay is shown
+    win.photo.ear_check.setChecked(False)
+    assert (win.photo.photo.image == 255).all(axis=2).mean() < 0.2
+    lbl = win.photo.photo
+    QTest.mouseClick(lbl, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier,
+                     QtCore.QPoint(lbl.width() // 2, lbl.height() // 2))
+    wait_jobs(win, qtbot)
+    assert "nevus" in win.photo.diag.text() and not win.photo.sal.pixmap().isNull()
+    # a file that is not a photo
+    bad = tmp_path / "notaphoto.jpg"
+    bad.write_bytes(b"garbage")
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a: setattr(win, "photo_error", a[2]))
+    assert win.photo.open_photo(str(bad)) is None
+    assert "notaphoto.jpg" in win.photo_error
+    win.tabs.setCurrentIndex(0)
+
+
+def test_drop_and_recent_open_files(win, qtbot, tmp_path):
+    """A file dropped on the window is opened (here a broken one: the message names it, the
+    session stays); opened files are listed under Open recent."""
+    from PySide6 import QtGui
+
+    mesh = tmp_path / "dropped.obj"
+    mesh.write_text("v 0 0 0\n")
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(mesh))])
+    ev = QtGui.QDropEvent(QtCore.QPointF(50, 50), QtCore.Qt.DropAction.CopyAction, mime,
+                          QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(ev)
+    wait_jobs(win, qtbot)
+    assert "dropped.obj" in win.last_error
+    recent = [a.text() for a in win.recent_menu.actions()]
+    assert any(str(V1) in r or "SYN00101_visit1" in r for r in recent)
+
+
+def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
+    """Every edit is autosaved; a window started after a crash offers it back, edits included,
+    and counts it as unsaved work."""
+    from bodymap.session import SetField
+    from gui.mainwindow import autosave_path
+
+    lid = win.project.visits[0].lesions.lesions[2].id
+    win.edit(SetField(0, lid, "note", "autosaved note"))
+    assert autosave_path().exists()
+    # a new window (as after a crash): it offers the autosave back
+    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
+                        lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Yes)
+    w2 = make_window(qtbot)
+    assert w2.offer_recovery()
+    wait_jobs(w2, qtbot)
+    assert w2.project.visits[0].lesion(lid).note == "autosaved note"
+    assert len(w2.project.visits) == len(win.project.visits) and w2.history.dirty
+    w2.history.mark_clean()
+    w2.close()
+    win.undo()
