@@ -9,6 +9,8 @@
     bodymap track VISIT1 VISIT2 [--lesions1 J --lesions2 J] [--out DIR]  (scans or analysis folders)
     bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
+    bodymap train ear|macro --out DIR [--steps N] [--bodies N] [--views N] [--size PX] [--folder DIR (ear)]
+    bodymap evaluate ear|macro [--weights PT] [--json OUT]
 """
 from __future__ import annotations
 
@@ -253,14 +255,56 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ear_macro(args: argparse.Namespace) -> int:
+    """`bodymap train ear|macro`: see bodymap.models.earseg.train_ear and macro.train_macro."""
+    kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views")
+          if getattr(args, k, None) is not None}
+    cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k} {v}" for k, v in kw.items()]
+                   + ([f"--folder {args.folder}"] if args.folder else []))
+    bar = _Bar(f"training {args.model}", enabled=not args.quiet)
+    try:
+        if args.model == "ear":
+            from bodymap.models.earseg import train_ear
+
+            path = train_ear(Path(args.out), folder=args.folder, device=args.device, progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/ear_segmentation.pt"
+        else:
+            from bodymap.models.macro import train_macro
+
+            path = train_macro(Path(args.out), device=args.device, progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/macro_anatomy.pt"
+    finally:
+        bar.close()
+    print(f"{path} (copy it to {ship} to ship it)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`bodymap evaluate ear|macro`: score a checkpoint on held-out rendered data; print the table."""
+    if args.model == "ear":
+        from bodymap.models.earseg import evaluate_held_out, score_table, summary_line
+    else:
+        from bodymap.models.macro import evaluate_held_out, score_table, summary_line
+    res = evaluate_held_out(args.weights, device=args.device)
+    print(f"{res['checkpoint']}: held-out {res['data']['source']} (seed {res['data']['seed']}, "
+          f"{res['data']['images']} images, sha256 {res['data']['sha256'][:12]})")
+    print(score_table(res))
+    print(summary_line(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model from random weights on data our code makes (see bodymap.detect.yolo)."""
+    if args.model in ("ear", "macro"):
+        return _train_ear_macro(args)
     from bodymap.detect.yolo import train_detector
 
     bar = _Bar(f"training {args.model}", enabled=not args.quiet)
     try:
-        path = train_detector(Path(args.out), patients=args.patients, seed=args.seed, epochs=args.epochs,
-                              model=args.arch, batch=args.batch, device=args.device, texture=args.texture,
+        path = train_detector(Path(args.out), patients=args.patients, seed=500 if args.seed is None else args.seed,
+                              epochs=args.epochs, model=args.arch, batch=16 if args.batch is None else args.batch, device=args.device, texture=args.texture,
                               lesions=args.lesions, faces=args.faces, tile=args.tile, scale=args.scale,
                               progress=bar)
     finally:
@@ -346,14 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_synth)
 
-    q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles)")
-    q.add_argument("model", choices=["detector"])
+    q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles; "
+                                     "ear: U-Net on rendered ear close-ups; macro: EfficientNet-B2 on rendered patches)")
+    q.add_argument("model", choices=["detector", "ear", "macro"])
     q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
     q.add_argument("--patients", type=int, default=6)
-    q.add_argument("--seed", type=int, default=500)
+    q.add_argument("--seed", type=int, help="default: detector 500, ear and macro 1")
     q.add_argument("--epochs", type=int, default=30)
     q.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml (random weights)")
-    q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--batch", type=int, help="default: detector 16, ear 8, macro 16")
     q.add_argument("--device", help="cpu, 0 (first GPU); default: GPU when present")
     q.add_argument("--texture", type=int, default=4096)
     q.add_argument("--lesions", type=int, default=300)
@@ -361,7 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tile", type=int, default=192, help="texture tile side, texels")
     q.add_argument("--scale", type=int, default=2, help="tile enlargement for the network")
     q.add_argument("--quiet", action="store_true")
+    q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
+    q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
+    q.add_argument("--lr", type=float, help="ear/macro: peak learning rate")
+    q.add_argument("--size", type=int, help="ear/macro: network input side, pixels")
+    q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
+    q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
     q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("evaluate", help="score the ear or macro model on held-out rendered data (precision, "
+                                        "sensitivity / average precision with 95%% bootstrap intervals)")
+    q.add_argument("model", choices=["ear", "macro"])
+    q.add_argument("--weights", help="checkpoint (default: the shipped one)")
+    q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
+    q.add_argument("--json", help="also write the scores to this JSON file")
+    q.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("track", help="match lesions between two visits; flag new, missing and grown lesions")
     q.add_argument("visit1", help="earlier visit: an analysis folder, or a scan (analysed unless --lesions1)")
