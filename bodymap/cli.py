@@ -295,16 +295,47 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_diagnosis(args: argparse.Namespace) -> int:
+    """`bodymap train diagnosis`: models A (image) and B (image + site), same recipe, compared on
+    held-out data (see bodymap.models.diagnosis.train_diagnosis)."""
+    from bodymap.models.diagnosis import train_diagnosis
+
+    epochs = 10 if args.epochs is None else args.epochs
+    seed = 600 if args.seed is None else args.seed
+    batch = 64 if args.batch is None else args.batch
+    lr = 2e-3 if args.lr is None else args.lr
+    size = 64 if args.size is None else args.size
+    src = (f"--csv {args.csv}" + (f" --test-csv {args.test_csv}" if args.test_csv else "")) if args.csv else \
+        f"--n-train {args.n_train} --n-test {args.n_test} --test-seed {args.test_seed}"
+    cmd = (f"bodymap train diagnosis --out {args.out} {src} --seed {seed} --epochs {epochs} --batch {batch} "
+           f"--lr {lr} --size {size}")
+    bar = _Bar("training diagnosis", enabled=not args.quiet)
+    try:
+        r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, n_train=args.n_train,
+                            n_test=args.n_test, seed=seed, test_seed=args.test_seed, size=size, epochs=epochs,
+                            batch=batch, lr=lr, device=args.device, command=cmd, progress=bar,
+                            max_steps=args.steps)
+    finally:
+        bar.close()
+    for line in r["log"][-3:]:
+        print(line)
+    print(f"{r['B']} (model B; copy it to bodymap/data/diagnosis.pt to ship it)")
+    print(f"{r['A']} (model A; copy it to bodymap/data/diagnosis_image_only.pt)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model from random weights on data our code makes (see bodymap.detect.yolo)."""
     if args.model in ("ear", "macro"):
         return _train_ear_macro(args)
+    if args.model == "diagnosis":
+        return _train_diagnosis(args)
     from bodymap.detect.yolo import train_detector
 
     bar = _Bar(f"training {args.model}", enabled=not args.quiet)
     try:
         path = train_detector(Path(args.out), patients=args.patients, seed=500 if args.seed is None else args.seed,
-                              epochs=args.epochs, model=args.arch, batch=16 if args.batch is None else args.batch, device=args.device, texture=args.texture,
+                              epochs=30 if args.epochs is None else args.epochs, model=args.arch, batch=16 if args.batch is None else args.batch, device=args.device, texture=args.texture,
                               lesions=args.lesions, faces=args.faces, tile=args.tile, scale=args.scale,
                               progress=bar)
     finally:
@@ -392,11 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles; "
                                      "ear: U-Net on rendered ear close-ups; macro: EfficientNet-B2 on rendered patches)")
-    q.add_argument("model", choices=["detector", "ear", "macro"])
+    q.add_argument("model", choices=["detector", "ear", "macro", "diagnosis"])
     q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
     q.add_argument("--patients", type=int, default=6)
     q.add_argument("--seed", type=int, help="default: detector 500, ear and macro 1")
-    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--epochs", type=int, help="default: detector 30, diagnosis 10")
     q.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml (random weights)")
     q.add_argument("--batch", type=int, help="default: detector 16, ear 8, macro 16")
     q.add_argument("--device", help="cpu, 0 (first GPU); default: GPU when present")
@@ -412,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, help="ear/macro: network input side, pixels")
     q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
     q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
+    q.add_argument("--csv", help="diagnosis: train on an ISIC-style CSV (image path, diagnosis, anatomic site)")
+    q.add_argument("--test-csv", help="diagnosis: held-out CSV (default: a seeded 20%% of --csv)")
+    q.add_argument("--n-train", type=int, default=3000, help="diagnosis: synthetic training crops")
+    q.add_argument("--n-test", type=int, default=2000, help="diagnosis: synthetic held-out crops")
+    q.add_argument("--test-seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
     q.set_defaults(func=cmd_train)
 
     q = sub.add_parser("evaluate", help="score the ear or macro model on held-out rendered data (precision, "

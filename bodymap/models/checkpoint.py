@@ -60,6 +60,7 @@ def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[st
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is for everyone
         os.replace(tmp, path)
     except BaseException:
         try:
