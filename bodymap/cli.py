@@ -10,6 +10,9 @@
     bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
     bodymap train ear|macro --out DIR [--steps N] [--bodies N] [--views N] [--size PX] [--folder DIR (ear)]
+    bodymap train diagnosis --out DIR [--csv FILE [--test-csv FILE]] [--n-train 3000] [--epochs 10]
+    bodymap evaluate diagnosis [--weights B.pt] [--weights-a A.pt] [--csv FILE | --n 2000 --seed 9600]
+    bodymap diagnose PHOTO... [--site SITE...] | SCAN --lesions JSON  [--out DIR]
     bodymap evaluate ear|macro [--weights PT] [--json OUT]
 """
 from __future__ import annotations
@@ -279,8 +282,64 @@ def _train_ear_macro(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_diagnosis(args: argparse.Namespace) -> int:
+    """`bodymap evaluate diagnosis`: models A and B on held-out crops (or a CSV): per-class
+    precision / sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
+    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, score_table
+
+    res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device)
+    d = res["data"]
+    print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
+    print(f"held-out {d['kind']} data: {d['n']} crops" + (f", seed {d['seed']}" if "seed" in d else f", {d.get('csv')}")
+          + f", sha256 {d['sha256'][:12]}")
+    print(score_table(res))
+    for k in ("A", "B"):
+        print(f"confusion {k}:\n{confusion_table(res[k])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """`bodymap diagnose`: photographs (with --site), or a scan's lesions (with --lesions):
+    class probabilities (CSV, JSON) and Grad-CAM overlays (PNG)."""
+    from bodymap.models.diagnosis import DiagnosisModel, diagnose_photos, diagnose_scan, write_diagnoses
+
+    model = DiagnosisModel.load(args.weights, device=args.device)
+    print(model.description)
+    if args.lesions:
+        from bodymap.io import load_scan
+        from bodymap.lesions import LesionSet
+
+        if len(args.inputs) != 1:
+            raise ValueError("with --lesions give exactly one scan")
+        scan = load_scan(args.inputs[0], units=args.units)
+        names, crops, diags = diagnose_scan(scan, LesionSet.load_json(args.lesions), model)
+        extra = None
+        out = Path(args.out) if args.out else Path(args.inputs[0]).with_name(Path(args.inputs[0]).stem + "_diagnosis")
+    else:
+        sites = args.site or [None]
+        if len(sites) not in (1, len(args.inputs)):
+            raise ValueError(f"--site: give one site for all photos or one per photo ({len(args.inputs)})")
+        sites = sites * len(args.inputs) if len(sites) == 1 else sites
+        names, crops, quals, diags = diagnose_photos(args.inputs, sites, model)
+        for q in quals:
+            if not q.ok:
+                print(f"warning: {q.message()}", file=sys.stderr)
+        extra = [{"quality": q.to_dict()} for q in quals]
+        out = Path(args.out) if args.out else Path("diagnosis")
+    paths = write_diagnoses(out, names, crops, diags, model, extra)
+    for n, d in zip(names, diags):
+        top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
+        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site})")
+    print(f"  {paths[0]}\n  {paths[1]}\n  {out / 'saliency'}/ ({len(paths) - 2} PNG)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`bodymap evaluate ear|macro`: score a checkpoint on held-out rendered data; print the table."""
+    if args.model == "diagnosis":
+        return _evaluate_diagnosis(args)
     if args.model == "ear":
         from bodymap.models.earseg import evaluate_held_out, score_table, summary_line
     else:
@@ -452,11 +511,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("evaluate", help="score the ear or macro model on held-out rendered data (precision, "
                                         "sensitivity / average precision with 95%% bootstrap intervals)")
-    q.add_argument("model", choices=["ear", "macro"])
-    q.add_argument("--weights", help="checkpoint (default: the shipped one)")
+    q.add_argument("model", choices=["ear", "macro", "diagnosis"])
+    q.add_argument("--weights", help="checkpoint (default: the shipped one; diagnosis: model B)")
     q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
     q.add_argument("--json", help="also write the scores to this JSON file")
+    q.add_argument("--weights-a", help="diagnosis: model A checkpoint (default: the shipped image-only one)")
+    q.add_argument("--csv", help="diagnosis: score on an ISIC-style CSV instead of synthetic crops")
+    q.add_argument("--n", type=int, default=2000, help="diagnosis: held-out synthetic crops")
+    q.add_argument("--seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
     q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("diagnose", help="diagnose lesion photos (or a scan's lesions): probabilities + Grad-CAM PNGs")
+    q.add_argument("inputs", nargs="+", help="photos (JPEG/PNG), or one scan with --lesions")
+    q.add_argument("--site", nargs="+", help="anatomic site of the photos: one for all or one per photo "
+                                              "(taxonomy code or name, e.g. upper_extremity/forearm, 'back of hand')")
+    q.add_argument("--lesions", help="lesion JSON of the scan (from bodymap detect/analyze): diagnose its lesions")
+    q.add_argument("--weights", help="diagnosis checkpoint (default: the shipped model B)")
+    q.add_argument("--out", help="output folder (default: ./diagnosis, or beside the scan)")
+    q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan (default: detect)")
+    q.set_defaults(func=cmd_diagnose)
 
     q = sub.add_parser("track", help="match lesions between two visits; flag new, missing and grown lesions")
     q.add_argument("visit1", help="earlier visit: an analysis folder, or a scan (analysed unless --lesions1)")

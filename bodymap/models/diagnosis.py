@@ -520,3 +520,138 @@ def _subset(data: dict, idx: np.ndarray) -> dict:
     d["description"] = {**data["description"], "n": int(len(idx)), "subset_of": data["description"]["sha256"],
                         "sha256": data_hash(d["images"], d["labels"], d["sites"])}
     return d
+
+
+# ----------------------------------------------------------------------------- evaluation, CLI helpers
+def evaluate_held_out(weights_b=None, weights_a=None, csv: str | None = None, n: int = 2000, seed: int = 9600,
+                      n_boot: int = 1000, device=None) -> dict:
+    """Score models A and B (default: the shipped checkpoints) on held-out data: synthetic crops
+    from ``seed`` (never a training seed) or an ISIC-style ``csv``. Returns compare()'s result
+    without per-case lists plus "data", "checkpoints"."""
+    from bodymap.models import diagdata
+
+    b = DiagnosisModel.load(weights_b, device)
+    a = DiagnosisModel.load(IMAGE_ONLY_PATH if weights_a is None else weights_a, device)
+    if a.classes != b.classes:
+        raise ValueError(f"{a.path} and {b.path} have different classes")
+    if csv:
+        data = diagdata.read_csv(csv, size=b.input_size, classes=b.classes)
+    else:
+        data = diagdata.synthetic_crops(n, seed, b.input_size, classes=b.classes)
+        train_hash = b.checkpoint.get("data", {}).get("sha256")
+        if train_hash and train_hash == data["description"]["sha256"]:
+            raise ValueError(f"seed {seed} makes the training data of {b.path}; pick another")
+    r = compare(a, b, data, n_boot)
+    return {"A": _strip(r["A"]), "B": _strip(r["B"]), "mcnemar": r["mcnemar"], "n": r["n"],
+            "data": data["description"], "checkpoints": {"A": a.path, "B": b.path}}
+
+
+def _ci(v: float, ci) -> str:
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def score_table(res: dict) -> str:
+    """Plain-text table of evaluate_held_out's result: per class precision / sensitivity with
+    95% intervals for A and B, support; accuracy; McNemar."""
+    a, b = res["A"], res["B"]
+    lines = [f"{'class':<22}{'n':>5}  {'A precision':<22}{'A sensitivity':<22}{'B precision':<22}{'B sensitivity':<22}"]
+    for c in a["class_names"]:
+        x, y = a["classes"][c], b["classes"][c]
+        lines.append(f"{c:<22}{x['support']:>5}  {_ci(x['precision'], x['precision_ci']):<22}"
+                     f"{_ci(x['sensitivity'], x['sensitivity_ci']):<22}{_ci(y['precision'], y['precision_ci']):<22}"
+                     f"{_ci(y['sensitivity'], y['sensitivity_ci']):<22}")
+    lines.append(f"{'mean':<22}{a['n']:>5}  {_ci(a['mean_precision'], a['mean_precision_ci']):<22}"
+                 f"{_ci(a['mean_sensitivity'], a['mean_sensitivity_ci']):<22}"
+                 f"{_ci(b['mean_precision'], b['mean_precision_ci']):<22}{_ci(b['mean_sensitivity'], b['mean_sensitivity_ci']):<22}")
+    m = res["mcnemar"]
+    lines.append(f"accuracy A {_ci(a['accuracy'], a['accuracy_ci'])}, B {_ci(b['accuracy'], b['accuracy_ci'])}; "
+                 f"McNemar b={m['b']} (A right, B wrong), c={m['c']} (B right, A wrong), p={m['p']:.2g} ({m['method']})")
+    return "\n".join(lines)
+
+
+def confusion_table(scores: dict) -> str:
+    """Plain-text confusion matrix (rows true, columns predicted) of a scores dict."""
+    names = scores["class_names"]
+    short = [n[:8] for n in names]
+    head = "true \\ predicted"
+    lines = [f"{head:<22}" + "".join(f"{s:>9}" for s in short)]
+    for n, row in zip(names, scores["confusion"]):
+        lines.append(f"{n:<22}" + "".join(f"{v:>9}" for v in row))
+    return "\n".join(lines)
+
+
+def diagnose_photos(paths: list, sites: list[str | None], model: DiagnosisModel, size_px: int = 256):
+    """Photographs -> (names, crops, qualities, diagnoses). Each photo is checked
+    (bodymap.models.quality), centre-cropped to a square and resized to size_px."""
+    from PIL import Image
+
+    from bodymap.models.quality import check_photo, load_photo
+
+    names, crops, quals = [], [], []
+    for p in paths:
+        img = load_photo(p)
+        quals.append(check_photo(img, p))
+        h, w = img.shape[:2]
+        s = min(h, w)
+        sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        crops.append(np.asarray(Image.fromarray(sq).resize((size_px, size_px), Image.BILINEAR)))
+        names.append(Path(p).stem)
+    return names, crops, quals, model.predict(crops, sites)
+
+
+def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128):
+    """The lesions of a scan (a LesionSet or list of Lesion) -> (names, crops, diagnoses); each
+    lesion's site is its region code (from anatomy), if any."""
+    items = list(getattr(lesions, "lesions", lesions))
+    crops = [lesion_crop(scan, les, size_px) for les in items]
+    sites = [(les.region or {}).get("code") for les in items]
+    return [f"lesion_{les.id}" for les in items], crops, model.predict(crops, sites)
+
+
+def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: list[Diagnosis],
+                    model: DiagnosisModel, extra: list[dict] | None = None) -> list[Path]:
+    """Write diagnoses.csv (name, label, site, one probability column per class),
+    diagnoses.json (with the model's description and any ``extra`` per item) and
+    saliency/<name>.png (the crop beside its Grad-CAM overlay). Returns the paths."""
+    import csv as _csv
+
+    from PIL import Image
+
+    out = Path(out)
+    (out / "saliency").mkdir(parents=True, exist_ok=True)
+    paths = [out / "diagnoses.csv", out / "diagnoses.json"]
+    with open(paths[0], "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["name", "label", "site", *model.classes])
+        for n, d in zip(names, diagnoses):
+            w.writerow([n, d.label, d.site, *[f"{d.probs[c]:.5f}" for c in model.classes]])
+    items = []
+    for i, (n, c, d) in enumerate(zip(names, crops, diagnoses)):
+        png = out / "saliency" / f"{n}.png"
+        if d.saliency is not None:
+            Image.fromarray(np.concatenate([c, overlay(c, d.saliency)], 1)).save(png)
+            paths.append(png)
+        items.append({"name": n, **d.to_dict(), "saliency_png": str(png) if d.saliency is not None else None,
+                      **((extra or [{}] * len(names))[i])})
+    paths[1].write_text(json.dumps({"model": model.description, "checkpoint": model.path,
+                                    "classes": model.classes, "items": items}, indent=1))
+    return paths
+
+
+def benchmark(n_crops: int = 300, held_out: int = 2000, seed: int = 9600, device=None) -> dict:
+    """Figures for benchmarks/models.py: held-out A vs B (evaluate_held_out on the shipped
+    checkpoints), the time to diagnose ``n_crops`` crops with saliency (batches of 64, after one
+    warm-up batch), and the checkpoint sizes."""
+    from bodymap.models import diagdata
+
+    res = evaluate_held_out(n=held_out, seed=seed, device=device)
+    model = DiagnosisModel.load(device=device)
+    crops = diagdata.synthetic_crops(n_crops, seed + 1, model.input_size)
+    model.predict(list(crops["images"][:64]), crops["sites"][:64])
+    t0 = time.perf_counter()
+    model.predict(list(crops["images"]), crops["sites"])
+    dt = time.perf_counter() - t0
+    res["timing"] = {"crops": n_crops, "seconds": round(dt, 2), "crops_per_s": round(n_crops / dt, 1),
+                     "device": str(model.device), "saliency": True}
+    res["sizes_mb"] = {p.name: round(p.stat().st_size / 1e6, 2) for p in (DEFAULT_PATH, IMAGE_ONLY_PATH)}
+    return res
