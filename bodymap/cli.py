@@ -260,7 +260,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 def _train_ear_macro(args: argparse.Namespace) -> int:
     """`bodymap train ear|macro`: see bodymap.models.earseg.train_ear and macro.train_macro."""
-    kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views")
+    kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views", "minutes")
           if getattr(args, k, None) is not None}
     cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k} {v}" for k, v in kw.items()]
                    + ([f"--folder {args.folder}"] if args.folder else []))
@@ -287,7 +287,8 @@ def _evaluate_diagnosis(args: argparse.Namespace) -> int:
     precision / sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
     from bodymap.models.diagnosis import confusion_table, evaluate_held_out, score_table
 
-    res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device)
+    res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device,
+                            synth=args.synth)
     d = res["data"]
     print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
     print(f"held-out {d['kind']} data: {d['n']} crops" + (f", seed {d['seed']}" if "seed" in d else f", {d.get('csv')}")
@@ -364,13 +365,19 @@ def _train_diagnosis(args: argparse.Namespace) -> int:
     batch = 64 if args.batch is None else args.batch
     lr = 2e-3 if args.lr is None else args.lr
     size = 64 if args.size is None else args.size
-    src = (f"--csv {args.csv}" + (f" --test-csv {args.test_csv}" if args.test_csv else "")) if args.csv else \
-        f"--n-train {args.n_train} --n-test {args.n_test} --test-seed {args.test_seed}"
+    if args.csv:
+        src = f"--csv {args.csv}" + (f" --test-csv {args.test_csv}" if args.test_csv else "")
+    elif args.synth:
+        src = f"--synth {' '.join(args.synth)}" + (f" --test-synth {' '.join(args.test_synth)}" if args.test_synth
+                                                    else f" --n-test {args.n_test} --test-seed {args.test_seed}")
+    else:
+        src = f"--n-train {args.n_train} --n-test {args.n_test} --test-seed {args.test_seed}"
     cmd = (f"bodymap train diagnosis --out {args.out} {src} --seed {seed} --epochs {epochs} --batch {batch} "
            f"--lr {lr} --size {size}")
     bar = _Bar("training diagnosis", enabled=not args.quiet)
     try:
-        r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, n_train=args.n_train,
+        r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, synth=args.synth,
+                            test_synth=args.test_synth, n_train=args.n_train,
                             n_test=args.n_test, seed=seed, test_seed=args.test_seed, size=size, epochs=epochs,
                             batch=batch, lr=lr, device=args.device, command=cmd, progress=bar,
                             max_steps=args.steps)
@@ -498,12 +505,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
     q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
+    q.add_argument("--minutes", type=float, help="ear/macro: stop after this much training time (the learning-rate "
+                                                 "schedule follows the clock)")
     q.add_argument("--lr", type=float, help="ear/macro: peak learning rate")
     q.add_argument("--size", type=int, help="ear/macro: network input side, pixels")
     q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
     q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
     q.add_argument("--csv", help="diagnosis: train on an ISIC-style CSV (image path, diagnosis, anatomic site)")
     q.add_argument("--test-csv", help="diagnosis: held-out CSV (default: a seeded 20%% of --csv)")
+    q.add_argument("--synth", nargs="+", help="diagnosis: train on crops cut from the textures of `bodymap synth` "
+                                              "patients (folders)")
+    q.add_argument("--test-synth", nargs="+", help="diagnosis: held-out `bodymap synth` patients "
+                                                   "(default: synthetic crops of --test-seed)")
     q.add_argument("--n-train", type=int, default=3000, help="diagnosis: synthetic training crops")
     q.add_argument("--n-test", type=int, default=2000, help="diagnosis: synthetic held-out crops")
     q.add_argument("--test-seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
@@ -517,6 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="also write the scores to this JSON file")
     q.add_argument("--weights-a", help="diagnosis: model A checkpoint (default: the shipped image-only one)")
     q.add_argument("--csv", help="diagnosis: score on an ISIC-style CSV instead of synthetic crops")
+    q.add_argument("--synth", nargs="+", help="diagnosis: score on crops cut from the textures of `bodymap synth` "
+                                              "patients (folders)")
     q.add_argument("--n", type=int, default=2000, help="diagnosis: held-out synthetic crops")
     q.add_argument("--seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
     q.set_defaults(func=cmd_evaluate)

@@ -222,3 +222,56 @@ def read_csv(path, size: int = 64, classes: list[str] | None = None) -> dict:
             "sha256": data_hash(images, labels, sites)}
     return {"images": images, "labels": labels, "sites": sites, "classes": classes,
             "records": [{"image": r[ci]} for r in rows], "description": desc}
+
+
+def visit_dirs(paths: list) -> list[Path]:
+    """Visit folders (holding truth.json) under each of ``paths`` (a visit, patient or output
+    folder of ``bodymap synth``), sorted. Raises ValueError naming a path with none."""
+    out = []
+    for p in map(Path, paths):
+        found = [p] if (p / "truth.json").exists() else sorted(q.parent for q in p.rglob("truth.json"))
+        if not found:
+            raise ValueError(f"{p}: no synthetic visit (truth.json) found")
+        out += found
+    return out
+
+
+def scan_crops(visit_dirs: list, size: int = 64, progress: Progress | None = None) -> dict:
+    """Crops cut by ``bodymap.models.diagnosis.lesion_crop`` from the textures of synthetic
+    patients (``bodymap synth`` output: visit folders holding scan.obj and truth.json), one per
+    true lesion on the scan, labelled with its type and with the site of its body part.
+    Returns the same dict as ``synthetic_crops`` (classes: the synth lesion types)."""
+    from bodymap.io import load_scan
+    from bodymap.lesions import Lesion
+    from bodymap.models.diagnosis import lesion_crop
+    from bodymap.synth.lesions import LESION_TYPES
+    from bodymap.synth.truth import read_visit_truth
+
+    classes = list(LESION_TYPES)
+    images, labels, sites, records = [], [], [], []
+    dirs = [Path(v) for v in visit_dirs]
+    for k, v in enumerate(dirs):
+        truth, _ = read_visit_truth(v)
+        scan = load_scan(v / truth["scan"]["file"])
+        for r in truth["lesions"]:
+            if not r.get("on_scan", True) or r["type"] not in classes:
+                continue
+            les = Lesion(id=r["id"], point_mm=r["point_mm"], face=r["scan_face"], bary=r["scan_bary"],
+                         normal=r["normal"], diameter_mm=r["diameter_mm"], area_mm2=r["area_mm2"],
+                         colour_lab=[0, 0, 0], skin_lab=[0, 0, 0], contrast_de=0.0, confidence=1.0)
+            images.append(lesion_crop(scan, les, size))
+            labels.append(classes.index(r["type"]))
+            sites.append(PART_SITE[r["part"]])
+            records.append({"visit": str(v), "id": r["id"], "type": r["type"], "diameter_mm": r["diameter_mm"],
+                            "texel_mm": r["texel_mm"], "site": sites[-1]})
+        if progress:
+            progress("cutting crops", (k + 1) / len(dirs))
+    if not images:
+        raise ValueError(f"no lesions found in {', '.join(map(str, dirs))}")
+    images = np.stack(images)
+    labels = np.array(labels, np.int64)
+    desc = {"kind": "synthetic scans", "visits": [str(v) for v in dirs], "n": int(len(labels)), "size": size,
+            "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
+            "sha256": data_hash(images, labels, sites)}
+    return {"images": images, "labels": labels, "sites": sites, "classes": classes, "records": records,
+            "description": desc}

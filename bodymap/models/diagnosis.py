@@ -436,11 +436,13 @@ def _strip(scores: dict) -> dict:
     return {k: v for k, v in scores.items() if k not in ("correct", "predicted")}
 
 
-def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None = None, n_train: int = 3000,
+def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None = None, synth: list | None = None,
+                    test_synth: list | None = None, n_train: int = 3000,
                     n_test: int = 1500, seed: int = 600, test_seed: int = 9600, size: int = 64, epochs: int = 10,
                     batch: int = 64, lr: float = 2e-3, device=None, command: str = "",
                     progress: Progress | None = None, max_steps: int | None = None) -> dict:
-    """The whole recipe: data (synthetic crops from ``seed``, or an ISIC-style ``csv``), model A
+    """The whole recipe: data (synthetic crops from ``seed``, an ISIC-style ``csv``, or crops cut
+    from the textures of ``bodymap synth`` patients in the ``synth`` folders), model A
     (image only) and model B (image + site) trained with the same seed and batches, both
     evaluated on held-out data (synthetic crops from ``test_seed``, or ``test_csv``; with a
     csv and no test_csv, a seeded 20% split of it), McNemar A vs B. Writes under ``out``:
@@ -467,6 +469,10 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
             perm = rng.permutation(len(data["labels"]))
             k = max(1, len(perm) // 5)
             test, data = _subset(data, perm[:k]), _subset(data, perm[k:])
+    elif synth:  # crops cut from the textures of `bodymap synth` patients
+        data = diagdata.scan_crops(diagdata.visit_dirs(synth), size, progress=progress)
+        test = (diagdata.scan_crops(diagdata.visit_dirs(test_synth), size) if test_synth else
+                diagdata.synthetic_crops(n_test, test_seed, size, classes=data["classes"], progress=progress))
     else:
         data = diagdata.synthetic_crops(n_train, seed, size, progress=progress)
         test = diagdata.synthetic_crops(n_test, test_seed, size, classes=data["classes"], progress=progress)
@@ -524,9 +530,10 @@ def _subset(data: dict, idx: np.ndarray) -> dict:
 
 # ----------------------------------------------------------------------------- evaluation, CLI helpers
 def evaluate_held_out(weights_b=None, weights_a=None, csv: str | None = None, n: int = 2000, seed: int = 9600,
-                      n_boot: int = 1000, device=None) -> dict:
+                      n_boot: int = 1000, device=None, synth: list | None = None) -> dict:
     """Score models A and B (default: the shipped checkpoints) on held-out data: synthetic crops
-    from ``seed`` (never a training seed) or an ISIC-style ``csv``. Returns compare()'s result
+    from ``seed`` (never a training seed), an ISIC-style ``csv``, or crops cut from the textures
+    of synthetic patients (``synth``: folders of ``bodymap synth``). Returns compare()'s result
     without per-case lists plus "data", "checkpoints"."""
     from bodymap.models import diagdata
 
@@ -536,6 +543,8 @@ def evaluate_held_out(weights_b=None, weights_a=None, csv: str | None = None, n:
         raise ValueError(f"{a.path} and {b.path} have different classes")
     if csv:
         data = diagdata.read_csv(csv, size=b.input_size, classes=b.classes)
+    elif synth:
+        data = diagdata.scan_crops(diagdata.visit_dirs(synth), b.input_size)
     else:
         data = diagdata.synthetic_crops(n, seed, b.input_size, classes=b.classes)
         train_hash = b.checkpoint.get("data", {}).get("sha256")
@@ -655,3 +664,18 @@ def benchmark(n_crops: int = 300, held_out: int = 2000, seed: int = 9600, device
                      "device": str(model.device), "saliency": True}
     res["sizes_mb"] = {p.name: round(p.stat().st_size / 1e6, 2) for p in (DEFAULT_PATH, IMAGE_ONLY_PATH)}
     return res
+
+
+def benchmark_text(res: dict) -> str:
+    """The printed report of ``benchmark``: data, per-class table, confusion matrices, McNemar,
+    speed and sizes."""
+    d = res["data"]
+    t = res["timing"]
+    lines = [f"held-out synthetic crops: {d['n']} (seed {d.get('seed')}, sha256 {d['sha256'][:12]}); "
+             f"checkpoints A {res['checkpoints']['A']}, B {res['checkpoints']['B']}",
+             score_table(res), "confusion A (rows true, columns predicted):", confusion_table(res["A"]),
+             "confusion B:", confusion_table(res["B"]),
+             f"speed: {t['crops']} crops with Grad-CAM in {t['seconds']:.2f} s ({t['crops_per_s']:.0f} crops/s) "
+             f"on {t['device']}",
+             "sizes: " + ", ".join(f"{k} {v:.2f} MB" for k, v in res["sizes_mb"].items())]
+    return "\n".join(lines)
