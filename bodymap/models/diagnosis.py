@@ -167,6 +167,8 @@ class DiagnosisModel:
         except RuntimeError as e:
             raise CheckpointError(self.path or "checkpoint", f"weights do not fit its architecture ({str(e)[:200]})") from None
         self.net.to(self.device).eval()
+        for prm in self.net.parameters():  # Grad-CAM needs activation gradients only
+            prm.requires_grad_(False)
 
     @classmethod
     def load(cls, path=None, device=None) -> "DiagnosisModel":
@@ -235,10 +237,10 @@ class DiagnosisModel:
         h = layer.register_forward_hook(hook)
         try:
             with torch.enable_grad():
-                x = x.requires_grad_(False)
+                x = x.requires_grad_(True)  # so the hooked activations carry gradients
                 logits = self.net(x, s)
                 pred = logits.argmax(1)
-                self.net.zero_grad(set_to_none=True)
+                # one backward for the batch: in eval mode the samples do not interact
                 logits.gather(1, pred[:, None]).sum().backward()
         finally:
             h.remove()
