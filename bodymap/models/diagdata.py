@@ -10,10 +10,13 @@ map, painted by the same painter, the same lesion types and the same site prefer
   hands; angiomas, atypical nevi and keratoses on the trunk; ...), so location carries real
   information about the class;
 - image: Fitzpatrick I-VI skin (mottling, pores, some hair), the lesion painted at its true size
-  in mm, sampled at a texture-map resolution of 0.3-0.7 mm per texel over a field of
+  in mm, sampled at a texture-map resolution of 0.3-1.0 mm per texel over a field of
   max(2.5 x diameter, 8 mm) (exactly the field ``lesion_crop`` takes), light gradient, blur and
-  noise, then resized to the network's input. At that resolution small lesions of different
-  types look alike, as they do on a 3D-scan texture; the site then helps.
+  noise, then resized to the network's input;
+- look-alikes (``LOOKALIKES``): 40% of solar lentigines are painted like common nevi and 40% of
+  common nevi like lentigines, 30% of seborrheic keratoses like lentigines (flat pigmented
+  macules that the image cannot tell apart). Only the site can separate these, so a model
+  that uses location (model B) can beat one that does not (model A) on held-out data.
 
 User data (``read_csv``): an ISIC-style CSV with an image path, a diagnosis and an anatomic site
 column (site may be empty); images are read and resized on the fly.
@@ -34,6 +37,15 @@ PART_SITE = {"trunk": "trunk", "head": "head_neck/head", "neck": "head_neck/neck
 PART_AREA = {"trunk": 0.33, "head": 0.07, "neck": 0.03, "arm": 0.17, "hand": 0.05, "leg": 0.30, "foot": 0.05}
 
 Progress = Callable[[str, float], None]
+# texture resolution of the crops, mm per texel (3D-scan textures: 0.3-1 mm; sample_meshes 0.95)
+TEXEL_MM = (0.3, 1.0)
+# Look-alikes: a share of the lesions of a type is painted with another type's appearance, as in
+# the clinic, where a flat pigmented macule may be a solar lentigo or a junctional nevus, and a
+# flat seborrheic keratosis (which grows out of a lentigo) looks like a lentigo. The image cannot
+# tell these apart; their predilection sites can (lentigines: face, forearms, backs of hands;
+# nevi and keratoses: trunk). type -> (look painted, share of that type's crops)
+LOOKALIKES = {"solar_lentigo": ("common_nevus", 0.4), "common_nevus": ("solar_lentigo", 0.4),
+              "seborrheic_keratosis": ("solar_lentigo", 0.3)}
 
 
 def crop_field_mm(diameter_mm: float) -> float:
@@ -59,9 +71,10 @@ def _smooth_noise(rng: np.random.Generator, n: int, scale_px: float) -> np.ndarr
     return (g - g.mean()) / max(float(g.std()), 1e-6)
 
 
-def paint_crop(rng: np.random.Generator, lesion_type: str, size: int) -> tuple[np.ndarray, dict]:
-    """One synthetic lesion crop. Returns image (size, size, 3) uint8 sRGB and its record
-    (type, diameter_mm, texel_mm, fitzpatrick)."""
+def paint_crop(rng: np.random.Generator, lesion_type: str, size: int, look: str | None = None) -> tuple[np.ndarray, dict]:
+    """One synthetic lesion crop of a ``lesion_type`` lesion (its size range), painted with the
+    appearance of ``look`` (default: its own type). Returns image (size, size, 3) uint8 sRGB and
+    its record (type, look, diameter_mm, texel_mm, fitzpatrick)."""
     from PIL import Image
 
     from bodymap.colour import srgb_to_linear
@@ -70,10 +83,10 @@ def paint_crop(rng: np.random.Generator, lesion_type: str, size: int) -> tuple[n
 
     lo, hi = LESION_TYPES[lesion_type]["d"]
     d = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    les = LesionSpec(id=1, type=lesion_type, base_face=0, base_bary=(1.0, 0.0, 0.0), diameter_mm=d,
+    les = LesionSpec(id=1, type=look or lesion_type, base_face=0, base_bary=(1.0, 0.0, 0.0), diameter_mm=d,
                      aspect=float(rng.uniform(0.7, 1.0)), angle=float(rng.uniform(0, np.pi)),
                      darkness=float(rng.uniform(0.8, 1.25)), seed=int(rng.integers(0, 2**31 - 1)))
-    texel = float(rng.uniform(0.3, 0.7))
+    texel = float(rng.uniform(*TEXEL_MM))
     field = crop_field_mm(d)
     n = max(int(round(field / texel)), 8)
     fz = int(rng.integers(1, 7))
@@ -116,8 +129,8 @@ def paint_crop(rng: np.random.Generator, lesion_type: str, size: int) -> tuple[n
         srgb = ndimage.gaussian_filter(srgb, (rng.uniform(0.3, 0.9),) * 2 + (0,))
     srgb = np.clip(srgb + rng.normal(0, 0.01, srgb.shape), 0, 1)
     im = Image.fromarray((srgb * 255 + 0.5).astype(np.uint8)).resize((size, size), Image.BILINEAR)
-    return np.asarray(im), {"type": lesion_type, "diameter_mm": round(d, 2), "texel_mm": round(texel, 3),
-                            "fitzpatrick": fz}
+    return np.asarray(im), {"type": lesion_type, "look": look or lesion_type, "diameter_mm": round(d, 2),
+                            "texel_mm": round(texel, 3), "fitzpatrick": fz}
 
 
 def synthetic_crops(n: int, seed: int, size: int = 64, classes: list[str] | None = None,
@@ -138,13 +151,17 @@ def synthetic_crops(n: int, seed: int, size: int = 64, classes: list[str] | None
         t = classes[k]
         names, p = list(probs[t]), np.array(list(probs[t].values()))
         site = names[int(rng.choice(len(names), p=p))]
-        images[i], rec = paint_crop(rng, t, size)
+        look = None
+        if t in LOOKALIKES and rng.random() < LOOKALIKES[t][1]:
+            look = LOOKALIKES[t][0]
+        images[i], rec = paint_crop(rng, t, size, look)
         labels[i] = k
         sites.append(site)
         records.append({**rec, "site": site})
         if progress and (i % 50 == 0 or i == n - 1):
             progress("painting crops", (i + 1) / n)
-    desc = {"kind": "synthetic", "n": n, "seed": seed, "size": size,
+    desc = {"kind": "synthetic", "n": n, "seed": seed, "size": size, "texel_mm": list(TEXEL_MM),
+            "lookalikes": {k: list(v) for k, v in LOOKALIKES.items()},
             "generator": "bodymap.models.diagdata.synthetic_crops (bodymap.synth.lesions painter and site table)",
             "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
             "sha256": data_hash(images, labels, sites)}
