@@ -41,6 +41,15 @@ def test_synthetic_crops_reproducible_and_site_dependent():
     assert all(abs(sum(diagdata.site_probabilities(t).values()) - 1) < 1e-9 for t in a["classes"])
 
 
+
+def test_lookalikes_are_painted_with_another_types_appearance():
+    d = diagdata.synthetic_crops(90, seed=8, size=32)
+    pairs = {(r["type"], r["look"]) for r in d["records"]}
+    assert ("common_nevus", "solar_lentigo") in pairs or ("solar_lentigo", "common_nevus") in pairs
+    assert all(look == t or diagdata.LOOKALIKES[t][0] == look for t, look in pairs)
+    assert "melanoma" in {t for t, look in pairs if t == look}
+
+
 def test_site_index_walks_up_the_taxonomy():
     vocab = ["unknown", "trunk", "upper_extremity", "upper_extremity/hand", "head_neck/head"]
     assert site_index("trunk", vocab) == 1
