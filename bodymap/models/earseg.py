@@ -88,8 +88,8 @@ def _augment(x, y, gen):
 
 def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int = 150, views: int = 12,
               size: int = 128, crop: int = 96, seed: int = 1, steps: int = 600, batch: int = 8, lr: float = 3e-3,
-              device: str | None = None, threads: int = 2, held_out: dict | None = None,
-              progress: Progress | None = None, command: str = "") -> Path:
+              device: str | None = None, threads: int = 1, held_out: dict | None = None,
+              minutes: float | None = None, progress: Progress | None = None, command: str = "") -> Path:
     """Train the U-Net from random weights; write out/ear_segmentation.pt and out/ear_train.log.
 
     Data: ``folder`` (images/ + masks/, see eardata.load_ear_folder) or, by default, synthetic
@@ -97,7 +97,8 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     optimiser steps of ``batch`` random ``crop`` x ``crop`` windows of the ``size`` x ``size``
     images (the network is fully convolutional: it is used on whole images; crops save CPU
     time), AdamW with a one-cycle learning rate peaking at ``lr``, cross-entropy + Dice loss. Synthetic runs are then scored on held-out rendered ears
-    (HELD_OUT) and the scores stored in the checkpoint. Returns the checkpoint path.
+    (HELD_OUT) and the scores stored in the checkpoint. ``minutes`` caps the training time (the
+    learning-rate schedule then follows the clock, see _Schedule). Returns the checkpoint path.
     """
     import torch
 
@@ -130,7 +131,7 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     if n < 2:
         raise ValueError(f"{folder or 'synthetic data'}: {n} training images; at least 2 needed")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    sched = _Schedule(opt, lr, steps, minutes)
     import segmentation_models_pytorch as smp
 
     dice = smp.losses.DiceLoss("multiclass", from_logits=True)
@@ -142,6 +143,9 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     losses = []
     model.train()
     for step in range(steps):
+        if sched.done():
+            note(f"time budget of {minutes} min reached after {step} steps")
+            break
         if pos + batch > n:
             order, pos = rng.permutation(n), 0
         idx = np.sort(order[pos:pos + batch])
@@ -160,9 +164,9 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
         sched.step()
         losses.append(loss.item())
         if step % 10 == 0 or step == steps - 1:
-            note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} lr {sched.get_last_lr()[0]:.2e} "
+            note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} lr {sched.lr:.2e} "
                  f"{time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * (step + 1) / steps)
+        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * sched.fraction())
     train_s = time.perf_counter() - t0
     metrics: dict = {}
     if folder is None:
@@ -172,11 +176,11 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
         pred = predict_batches(model.eval(), hd["images"], dev)
         metrics = {"held_out": dict(pixel_scores(hd["masks"], pred), data=hd["description"])}
         note("held-out: " + summary_line(metrics["held_out"]))
-    training = {"command": command, "steps": steps, "batch": batch, "crop": crop, "lr": lr, "optimiser": "AdamW, one-cycle",
+    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "crop": crop, "lr": lr, "optimiser": "AdamW, one-cycle",
                 "loss": "cross-entropy + Dice", "augmentation": "horizontal flip, colour jitter",
                 "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights", "final_loss": round(float(np.mean(losses[-20:])), 4),
-                "first_loss": round(float(np.mean(losses[:10])), 4), "log": log_path.name}
+                "from": "random weights", "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
+                "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
     path = out / "ear_segmentation.pt"
     save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(EAR_REGIONS),
                     input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
@@ -185,6 +189,45 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     log.close()
     say("done", 1.0)
     return path
+
+
+class _Schedule:
+    """One-cycle learning rate (15% linear warm-up from lr/25, cosine down to lr/1000) over
+    ``steps`` steps or, when ``minutes`` is given, over whichever of the two ends first: the
+    schedule follows max(step / steps, elapsed / budget), so a time-limited run still anneals."""
+
+    def __init__(self, opt, lr: float, steps: int, minutes: float | None = None):
+        self.opt, self.peak, self.steps = opt, lr, max(1, steps)
+        self.budget = None if minutes is None else 60.0 * minutes
+        self.t0 = time.perf_counter()
+        self.n = 0
+        self._set()
+
+    def fraction(self) -> float:
+        """Progress through the schedule, 0..1."""
+        f = self.n / self.steps
+        if self.budget is not None:
+            f = max(f, (time.perf_counter() - self.t0) / self.budget)
+        return min(f, 1.0)
+
+    def done(self) -> bool:
+        """True once the steps or the time budget are used up."""
+        return self.fraction() >= 1.0
+
+    def _set(self) -> None:
+        f = self.fraction()
+        if f < 0.15:
+            self.lr = self.peak / 25 + (self.peak - self.peak / 25) * f / 0.15
+        else:
+            c = (f - 0.15) / 0.85
+            self.lr = self.peak / 1000 + 0.5 * (self.peak - self.peak / 1000) * (1 + np.cos(np.pi * c))
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+
+    def step(self) -> None:
+        """After an optimiser step: count it and set the next learning rate."""
+        self.n += 1
+        self._set()
 
 
 def predict_batches(model, images: np.ndarray, device=None, batch: int = 16,
@@ -268,7 +311,7 @@ def score_table(scores: dict) -> str:
 
 
 def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
-                      views: int = HELD_OUT["views_per_ear"], cache: str | Path | None = "out/models/cache",
+                      views: int = HELD_OUT["views_per_ear"], cache: str | Path | None = Path(__file__).resolve().parents[2] / "out" / "models" / "cache",
                       device: str | None = None, progress: Progress | None = None) -> dict:
     """Score a checkpoint (default: the shipped one) on held-out rendered ears: bodies of
     generator seed ``seed`` (training uses other seeds). Returns pixel_scores(...) plus the
@@ -283,6 +326,41 @@ def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["s
         hd = cached_ear_dataset(Path(cache), bodies, views, size, seed, progress)
     pred = predict_batches(seg.model, hd["images"], seg.device, normalisation=seg.normalisation)
     return dict(pixel_scores(hd["masks"], pred), data=hd["description"], checkpoint=str(seg.path))
+
+
+def benchmark(path: str | Path | None = None) -> dict:
+    """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint, its
+    size, and CPU time per 128-px close-up and per 1024x768 photo."""
+    res = evaluate_held_out(path)
+    seg = EarSegmenter.load(path)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (seg.input_size, seg.input_size, 3)).astype(np.uint8)
+    photo = rng.integers(0, 255, (768, 1024, 3)).astype(np.uint8)
+    seg.segment(img)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        seg.segment(img)
+    t1 = time.perf_counter()
+    seg.segment(photo)
+    t2 = time.perf_counter()
+    ck = seg.info
+    res.update({"file_mb": round(Path(seg.path).stat().st_size / 1e6, 2),
+                "ms_per_closeup": round(1000 * (t1 - t0) / 5, 1), "ms_per_photo_1024x768": round(1000 * (t2 - t1), 1),
+                "device": str(seg.device), "training": ck.get("training", {}), "train_data": ck.get("data", {})})
+    return res
+
+
+def benchmark_text(res: dict) -> str:
+    """The printed report of ``benchmark``."""
+    d, t = res["data"], res.get("training", {})
+    return "\n".join([
+        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
+        f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
+        f"held-out: {d['images']} rendered ear close-ups of {d['bodies']} bodies never used in training "
+        f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from {res['bootstrap']}",
+        "", score_table(res), "", summary_line(res),
+        f"speed ({res['device']}): {res['ms_per_closeup']} ms per {d['size']}-px close-up, "
+        f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo"])
 
 
 @dataclasses.dataclass

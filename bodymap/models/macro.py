@@ -30,6 +30,7 @@ DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "macro_anatomy.pt"
 ARCH = {"library": "timm", "name": "efficientnet_b2", "classes": len(MACRO)}
 NORMALISATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 HELD_OUT = {"seed": 9001, "bodies": 16, "views": 28}  # bodies and cameras never used for training
+RENDER_SIZE = 96  # patches are rendered at this side and resized to the network's input size
 Progress = Callable[[str, float], None]
 
 
@@ -40,6 +41,27 @@ def build_model(arch: dict = ARCH):
     if arch.get("library") != "timm":
         raise ValueError(f"unsupported macro-anatomy architecture {arch}")
     return timm.create_model(arch["name"], pretrained=False, num_classes=int(arch["classes"]))
+
+
+def stable_init(model) -> int:
+    """Make a randomly initialised timm EfficientNet trainable from scratch with Adam: zero the
+    classifier (initial logits 0, loss ln 7) and the last BatchNorm scale of every residual block
+    (each block starts as the identity). Without this the random network's logits reach ~10 and
+    training stalls above chance. Returns the number of blocks zeroed."""
+    import torch
+
+    n = 0
+    head = model.get_classifier()
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    for mod in model.modules():
+        if not getattr(mod, "has_skip", False):
+            continue
+        bn = getattr(mod, "bn3", None) if hasattr(mod, "bn3") else getattr(mod, "bn2", None)
+        if bn is not None and getattr(bn, "weight", None) is not None:
+            torch.nn.init.zeros_(bn.weight)
+            n += 1
+    return n
 
 
 # ---------------------------------------------------------------- data
@@ -54,7 +76,8 @@ def _vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
 
 def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator, size: int):
     """A random camera looking at ``point`` (3,) mm from near its surface ``normal`` (within 35
-    degrees), seeing a field 80-450 mm across (log-uniform), rolled up to +-60 degrees."""
+    degrees), seeing a field 150-700 mm across (log-uniform: a hand, a forearm, a back), rolled
+    up to +-60 degrees."""
     from renderers.camera import Camera
 
     n = normal / np.linalg.norm(normal)
@@ -62,7 +85,7 @@ def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator
     d /= np.linalg.norm(d)
     if np.dot(d, n) < 0.5:
         d = n
-    field = float(np.exp(rng.uniform(np.log(80), np.log(450))))
+    field = float(np.exp(rng.uniform(np.log(150), np.log(700))))
     fov = rng.uniform(25, 50)
     dist = 0.5 * field / np.tan(np.deg2rad(fov) / 2)
     up0 = np.array([0.0, 0, 1]) if abs(d[2]) < 0.9 else np.array([0.0, 1, 0])
@@ -141,19 +164,30 @@ def cached_macro_dataset(cache: Path, n_bodies: int, views: int, size: int, seed
 
 # ---------------------------------------------------------------- training and scores
 
-def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int = 96, seed: int = 1,
-                steps: int = 450, batch: int = 16, lr: float = 2e-3, device: str | None = None,
-                threads: int = 2, held_out: dict | None = None, progress: Progress | None = None,
-                command: str = "") -> Path:
+def resize_patches(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, s, s, 3) uint8 -> (N, size, size, 3) uint8 (PIL bilinear with antialiasing)."""
+    from PIL import Image
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int = 64, seed: int = 1,
+                steps: int = 2000, batch: int = 16, lr: float = 1e-3, device: str | None = None,
+                threads: int = 1, held_out: dict | None = None, minutes: float | None = None,
+                progress: Progress | None = None,
+                command: str = "", data: dict | None = None) -> Path:
     """Train the EfficientNet-B2 from random weights; write out/macro_anatomy.pt and
-    out/macro_train.log. Data: render_macro_dataset(bodies, views, size, seed) cached under
-    out/cache. ``steps`` AdamW steps of ``batch`` patches (one-cycle learning rate peaking at
-    ``lr``, label smoothing 0.05, flips and colour jitter), then scores on held-out bodies
-    (HELD_OUT) stored in the checkpoint. Returns the checkpoint path."""
+    out/macro_train.log. Data: render_macro_dataset(bodies, views, RENDER_SIZE, seed) cached
+    under out/cache, resized to the network input ``size``. ``steps`` AdamW steps of ``batch`` patches (one-cycle learning rate peaking at
+    ``lr``, or over ``minutes`` when that ends first; label smoothing 0.05, flips and colour jitter), then scores on held-out bodies
+    (HELD_OUT) stored in the checkpoint; ``held_out=False`` skips them. ``data`` (a dict like
+    render_macro_dataset's) trains on given patches instead. Returns the checkpoint path."""
     import torch
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
-    from bodymap.models.earseg import to_tensor
+    from bodymap.models.earseg import _Schedule, to_tensor
 
     torch.set_num_threads(max(1, min(2, threads)))
     out = Path(out)
@@ -167,15 +201,21 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
         log.flush()
 
     note(f"command: {command or 'train_macro'}")
-    data = cached_macro_dataset(out / "cache", bodies, views, size, seed, progress=lambda s, f: say(s, 0.1 * f))
+    if data is None:
+        data = cached_macro_dataset(out / "cache", bodies, views, RENDER_SIZE, seed,
+                                    progress=lambda s, f: say(s, 0.1 * f))
+    data = dict(data, images=resize_patches(data["images"], size))
     note(f"data: {json.dumps(data['description'])}")
     dev = pick_device(device)
     torch.manual_seed(seed)
-    model = build_model().to(dev)
+    model = build_model()
+    n_zeroed = stable_init(model)
+    note(f"stable init: classifier and the last BatchNorm of {n_zeroed} residual blocks zeroed")
+    model = model.to(dev)
     images, labels = data["images"], data["labels"]
     n = len(images)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    sched = _Schedule(opt, lr, steps, minutes)
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     order, pos = rng.permutation(n), 0
@@ -183,6 +223,9 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
     losses, correct = [], []
     model.train()
     for step in range(steps):
+        if sched.done():
+            note(f"time budget of {minutes} min reached after {step} steps")
+            break
         if pos + batch > n:
             order, pos = rng.permutation(n), 0
         idx = np.sort(order[pos:pos + batch])
@@ -198,26 +241,30 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
         loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.05)
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
         opt.step()
         sched.step()
         losses.append(loss.item())
         correct.append(float((logits.argmax(1) == y).float().mean()))
         if step % 10 == 0 or step == steps - 1:
             note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} train acc {np.mean(correct[-10:]):.3f} "
-                 f"lr {sched.get_last_lr()[0]:.2e} {time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * (step + 1) / steps)
+                 f"lr {sched.lr:.2e} {time.perf_counter() - t0:.0f} s")
+        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * sched.fraction())
     train_s = time.perf_counter() - t0
-    ho = dict(HELD_OUT, **(held_out or {}))
-    say("held-out evaluation", 0.9)
-    hd = cached_macro_dataset(out / "cache", ho["bodies"], ho["views"], size, ho["seed"])
-    probs = predict_probs(model.eval(), hd["images"], dev)
-    metrics = {"held_out": dict(patch_scores(hd["labels"], probs), data=hd["description"])}
-    note("held-out: " + summary_line(metrics["held_out"]))
-    training = {"command": command, "steps": steps, "batch": batch, "lr": lr, "optimiser": "AdamW, one-cycle",
-                "loss": "cross-entropy, label smoothing 0.05", "augmentation": "horizontal flip, colour jitter",
+    metrics: dict = {}
+    if held_out is not False:
+        ho = dict(HELD_OUT, **(held_out or {}))
+        say("held-out evaluation", 0.9)
+        hd = cached_macro_dataset(out / "cache", ho["bodies"], ho["views"], RENDER_SIZE, ho["seed"])
+        probs = predict_probs(model.eval(), resize_patches(hd["images"], size), dev)
+        metrics = {"held_out": dict(patch_scores(hd["labels"], probs), data=hd["description"])}
+        note("held-out: " + summary_line(metrics["held_out"]))
+    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "lr": lr, "optimiser": "AdamW, one-cycle",
+                "loss": "cross-entropy, label smoothing 0.05", "init": "stable_init (zeroed head and last BN per block)",
+                "grad_clip": 2.0, "input_size": size, "augmentation": "horizontal flip, colour jitter",
                 "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights", "final_loss": round(float(np.mean(losses[-20:])), 4),
-                "first_loss": round(float(np.mean(losses[:10])), 4), "log": log_path.name}
+                "from": "random weights", "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
+                "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
     path = out / "macro_anatomy.pt"
     save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(MACRO),
                     input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
@@ -311,18 +358,53 @@ def score_table(scores: dict) -> str:
 
 
 def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
-                      views: int = HELD_OUT["views"], cache: str | Path | None = "out/models/cache",
+                      views: int = HELD_OUT["views"], cache: str | Path | None = Path(__file__).resolve().parents[2] / "out" / "models" / "cache",
                       device: str | None = None, progress: Progress | None = None) -> dict:
     """Score a checkpoint (default: the shipped one) on patches of held-out bodies (generator
     seed ``seed``; training uses other seeds). Returns patch_scores(...) plus the data
     description and the checkpoint path."""
     clf = MacroClassifier.load(path, device=device)
     if cache is None:
-        hd = render_macro_dataset(bodies, views, clf.input_size, seed, progress)
+        hd = render_macro_dataset(bodies, views, RENDER_SIZE, seed, progress)
     else:
-        hd = cached_macro_dataset(Path(cache), bodies, views, clf.input_size, seed, progress)
-    probs = predict_probs(clf.model, hd["images"], clf.device, normalisation=clf.normalisation)
+        hd = cached_macro_dataset(Path(cache), bodies, views, RENDER_SIZE, seed, progress)
+    probs = clf.patch_probs(hd["images"])
     return dict(patch_scores(hd["labels"], probs), data=hd["description"], checkpoint=str(clf.path))
+
+
+def benchmark(path: str | Path | None = None) -> dict:
+    """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint, its
+    size, and CPU time per patch and per tiled 1024x768 photo."""
+    res = evaluate_held_out(path)
+    clf = MacroClassifier.load(path)
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 255, (32, clf.input_size, clf.input_size, 3)).astype(np.uint8)
+    photo = rng.integers(0, 255, (768, 1024, 3)).astype(np.uint8)
+    clf.patch_probs(patches[:2])
+    t0 = time.perf_counter()
+    clf.patch_probs(patches)
+    t1 = time.perf_counter()
+    pred = clf.classify(photo)
+    t2 = time.perf_counter()
+    ck = clf.info
+    res.update({"file_mb": round(Path(clf.path).stat().st_size / 1e6, 2),
+                "ms_per_patch": round(1000 * (t1 - t0) / len(patches), 1),
+                "ms_per_photo_1024x768": round(1000 * (t2 - t1), 1), "tiles_per_photo": len(pred.tiles),
+                "device": str(clf.device), "training": ck.get("training", {}), "train_data": ck.get("data", {})})
+    return res
+
+
+def benchmark_text(res: dict) -> str:
+    """The printed report of ``benchmark``."""
+    d, t = res["data"], res.get("training", {})
+    return "\n".join([
+        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
+        f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
+        f"held-out: {d['images']} patches of {d['bodies']} bodies never used in training plus non-skin images "
+        f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from 1000 bootstrap resamples of patches",
+        "", score_table(res), "", summary_line(res),
+        f"speed ({res['device']}): {res['ms_per_patch']} ms per patch, "
+        f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo ({res['tiles_per_photo']} tiles)"])
 
 
 # ---------------------------------------------------------------- inference
@@ -369,8 +451,9 @@ class MacroClassifier:
         return cls(model, int(ck["input_size"]), ck["normalisation"], list(ck["classes"]), dev, path, ck)
 
     def patch_probs(self, patches: np.ndarray) -> np.ndarray:
-        """(N, 7) probabilities for patches (N, s, s, 3) uint8 of the input size."""
-        return predict_probs(self.model, patches, self.device, normalisation=self.normalisation)
+        """(N, 7) probabilities for patches (N, s, s, 3) uint8 (resized to the input size)."""
+        return predict_probs(self.model, resize_patches(np.asarray(patches), self.input_size), self.device,
+                             normalisation=self.normalisation)
 
     def classify(self, image, tile_fraction: float = 0.4, overlap: float = 0.5, name: str = "image") -> MacroPrediction:
         """Classify a photograph (H, W, 3) uint8 by tiling it.
