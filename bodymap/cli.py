@@ -292,8 +292,8 @@ def _evaluate_diagnosis(args: argparse.Namespace) -> int:
                             synth=args.synth)
     d = res["data"]
     print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
-    print(f"held-out {d['kind']} data: {d['n']} crops" + (f", seed {d['seed']}" if "seed" in d else f", {d.get('csv')}")
-          + f", sha256 {d['sha256'][:12]}")
+    where = f"seed {d['seed']}" if "seed" in d else d.get("csv") or f"{len(d.get('visits', []))} visits"
+    print(f"held-out {d['kind']} data: {d['n']} crops, {where}, sha256 {d['sha256'][:12]}")
     print(score_table(res))
     for k in ("A", "B"):
         print(f"confusion {k}:\n{confusion_table(res[k])}")
