@@ -261,7 +261,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 def _train_ear_macro(args: argparse.Namespace) -> int:
     """`bodymap train ear|macro`: see bodymap.models.earseg.train_ear and macro.train_macro."""
     kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views", "minutes",
-                                       "threads")
+                                       "threads", "resume")
           if getattr(args, k, None) is not None}
     cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k} {v}" for k, v in kw.items()]
                    + ([f"--folder {args.folder}"] if args.folder else []))
@@ -506,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
     q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
+    q.add_argument("--resume", help="ear/macro: start from this checkpoint's weights (a further training round)")
     q.add_argument("--threads", type=int, help="ear/macro: torch CPU threads (default 1: on a busy machine more "
                                                "threads wait on each other)")
     q.add_argument("--minutes", type=float, help="ear/macro: stop after this much training time (the learning-rate "

@@ -89,7 +89,8 @@ def _augment(x, y, gen):
 def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int = 150, views: int = 12,
               size: int = 128, crop: int = 96, seed: int = 1, steps: int = 600, batch: int = 8, lr: float = 3e-3,
               device: str | None = None, threads: int = 1, held_out: dict | None = None,
-              minutes: float | None = None, progress: Progress | None = None, command: str = "") -> Path:
+              minutes: float | None = None, progress: Progress | None = None, command: str = "",
+              resume: str | Path | None = None) -> Path:
     """Train the U-Net from random weights; write out/ear_segmentation.pt and out/ear_train.log.
 
     Data: ``folder`` (images/ + masks/, see eardata.load_ear_folder) or, by default, synthetic
@@ -98,7 +99,9 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     images (the network is fully convolutional: it is used on whole images; crops save CPU
     time), AdamW with a one-cycle learning rate peaking at ``lr``, cross-entropy + Dice loss. Synthetic runs are then scored on held-out rendered ears
     (HELD_OUT) and the scores stored in the checkpoint. ``minutes`` caps the training time (the
-    learning-rate schedule then follows the clock, see _Schedule). Returns the checkpoint path.
+    learning-rate schedule then follows the clock, see _Schedule). ``resume``: start from that
+    checkpoint's weights (a second training round; its record is kept under "resumed_from").
+    Returns the checkpoint path.
     """
     import torch
 
@@ -125,7 +128,9 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     note(f"data: {json.dumps(data['description'])}")
     dev = pick_device(device)
     torch.manual_seed(seed)
-    model = build_model().to(dev)
+    model = build_model()
+    prev = _resume(model, resume, TASK, note)
+    model = model.to(dev)
     images, masks = data["images"], data["masks"]
     n = len(images)
     if n < 2:
@@ -179,7 +184,7 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "crop": crop, "lr": lr, "optimiser": "AdamW, one-cycle",
                 "loss": "cross-entropy + Dice", "augmentation": "horizontal flip, colour jitter",
                 "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights", "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
+                "from": "random weights" if prev is None else "resumed", "resumed_from": prev, "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
                 "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
     path = out / "ear_segmentation.pt"
     save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(EAR_REGIONS),
@@ -189,6 +194,21 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     log.close()
     say("done", 1.0)
     return path
+
+
+def _resume(model, path, task: str, note) -> dict | None:
+    """Load a checkpoint's weights into model (for a further training round); returns its
+    training record (with its held-out metrics and path) or None when path is None."""
+    if path is None:
+        return None
+    from bodymap.models.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, task)
+    model.load_state_dict(ck["state_dict"])
+    note(f"resumed from {path} (trained by: {ck['training'].get('command')})")
+    return {"path": str(path), "training": ck["training"], "data_sha256": ck["data"].get("sha256"),
+            "metrics": {k: {kk: v.get(kk) for kk in ("mean_ear", "mean_ap", "mean_precision", "mean_sensitivity")
+                            if kk in v} for k, v in ck["metrics"].items()}}
 
 
 class _Schedule:
@@ -344,15 +364,40 @@ def benchmark(path: str | Path | None = None) -> dict:
     seg.segment(photo)
     t2 = time.perf_counter()
     ck = seg.info
+    res["carry_back"] = carry_back_agreement(seg)
     res.update({"file_mb": round(Path(seg.path).stat().st_size / 1e6, 2),
                 "ms_per_closeup": round(1000 * (t1 - t0) / 5, 1), "ms_per_photo_1024x768": round(1000 * (t2 - t1), 1),
                 "device": str(seg.device), "training": ck.get("training", {}), "train_data": ck.get("data", {})})
     return res
 
 
+def carry_back_agreement(seg: "EarSegmenter | None" = None, seeds=(777, 778, 779)) -> dict:
+    """Labels carried back onto scans: for anny bodies of the given seeds (not training seeds;
+    coloured like the training renders, 632 ear vertices each), the share of seen ear vertices
+    whose carried-back label equals the template's, pooled and per body."""
+    from bodymap.anatomy.template import load_template
+    from bodymap.models.synthviews import random_body, skin_colours
+    from bodymap.scan import Scan
+
+    seg = seg or EarSegmenter.load()
+    t = load_template()
+    per = []
+    hits = total = 0
+    for sd in seeds:
+        rng = np.random.default_rng([sd])
+        scan = Scan(random_body(rng), t.faces, vertex_colors=skin_colours(rng, hair=False))
+        r = segment_scan_ears(scan, t.site, t.side, segmenter=seg, size=192)
+        on = r.seen & (t.ear > 0)
+        ok = int((r.vertex_labels[on] == t.ear[on]).sum())
+        per.append(round(ok / max(int(on.sum()), 1), 4))
+        hits, total = hits + ok, total + int(on.sum())
+    return {"seeds": list(seeds), "vertices": total, "agreement": round(hits / max(total, 1), 4), "per_body": per}
+
+
 def benchmark_text(res: dict) -> str:
     """The printed report of ``benchmark``."""
     d, t = res["data"], res.get("training", {})
+    cb = res.get("carry_back")
     return "\n".join([
         f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
         f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
@@ -360,7 +405,10 @@ def benchmark_text(res: dict) -> str:
         f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from {res['bootstrap']}",
         "", score_table(res), "", summary_line(res),
         f"speed ({res['device']}): {res['ms_per_closeup']} ms per {d['size']}-px close-up, "
-        f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo"])
+        f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo"]
+        + ([f"labels carried back to the mesh (10 rendered close-ups, face-id votes): {cb['agreement']:.3f} of "
+            f"{cb['vertices']} seen ear vertices of {len(cb['seeds'])} unseen bodies agree with the template "
+            f"(per body {cb['per_body']})"] if cb else []))
 
 
 @dataclasses.dataclass
@@ -483,18 +531,23 @@ def ear_views(scan, site: np.ndarray, side: np.ndarray, size: int = 256, angles=
     return cams
 
 
-def segment_scan_ears(scan, site: np.ndarray, side: np.ndarray, segmenter: EarSegmenter | None = None,
+def segment_scan_ears(scan, site, side: np.ndarray | None = None, segmenter: EarSegmenter | None = None,
                       size: int = 256, progress: Progress | None = None) -> ScanEars:
     """Render close-ups of both ears of a scan, segment them, and carry the labels back to the
     scan's vertices through the face-id buffer.
 
-    scan : a textured (or coloured) Scan; site, side : (n,) per-vertex region labels (from
-    bodymap.anatomy label_scan / RegionLabels) that say where the ears are. Each pixel adds
+    scan : a textured (or coloured) Scan; site, side : (n,) per-vertex region labels that say
+    where the ears are, or ``site`` = the RegionLabels of bodymap.anatomy.labels.label_scan
+    (its .site and .side are used). Each pixel adds
     its class probabilities to the three corners of the face it sees, weighted by its
     barycentric coordinates; a vertex takes the class with the most votes.
     """
     from renderers.raycast import RaycastRenderer
 
+    if side is None:
+        if not hasattr(site, "site") or not hasattr(site, "side"):
+            raise ValueError("segment_scan_ears needs per-vertex site and side arrays, or a RegionLabels")
+        site, side = site.site, site.side
     seg = segmenter or EarSegmenter.load()
     say = progress or (lambda s, f: None)
     cams = ear_views(scan, site, side, size)

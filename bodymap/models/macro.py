@@ -177,17 +177,18 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
                 steps: int = 2000, batch: int = 16, lr: float = 1e-3, device: str | None = None,
                 threads: int = 1, held_out: dict | None = None, minutes: float | None = None,
                 progress: Progress | None = None,
-                command: str = "", data: dict | None = None) -> Path:
+                command: str = "", data: dict | None = None, resume: str | Path | None = None) -> Path:
     """Train the EfficientNet-B2 from random weights; write out/macro_anatomy.pt and
     out/macro_train.log. Data: render_macro_dataset(bodies, views, RENDER_SIZE, seed) cached
     under out/cache, resized to the network input ``size``. ``steps`` AdamW steps of ``batch`` patches (one-cycle learning rate peaking at
     ``lr``, or over ``minutes`` when that ends first; label smoothing 0.05, flips and colour jitter), then scores on held-out bodies
-    (HELD_OUT) stored in the checkpoint; ``held_out=False`` skips them. ``data`` (a dict like
+    (HELD_OUT) stored in the checkpoint; ``held_out=False`` skips them. ``resume``: start from
+    that checkpoint's weights (its record is kept under "resumed_from"). ``data`` (a dict like
     render_macro_dataset's) trains on given patches instead. Returns the checkpoint path."""
     import torch
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
-    from bodymap.models.earseg import _Schedule, to_tensor
+    from bodymap.models.earseg import _resume, _Schedule, to_tensor
 
     torch.set_num_threads(max(1, min(2, threads)))
     out = Path(out)
@@ -211,6 +212,7 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
     model = build_model()
     n_zeroed = stable_init(model)
     note(f"stable init: classifier and the last BatchNorm of {n_zeroed} residual blocks zeroed")
+    prev = _resume(model, resume, TASK, note)
     model = model.to(dev)
     images, labels = data["images"], data["labels"]
     n = len(images)
@@ -263,7 +265,7 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
                 "loss": "cross-entropy, label smoothing 0.05", "init": "stable_init (zeroed head and last BN per block)",
                 "grad_clip": 2.0, "input_size": size, "augmentation": "horizontal flip, colour jitter",
                 "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights", "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
+                "from": "random weights" if prev is None else "resumed", "resumed_from": prev, "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
                 "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
     path = out / "macro_anatomy.pt"
     save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(MACRO),
