@@ -12,7 +12,8 @@ Sites are strings: the checkpoint keeps the vocabulary it was trained with (inde
 with 10% of sites dropped to "unknown", so it still answers without one.
 
 Saliency: Grad-CAM of the predicted class on the backbone's last stride-16 feature map,
-upsampled to the crop, in [0, 1].
+upsampled to the crop, in [0, 1] (for the rare crop whose map is negative everywhere, the raw
+map shifted to start at 0, so the least negative place shows).
 
 What ships (bodymap/data/diagnosis.pt = B, diagnosis_image_only.pt = A) is trained from random
 weights on synthetic crops (bodymap.models.diagdata) by ``bodymap train diagnosis``: it shows
@@ -245,7 +246,15 @@ class DiagnosisModel:
         finally:
             h.remove()
         a, g = store["a"].detach(), store["a"].grad.detach()
-        cam = torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1))  # (B, h, w)
+        raw = (g.mean((2, 3), keepdim=True) * a).sum(1)  # (B, h, w)
+        cam = torch.relu(raw)
+        # where no location speaks for the class (all evidence negative at this layer), show
+        # where it speaks least against it: the raw map rescaled, rather than a blank map
+        flat = cam.flatten(1).amax(1) <= 1e-8
+        if flat.any():
+            r = raw[flat]
+            lo = r.flatten(1).amin(1).view(-1, 1, 1)
+            cam[flat] = r - lo
         cam = cam / cam.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
         return torch.softmax(logits.detach(), 1).cpu().numpy(), cam.cpu().numpy()
 
