@@ -268,3 +268,27 @@ def test_diagnose_real_photo_smoke():
     names, crops, quals, diags = diagnose_photos(files[:2], [None, "trunk"], DiagnosisModel.load())
     assert all(q.ok for q in quals) and len(diags) == 2
     assert all(np.isfinite(list(d.probs.values())).all() for d in diags)
+
+
+@shipped
+def test_diagnose_cli_on_a_scans_lesions(tmp_path, capsys):
+    from bodymap.cli import main
+    from bodymap.io import save_scan
+    from bodymap.lesions import Lesion, LesionSet
+
+    from bodymap.scan import Scan
+
+    flat = _flat_scan()  # x10: the reader refuses a 100 mm "body"; the disc is then 50 mm wide
+    scan = Scan(flat.vertices * 10, flat.faces, uv=flat.uv, texture=flat.texture)
+    save_scan(scan, tmp_path / "scan.obj")
+    bary = np.linalg.solve(np.array([[0, 100, 0], [0, 100, 100], [1, 1, 1]], float), [30, 70, 1])
+    les = Lesion(id=5, point_mm=[300, 700, 0], face=1, bary=bary.tolist(), normal=[0, 0, 1], diameter_mm=50.0,
+                 area_mm2=19.6, colour_lab=[0, 0, 0], skin_lab=[0, 0, 0], contrast_de=30, confidence=1,
+                 region={"code": "upper_extremity/forearm"})
+    LesionSet([les], scan="scan.obj").save_json(tmp_path / "lesions.json")
+    out = tmp_path / "dx"
+    assert main(["diagnose", str(tmp_path / "scan.obj"), "--lesions", str(tmp_path / "lesions.json"),
+                 "--out", str(out), "--units", "mm"]) == 0
+    rows = list(csv.DictReader(open(out / "diagnoses.csv")))
+    assert rows[0]["name"] == "lesion_5" and rows[0]["site"] == "upper_extremity"
+    assert (out / "saliency" / "lesion_5.png").exists()
