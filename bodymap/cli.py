@@ -10,6 +10,11 @@
     bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
     bodymap report ANALYSIS_DIR OUT.pdf [--previous EARLIER_ANALYSIS_DIR]   (also .svg/.png region map, .glb/.ply mesh)
+    bodymap train ear|macro --out DIR [--steps N] [--bodies N] [--views N] [--size PX] [--folder DIR (ear)]
+    bodymap train diagnosis --out DIR [--csv FILE [--test-csv FILE]] [--n-train 3000] [--epochs 10]
+    bodymap evaluate diagnosis [--weights B.pt] [--weights-a A.pt] [--csv FILE | --n 2000 --seed 9600]
+    bodymap diagnose PHOTO... [--site SITE...] | SCAN --lesions JSON  [--out DIR]
+    bodymap evaluate ear|macro [--weights PT] [--json OUT]
 """
 from __future__ import annotations
 
@@ -254,14 +259,151 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ear_macro(args: argparse.Namespace) -> int:
+    """`bodymap train ear|macro`: see bodymap.models.earseg.train_ear and macro.train_macro."""
+    kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views", "minutes",
+                                       "threads", "resume")
+          if getattr(args, k, None) is not None}
+    cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k} {v}" for k, v in kw.items()]
+                   + ([f"--folder {args.folder}"] if args.folder else []))
+    bar = _Bar(f"training {args.model}", enabled=not args.quiet)
+    try:
+        if args.model == "ear":
+            from bodymap.models.earseg import train_ear
+
+            path = train_ear(Path(args.out), folder=args.folder, device=args.device, progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/ear_segmentation.pt"
+        else:
+            from bodymap.models.macro import train_macro
+
+            path = train_macro(Path(args.out), device=args.device, progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/macro_anatomy.pt"
+    finally:
+        bar.close()
+    print(f"{path} (copy it to {ship} to ship it)")
+    return 0
+
+
+def _evaluate_diagnosis(args: argparse.Namespace) -> int:
+    """`bodymap evaluate diagnosis`: models A and B on held-out crops (or a CSV): per-class
+    precision / sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
+    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, score_table
+
+    res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device,
+                            synth=args.synth)
+    d = res["data"]
+    print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
+    where = f"seed {d['seed']}" if "seed" in d else d.get("csv") or f"{len(d.get('visits', []))} visits"
+    print(f"held-out {d['kind']} data: {d['n']} crops, {where}, sha256 {d['sha256'][:12]}")
+    print(score_table(res))
+    for k in ("A", "B"):
+        print(f"confusion {k}:\n{confusion_table(res[k])}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """`bodymap diagnose`: photographs (with --site), or a scan's lesions (with --lesions):
+    class probabilities (CSV, JSON) and Grad-CAM overlays (PNG)."""
+    from bodymap.models.diagnosis import DiagnosisModel, diagnose_photos, diagnose_scan, write_diagnoses
+
+    model = DiagnosisModel.load(args.weights, device=args.device)
+    print(model.description)
+    if args.lesions:
+        from bodymap.io import load_scan
+        from bodymap.lesions import LesionSet
+
+        if len(args.inputs) != 1:
+            raise ValueError("with --lesions give exactly one scan")
+        scan = load_scan(args.inputs[0], units=args.units)
+        names, crops, diags = diagnose_scan(scan, LesionSet.load_json(args.lesions), model)
+        extra = None
+        out = Path(args.out) if args.out else Path(args.inputs[0]).with_name(Path(args.inputs[0]).stem + "_diagnosis")
+    else:
+        sites = args.site or [None]
+        if len(sites) not in (1, len(args.inputs)):
+            raise ValueError(f"--site: give one site for all photos or one per photo ({len(args.inputs)})")
+        sites = sites * len(args.inputs) if len(sites) == 1 else sites
+        names, crops, quals, diags = diagnose_photos(args.inputs, sites, model)
+        for q in quals:
+            if not q.ok:
+                print(f"warning: {q.message()}", file=sys.stderr)
+        extra = [{"quality": q.to_dict()} for q in quals]
+        out = Path(args.out) if args.out else Path("diagnosis")
+    paths = write_diagnoses(out, names, crops, diags, model, extra)
+    for n, d in zip(names, diags):
+        top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
+        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site})")
+    print(f"  {paths[0]}\n  {paths[1]}\n  {out / 'saliency'}/ ({len(paths) - 2} PNG)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`bodymap evaluate ear|macro`: score a checkpoint on held-out rendered data; print the table."""
+    if args.model == "diagnosis":
+        return _evaluate_diagnosis(args)
+    if args.model == "ear":
+        from bodymap.models.earseg import evaluate_held_out, score_table, summary_line
+    else:
+        from bodymap.models.macro import evaluate_held_out, score_table, summary_line
+    res = evaluate_held_out(args.weights, device=args.device)
+    print(f"{res['checkpoint']}: held-out {res['data']['source']} (seed {res['data']['seed']}, "
+          f"{res['data']['images']} images, sha256 {res['data']['sha256'][:12]})")
+    print(score_table(res))
+    print(summary_line(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def _train_diagnosis(args: argparse.Namespace) -> int:
+    """`bodymap train diagnosis`: models A (image) and B (image + site), same recipe, compared on
+    held-out data (see bodymap.models.diagnosis.train_diagnosis)."""
+    from bodymap.models.diagnosis import train_diagnosis
+
+    epochs = 10 if args.epochs is None else args.epochs
+    seed = 600 if args.seed is None else args.seed
+    batch = 64 if args.batch is None else args.batch
+    lr = 2e-3 if args.lr is None else args.lr
+    size = 64 if args.size is None else args.size
+    if args.csv:
+        src = f"--csv {args.csv}" + (f" --test-csv {args.test_csv}" if args.test_csv else "")
+    elif args.synth:
+        src = f"--synth {' '.join(args.synth)}" + (f" --test-synth {' '.join(args.test_synth)}" if args.test_synth
+                                                    else f" --n-test {args.n_test} --test-seed {args.test_seed}")
+    else:
+        src = f"--n-train {args.n_train} --n-test {args.n_test} --test-seed {args.test_seed}"
+    cmd = (f"bodymap train diagnosis --out {args.out} {src} --seed {seed} --epochs {epochs} --batch {batch} "
+           f"--lr {lr} --size {size}")
+    bar = _Bar("training diagnosis", enabled=not args.quiet)
+    try:
+        r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, synth=args.synth,
+                            test_synth=args.test_synth, n_train=args.n_train,
+                            n_test=args.n_test, seed=seed, test_seed=args.test_seed, size=size, epochs=epochs,
+                            batch=batch, lr=lr, device=args.device, command=cmd, progress=bar,
+                            max_steps=args.steps)
+    finally:
+        bar.close()
+    for line in r["log"][-3:]:
+        print(line)
+    print(f"{r['B']} (model B; copy it to bodymap/data/diagnosis.pt to ship it)")
+    print(f"{r['A']} (model A; copy it to bodymap/data/diagnosis_image_only.pt)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model from random weights on data our code makes (see bodymap.detect.yolo)."""
+    if args.model in ("ear", "macro"):
+        return _train_ear_macro(args)
+    if args.model == "diagnosis":
+        return _train_diagnosis(args)
     from bodymap.detect.yolo import train_detector
 
     bar = _Bar(f"training {args.model}", enabled=not args.quiet)
     try:
-        path = train_detector(Path(args.out), patients=args.patients, seed=args.seed, epochs=args.epochs,
-                              model=args.arch, batch=args.batch, device=args.device, texture=args.texture,
+        path = train_detector(Path(args.out), patients=args.patients, seed=500 if args.seed is None else args.seed,
+                              epochs=30 if args.epochs is None else args.epochs, model=args.arch, batch=16 if args.batch is None else args.batch, device=args.device, texture=args.texture,
                               lesions=args.lesions, faces=args.faces, tile=args.tile, scale=args.scale,
                               progress=bar)
     finally:
@@ -379,14 +521,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_synth)
 
-    q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles)")
-    q.add_argument("model", choices=["detector"])
+    q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles; "
+                                     "ear: U-Net on rendered ear close-ups; macro: EfficientNet-B2 on rendered patches)")
+    q.add_argument("model", choices=["detector", "ear", "macro", "diagnosis"])
     q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
     q.add_argument("--patients", type=int, default=6)
-    q.add_argument("--seed", type=int, default=500)
-    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--seed", type=int, help="default: detector 500, ear and macro 1")
+    q.add_argument("--epochs", type=int, help="default: detector 30, diagnosis 10")
     q.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml (random weights)")
-    q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--batch", type=int, help="default: detector 16, ear 8, macro 16")
     q.add_argument("--device", help="cpu, 0 (first GPU); default: GPU when present")
     q.add_argument("--texture", type=int, default=4096)
     q.add_argument("--lesions", type=int, default=300)
@@ -394,7 +537,52 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--tile", type=int, default=192, help="texture tile side, texels")
     q.add_argument("--scale", type=int, default=2, help="tile enlargement for the network")
     q.add_argument("--quiet", action="store_true")
+    q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
+    q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
+    q.add_argument("--resume", help="ear/macro: start from this checkpoint's weights (a further training round)")
+    q.add_argument("--threads", type=int, help="ear/macro: torch CPU threads (default 1: on a busy machine more "
+                                               "threads wait on each other)")
+    q.add_argument("--minutes", type=float, help="ear/macro: stop after this much training time (the learning-rate "
+                                                 "schedule follows the clock)")
+    q.add_argument("--lr", type=float, help="ear/macro: peak learning rate")
+    q.add_argument("--size", type=int, help="ear/macro: network input side, pixels")
+    q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
+    q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
+    q.add_argument("--csv", help="diagnosis: train on an ISIC-style CSV (image path, diagnosis, anatomic site)")
+    q.add_argument("--test-csv", help="diagnosis: held-out CSV (default: a seeded 20%% of --csv)")
+    q.add_argument("--synth", nargs="+", help="diagnosis: train on crops cut from the textures of `bodymap synth` "
+                                              "patients (folders)")
+    q.add_argument("--test-synth", nargs="+", help="diagnosis: held-out `bodymap synth` patients "
+                                                   "(default: synthetic crops of --test-seed)")
+    q.add_argument("--n-train", type=int, default=3000, help="diagnosis: synthetic training crops")
+    q.add_argument("--n-test", type=int, default=2000, help="diagnosis: synthetic held-out crops")
+    q.add_argument("--test-seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
     q.set_defaults(func=cmd_train)
+
+    q = sub.add_parser("evaluate", help="score the ear or macro model on held-out rendered data (precision, "
+                                        "sensitivity / average precision with 95%% bootstrap intervals)")
+    q.add_argument("model", choices=["ear", "macro", "diagnosis"])
+    q.add_argument("--weights", help="checkpoint (default: the shipped one; diagnosis: model B)")
+    q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
+    q.add_argument("--json", help="also write the scores to this JSON file")
+    q.add_argument("--weights-a", help="diagnosis: model A checkpoint (default: the shipped image-only one)")
+    q.add_argument("--csv", help="diagnosis: score on an ISIC-style CSV instead of synthetic crops")
+    q.add_argument("--synth", nargs="+", help="diagnosis: score on crops cut from the textures of `bodymap synth` "
+                                              "patients (folders)")
+    q.add_argument("--n", type=int, default=2000, help="diagnosis: held-out synthetic crops")
+    q.add_argument("--seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
+    q.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("diagnose", help="diagnose lesion photos (or a scan's lesions): probabilities + Grad-CAM PNGs")
+    q.add_argument("inputs", nargs="+", help="photos (JPEG/PNG), or one scan with --lesions")
+    q.add_argument("--site", nargs="+", help="anatomic site of the photos: one for all or one per photo "
+                                              "(taxonomy code or name, e.g. upper_extremity/forearm, 'back of hand')")
+    q.add_argument("--lesions", help="lesion JSON of the scan (from bodymap detect/analyze): diagnose its lesions")
+    q.add_argument("--weights", help="diagnosis checkpoint (default: the shipped model B)")
+    q.add_argument("--out", help="output folder (default: ./diagnosis, or beside the scan)")
+    q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
+    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan (default: detect)")
+    q.set_defaults(func=cmd_diagnose)
 
     q = sub.add_parser("track", help="match lesions between two visits; flag new, missing and grown lesions")
     q.add_argument("visit1", help="earlier visit: an analysis folder, or a scan (analysed unless --lesions1)")

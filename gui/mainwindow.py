@@ -7,7 +7,6 @@ runs in gui.workers Jobs.
 """
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 

@@ -1,0 +1,123 @@
+"""One file per model: weights plus everything needed to use and judge them.
+
+A BodyMap checkpoint is ``torch.save`` of a dict::
+
+    {"format": "bodymap-checkpoint", "version": 1, "task": "diagnosis" | "earseg" | "macro" | ...,
+     "arch": {...}, "state_dict": {...}, "classes": [...], "input_size": int,
+     "normalisation": {"mean": [...], "std": [...]}, "data": {... "sha256": ...},
+     "metrics": {...}, "training": {"command": ..., "log": ..., ...}, "half": bool,
+     "created": ISO time, "torch": version}
+
+Floating-point weights are stored as fp16 when ``half`` (files half as big); ``load_checkpoint``
+gives them back as fp32.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+FORMAT = "bodymap-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as the requested model. ``str(e) == f"{path}: {problem}"``."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[str], input_size: int,
+                    normalisation: dict, data: dict, metrics: dict, training: dict, half: bool = True) -> None:
+    """Write a model checkpoint atomically (temporary file in the same folder, then rename).
+
+    state_dict: a module's state_dict (tensors); floating tensors are stored fp16 when ``half``.
+    input_size: side in pixels of the square network input. normalisation: {"mean": [3], "std": [3]}
+    on 0..1 RGB. data: description of the training data including its hash; metrics: measured
+    scores (held-out); training: command, log and recipe."""
+    import torch
+
+    sd = {}
+    for k, v in state_dict.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        sd[k] = v.clone()
+    obj = {"format": FORMAT, "version": VERSION, "task": str(task), "arch": dict(arch), "state_dict": sd,
+           "classes": [str(c) for c in classes], "input_size": int(input_size),
+           "normalisation": dict(normalisation), "data": dict(data), "metrics": dict(metrics),
+           "training": dict(training), "half": bool(half),
+           "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "torch": str(torch.__version__)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_checkpoint(path, task: str) -> dict:
+    """Read a checkpoint written by ``save_checkpoint`` for ``task``; weights come back fp32.
+
+    Raises CheckpointError (naming the file) for a missing file, a file that is not a BodyMap
+    checkpoint (e.g. a YOLO .pt or any other file), a checkpoint of another task, or a newer
+    format version."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file")
+    if path.is_dir():
+        raise CheckpointError(path, "is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(path, "empty file, not a BodyMap checkpoint")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # never unpickle arbitrary objects: weights_only refuses them
+        kind = ("a PyTorch file holding other objects (e.g. a YOLO or whole-model .pt)"
+                if zipfile.is_zipfile(path) else "not a PyTorch file")
+        raise CheckpointError(path, f"not a BodyMap checkpoint ({kind})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(path, "not a BodyMap checkpoint (no 'format': 'bodymap-checkpoint' entry)")
+    version = obj.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(path, f"checkpoint format version {version} is newer than this BodyMap "
+                                    f"reads ({VERSION}); update BodyMap")
+    if obj.get("task") != task:
+        raise CheckpointError(path, f"a checkpoint for the {obj.get('task')!r} model, not {task!r}")
+    for key in ("arch", "state_dict", "classes", "input_size", "normalisation"):
+        if key not in obj:
+            raise CheckpointError(path, f"damaged BodyMap checkpoint: no {key!r} entry")
+    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    obj["path"] = str(path)
+    return obj
+
+
+def pick_device(device: str | None = None):
+    """The torch device to run on: ``device`` when given ("cpu", "cuda", "cuda:1", "0"), else
+    cuda when present, else cpu. Asking for cuda without a GPU raises ValueError."""
+    import torch
+
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    d = str(device)
+    if d.isdigit():
+        d = f"cuda:{d}"
+    dev = torch.device(d)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: no CUDA GPU is available here (use cpu)")
+    return dev

@@ -1,0 +1,571 @@
+"""Ear segmentation: a U-Net (segmentation-models-pytorch, ResNet-18 encoder, random init)
+labelling each pixel of an ear close-up with one of the 12 ear regions or non-ear
+(bodymap.taxonomy.EAR_REGIONS, index 0 = non-ear).
+
+    seg = EarSegmenter.load()                 # the shipped bodymap/data/ear_segmentation.pt
+    labels = seg.segment(photo)               # (H, W) int, 0..12
+    Image.fromarray(overlay(photo, labels))   # coloured mask over the photo
+    res = segment_scan_ears(scan, site, side) # labels carried back onto the scan's vertices
+
+Training (``bodymap train ear``) renders synthetic ear close-ups (bodymap.models.eardata) or
+reads a user's folder of photos and masks; ``bodymap evaluate ear`` scores a checkpoint on
+held-out rendered ears (bodies, phenotypes and cameras never used in training): per-class
+pixel precision and sensitivity with 95% bootstrap intervals (images resampled).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bodymap.taxonomy import EAR_COLOURS, EAR_REGIONS, LATERALITY, SITE_INDEX
+
+TASK = "earseg"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "ear_segmentation.pt"
+ARCH = {"library": "segmentation_models_pytorch", "name": "Unet", "encoder": "resnet18",
+        "decoder_channels": [64, 32, 16, 16, 16], "classes": len(EAR_REGIONS)}
+NORMALISATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+HELD_OUT = {"seed": 9001, "bodies": 20, "views_per_ear": 5}  # never used for training
+Progress = Callable[[str, float], None]
+
+
+def build_model(arch: dict = ARCH):
+    """The U-Net described by ``arch`` (random weights; nothing is downloaded)."""
+    import segmentation_models_pytorch as smp
+
+    if arch.get("library") != "segmentation_models_pytorch" or arch.get("name") != "Unet":
+        raise ValueError(f"unsupported ear-segmentation architecture {arch}")
+    return smp.Unet(encoder_name=arch["encoder"], encoder_weights=None,
+                    decoder_channels=tuple(arch["decoder_channels"]), classes=int(arch["classes"]))
+
+
+def as_rgb(image, name: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 from a photo array (grey (H, W), RGB or RGBA; uint8 or float in [0, 1]).
+    ValueError names ``name`` for empty, tiny or oddly shaped input."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"{name}: expected an (H, W, 3) colour image, got shape {a.shape}")
+    if a.shape[0] < 16 or a.shape[1] < 16:
+        raise ValueError(f"{name}: image is {a.shape[1]}x{a.shape[0]} pixels; at least 16x16 needed")
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: image has NaN or infinite values")
+        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
+    if a.max() == a.min():
+        raise ValueError(f"{name}: image is one flat colour (empty photo?)")
+    return a
+
+
+def to_tensor(images: np.ndarray, normalisation: dict = NORMALISATION):
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 torch tensor, normalised."""
+    import torch
+
+    x = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / float(normalisation["scale"])
+    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _augment(x, y, gen):
+    """Random horizontal flip (a left ear mirrored looks like a right ear) and colour jitter on a
+    normalised batch x (N, 3, H, W) and labels y (N, H, W)."""
+    import torch
+
+    n = x.shape[0]
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+    y = torch.where(flip.view(n, 1, 1), y.flip(2), y)
+    x = x * (1 + 0.15 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)) + 0.3 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)
+    return x, y
+
+
+def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int = 150, views: int = 12,
+              size: int = 128, crop: int = 96, seed: int = 1, steps: int = 600, batch: int = 8, lr: float = 3e-3,
+              device: str | None = None, threads: int = 1, held_out: dict | None = None,
+              minutes: float | None = None, progress: Progress | None = None, command: str = "",
+              resume: str | Path | None = None) -> Path:
+    """Train the U-Net from random weights; write out/ear_segmentation.pt and out/ear_train.log.
+
+    Data: ``folder`` (images/ + masks/, see eardata.load_ear_folder) or, by default, synthetic
+    close-ups of ``bodies`` bodies x 2 ears x ``views`` (cached under out/cache). ``steps``
+    optimiser steps of ``batch`` random ``crop`` x ``crop`` windows of the ``size`` x ``size``
+    images (the network is fully convolutional: it is used on whole images; crops save CPU
+    time), AdamW with a one-cycle learning rate peaking at ``lr``, cross-entropy + Dice loss. Synthetic runs are then scored on held-out rendered ears
+    (HELD_OUT) and the scores stored in the checkpoint. ``minutes`` caps the training time (the
+    learning-rate schedule then follows the clock, see _Schedule). ``resume``: start from that
+    checkpoint's weights (a second training round; its record is kept under "resumed_from").
+    Returns the checkpoint path.
+    """
+    import torch
+
+    from bodymap.models.checkpoint import pick_device, save_checkpoint
+    from bodymap.models.eardata import cached_ear_dataset, load_ear_folder
+
+    torch.set_num_threads(max(1, min(2, threads)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda s, f: None)
+    log_path = out / "ear_train.log"
+    log = open(log_path, "w")
+
+    def note(msg: str) -> None:
+        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+        log.flush()
+
+    note(f"command: {command or 'train_ear'}")
+    if folder is not None:
+        data = load_ear_folder(folder, size)
+    else:
+        data = cached_ear_dataset(out / "cache", bodies, views, size, seed,
+                                  progress=lambda s, f: say(s, 0.1 * f))
+    note(f"data: {json.dumps(data['description'])}")
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    model = build_model()
+    prev = _resume(model, resume, TASK, note)
+    model = model.to(dev)
+    images, masks = data["images"], data["masks"]
+    n = len(images)
+    if n < 2:
+        raise ValueError(f"{folder or 'synthetic data'}: {n} training images; at least 2 needed")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = _Schedule(opt, lr, steps, minutes)
+    import segmentation_models_pytorch as smp
+
+    dice = smp.losses.DiceLoss("multiclass", from_logits=True)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    pos = 0
+    t0 = time.perf_counter()
+    losses = []
+    model.train()
+    for step in range(steps):
+        if sched.done():
+            note(f"time budget of {minutes} min reached after {step} steps")
+            break
+        if pos + batch > n:
+            order, pos = rng.permutation(n), 0
+        idx = np.sort(order[pos:pos + batch])
+        pos += batch
+        c = min(crop, size)
+        oy, ox = (int(v) for v in rng.integers(0, size - c + 1, 2))
+        x = to_tensor(images[idx, oy:oy + c, ox:ox + c])
+        y = torch.as_tensor(masks[idx, oy:oy + c, ox:ox + c].astype(np.int64))
+        x, y = _augment(x, y, gen)
+        x, y = x.to(dev), y.to(dev)
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits, y) + dice(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 10 == 0 or step == steps - 1:
+            note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} lr {sched.lr:.2e} "
+                 f"{time.perf_counter() - t0:.0f} s")
+        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * sched.fraction())
+    train_s = time.perf_counter() - t0
+    metrics: dict = {}
+    if folder is None:
+        ho = dict(HELD_OUT, **(held_out or {}))
+        say("held-out evaluation", 0.9)
+        hd = cached_ear_dataset(out / "cache", ho["bodies"], ho["views_per_ear"], size, ho["seed"])
+        pred = predict_batches(model.eval(), hd["images"], dev)
+        metrics = {"held_out": dict(pixel_scores(hd["masks"], pred), data=hd["description"])}
+        note("held-out: " + summary_line(metrics["held_out"]))
+    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "crop": crop, "lr": lr, "optimiser": "AdamW, one-cycle",
+                "loss": "cross-entropy + Dice", "augmentation": "horizontal flip, colour jitter",
+                "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
+                "from": "random weights" if prev is None else "resumed", "resumed_from": prev, "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
+                "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
+    path = out / "ear_segmentation.pt"
+    save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(EAR_REGIONS),
+                    input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
+                    training=training, half=True)
+    note(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {train_s:.0f} s")
+    log.close()
+    say("done", 1.0)
+    return path
+
+
+def _resume(model, path, task: str, note) -> dict | None:
+    """Load a checkpoint's weights into model (for a further training round); returns its
+    training record (with its held-out metrics and path) or None when path is None."""
+    if path is None:
+        return None
+    from bodymap.models.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, task)
+    model.load_state_dict(ck["state_dict"])
+    note(f"resumed from {path} (trained by: {ck['training'].get('command')})")
+    return {"path": str(path), "training": ck["training"], "data_sha256": ck["data"].get("sha256"),
+            "metrics": {k: {kk: v.get(kk) for kk in ("mean_ear", "mean_ap", "mean_precision", "mean_sensitivity")
+                            if kk in v} for k, v in ck["metrics"].items()}}
+
+
+class _Schedule:
+    """One-cycle learning rate (15% linear warm-up from lr/25, cosine down to lr/1000) over
+    ``steps`` steps or, when ``minutes`` is given, over whichever of the two ends first: the
+    schedule follows max(step / steps, elapsed / budget), so a time-limited run still anneals."""
+
+    def __init__(self, opt, lr: float, steps: int, minutes: float | None = None):
+        self.opt, self.peak, self.steps = opt, lr, max(1, steps)
+        self.budget = None if minutes is None else 60.0 * minutes
+        self.t0 = time.perf_counter()
+        self.n = 0
+        self._set()
+
+    def fraction(self) -> float:
+        """Progress through the schedule, 0..1."""
+        f = self.n / self.steps
+        if self.budget is not None:
+            f = max(f, (time.perf_counter() - self.t0) / self.budget)
+        return min(f, 1.0)
+
+    def done(self) -> bool:
+        """True once the steps or the time budget are used up."""
+        return self.fraction() >= 1.0
+
+    def _set(self) -> None:
+        f = self.fraction()
+        if f < 0.15:
+            self.lr = self.peak / 25 + (self.peak - self.peak / 25) * f / 0.15
+        else:
+            c = (f - 0.15) / 0.85
+            self.lr = self.peak / 1000 + 0.5 * (self.peak - self.peak / 1000) * (1 + np.cos(np.pi * c))
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr
+
+    def step(self) -> None:
+        """After an optimiser step: count it and set the next learning rate."""
+        self.n += 1
+        self._set()
+
+
+def predict_batches(model, images: np.ndarray, device=None, batch: int = 16,
+                    normalisation: dict = NORMALISATION) -> np.ndarray:
+    """(N, H, W) uint8 argmax labels of a model on (N, H, W, 3) uint8 images of its input size."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = to_tensor(images[i:i + batch], normalisation)
+            if device is not None:
+                x = x.to(device)
+            out.append(model(x).argmax(1).cpu().numpy().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def pixel_scores(truth: np.ndarray, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Per-class pixel precision and sensitivity with 95% bootstrap intervals.
+
+    truth, pred : (N, H, W) labels 0..12. Pixels of one image are not independent, so the
+    bootstrap resamples whole images (1000 resamples, percentile intervals). Returns
+    {"classes": {name: {precision, precision_ci, sensitivity, sensitivity_ci, support}},
+    "mean_ear": {...} (the 12 ear regions, as in the paper), "mean_all": {...} (with non-ear),
+    "images": N}.
+    """
+    k = len(EAR_REGIONS)
+    N = len(truth)
+    cm = np.zeros((N, k, k), np.int64)  # per image: truth row, prediction column
+    for i in range(N):
+        cm[i] = np.bincount(truth[i].ravel().astype(np.int64) * k + pred[i].ravel(), minlength=k * k).reshape(k, k)
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(N, np.full(N, 1.0 / N), size=n_boot).astype(np.float64)  # (B, N)
+    boot = (w @ cm.reshape(N, -1)).reshape(n_boot, k, k)
+
+    def prec_sens(c):
+        tp = np.diagonal(c, axis1=-2, axis2=-1).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tp / c.sum(-2), tp / c.sum(-1)  # column sums = predicted, row sums = truth
+
+    p, s = prec_sens(cm.sum(0))
+    bp, bs = prec_sens(boot)
+
+    def ci(a):
+        return [round(float(np.nanpercentile(a, 2.5)), 4), round(float(np.nanpercentile(a, 97.5)), 4)]
+
+    classes = {}
+    for j, name in enumerate(EAR_REGIONS):
+        classes[name] = {"precision": round(float(p[j]), 4), "precision_ci": ci(bp[:, j]),
+                         "sensitivity": round(float(s[j]), 4), "sensitivity_ci": ci(bs[:, j]),
+                         "support": int(cm.sum(0)[j].sum())}
+    res = {"images": int(N), "classes": classes, "bootstrap": f"{n_boot} resamples of images, 95% percentile"}
+    # a class never predicted counts precision 0 (as in bodymap.models.metrics.per_class_scores)
+    p, bp = np.nan_to_num(p), np.nan_to_num(bp)
+    for key, sl in (("mean_ear", slice(1, k)), ("mean_all", slice(0, k))):
+        res[key] = {"precision": round(float(p[sl].mean()), 4), "precision_ci": ci(bp[:, sl].mean(1)),
+                    "sensitivity": round(float(np.nanmean(s[sl])), 4), "sensitivity_ci": ci(np.nanmean(bs[:, sl], 1))}
+    return res
+
+
+def summary_line(scores: dict) -> str:
+    """One line: mean ear-region precision and sensitivity with intervals."""
+    m = scores["mean_ear"]
+    return (f"mean over the 12 ear regions: precision {m['precision']:.3f} [{m['precision_ci'][0]:.3f}, "
+            f"{m['precision_ci'][1]:.3f}], sensitivity {m['sensitivity']:.3f} [{m['sensitivity_ci'][0]:.3f}, "
+            f"{m['sensitivity_ci'][1]:.3f}] ({scores['images']} images)")
+
+
+def score_table(scores: dict) -> str:
+    """Markdown table of per-class precision / sensitivity with intervals, and the means."""
+    rows = ["| region | precision [95% CI] | sensitivity [95% CI] | pixels |", "|---|---|---|---|"]
+    for name, c in scores["classes"].items():
+        rows.append(f"| {name} | {c['precision']:.3f} [{c['precision_ci'][0]:.3f}, {c['precision_ci'][1]:.3f}] | "
+                    f"{c['sensitivity']:.3f} [{c['sensitivity_ci'][0]:.3f}, {c['sensitivity_ci'][1]:.3f}] | "
+                    f"{c['support']} |")
+    for key, label in (("mean_ear", "mean, 12 ear regions"), ("mean_all", "mean, 13 classes")):
+        m = scores[key]
+        rows.append(f"| **{label}** | {m['precision']:.3f} [{m['precision_ci'][0]:.3f}, {m['precision_ci'][1]:.3f}] | "
+                    f"{m['sensitivity']:.3f} [{m['sensitivity_ci'][0]:.3f}, {m['sensitivity_ci'][1]:.3f}] | |")
+    return "\n".join(rows)
+
+
+def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
+                      views: int = HELD_OUT["views_per_ear"], cache: str | Path | None = Path(__file__).resolve().parents[2] / "out" / "models" / "cache",
+                      device: str | None = None, progress: Progress | None = None) -> dict:
+    """Score a checkpoint (default: the shipped one) on held-out rendered ears: bodies of
+    generator seed ``seed`` (training uses other seeds). Returns pixel_scores(...) plus the
+    data description and the checkpoint path."""
+    from bodymap.models.eardata import cached_ear_dataset, render_ear_dataset
+
+    seg = EarSegmenter.load(path, device=device)
+    size = seg.input_size
+    if cache is None:
+        hd = render_ear_dataset(bodies, views, size, seed, progress)
+    else:
+        hd = cached_ear_dataset(Path(cache), bodies, views, size, seed, progress)
+    pred = predict_batches(seg.model, hd["images"], seg.device, normalisation=seg.normalisation)
+    return dict(pixel_scores(hd["masks"], pred), data=hd["description"], checkpoint=str(seg.path))
+
+
+def benchmark(path: str | Path | None = None) -> dict:
+    """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint, its
+    size, and CPU time per 128-px close-up and per 1024x768 photo."""
+    res = evaluate_held_out(path)
+    seg = EarSegmenter.load(path)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (seg.input_size, seg.input_size, 3)).astype(np.uint8)
+    photo = rng.integers(0, 255, (768, 1024, 3)).astype(np.uint8)
+    seg.segment(img)
+    t0 = time.perf_counter()
+    for _ in range(5):
+        seg.segment(img)
+    t1 = time.perf_counter()
+    seg.segment(photo)
+    t2 = time.perf_counter()
+    ck = seg.info
+    res["carry_back"] = carry_back_agreement(seg)
+    res.update({"file_mb": round(Path(seg.path).stat().st_size / 1e6, 2),
+                "ms_per_closeup": round(1000 * (t1 - t0) / 5, 1), "ms_per_photo_1024x768": round(1000 * (t2 - t1), 1),
+                "device": str(seg.device), "training": ck.get("training", {}), "train_data": ck.get("data", {})})
+    return res
+
+
+def carry_back_agreement(seg: "EarSegmenter | None" = None, seeds=(777, 778, 779)) -> dict:
+    """Labels carried back onto scans: for anny bodies of the given seeds (not training seeds;
+    coloured like the training renders, 632 ear vertices each), the share of seen ear vertices
+    whose carried-back label equals the template's, pooled and per body."""
+    from bodymap.anatomy.template import load_template
+    from bodymap.models.synthviews import random_body, skin_colours
+    from bodymap.scan import Scan
+
+    seg = seg or EarSegmenter.load()
+    t = load_template()
+    per = []
+    hits = total = 0
+    for sd in seeds:
+        rng = np.random.default_rng([sd])
+        scan = Scan(random_body(rng), t.faces, vertex_colors=skin_colours(rng, hair=False))
+        r = segment_scan_ears(scan, t.site, t.side, segmenter=seg, size=192)
+        on = r.seen & (t.ear > 0)
+        ok = int((r.vertex_labels[on] == t.ear[on]).sum())
+        per.append(round(ok / max(int(on.sum()), 1), 4))
+        hits, total = hits + ok, total + int(on.sum())
+    return {"seeds": list(seeds), "vertices": total, "agreement": round(hits / max(total, 1), 4), "per_body": per}
+
+
+def benchmark_text(res: dict) -> str:
+    """The printed report of ``benchmark``."""
+    d, t = res["data"], res.get("training", {})
+    cb = res.get("carry_back")
+    return "\n".join([
+        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
+        f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
+        f"held-out: {d['images']} rendered ear close-ups of {d['bodies']} bodies never used in training "
+        f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from {res['bootstrap']}",
+        "", score_table(res), "", summary_line(res),
+        f"speed ({res['device']}): {res['ms_per_closeup']} ms per {d['size']}-px close-up, "
+        f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo"]
+        + ([f"labels carried back to the mesh (10 rendered close-ups, face-id votes): {cb['agreement']:.3f} of "
+            f"{cb['vertices']} seen ear vertices of {len(cb['seeds'])} unseen bodies agree with the template "
+            f"(per body {cb['per_body']})"] if cb else []))
+
+
+@dataclasses.dataclass
+class EarSegmenter:
+    """A loaded ear-segmentation checkpoint. Use ``EarSegmenter.load(path)``."""
+
+    model: object
+    input_size: int
+    normalisation: dict
+    classes: list
+    device: object
+    path: Path
+    info: dict
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | None = None) -> "EarSegmenter":
+        """Load a checkpoint (default: the shipped bodymap/data/ear_segmentation.pt) on ``device``
+        (default: a GPU when present, else the CPU). CheckpointError names the file if it is
+        missing, not a BodyMap checkpoint, or one for another task."""
+        from bodymap.models.checkpoint import load_checkpoint, pick_device
+
+        path = Path(path) if path is not None else DEFAULT_PATH
+        ck = load_checkpoint(path, TASK)
+        dev = pick_device(device)
+        model = build_model(ck["arch"])
+        model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+        model.to(dev).eval()
+        return cls(model, int(ck["input_size"]), ck["normalisation"], list(ck["classes"]), dev, path, ck)
+
+    def probabilities(self, image, name: str = "image") -> np.ndarray:
+        """(H, W, 13) float32 class probabilities for a photo (H, W, 3) uint8 of any size: the
+        photo is resized to the network's input size and the output resized back (bilinear)."""
+        import torch
+        import torch.nn.functional as F
+
+        rgb = as_rgb(image, name)
+        H, W = rgb.shape[:2]
+        x = to_tensor(rgb[None], self.normalisation)
+        x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+        with torch.no_grad():
+            logits = self.model(x.to(self.device))
+            logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+            prob = logits.softmax(1)[0].permute(1, 2, 0).cpu().numpy()
+        return prob.astype(np.float32)
+
+    def segment(self, image, name: str = "image") -> np.ndarray:
+        """(H, W) int64 labels, 0 = non-ear, 1..12 the ear regions in taxonomy.EAR_REGIONS order."""
+        return self.probabilities(image, name).argmax(2)
+
+
+def overlay(image, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the photo with ear-region pixels (labels 1..12) tinted in their
+    taxonomy colours (``alpha`` of the colour); non-ear pixels are left as they are."""
+    rgb = as_rgb(image)
+    labels = np.asarray(labels)
+    if labels.shape != rgb.shape[:2]:
+        raise ValueError(f"labels are {labels.shape}, image is {rgb.shape[:2]}")
+    cols = np.array(EAR_COLOURS, np.float32)
+    out = rgb.astype(np.float32)
+    m = labels > 0
+    out[m] = (1 - alpha) * out[m] + alpha * cols[labels[m]]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass
+class ScanEars:
+    """Ear labels carried back onto a scan. vertex_labels (n,) int 0..12 (0 = non-ear or not seen);
+    seen (n,) bool (some close-up saw the vertex); votes (n, 13) float accumulated probabilities;
+    views: list of (image (h, w, 3) uint8, labels (h, w) int) per rendered close-up."""
+
+    vertex_labels: np.ndarray
+    seen: np.ndarray
+    votes: np.ndarray
+    views: list
+
+
+def ear_views(scan, site: np.ndarray, side: np.ndarray, size: int = 256, angles=((0, 0), (-25, 0), (25, 0), (0, -20), (0, 20))):
+    """Close-up cameras of each ear of a scan from its per-vertex labels.
+
+    site, side : (n,) per scan vertex (taxonomy.SITES indices, taxonomy.LATERALITY indices), e.g.
+    RegionLabels.site and .side. For each side with ear vertices: cameras looking at the ear
+    from the outward direction (ear centre minus head centre), turned by the (azimuth,
+    elevation) degrees in ``angles``. Returns [(laterality name, Camera), ...]."""
+    from renderers.camera import Camera
+
+    V = scan.vertices
+    site, side = np.asarray(site), np.asarray(side)
+    if len(site) != len(V) or len(side) != len(V):
+        raise ValueError(f"labels for {len(site)} vertices, scan has {len(V)}")
+    ear_i = SITE_INDEX["head_neck/head/ear"]
+    head = np.isin(site, [SITE_INDEX[c] for c in ("head_neck/head", "head_neck/head/face", "head_neck/head/scalp",
+                                                  "head_neck/head/ear")])
+    neck = site == SITE_INDEX["head_neck/neck"]
+    if not head.any():
+        raise ValueError("no head vertices in the labels: cannot find the ears")
+    hc = V[head].mean(0)
+    up = hc - V[neck].mean(0) if neck.any() else np.array([0.0, 0, 1])
+    up /= np.linalg.norm(up)
+    cams = []
+    for lat in (1, 2):
+        ev = np.flatnonzero((site == ear_i) & (side == lat))
+        if len(ev) < 10:
+            continue
+        P = V[ev]
+        c = P.mean(0)
+        out = c - hc
+        out -= np.dot(out, up) * up
+        out /= np.linalg.norm(out)
+        front = np.cross(up, out)  # some horizontal direction; sign irrelevant for symmetric turns
+        radius = float(np.linalg.norm(P - c, axis=1).max())
+        for az, el in angles:
+            a, e = np.deg2rad(az), np.deg2rad(el)
+            d = out * np.cos(a) * np.cos(e) + front * np.sin(a) * np.cos(e) + up * np.sin(e)
+            fov = 30.0
+            dist = radius / 0.9 / np.tan(np.deg2rad(fov) / 2)
+            cams.append((LATERALITY[lat], Camera.look_at(c + dist * d, c, up=up, fov_deg=fov, width=size, height=size)))
+    if not cams:
+        raise ValueError("no ear vertices in the labels: nothing to segment")
+    return cams
+
+
+def segment_scan_ears(scan, site, side: np.ndarray | None = None, segmenter: EarSegmenter | None = None,
+                      size: int = 256, progress: Progress | None = None) -> ScanEars:
+    """Render close-ups of both ears of a scan, segment them, and carry the labels back to the
+    scan's vertices through the face-id buffer.
+
+    scan : a textured (or coloured) Scan; site, side : (n,) per-vertex region labels that say
+    where the ears are, or ``site`` = the RegionLabels of bodymap.anatomy.labels.label_scan
+    (its .site and .side are used). Each pixel adds
+    its class probabilities to the three corners of the face it sees, weighted by its
+    barycentric coordinates; a vertex takes the class with the most votes.
+    """
+    from renderers.raycast import RaycastRenderer
+
+    if side is None:
+        if not hasattr(site, "site") or not hasattr(site, "side"):
+            raise ValueError("segment_scan_ears needs per-vertex site and side arrays, or a RegionLabels")
+        site, side = site.site, site.side
+    seg = segmenter or EarSegmenter.load()
+    say = progress or (lambda s, f: None)
+    cams = ear_views(scan, site, side, size)
+    rend = RaycastRenderer(scan)
+    n = len(scan.vertices)
+    votes = np.zeros((n, len(EAR_REGIONS)), np.float64)
+    views = []
+    for i, (lat, cam) in enumerate(cams):
+        r = rend.render(cam)
+        prob = seg.probabilities(r.rgb, name=f"{lat} ear view {i}")
+        m = r.face_id >= 0
+        f = scan.faces[r.face_id[m]]  # (k, 3)
+        b = r.bary[m].astype(np.float64)
+        p = prob[m].astype(np.float64)
+        for j in range(3):
+            np.add.at(votes, f[:, j], p * b[:, j:j + 1])
+        views.append((r.rgb, prob.argmax(2)))
+        say(f"segmenting {lat} ear", (i + 1) / len(cams))
+    seen = votes.sum(1) > 0
+    labels = np.where(seen, votes.argmax(1), 0)
+    return ScanEars(labels, seen, votes, views)
