@@ -35,6 +35,16 @@ def _quiet_ultralytics() -> None:
         SETTINGS.update({"sync": False})
     except Exception:  # settings file not writable: telemetry stays off through YOLO_OFFLINE
         pass
+    # ultralytics replaces PIL.Image.open for the whole process with a version that tries to
+    # pip-install a HEIF plugin whenever Pillow cannot read a file: every later photo error
+    # would become an install attempt. Put Pillow's own back.
+    try:
+        from PIL import Image
+        from ultralytics.utils import patches
+
+        Image.open = getattr(patches, "_image_open", Image.open)
+    except ImportError:
+        pass
 
 
 @dataclasses.dataclass
