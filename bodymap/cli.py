@@ -451,6 +451,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     ext = out.suffix.lower()
     if ext not in (".pdf", ".svg", ".png", ".glb", ".ply"):
         raise ValueError(f"{out}: the output must be .pdf, .svg, .png, .glb or .ply")
+    out.parent.mkdir(parents=True, exist_ok=True)
     v = load_visit(args.analysis, units=args.units)
     labels_file = Path(args.analysis) / "labels.npz"
     labels = RegionLabels.load(labels_file) if labels_file.exists() else None
