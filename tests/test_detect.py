@@ -228,7 +228,7 @@ def test_yolo_trains_on_synthetic_tiles_and_runs_as_a_detector(medium_patient, t
     random weights for two epochs on the CPU, a checkpoint that records its recipe, inference
     through the common Detector interface. (The shipped weights' quality is measured by
     benchmarks/detection.py, not here.)"""
-    pytest.importorskip("ultralytics")
+
     import torch
 
     from bodymap.detect.yolo import YoloDetector, build_dataset, read_checkpoint_info
@@ -272,7 +272,7 @@ def test_shipped_yolo_weights_load_and_find_lesions(big_patient, medium_patient)
     """The shipped checkpoint says what trained it and what it scored, and finds lesions on a
     scan it was not trained on (seed 5 at 4096, the training resolution; it was trained on seeds
     500-505). On a 2048 texture it warns that the resolution is not the one it learned."""
-    pytest.importorskip("ultralytics")
+
     from bodymap.detect.yolo import SHIPPED, YoloDetector, read_checkpoint_info
 
     if not SHIPPED.exists():

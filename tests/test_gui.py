@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("pyvistaqt")
-pytest.importorskip("pytestqt")
+import PySide6  # noqa: E402,F401  (dependencies: missing ones must fail, not skip)
+import pyvistaqt  # noqa: E402,F401
+import pytestqt  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "gui"

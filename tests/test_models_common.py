@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
 from bodymap.models.checkpoint import (CheckpointError, load_checkpoint, pick_device,  # noqa: E402
                                        save_checkpoint)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
+import torch  # noqa: E402
+import timm  # noqa: E402,F401  (a dependency: a missing one must fail, not skip)
 
 from bodymap.models import diagdata  # noqa: E402
 from bodymap.models.checkpoint import CheckpointError, save_checkpoint  # noqa: E402

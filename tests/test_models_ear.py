@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("segmentation_models_pytorch")
+import torch  # noqa: E402
+import segmentation_models_pytorch  # noqa: E402,F401  (a dependency: must fail, not skip)
 
 from bodymap.models import earseg  # noqa: E402
 from bodymap.models.checkpoint import CheckpointError  # noqa: E402
