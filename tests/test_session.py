@@ -168,3 +168,15 @@ def test_cli_report(tmp_path):
     assert (tmp_path / "r.svg").read_text().startswith("<svg")
     assert main(["report", str(V1), str(tmp_path / "r.glb")]) == 0
     assert main(["report", str(V1), str(tmp_path / "r.txt")]) == 2  # a clear one-line error, exit code 2
+
+
+def test_report_names_the_scan_without_dot_dots():
+    from bodymap.export.report import _source
+    from bodymap.scan import Scan, ScanMeta
+
+    tri = (np.eye(3), np.array([[0, 1, 2]]))
+    s = Scan(*tri, meta=ScanMeta(source="a/b/../scan.obj"))
+    assert ".." not in _source(s) and _source(s).endswith(str(Path("a", "scan.obj")))
+    deep = Scan(*tri, meta=ScanMeta(source="/" + "/".join(["folder"] * 20) + "/SYN1/visit1/scan.obj"))
+    assert _source(deep) == str(Path("...", "folder", "SYN1", "visit1", "scan.obj"))
+    assert _source(Scan(*tri)) == "-"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from pathlib import Path
 
@@ -181,6 +182,16 @@ def lesion_rows(lesions, diagnoses: dict | None = None) -> tuple[list[str], list
     return cols, rows
 
 
+def _source(scan: Scan, max_chars: int = 70) -> str:
+    """The scan's file for a report header: resolved (no "../"), its last folders only when long."""
+    src = scan.meta.source
+    if not src:
+        return "-"
+    p = Path(os.path.normpath(os.path.abspath(src)))
+    text = str(p)
+    return text if len(text) <= max_chars else str(Path("...", *p.parts[-4:]))
+
+
 def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient: str = "",
                  comparison: tuple | None = None, diagnoses: dict | None = None,
                  progress=None) -> Path:
@@ -192,8 +203,8 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
 
     say = progress or (lambda s, f: None)
     path = Path(path)
-    title = title or f"BodyMap report: {Path(scan.meta.source).parent.name or 'scan'}"
-    head = [f"patient: {patient or scan.meta.patient_id or '-'}    scan: {scan.meta.source}",
+    title = title or f"BodyMap report: {Path(scan.meta.source or '').parent.name or 'scan'}"
+    head = [f"patient: {patient or scan.meta.patient_id or '-'}    scan: {_source(scan)}",
             f"made: {time.strftime('%Y-%m-%d %H:%M')}    lesions: {len(lesions)}"
             + (f"    >= 6 mm: {int((lesions.diameters >= 6).sum())}" if len(lesions) else "")]
     with PdfPages(path) as pdf:
@@ -205,7 +216,7 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
             scan1, lesions1, tracking = comparison
             say("change map", 0.4)
             grown = sum("grown" in p["flags"] for p in tracking.pairs)
-            lines = [f"visit 1: {scan1.meta.source}", f"visit 2: {scan.meta.source}",
+            lines = [f"visit 1: {_source(scan1)}", f"visit 2: {_source(scan)}",
                      f"{len(tracking.pairs)} matched ({grown} grown), {len(tracking.new)} new, "
                      f"{len(tracking.missing)} missing; {len(tracking.flagged)} flagged"]
             _image_page(pdf, "Changes since the previous visit", lines,
