@@ -80,11 +80,11 @@ def test_shipped_weights_on_unseen_bodies(tiny, tmp_path):
     clf = macro.MacroClassifier.load()
     assert clf.classes == list(MACRO) and str(clf.device) == "cpu"
     assert SHIPPED.stat().st_size < 18e6
-    assert clf.info["metrics"]["held_out"]["mean_ap"] > 0.5
+    assert clf.info["metrics"]["held_out"]["mean_ap"] > 0.85  # the target; the shipped model: 0.894
     d = macro.render_macro_dataset(3, 14, macro.RENDER_SIZE, seed=515151)  # bodies used nowhere else
     probs = clf.patch_probs(d["images"])
     acc = (probs.argmax(1) == d["labels"]).mean()
-    assert acc > 0.4, acc  # chance is 1/7; the shipped model scores ~0.55 on held-out patches (docs/benchmarks.md)
+    assert acc > 0.5, acc  # chance is 1/7; 0.69 here (3 bodies), 0.82 on the 16 held-out bodies (docs/benchmarks.md)
     with pytest.raises(CheckpointError, match="'macro' model, not 'earseg'"):
         from bodymap.models.earseg import EarSegmenter
 
@@ -109,8 +109,7 @@ def test_region_map_of_a_photograph():
     pred = clf.classify(img, name="foot photo")
     assert pred.region_map.shape == (180, 240) and pred.classes == list(MACRO)
     assert abs(sum(pred.probs.values()) - 1) < 1e-5
-    # the shipped model is weak on limbs (docs/benchmarks.md): only ask for a body region here
-    assert pred.label != "other", pred.probs
+    assert pred.label == "foot", pred.probs
     # the background of the photo is mostly "other" in the region map
     bg = ~r.mask
     assert (pred.region_map[bg] == MACRO.index("other")).mean() > 0.5

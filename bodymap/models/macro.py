@@ -6,11 +6,11 @@ and a region map of a whole photograph by tiling it into patches.
     pred = clf.classify(photo)          # MacroPrediction(label, probs, region_map, classes)
 
 Training data (``bodymap train macro``): patches rendered from random synthetic bodies (anny
-phenotypes and poses, skin types I-VI, random light, background and camera), the class of
-each patch being the macro region of the surface point at its centre (from the face-id buffer
-and the labelled template), plus synthetic non-skin images (cloth-like patterns, gradients,
-noise, blurred shapes) for "other". ``bodymap evaluate macro`` scores a checkpoint on patches
-of held-out bodies: per-class average precision (one class against the rest) with 95%
+phenotypes and poses, skin types I-VI, random light, background and camera), each framed as
+a photograph of one region (FIELD_MM), its class the region covering most of its central
+window (from the face-id buffer and the labelled template; ambiguous views are redrawn), plus
+synthetic non-skin images (cloth-like patterns, gradients, noise, blurred shapes) for "other".
+``bodymap evaluate macro`` scores a checkpoint on patches of held-out bodies: per-class average precision (one class against the rest) with 95%
 bootstrap intervals, and per-class precision and sensitivity.
 """
 from __future__ import annotations
@@ -74,10 +74,18 @@ def _vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
-def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator, size: int):
+# How much of the body a photograph of each region shows (mm across the field, log-uniform):
+# a clinician frames the region photographed, so a hand fills the picture and a back does too.
+FIELD_MM = {"arm": (220.0, 700.0), "leg": (280.0, 900.0), "foot": (150.0, 400.0), "hand": (120.0, 320.0),
+            "head": (200.0, 480.0), "trunk": (300.0, 900.0)}
+CENTRE = 0.5  # the label is the region covering most of the patch's central window (this fraction of its side)
+MIN_MAJORITY = 0.6  # ... when it covers at least this share of the body seen there (else the view is redrawn)
+
+
+def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator, size: int,
+                 field_mm: tuple[float, float] = (150.0, 700.0)):
     """A random camera looking at ``point`` (3,) mm from near its surface ``normal`` (within 35
-    degrees), seeing a field 150-700 mm across (log-uniform: a hand, a forearm, a back), rolled
-    up to +-60 degrees."""
+    degrees), seeing a field ``field_mm`` across (log-uniform), rolled up to +-60 degrees."""
     from renderers.camera import Camera
 
     n = normal / np.linalg.norm(normal)
@@ -85,7 +93,7 @@ def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator
     d /= np.linalg.norm(d)
     if np.dot(d, n) < 0.5:
         d = n
-    field = float(np.exp(rng.uniform(np.log(150), np.log(700))))
+    field = float(np.exp(rng.uniform(np.log(field_mm[0]), np.log(field_mm[1]))))
     fov = rng.uniform(25, 50)
     dist = 0.5 * field / np.tan(np.deg2rad(fov) / 2)
     up0 = np.array([0.0, 0, 1]) if abs(d[2]) < 0.9 else np.array([0.0, 1, 0])
@@ -94,14 +102,30 @@ def patch_camera(point: np.ndarray, normal: np.ndarray, rng: np.random.Generator
     return Camera.look_at(point + dist * d, point, up=up, fov_deg=fov, width=size, height=size)
 
 
+def central_label(labels: np.ndarray, seen: np.ndarray, n_classes: int) -> int | None:
+    """The region a patch shows: labels (s, s) int, seen (s, s) bool (surface hit). The class
+    covering most of the central window (CENTRE of the side) when the body fills at least a
+    quarter of that window and the class at least MIN_MAJORITY of the body there; else None
+    (a view of a boundary or of mostly background is ambiguous and is not used)."""
+    s = labels.shape[0]
+    a, b = int(round(s * (1 - CENTRE) / 2)), int(round(s * (1 + CENTRE) / 2))
+    win, hit = labels[a:b, a:b], seen[a:b, a:b]
+    if hit.mean() < 0.25:
+        return None
+    counts = np.bincount(win[hit], minlength=n_classes)
+    c = int(counts.argmax())
+    return c if counts[c] >= MIN_MAJORITY * hit.sum() else None
+
+
 def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 0,
                          progress: Progress | None = None) -> dict:
     """Patches of ``n_bodies`` random bodies, ``views`` per body, plus views / 6 non-skin images
     per body for "other" (so the seven classes come in about equal numbers).
 
     Body i uses the generator seeded (seed, i). Each rendered patch looks at a random vertex of
-    a class drawn uniformly from the six body regions; its label is the macro region seen at
-    the patch centre (the face-id buffer can show another part in front). Returns
+    a class drawn uniformly from the six body regions, framed as a photograph of that region
+    (FIELD_MM); its label is central_label's (the face-id buffer can show another part in
+    front), and an ambiguous view is redrawn (up to 4 times, then dropped). Returns
     {"images": (N, size, size, 3) uint8, "labels": (N,) uint8 index into MACRO, "description"}.
     """
     from bodymap.models.eardata import data_hash
@@ -127,12 +151,15 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
         N = _vertex_normals(V, t.faces)
         for _ in range(views):
             c = int(rng.integers(1, len(MACRO)))
-            v = int(rng.choice(by_class[c]))
-            cam = patch_camera(V[v], N[v], rng, size)
-            img, r = br.render(cam, rng)
-            lab = br.vertex_label_image(r, vmacro, fill=0)
-            imgs.append(img)
-            labels.append(int(lab[size // 2, size // 2]))
+            for _try in range(4):
+                v = int(rng.choice(by_class[c]))
+                cam = patch_camera(V[v], N[v], rng, size, FIELD_MM[MACRO[c]])
+                img, r = br.render(cam, rng)
+                lab = central_label(br.vertex_label_image(r, vmacro, fill=0), r.face_id >= 0, len(MACRO))
+                if lab is not None:
+                    imgs.append(img)
+                    labels.append(lab)
+                    break
         for _ in range(max(1, views // 6)):
             imgs.append(finish(background(size, size, rng), rng))
             labels.append(0)
@@ -140,7 +167,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
     images, labels_a = np.stack(imgs), np.array(labels, np.uint8)
     return {"images": images, "labels": labels_a,
             "description": {"source": "synthetic patches (anny bodies, labelled template) + synthetic non-skin images",
-                            "seed": seed, "bodies": n_bodies, "views": views, "images": len(images),
+                            "protocol": "framed on a region (FIELD_MM), central-window majority label", "seed": seed, "bodies": n_bodies, "views": views, "images": len(images),
                             "size": size,
                             "per_class": dict(zip(MACRO, np.bincount(labels_a, minlength=len(MACRO)).tolist())),
                             "sha256": data_hash(images, labels_a)}}
@@ -213,7 +240,7 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
     n_zeroed = stable_init(model)
     note(f"stable init: classifier and the last BatchNorm of {n_zeroed} residual blocks zeroed")
     prev = _resume(model, resume, TASK, note)
-    model = model.to(dev)
+    model = model.to(dev, memory_format=torch.channels_last)  # about 20% faster depthwise convolutions on a CPU
     images, labels = data["images"], data["labels"]
     n = len(images)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -238,7 +265,7 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         x = x * (1 + 0.2 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)) \
             + 0.3 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)
-        x, y = x.to(dev), y.to(dev)
+        x, y = x.to(dev, memory_format=torch.channels_last), y.to(dev)
         logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.05)
         opt.zero_grad()
