@@ -74,6 +74,27 @@ def test_a_shape_that_is_not_a_body_fails_loudly():
         register(scan, steps=50)
 
 
+def test_registration_can_be_cancelled_between_fitting_steps():
+    """The GUI cancels by raising from the progress callback: the fitters call it every 10
+    steps, so a cancel does not wait for the end of a stage."""
+    import trimesh
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def progress(stage, frac):
+        if seen and (stage, frac) == seen[-1]:  # a repeat: called from inside a fit
+            raise Stop
+        seen.append((stage, frac))
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=850.0)
+    with pytest.raises(Stop):
+        register(Scan(np.asarray(sphere.vertices) + [0, 0, 850], np.asarray(sphere.faces)), progress=progress)
+    assert seen == [("coarse alignment", 0.0)]  # stopped inside the first trial
+
+
 def test_partial_scan_labels_the_part_it_has(small_patient):
     vdir = small_patient[0]
     scan = load_scan(vdir / "scan.obj")

@@ -1,8 +1,9 @@
 """Registration of the template body to a scan of unknown topology, pose, shape and placement.
 
 Route: (1) coarse alignment: the longer of the y/z axes is up (both signs tried); the feet,
-which point forward, give the facing; short fits from each start (and from arms-raised and
-arms-down starts for the best two) pick the best; (2) the body model's pose
+which point forward, give the facing; short fits from each start rank them, and the best
+(with a close runner-up) is fitted on from its start and from an arm start found in the scan;
+(2) the body model's pose
 (major joints) and phenotype, plus a rigid placement, are fitted to the scan by gradient descent
 on a robust two-way nearest-point distance (differentiable anny, CPU); (3) each scan vertex
 takes the closest point on the fitted body, whose face and barycentric coordinates are the same
@@ -31,6 +32,13 @@ FIT_BONES = ("root", "spine03", "spine01", "neck01", "head", "clavicle.L", "clav
 
 
 REG = 200.0  # weight of the pull towards the rest pose (upper arms are free: scans vary most there)
+# Coarse alignment: every orientation gets COARSE_RANK_STEPS steps, enough to rank them; the
+# best (and the runner-up when within COARSE_KEEP of it) is brought to COARSE_STEPS, then
+# fitted COARSE_STEPS more from there and from the arm start. Wrong orientations end 2-4 times
+# further from the scan than the right one, so they are dropped early (most of the time saved).
+COARSE_RANK_STEPS = 12
+COARSE_STEPS = 30
+COARSE_KEEP = 1.5
 PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 
@@ -118,7 +126,7 @@ class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
     def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0),
-                 partial: bool = False):
+                 partial: bool = False, tick: Callable[[], None] | None = None):
         import torch
 
         from bodymap.synth.body import body_model
@@ -147,6 +155,7 @@ class _Fitter:
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
         self.partial = partial
+        self.tick = tick  # called every few steps: a progress callback may raise there to cancel
         self.scan_to_body_mm = np.inf
         if partial:  # an upper-body scan: an average adult, its head top at the scan's top
             with torch.no_grad():
@@ -208,12 +217,14 @@ class _Fitter:
                                 {"params": [self.trans], "lr": lr * 100},
                                 {"params": list(self.pheno.values()), "lr": lr * 3}])
         loss_val = np.inf
-        for _ in range(steps):
+        for it in range(steps):
             opt.zero_grad()
             v = self.vertices()
             vn = v.detach().numpy()
             i_ms = self.tree.query(vn)[1]  # model -> scan
             i_sm = cKDTree(vn).query(self.points.numpy())[1]  # scan -> model
+            if self.tick is not None and it % 10 == 9:
+                self.tick()
             n = self._normals(v)
             # point-to-plane with a little point-to-point: sliding along the surface is free,
             # so sparse samples do not pull the body towards themselves
@@ -280,7 +291,7 @@ def refine_ears(fitted: np.ndarray, scan_vertices: np.ndarray, iters: int = 20) 
     return out
 
 
-def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray):
+def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray, tick: Callable[[], None] | None = None):
     """Best partial-body fit over both up signs and four facings: (fitter, R (3, 3), offset (3,)).
     pts (k, 3) surface samples and sv (s, 3) vertices of the scan, mm, in the scan's frame."""
     best = None
@@ -289,7 +300,7 @@ def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray):
             R = _rot_z(turn) @ U
             p = pts @ R.T
             offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
-            f = _Fitter(p - offset, sv @ R.T - offset, partial=True)
+            f = _Fitter(p - offset, sv @ R.T - offset, partial=True, tick=tick)
             f.fit(12, lr=0.012)  # a few steps rank the orientations; only the best goes on
             if best is None or f.scan_to_body_mm < best[0].scan_to_body_mm:
                 best = (f, R, offset)
@@ -315,7 +326,16 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     """
     import gpytoolbox as gp
 
-    say = progress or (lambda stage, frac: None)
+    report = progress or (lambda stage, frac: None)
+    last = ["registration", 0.0]
+
+    def say(stage: str, frac: float) -> None:
+        last[:] = [stage, frac]
+        report(stage, frac)
+
+    def tick() -> None:  # the fitters repeat the current stage every few steps (cancel points)
+        report(*last)
+
     src = scan.meta.source or None
     rng = np.random.default_rng(seed)
     pts = _sample_points(scan, n_points, rng)
@@ -332,16 +352,19 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         say("coarse alignment", 0.3 * k / len(cands))
         p = pts @ R.T
         offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
-        fitter = _Fitter(p - offset, sv @ R.T - offset)
-        trials.append((fitter.fit(30, lr=0.012), k, R, offset, fitter))
+        fitter = _Fitter(p - offset, sv @ R.T - offset, tick=tick)
+        trials.append((fitter.fit(COARSE_RANK_STEPS, lr=0.012), k, R, offset, fitter))
     trials.sort(key=lambda t: t[0])
+    # a clear winner goes on alone; a close runner-up (a weak facing cue) goes on too
+    keep = [t for t in trials[:2] if t[0] <= COARSE_KEEP * trials[0][0]]
     best = None
-    for j, (_, k, R, offset, first) in enumerate(trials[:2]):
+    for j, (_, k, R, offset, first) in enumerate(keep):
         p, q = pts @ R.T - offset, sv @ R.T - offset
         arms = _arm_starts(p)  # the arms are where a rest-pose start goes wrong
         say("coarse alignment (arms)", 0.3 + 0.1 * j)
-        for fitter in (first, _Fitter(p, q, arms)):
-            e = fitter.fit(30, lr=0.012)
+        first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
+        for fitter in (first, _Fitter(p, q, arms, tick=tick)):
+            e = fitter.fit(COARSE_STEPS, lr=0.012)
             if best is None or e < best[0]:
                 best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
@@ -356,7 +379,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         # on the scan's lowest point; its up and facing cannot come from the feet, so every
         # orientation is tried
         say("coarse alignment (partial scan?)", 0.4)
-        part, R_part, off_part = _partial_search(scan, pts, sv)
+        part, R_part, off_part = _partial_search(scan, pts, sv, tick)
         if part.scan_to_body_mm < 0.7 * fitter.scan_to_body_mm:
             partial, fitter, R, offset = True, part, R_part, off_part
     n = max(1, steps // 50)
@@ -375,6 +398,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     resid = np.sqrt(np.asarray(sqd).ravel())
     info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
             "coarse_scan_to_body_mm": round(coarse_scan_to_body, 2),
+            "coarse_trials_mm": [round(float(t[0]), 2) for t in trials],
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()}}
     if np.median(resid) > 40.0:
