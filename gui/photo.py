@@ -35,8 +35,9 @@ def read_photo(path: str | Path) -> np.ndarray:
 
 def analyse_photo(image: np.ndarray, progress) -> dict:
     """Run quality, macro region and (for an ear) ear segmentation on image (H, W, 3) uint8.
-    Returns {quality, macro, ear_labels, ear_overlay, messages{kind: why unavailable}}."""
-    out = {"quality": None, "macro": None, "ear_labels": None, "ear_overlay": None, "messages": {}}
+    Returns {quality, macro, region, ear_labels, ear_overlay, messages{kind: why unavailable}};
+    region: the macro label, or "head" when an ear was found."""
+    out = {"quality": None, "macro": None, "region": None, "ear_labels": None, "ear_overlay": None, "messages": {}}
     progress("photo quality", 0.05)
     try:
         out["quality"] = models.get("quality")(image)
@@ -48,7 +49,7 @@ def analyse_photo(image: np.ndarray, progress) -> dict:
     except models.ModelUnavailable as e:
         out["messages"]["macro"] = str(e)
     # the ear segmenter itself decides whether an ear is in the photo (enough ear pixels): the
-    # macro classifier (synthetic-only, mean AP 0.57) misses too many close-ups of the head to gate it
+    # macro classifier, trained on framed region photos, is not reliable on tight ear close-ups
     progress("ear segmentation", 0.6)
     try:
         labels = np.asarray(models.get("earseg").segment(image))
@@ -57,6 +58,9 @@ def analyse_photo(image: np.ndarray, progress) -> dict:
             out["ear_overlay"] = np.asarray(models.module("earseg").overlay(image, labels))
     except models.ModelUnavailable as e:
         out["messages"]["earseg"] = str(e)
+    # an ear is on the head: when the ear model finds one, the region is head whatever the
+    # tiles say (tight ear close-ups are the region classifier's weakest views); both are shown
+    out["region"] = "head" if out["ear_labels"] is not None else (out["macro"].label if out["macro"] else None)
     progress("done", 1.0)
     return out
 
@@ -212,8 +216,12 @@ class PhotoWidget(QtWidgets.QWidget):
             self.quality.setText(f"<b>quality:</b> {msg.get('quality', '-')}")
         m = r["macro"]
         if m is not None:
-            top = sorted(m.probs.items(), key=lambda t: -t[1])[:3]
-            self.macro.setText(f"<b>region:</b> {m.label} (" + ", ".join(f"{k} {100 * v:.0f} %" for k, v in top) + ")")
+            top = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(m.probs.items(), key=lambda t: -t[1])[:3])
+            region = r.get("region") or m.label
+            if region != m.label:  # the ear model overruled the tiles: say so
+                self.macro.setText(f"<b>region:</b> {region}, an ear is in the photo (region model: {top})")
+            else:
+                self.macro.setText(f"<b>region:</b> {region} ({top})")
         else:
             self.macro.setText(f"<b>region:</b> {msg.get('macro', '-')}")
         if r["ear_labels"] is not None:

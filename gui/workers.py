@@ -138,3 +138,21 @@ class JobRunner(QtCore.QObject):
     def wait(self, ms: int = 60000) -> bool:
         """Block until all jobs are done (tests, quitting). True when none is left."""
         return QtCore.QThreadPool.globalInstance().waitForDone(ms)
+
+
+def wait_events(ms: int) -> None:
+    """Process Qt events for ``ms`` milliseconds from a script or test, sleeping between rounds.
+
+    QTest.qWait can keep Python's GIL while it waits, and a worker thread importing torch then
+    stalls for good (seen under Xvfb with PySide6 6.12); time.sleep lets the workers run."""
+    import time
+
+    end = time.monotonic() + ms / 1000.0
+    app = QtCore.QCoreApplication.instance()
+    while True:
+        if app is not None:
+            app.processEvents()
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(0.02, left))

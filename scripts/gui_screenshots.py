@@ -36,6 +36,8 @@ def main() -> int:
     from PySide6 import QtCore, QtGui, QtWidgets
     from PySide6.QtTest import QTest
 
+    from gui.workers import wait_events
+
     from gui.mainwindow import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv)
@@ -49,8 +51,8 @@ def main() -> int:
     def settle(timeout=900):
         t0 = time.time()
         while w.runner.running and time.time() - t0 < timeout:
-            QTest.qWait(100)
-        QTest.qWait(400)
+            wait_events(100)
+        wait_events(400)
 
     def shot(name):
         app.processEvents()
@@ -81,7 +83,7 @@ def main() -> int:
     settle()
     shot("gui_main.png")
     w.tabs.setCurrentWidget(w.compare)
-    QTest.qWait(200)
+    wait_events(200)
     for v in (w.compare.view1, w.compare.view2):
         v.view("front")
     w.compare.select_pair(id2=lid)
@@ -110,9 +112,17 @@ def main() -> int:
     w.tabs.setCurrentWidget(w.photo)
     w.photo.open_photo(str(photo))
     settle()
+    # click the darkest spot of the photo (the mole), as a clinician would
+    from scipy import ndimage
+
+    rgb = np.asarray(Image.open(photo).convert("RGB"), np.float64)
+    dark = ndimage.uniform_filter(rgb.mean(2), 9)
+    y, x = np.unravel_index(np.argmin(dark), dark.shape)
     lbl = w.photo.photo
+    k = lbl._scale()
+    ox, oy = (lbl.width() - rgb.shape[1] * k) / 2, (lbl.height() - rgb.shape[0] * k) / 2
     QTest.mouseClick(lbl, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier,
-                     QtCore.QPoint(lbl.width() // 2, lbl.height() // 2))
+                     QtCore.QPoint(int(ox + x * k), int(oy + y * k)))
     settle()
     shot("gui_photo.png")
     w.history.mark_clean()

@@ -79,6 +79,7 @@ def win(qapp, home):
     """One window with visit 1 of SYN00101 opened from its analysis folder (shared by the
     tests below; each leaves it as it found it)."""
     from gui.mainwindow import MainWindow
+    from gui.workers import wait_events
 
     w = MainWindow(recover=False)
     w._no_prompts = True
@@ -88,7 +89,7 @@ def win(qapp, home):
     w.open_path(V1)
     t0 = time.time()
     while w.runner.running and time.time() - t0 < 300:
-        QTest.qWait(50)
+        wait_events(50)
     assert w.project.visits and w.project.visits[0].lesions is not None, getattr(w, "last_error", "")
     yield w
     w.history.mark_clean()
@@ -427,7 +428,7 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     win.photo.open_photo(str(photo))
     wait_jobs(win, qtbot)
     assert "blurred: retake" in win.photo.quality.text()
-    assert "head" in win.photo.macro.text()
+    assert "head" in win.photo.macro.text() and "ear is in the photo" not in win.photo.macro.text()
     assert "helix" in win.photo.ear.text() and "lobule" in win.photo.ear.text()
     assert (win.photo.photo.image == 255).all(axis=2).mean() > 0.2  # the ear overlay is shown
     win.photo.ear_check.setChecked(False)
@@ -484,3 +485,28 @@ def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
     w2.history.mark_clean()
     w2.close()
     win.undo()
+
+
+def test_an_ear_found_makes_the_region_head(monkeypatch):
+    """The photo's region: the macro label, unless the ear model finds an ear (then head, with
+    the macro model's view still shown)."""
+    from gui import models
+    from gui.photo import analyse_photo
+
+    class Trunk(_Macro):
+        def classify(self, image):
+            return type("P", (), {"label": "trunk", "probs": {"trunk": 0.5, "leg": 0.3, "head": 0.2}})()
+
+    class NoEar:
+        def segment(self, image):
+            return np.zeros(image.shape[:2], int)
+
+    fakes = {"quality": lambda img: _Quality(True, []), "macro": Trunk(), "earseg": _Ear()}
+    monkeypatch.setattr(models, "get", lambda kind: fakes[kind])
+    monkeypatch.setattr(models, "module", lambda kind: type("M", (), {"overlay": staticmethod(lambda i, lab: i)}))
+    img = np.full((64, 80, 3), 128, np.uint8)
+    r = analyse_photo(img, lambda s, f: None)
+    assert r["region"] == "head" and r["macro"].label == "trunk" and r["ear_labels"] is not None
+    fakes["earseg"] = NoEar()
+    r = analyse_photo(img, lambda s, f: None)
+    assert r["region"] == "trunk" and r["ear_labels"] is None

@@ -67,7 +67,7 @@ def to_tensor(images: np.ndarray, normalisation: dict = NORMALISATION):
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 torch tensor, normalised."""
     import torch
 
-    x = torch.as_tensor(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / float(normalisation["scale"])
+    x = torch.as_tensor(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float() / float(normalisation["scale"])
     mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
     return (x - mean) / std
