@@ -276,6 +276,19 @@ class Scan:
             raise ScanError(self.meta.source or None, "the scan has no UV coordinates")
         return np.einsum("kj,kjd->kd", np.asarray(bary, dtype=np.float64), self.uv[np.asarray(face_ids)])
 
+    def vertex_rgb(self) -> np.ndarray:
+        """(n_vertices, 3) uint8 colour per vertex for display and export: the texture sampled at
+        one of the vertex's corners' UVs (nearest texel), else the vertex colours, else grey."""
+        if self.texture is not None and self.uv is not None:
+            uv = np.zeros((self.n_vertices, 2), np.float32)
+            uv[self.faces.reshape(-1)] = self.uv.reshape(-1, 2)
+            xy = np.rint(uv_to_pixel(uv, self.texture.shape)).astype(int)
+            H, W = self.texture.shape[:2]
+            return self.texture[np.clip(xy[:, 1], 0, H - 1), np.clip(xy[:, 0], 0, W - 1)]
+        if self.vertex_colors is not None:
+            return self.vertex_colors
+        return np.full((self.n_vertices, 3), 200, np.uint8)
+
     def copy(self) -> "Scan":
         """Deep copy (arrays copied, metadata copied)."""
         return Scan(self.vertices.copy(), self.faces.copy(),

@@ -196,17 +196,7 @@ class View3D(QtWidgets.QWidget):
         s = self.scan
         if self.overlay != "texture" and self.labels is not None:
             return overlay_colours(self.labels, self.overlay)
-        if s.texture is not None and s.uv is not None:
-            from bodymap.scan import uv_to_pixel
-
-            uv = np.zeros((s.n_vertices, 2), np.float32)
-            uv[s.faces.reshape(-1)] = s.uv.reshape(-1, 2)
-            xy = np.rint(uv_to_pixel(uv, s.texture.shape)).astype(int)
-            H, W = s.texture.shape[:2]
-            return s.texture[np.clip(xy[:, 1], 0, H - 1), np.clip(xy[:, 0], 0, W - 1)]
-        if s.vertex_colors is not None:
-            return s.vertex_colors
-        return np.full((s.n_vertices, 3), 200, np.uint8)
+        return s.vertex_rgb()
 
     def _draw_body(self) -> None:
         p = self.plotter

@@ -40,17 +40,7 @@ def _vertex_rgb(scan: Scan, labels=None) -> np.ndarray:
         from bodymap.export.regionmap import vertex_colours
 
         return vertex_colours(labels)
-    if scan.texture is not None and scan.uv is not None:
-        from bodymap.scan import uv_to_pixel
-
-        uv = np.zeros((scan.n_vertices, 2), np.float32)
-        uv[scan.faces.reshape(-1)] = scan.uv.reshape(-1, 2)
-        xy = np.rint(uv_to_pixel(uv, scan.texture.shape)).astype(int)
-        H, W = scan.texture.shape[:2]
-        return scan.texture[np.clip(xy[:, 1], 0, H - 1), np.clip(xy[:, 0], 0, W - 1)]
-    if scan.vertex_colors is not None:
-        return scan.vertex_colors
-    return np.full((scan.n_vertices, 3), 200, np.uint8)
+    return scan.vertex_rgb()
 
 
 def _textured_body(scan: Scan):

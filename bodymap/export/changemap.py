@@ -28,6 +28,26 @@ def _marks(tracking) -> tuple[dict, dict]:
     return m1, m2
 
 
+def visible_lesions(lesions, cam, depth: np.ndarray):
+    """The lesions seen in one rendered view: yields (lesion, x, y, radius) in pixels for each
+    lesion of the LesionSet inside the image and not hidden (its depth within 15 mm of the depth
+    buffer (h, w) mm); radius covers the lesion's diameter (at least 4 px)."""
+    if not len(lesions):
+        return
+    height, width = depth.shape
+    pts = lesions.points
+    z = (pts @ cam.R.T + cam.t)[:, 2]
+    uv = cam.project(pts)
+    px_per_mm = cam.K[0, 0] / np.maximum(z, 1.0)
+    for l, (x, y), zz, s in zip(lesions.lesions, uv, z, px_per_mm):
+        xi, yi = int(x), int(y)
+        if not (0 <= xi < width and 0 <= yi < height):
+            continue
+        if not np.isfinite(depth[yi, xi]) or abs(depth[yi, xi] - zz) > 15.0:
+            continue  # on the other side of the body, or hidden
+        yield l, float(x), float(y), max(4.0, 0.5 * l.diameter_mm * s + 2)
+
+
 def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height: int) -> Image.Image:
     """One rendered view with the visible lesions circled and numbered."""
     from renderers import RaycastRenderer
@@ -37,22 +57,13 @@ def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height:
     r = RaycastRenderer(scan).render(cam)
     img = Image.fromarray(r.rgb)
     d = ImageDraw.Draw(img)
-    if len(lesions):
-        pts = lesions.points
-        z = (pts @ cam.R.T + cam.t)[:, 2]
-        uv = cam.project(pts)
-        px_per_mm = cam.K[0, 0] / np.maximum(z, 1.0)
-        for l, (x, y), zz, s in zip(lesions.lesions, uv, z, px_per_mm):
-            xi, yi = int(x), int(y)
-            if l.id not in marks or not (0 <= xi < width and 0 <= yi < height):
-                continue
-            if not np.isfinite(r.depth[yi, xi]) or abs(r.depth[yi, xi] - zz) > 15.0:
-                continue  # on the other side of the body, or hidden
-            label, status = marks[l.id]
-            rad = max(4.0, 0.5 * l.diameter_mm * s + 2)
-            col = COLOURS[status]
-            d.ellipse([x - rad, y - rad, x + rad, y + rad], outline=col, width=2)
-            d.text((x + rad + 1, y - rad - 2), label, fill=col)
+    for l, x, y, rad in visible_lesions(lesions, cam, r.depth):
+        if l.id not in marks:
+            continue
+        label, status = marks[l.id]
+        col = COLOURS[status]
+        d.ellipse([x - rad, y - rad, x + rad, y + rad], outline=col, width=2)
+        d.text((x + rad + 1, y - rad - 2), label, fill=col)
     return img
 
 

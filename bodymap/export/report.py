@@ -65,23 +65,13 @@ def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720)
     return page
 
 
-def _lesion_svg_marks(scan: Scan, lesions, azimuth: float, width: int, height: int, dx: int, dy: int,
-                      depth: np.ndarray, cam) -> list[str]:
-    """SVG circles and numbers of the lesions visible from one view."""
+def _lesion_svg_marks(lesions, cam, depth: np.ndarray, dx: int, dy: int) -> list[str]:
+    """SVG circles and numbers of the lesions visible in one view (camera, depth buffer (h, w)
+    mm), offset by (dx, dy) pixels on the page."""
+    from bodymap.export.changemap import visible_lesions
+
     out = []
-    if not len(lesions):
-        return out
-    pts = lesions.points
-    z = (pts @ cam.R.T + cam.t)[:, 2]
-    uv = cam.project(pts)
-    s = cam.K[0, 0] / np.maximum(z, 1.0)
-    for l, (x, y), zz, sc in zip(lesions.lesions, uv, z, s):
-        xi, yi = int(x), int(y)
-        if not (0 <= xi < width and 0 <= yi < height):
-            continue
-        if not np.isfinite(depth[yi, xi]) or abs(depth[yi, xi] - zz) > 15.0:
-            continue
-        r = max(4.0, 0.5 * l.diameter_mm * sc + 2)
+    for l, x, y, r in visible_lesions(lesions, cam, depth):
         out.append(f'<circle cx="{x + dx:.1f}" cy="{y + dy:.1f}" r="{r:.1f}" fill="none" '
                    f'stroke="rgb{LESION_RGB}" stroke-width="1.5"/>')
         out.append(f'<text x="{x + dx + r + 1:.1f}" y="{y + dy - r:.1f}" font-size="10" '
@@ -111,7 +101,7 @@ def write_region_svg(scan: Scan, labels, lesions, path: str | Path, width: int =
                       f'href="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>')
         parts.append(f'<text x="{k * width + 8}" y="15" font-size="13">{side}</text>')
         if lesions is not None:
-            parts += _lesion_svg_marks(scan, lesions, az, width, height, k * width, top, r.depth, cam)
+            parts += _lesion_svg_marks(lesions, cam, r.depth, k * width, top)
     items = [(tx.SITES[i].name, tx.SITES[i].colour) for i in np.unique(labels.site)]
     items += [(f"ear: {tx.EAR_REGIONS[i]}", tx.EAR_COLOURS[i]) for i in np.unique(labels.ear) if i]
     if (~labels.reliable).any():
