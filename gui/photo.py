@@ -105,12 +105,24 @@ class PhotoLabel(QtWidgets.QLabel):
             p.end()
         self.setPixmap(pm)
 
+    def _origin(self) -> tuple[float, float]:
+        """Widget position (pixels) of the image's top-left corner: the image is centred."""
+        h, w = self.image.shape[:2]
+        s = self._scale()
+        return (self.width() - w * s) / 2, (self.height() - h * s) / 2
+
+    def image_to_widget(self, x: float, y: float) -> QtCore.QPoint:
+        """Widget point of image pixel (x, y) (a script or test clicks there)."""
+        ox, oy = self._origin()
+        s = self._scale()
+        return QtCore.QPoint(int(ox + x * s), int(oy + y * s))
+
     def mousePressEvent(self, e):
         if self.image is None:
             return
         h, w = self.image.shape[:2]
         s = self._scale()
-        ox, oy = (self.width() - w * s) / 2, (self.height() - h * s) / 2
+        ox, oy = self._origin()
         x, y = (e.position().x() - ox) / s, (e.position().y() - oy) / s
         if 0 <= x < w and 0 <= y < h:
             self.mark = (int(x), int(y))

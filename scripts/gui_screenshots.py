@@ -119,10 +119,8 @@ def main() -> int:
     dark = ndimage.uniform_filter(rgb.mean(2), 9)
     y, x = np.unravel_index(np.argmin(dark), dark.shape)
     lbl = w.photo.photo
-    k = lbl._scale()
-    ox, oy = (lbl.width() - rgb.shape[1] * k) / 2, (lbl.height() - rgb.shape[0] * k) / 2
     QTest.mouseClick(lbl, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier,
-                     QtCore.QPoint(int(ox + x * k), int(oy + y * k)))
+                     lbl.image_to_widget(x, y))
     settle()
     shot("gui_photo.png")
     w.history.mark_clean()

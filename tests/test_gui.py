@@ -435,8 +435,9 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     assert (win.photo.photo.image == 255).all(axis=2).mean() < 0.2
     lbl = win.photo.photo
     QTest.mouseClick(lbl, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier,
-                     QtCore.QPoint(lbl.width() // 2, lbl.height() // 2))
+                     lbl.image_to_widget(300, 200))
     wait_jobs(win, qtbot)
+    assert abs(lbl.mark[0] - 300) <= 1 and abs(lbl.mark[1] - 200) <= 1  # widget <-> image pixels agree
     assert "nevus" in win.photo.diag.text() and not win.photo.sal.pixmap().isNull()
     # a file that is not a photo
     bad = tmp_path / "notaphoto.jpg"
