@@ -1,0 +1,240 @@
+"""What the standard exports (SLICE-3D table, DICOM, FHIR) need about a visit, gathered once.
+
+    visit = load_export_visit(ANALYSIS_DIR, patient=None, previous=None, tracking=None)
+
+gives the scan, its lesions (measured: lists written before the measures existed are measured
+now), the registration, the patient record, the visit's id and date, and for each lesion its
+tracking key (the lesion it continues at the earlier visit) and its change since then.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Patient:
+    """The patient record. id; name (or pseudonym); sex 'F', 'M', 'O' or '' (unknown);
+    birth_year (or None); age_years at the visit (or None); notes."""
+
+    id: str
+    name: str = ""
+    sex: str = ""
+    birth_year: int | None = None
+    age_years: float | None = None
+    notes: str = ""
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Patient":
+        """Read a patient record: BodyMap's patient.json (a project's record: id, name, sex,
+        birth_year, notes) or a synthetic patient's (patient_id, body.sex, body.age_years).
+        ValueError naming the file when it is neither."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable patient record ({e})") from None
+        if not isinstance(d, dict) or not (d.get("id") or d.get("patient_id")):
+            raise ValueError(f"{path}: not a patient record (no id or patient_id)")
+        body = d.get("body") or {}
+        sex = str(d.get("sex") or body.get("sex") or "").lower()
+        age = d.get("age_years", body.get("age_years"))
+        return cls(id=str(d.get("id") or d.get("patient_id")), name=str(d.get("name") or d.get("pseudonym") or ""),
+                   sex={"female": "F", "f": "F", "male": "M", "m": "M", "other": "O", "o": "O"}.get(sex, ""),
+                   birth_year=int(d["birth_year"]) if d.get("birth_year") else None,
+                   age_years=float(age) if age is not None else None, notes=str(d.get("notes") or ""))
+
+    def age_at(self, date: str) -> float | None:
+        """Age in years at an ISO date (from the birth year, else the recorded age)."""
+        if self.birth_year and date:
+            return float(int(date[:4]) - self.birth_year)
+        return self.age_years
+
+
+@dataclasses.dataclass
+class ExportVisit:
+    """One analysed visit, ready for export.
+
+    folder: the analysis folder; scan (bodymap.scan.Scan, mm); lesions: LesionSet (every lesion
+    measured); correspondence: the registration (or None); labels: RegionLabels (or None);
+    patient: Patient; visit_id: a stable name of the visit (its scan's folder, e.g. 'visit2');
+    visit_date: ISO date or ''; previous_id / previous_date: the earlier visit tracked against
+    (or None / ''); change: {lesion id: dict} since the earlier visit: status ('matched' or
+    'new'), id1, diameter_change_mm, area_change_mm2, colour_delta_e, growth_mm_per_year (None
+    without both dates), flags."""
+
+    folder: Path
+    scan: object
+    lesions: object
+    correspondence: object
+    labels: object
+    patient: Patient
+    visit_id: str
+    visit_date: str = ""
+    previous_id: str | None = None
+    previous_date: str = ""
+    change: dict = dataclasses.field(default_factory=dict)
+
+    def tracking_key(self, lesion_id: int) -> tuple[str, int]:
+        """(visit id, lesion id) of the lesion's first sighting known here: the earlier visit's
+        lesion it continues, else itself. Its tracking UID is derived from this, so an export of
+        the earlier visit and one of this visit give a lesion the same tracking UID."""
+        c = self.change.get(lesion_id)
+        if c and c.get("status") == "matched" and self.previous_id:
+            return self.previous_id, int(c["id1"])
+        return self.visit_id, int(lesion_id)
+
+    def tracking_label(self, lesion_id: int) -> str:
+        """Human-readable tracking identifier, e.g. 'visit1 lesion 12'."""
+        v, i = self.tracking_key(lesion_id)
+        return f"{v} lesion {i}"
+
+
+def stable_uid(*parts) -> str:
+    """A DICOM UID (2.25.<integer>) derived from parts: the same parts give the same UID, so a
+    re-export gives every study, series, instance and tracking id the same UID."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return "2.25." + str(int.from_bytes(h[:16], "big"))
+
+
+def visit_id_of(scan_path: str | Path) -> str:
+    """A visit's stable name: the folder its scan lies in (a visit per folder, as `bodymap synth`
+    and clinics file them), else the scan's file name without its suffix."""
+    p = Path(scan_path)
+    return p.parent.name or p.stem
+
+
+def visit_date_of(scan) -> str:
+    """A scan's visit date (ISO): its metadata, else the synthetic truth.json beside it, else ''."""
+    if scan.meta.visit_date:
+        return scan.meta.visit_date
+    truth = Path(scan.meta.source).parent / "truth.json" if scan.meta.source else None
+    if truth is not None and truth.exists():
+        try:
+            return str(json.loads(truth.read_text()).get("visit_date") or "")
+        except (OSError, ValueError):
+            return ""
+    return ""
+
+
+def find_patient(scan_path: str | Path, folder: str | Path) -> Path | None:
+    """The patient.json that belongs to a visit: in the analysis folder, beside the scan, or
+    one or two folders up (sample_meshes/PATIENT/visitN/scan.obj)."""
+    scan_dir = Path(scan_path).parent
+    for d in (Path(folder), scan_dir, scan_dir.parent, scan_dir.parent.parent):
+        if (d / "patient.json").exists():
+            return d / "patient.json"
+    return None
+
+
+def load_export_visit(analysis: str | Path, patient: str | Path | None = None, previous: str | Path | None = None,
+                      tracking: str | Path | None = None, units: str | None = None, progress=None) -> ExportVisit:
+    """Gather an analysis folder for export (see ExportVisit).
+
+    patient: a patient.json (default: the one found beside the scan, see find_patient);
+    previous: an earlier visit's analysis folder (tracked now, respecting the reviews in
+    analysis/reviews.json) or tracking: a folder with tracking.json (from `bodymap track` or
+    `analyze --previous`) for the change since the earlier visit. Lesions without measures (lists
+    from before they existed) are measured on the scan now; those without a body-frame
+    position get one through the registration saved in labels.npz."""
+    from bodymap.anatomy.labels import RegionLabels
+    from bodymap.lesions import LesionMeasurer, TextureImage
+    from bodymap.measures import body_positions
+    from bodymap.pipeline import load_visit
+    from bodymap.project import texel_atlas
+
+    folder = Path(analysis)
+    say = progress or (lambda s, f: None)
+    say("reading the visit", 0.0)
+    v = load_visit(folder, units=units)
+    labels = RegionLabels.load(folder / "labels.npz") if (folder / "labels.npz").exists() else None
+    lesions = v.lesions.lesions
+    if any(not l.measures for l in lesions) and v.scan.texture is not None:
+        say("measuring lesions", 0.2)
+        LesionMeasurer(v.scan).add_measures(TextureImage(v.scan, texel_atlas(v.scan)), lesions)
+    if v.correspondence is not None and any("x_mm" not in (l.measures or {}) for l in lesions):
+        say("body positions", 0.5)
+        body_positions([l for l in lesions if "x_mm" not in (l.measures or {})], v.scan, v.correspondence)
+    pfile = Path(patient) if patient else find_patient(v.scan.meta.source, folder)
+    rec = Patient.from_json(pfile) if pfile else Patient(id=v.scan.meta.patient_id or "anonymous")
+    out = ExportVisit(folder, v.scan, v.lesions, v.correspondence, labels, rec, visit_id_of(v.scan.meta.source),
+                      visit_date_of(v.scan))
+    if previous or tracking:
+        say("tracking", 0.7)
+        _add_change(out, v, previous, tracking, units)
+    say("done", 1.0)
+    return out
+
+
+def _add_change(out: ExportVisit, v, previous, tracking, units) -> None:
+    """Fill out.change and the earlier visit's id and date from a tracking."""
+    from bodymap.pipeline import load_visit, track_visits
+    from bodymap.track import Tracking
+
+    if tracking:
+        f = Path(tracking)
+        f = f / "tracking.json" if f.is_dir() else f
+        if not f.exists():
+            raise FileNotFoundError(f"{tracking}: no tracking.json (run `bodymap track` or `analyze --previous`)")
+        tr = Tracking.load_json(f)
+        scan1 = tr.info.get("scan1", "")
+        out.previous_id = visit_id_of(scan1) if scan1 else "previous"
+        truth = Path(scan1).parent / "truth.json" if scan1 else None
+        out.previous_date = (json.loads(truth.read_text()).get("visit_date", "")
+                             if truth is not None and truth.exists() else "")
+    else:
+        before = load_visit(previous, units=units)
+        tr = track_visits(before, v, reviews=out.folder / "reviews.json")
+        out.previous_id = visit_id_of(before.scan.meta.source)
+        out.previous_date = visit_date_of(before.scan)
+    years = None
+    if out.previous_date and out.visit_date:
+        days = (datetime.date.fromisoformat(out.visit_date) - datetime.date.fromisoformat(out.previous_date)).days
+        years = days / 365.25 if days > 0 else None
+    for p in tr.pairs:
+        dd = p.get("diameter_change_mm")
+        out.change[int(p["id2"])] = {
+            "status": "matched", "id1": int(p["id1"]), "diameter_change_mm": dd,
+            "area_change_mm2": (p["area2_mm2"] - p["area1_mm2"]) if p.get("area1_mm2") is not None
+            and p.get("area2_mm2") is not None else None,
+            "colour_delta_e": p.get("colour_delta_e"),
+            "growth_mm_per_year": round(dd / years, 3) if dd is not None and years else None,
+            "flags": list(p.get("flags", []))}
+    for p in tr.new:
+        out.change[int(p["id2"])] = {"status": "new", "id1": None, "diameter_change_mm": None, "area_change_mm2": None,
+                                     "colour_delta_e": None, "growth_mm_per_year": None,
+                                     "flags": list(p.get("flags", []))}
+
+
+def lesion_status(change: dict | None) -> str:
+    """One word for a lesion's change since the earlier visit: 'new', 'grown', 'changed' (colour
+    or shape flagged), 'stable', or 'untracked' (no earlier visit given)."""
+    if not change:
+        return "untracked"
+    if change["status"] == "new":
+        return "new"
+    flags = change.get("flags", [])
+    if "grown" in flags:
+        return "grown"
+    return "changed" if flags else "stable"
+
+
+def lesion_region(l) -> tuple[str, str, str]:
+    """(site code, laterality, ear region) of a lesion from its region record ('unknown',
+    'midline', 'non_ear' where it has none)."""
+    r = l.region or {}
+    return r.get("code") or "unknown", r.get("side") or "midline", r.get("ear") or "non_ear"
+
+
+def as_float(x) -> float:
+    """x as float, NaN for None (for tables)."""
+    return float("nan") if x is None else float(x)
+
+
+def finite(x) -> bool:
+    return x is not None and np.isfinite(x)
