@@ -346,9 +346,9 @@ def _surroundings(img: SurfaceImage, origin: tuple[int, int], seg: np.ndarray, i
     The border is where the lesion's colour is half way between the skin's and its own in
     linear light (sRGB decoded): where pigment covers half the skin's reflectance. (The
     segmentation's half-contrast in CIELAB lies farther in, L* being compressive.) Returns
-    (border loops, see bodymap.measures.image_outline; (r, 3) Lab of a ring of skin one pixel
-    out from the border, a quarter of the lesion's size wide (at least 2 pixels), lesion-like
-    pixels left out)."""
+    (border loops, see bodymap.measures.image_outline; (r, 3) Lab of a ring of skin two pixels
+    out from the border (past a soft edge), a quarter of the lesion's size wide (at least 2
+    pixels), lesion-like pixels left out)."""
     from bodymap.colour import srgb_to_linear
     from bodymap.measures import image_outline
 
@@ -365,14 +365,14 @@ def _surroundings(img: SurfaceImage, origin: tuple[int, int], seg: np.ndarray, i
         klev = max(min(klev, 0.5 * float(np.percentile(k[core], 25))), 1e-6)
     keep = _component(k > klev, inside, centre | seg, seg)
     w = max(2, int(round(0.28 * np.sqrt(keep.sum()))))  # ~ a quarter of the equivalent diameter
-    region = ndimage.binary_dilation(keep, iterations=w + 1) & inside
+    region = ndimage.binary_dilation(keep, iterations=w + 2) & inside
     rr, cc = np.nonzero(region)
     p, _, _ = img.lift(rr + Y0, cc + X0)
-    ok = np.linalg.norm(p - p0, axis=1) <= reach + (w + 1) * texel_mm
+    ok = np.linalg.norm(p - p0, axis=1) <= reach + (w + 2) * texel_mm
     pos = np.full(seg.shape + (3,), np.nan)
     pos[rr[ok], cc[ok]] = p[ok]
     lifted = np.isfinite(pos[..., 0])
-    ring = region & lifted & ~ndimage.binary_dilation(keep, iterations=1) & (rel <= 1.0)
+    ring = region & lifted & ~ndimage.binary_dilation(keep, iterations=2) & (rel <= 1.0)
     return image_outline(k / klev, keep & lifted, pos), lab[ring]
 
 

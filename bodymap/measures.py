@@ -82,7 +82,7 @@ MEASURES: tuple[Measure, ...] = (
             "symmetric axis (0 symmetric about two axes)"),
     Measure("symm_2axis_angle", "deg", "tbp_lv_symm_2axis_angle",
             "angle of the most symmetric axis, 0-175 in 5-degree steps, from the scan's up (z) axis "
-            "projected on the tangent plane"),
+            "projected on the tangent plane, counter-clockwise seen from outside"),
     Measure("x_mm", "mm", "tbp_lv_x", "position in the body frame (template: subject's left = +x)"),
     Measure("y_mm", "mm", "tbp_lv_y", "position in the body frame (template: back = +y)"),
     Measure("z_mm", "mm", "tbp_lv_z", "position in the body frame (template: up = +z, floor at 0)"),

@@ -175,13 +175,13 @@ CODE_SYSTEMS = {"SCT": "http://snomed.info/sct", "DCM": "http://dicom.nema.org/r
 @dataclasses.dataclass(frozen=True)
 class SiteCoding:
     """How a BodyMap site is coded. code: the concept; modifier: an Anatomic Modifier (DICOM CID
-    2) that narrows it (or None); cid: the context group the code is taken from: 4029
-    "Dermatology Anatomic Site" where it has a concept for the whole site, else 4 "Anatomic
-    Region" (the concept DICOM PS3.16 Annex L gives the body part)."""
+    2) that narrows it (or None); source: where the code is taken from: "CID 4029" (Dermatology
+    Anatomic Site) where it has a concept for the whole site, else "CID 4" (Anatomic Region) or
+    "Annex L" (the concept DICOM PS3.16 Annex L gives the body part)."""
 
     code: Coded
     modifier: Coded | None = None
-    cid: int = 4029
+    source: str = "CID 4029"
 
 
 def _c(value: str, meaning: str, scheme: str = "SCT") -> Coded:
@@ -189,14 +189,15 @@ def _c(value: str, meaning: str, scheme: str = "SCT") -> Coded:
 
 
 # Every site in SITES has an entry (tests/test_standards.py fails when one is added without).
-# CID 4029 (the edition shipped with pydicom) has skin concepts for these sites; for the limb
+# CID 4029 (the edition shipped with pydicom) has skin concepts for most sites; for the limb
 # segments it has only surface concepts (anterior / posterior surface of the thigh ...), so the
-# whole segment takes its CID 4 region concept; sole and top of foot are the skin of the foot
-# narrowed by "inferior" / "superior" (the plantar and dorsal surfaces in anatomical position).
+# whole segment takes its CID 4 region concept (the trunk: Annex L's); sole and top of foot are
+# the skin of the foot narrowed by "inferior" / "superior" (the plantar and dorsal surfaces in
+# anatomical position), CID 4029 having no concept for either as a whole.
 SITE_CODES: dict[str, SiteCoding] = {
     "unknown": SiteCoding(_c("39937001", "Skin")),
-    "head_neck": SiteCoding(_c("774007", "Head and Neck"), cid=4),
-    "trunk": SiteCoding(_c("22943007", "Trunk"), cid=4),
+    "head_neck": SiteCoding(_c("774007", "Head and Neck"), source="CID 4"),
+    "trunk": SiteCoding(_c("22943007", "Trunk"), source="Annex L"),
     "upper_extremity": SiteCoding(_c("371311000", "Skin of upper extremity")),
     "lower_extremity": SiteCoding(_c("371304004", "Skin of lower extremity")),
     "anogenital": SiteCoding(_c("48014002", "Skin of perineum")),
@@ -206,21 +207,21 @@ SITE_CODES: dict[str, SiteCoding] = {
     "head_neck/head/ear": SiteCoding(_c("1902009", "Skin of ear")),
     "head_neck/neck": SiteCoding(_c("43081002", "Skin of neck")),
     "trunk/anterior": SiteCoding(_c("181491009", "Skin of anterior trunk")),
-    "trunk/lateral": SiteCoding(_c("58602004", "Flank"), cid=4),
+    "trunk/lateral": SiteCoding(_c("58602004", "Flank"), source="CID 4"),
     "trunk/posterior": SiteCoding(_c("66643007", "Skin of back")),
-    "upper_extremity/shoulder": SiteCoding(_c("16982005", "Shoulder"), cid=4),
-    "upper_extremity/upper_arm": SiteCoding(_c("40983000", "Upper arm"), cid=4),
-    "upper_extremity/elbow": SiteCoding(_c("16953009", "Elbow joint"), cid=4),
-    "upper_extremity/forearm": SiteCoding(_c("14975008", "Forearm"), cid=4),
-    "upper_extremity/wrist": SiteCoding(_c("74670003", "Wrist joint"), cid=4),
+    "upper_extremity/shoulder": SiteCoding(_c("16982005", "Shoulder"), source="CID 4"),
+    "upper_extremity/upper_arm": SiteCoding(_c("40983000", "Upper arm"), source="CID 4"),
+    "upper_extremity/elbow": SiteCoding(_c("16953009", "Elbow joint"), source="CID 4"),
+    "upper_extremity/forearm": SiteCoding(_c("14975008", "Forearm"), source="CID 4"),
+    "upper_extremity/wrist": SiteCoding(_c("74670003", "Wrist joint"), source="CID 4"),
     "upper_extremity/hand": SiteCoding(_c("33712006", "Skin of hand")),
     "upper_extremity/hand/palm": SiteCoding(_c("70887009", "Skin of palm of hand")),
     "upper_extremity/hand/dorsal": SiteCoding(_c("281642007", "Skin of part of dorsal surface of hand")),
     "lower_extremity/buttock": SiteCoding(_c("22180002", "Skin of buttock")),
-    "lower_extremity/thigh": SiteCoding(_c("68367000", "Thigh"), cid=4),
-    "lower_extremity/knee": SiteCoding(_c("72696002", "Knee"), cid=4),
-    "lower_extremity/lower_leg": SiteCoding(_c("30021000", "Lower leg"), cid=4),
-    "lower_extremity/ankle": SiteCoding(_c("70258002", "Ankle joint"), cid=4),
+    "lower_extremity/thigh": SiteCoding(_c("68367000", "Thigh"), source="CID 4"),
+    "lower_extremity/knee": SiteCoding(_c("72696002", "Knee"), source="CID 4"),
+    "lower_extremity/lower_leg": SiteCoding(_c("30021000", "Lower leg"), source="CID 4"),
+    "lower_extremity/ankle": SiteCoding(_c("70258002", "Ankle joint"), source="CID 4"),
     "lower_extremity/foot": SiteCoding(_c("60496002", "Skin of foot")),
     "lower_extremity/foot/sole": SiteCoding(_c("60496002", "Skin of foot"), _c("261089000", "Inferior")),
     "lower_extremity/foot/dorsal": SiteCoding(_c("60496002", "Skin of foot"), _c("264217000", "Superior")),

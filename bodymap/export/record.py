@@ -14,9 +14,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
-
 @dataclasses.dataclass
 class Patient:
     """The patient record. id; name (or pseudonym); sex 'F', 'M', 'O' or '' (unknown);
@@ -113,13 +110,7 @@ def visit_date_of(scan) -> str:
     """A scan's visit date (ISO): its metadata, else the synthetic truth.json beside it, else ''."""
     if scan.meta.visit_date:
         return scan.meta.visit_date
-    truth = Path(scan.meta.source).parent / "truth.json" if scan.meta.source else None
-    if truth is not None and truth.exists():
-        try:
-            return str(json.loads(truth.read_text()).get("visit_date") or "")
-        except (OSError, ValueError):
-            return ""
-    return ""
+    return _truth_date(Path(scan.meta.source).parent) if scan.meta.source else ""
 
 
 def find_patient(scan_path: str | Path, folder: str | Path) -> Path | None:
@@ -134,74 +125,102 @@ def find_patient(scan_path: str | Path, folder: str | Path) -> Path | None:
 
 def load_export_visit(analysis: str | Path, patient: str | Path | None = None, previous: str | Path | None = None,
                       tracking: str | Path | None = None, units: str | None = None, progress=None) -> ExportVisit:
-    """Gather an analysis folder for export (see ExportVisit).
+    """Gather an analysis folder for export (see ExportVisit and export_visit).
 
     patient: a patient.json (default: the one found beside the scan, see find_patient);
     previous: an earlier visit's analysis folder (tracked now, respecting the reviews in
     analysis/reviews.json) or tracking: a folder with tracking.json (from `bodymap track` or
-    `analyze --previous`) for the change since the earlier visit. Lesions without measures (lists
-    from before they existed) are measured on the scan now; those without a body-frame
-    position get one through the registration saved in labels.npz."""
+    `analyze --previous`) for the change since the earlier visit."""
     from bodymap.anatomy.labels import RegionLabels
-    from bodymap.lesions import LesionMeasurer, TextureImage
-    from bodymap.measures import body_positions
-    from bodymap.pipeline import load_visit
-    from bodymap.project import texel_atlas
+    from bodymap.pipeline import load_visit, track_visits
+    from bodymap.track import Tracking
 
     folder = Path(analysis)
     say = progress or (lambda s, f: None)
+    # the user's files first: a wrong path is said at once, not after minutes of work
+    if patient is not None and not Path(patient).is_file():
+        raise FileNotFoundError(f"{patient}: no such patient record")
+    if tracking is not None and not (Path(tracking) / "tracking.json").is_file() and not Path(tracking).is_file():
+        raise FileNotFoundError(f"{tracking}: no tracking.json (run `bodymap track` or `analyze --previous`)")
+    if previous is not None and not (Path(previous) / "lesions.json").is_file():
+        raise FileNotFoundError(f"{previous}: not an analysis folder (no lesions.json)")
     say("reading the visit", 0.0)
     v = load_visit(folder, units=units)
     labels = RegionLabels.load(folder / "labels.npz") if (folder / "labels.npz").exists() else None
-    lesions = v.lesions.lesions
-    if any(not l.measures for l in lesions) and v.scan.texture is not None:
-        say("measuring lesions", 0.2)
-        LesionMeasurer(v.scan).add_measures(TextureImage(v.scan, texel_atlas(v.scan)), lesions)
-    if v.correspondence is not None and any("x_mm" not in (l.measures or {}) for l in lesions):
+    tr, prev_source, prev_date = None, None, ""
+    if tracking:
+        f = Path(tracking)
+        tr = Tracking.load_json(f / "tracking.json" if f.is_dir() else f)
+        prev_source = tr.info.get("scan1") or "previous/scan"
+    elif previous:
+        say("tracking", 0.1)
+        before = load_visit(previous, units=units)
+        tr = track_visits(before, v, reviews=folder / "reviews.json")
+        prev_source, prev_date = before.scan.meta.source, visit_date_of(before.scan)
+    return export_visit(v.scan, v.lesions, folder, labels, v.correspondence, patient, tr, prev_source, prev_date,
+                        progress=lambda stage, f: say(stage, 0.3 + 0.7 * f))
+
+
+def export_visit(scan, lesions, folder: str | Path, labels=None, correspondence=None, patient: str | Path | None = None,
+                 tracking=None, previous_source: str | None = None, previous_date: str = "",
+                 progress=None) -> ExportVisit:
+    """An ExportVisit of a visit held in memory (the GUI's, with the clinician's edits): scan,
+    lesions (LesionSet: measured now where a lesion has no measures, given a body-frame position
+    through correspondence where it has none), folder (its analysis folder, or where the scan
+    is), labels (RegionLabels or None), patient (a patient.json, default: found beside the
+    scan), tracking (bodymap.track.Tracking against the earlier visit whose scan file is
+    previous_source, dated previous_date (default: its truth.json's, when synthetic))."""
+    from bodymap.lesions import LesionMeasurer, TextureImage
+    from bodymap.measures import body_positions
+    from bodymap.project import texel_atlas
+
+    say = progress or (lambda s, f: None)
+    folder = Path(folder)
+    todo = [l for l in lesions.lesions if not l.measures]
+    if todo and scan.texture is not None:
+        say("measuring lesions", 0.1)
+        LesionMeasurer(scan).add_measures(TextureImage(scan, texel_atlas(scan)), todo)
+    unplaced = [l for l in lesions.lesions if "x_mm" not in (l.measures or {})]
+    if correspondence is None and unplaced and (folder / "labels.npz").exists():
+        from bodymap.anatomy.labels import load_correspondence
+
+        correspondence = load_correspondence(folder / "labels.npz", scan.n_vertices)
+    if correspondence is not None and unplaced:
         say("body positions", 0.5)
-        body_positions([l for l in lesions if "x_mm" not in (l.measures or {})], v.scan, v.correspondence)
-    pfile = Path(patient) if patient else find_patient(v.scan.meta.source, folder)
-    rec = Patient.from_json(pfile) if pfile else Patient(id=v.scan.meta.patient_id or "anonymous")
-    out = ExportVisit(folder, v.scan, v.lesions, v.correspondence, labels, rec, visit_id_of(v.scan.meta.source),
-                      visit_date_of(v.scan))
-    if previous or tracking:
-        say("tracking", 0.7)
-        _add_change(out, v, previous, tracking, units)
+        body_positions(unplaced, scan, correspondence)
+    pfile = Path(patient) if patient else find_patient(scan.meta.source, folder)
+    rec = Patient.from_json(pfile) if pfile else Patient(id=scan.meta.patient_id or "anonymous")
+    out = ExportVisit(folder, scan, lesions, correspondence, labels, rec, visit_id_of(scan.meta.source),
+                      visit_date_of(scan))
+    if tracking is not None:
+        out.previous_id = visit_id_of(previous_source) if previous_source else "previous"
+        out.previous_date = previous_date or (_truth_date(Path(previous_source).parent) if previous_source else "")
+        _add_change(out, tracking)
     say("done", 1.0)
     return out
 
 
-def _add_change(out: ExportVisit, v, previous, tracking, units) -> None:
-    """Fill out.change and the earlier visit's id and date from a tracking."""
-    from bodymap.pipeline import load_visit, track_visits
-    from bodymap.track import Tracking
+def _truth_date(folder: Path) -> str:
+    """The visit date in a synthetic visit's truth.json, '' when there is none."""
+    f = folder / "truth.json"
+    try:
+        return str(json.loads(f.read_text()).get("visit_date") or "") if f.exists() else ""
+    except (OSError, ValueError):
+        return ""
 
-    if tracking:
-        f = Path(tracking)
-        f = f / "tracking.json" if f.is_dir() else f
-        if not f.exists():
-            raise FileNotFoundError(f"{tracking}: no tracking.json (run `bodymap track` or `analyze --previous`)")
-        tr = Tracking.load_json(f)
-        scan1 = tr.info.get("scan1", "")
-        out.previous_id = visit_id_of(scan1) if scan1 else "previous"
-        truth = Path(scan1).parent / "truth.json" if scan1 else None
-        out.previous_date = (json.loads(truth.read_text()).get("visit_date", "")
-                             if truth is not None and truth.exists() else "")
-    else:
-        before = load_visit(previous, units=units)
-        tr = track_visits(before, v, reviews=out.folder / "reviews.json")
-        out.previous_id = visit_id_of(before.scan.meta.source)
-        out.previous_date = visit_date_of(before.scan)
+
+def _add_change(out: ExportVisit, tr) -> None:
+    """Fill out.change from a Tracking (visit 1 = the earlier visit, visit 2 = out)."""
     years = None
     if out.previous_date and out.visit_date:
         days = (datetime.date.fromisoformat(out.visit_date) - datetime.date.fromisoformat(out.previous_date)).days
         years = days / 365.25 if days > 0 else None
     for p in tr.pairs:
         dd = p.get("diameter_change_mm")
+        a1, a2 = p.get("area1_mm2"), p.get("area2_mm2")
         out.change[int(p["id2"])] = {
             "status": "matched", "id1": int(p["id1"]), "diameter_change_mm": dd,
-            "area_change_mm2": (p["area2_mm2"] - p["area1_mm2"]) if p.get("area1_mm2") is not None
-            and p.get("area2_mm2") is not None else None,
+            "area_change_mm2": round(a2 - a1, 3) if a1 is not None and a2 is not None else None,
             "colour_delta_e": p.get("colour_delta_e"),
             "growth_mm_per_year": round(dd / years, 3) if dd is not None and years else None,
             "flags": list(p.get("flags", []))}
@@ -229,12 +248,3 @@ def lesion_region(l) -> tuple[str, str, str]:
     'midline', 'non_ear' where it has none)."""
     r = l.region or {}
     return r.get("code") or "unknown", r.get("side") or "midline", r.get("ear") or "non_ear"
-
-
-def as_float(x) -> float:
-    """x as float, NaN for None (for tables)."""
-    return float("nan") if x is None else float(x)
-
-
-def finite(x) -> bool:
-    return x is not None and np.isfinite(x)
