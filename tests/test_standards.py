@@ -400,3 +400,16 @@ def test_export_command_says_what_is_wrong_before_working(tmp_path, capsys):
     assert "no tracking.json" in capsys.readouterr().err
     assert main(["export", str(tmp_path), "--format", "slice3d", str(tmp_path / "x.csv")]) == 2
     assert "not an analysis folder" in capsys.readouterr().err
+
+
+def test_docs_define_every_measure_column_and_site():
+    from bodymap.export.slice3d import COLUMNS
+    from bodymap.measures import MEASURES
+
+    doc = (ROOT / "docs" / "measures.md").read_text()
+    for m in MEASURES:
+        assert f"`{m.key}`" in doc, m.key
+    for c in COLUMNS:
+        assert f"`{c}`" in doc, c
+    for s in tx.SITES:
+        assert f"| `{s.code}` |" in doc, s.code
