@@ -243,7 +243,7 @@ def _image_diameter(img: np.ndarray) -> float:
 def visit():
     """Visit 2 of SYN00101 gathered for export (lesions measured now), with a hand-made
     tracking: lesion 1 continues visit-1 lesion 3 and grew, lesion 2 is new."""
-    from bodymap.export.record import load_export_visit, _add_change
+    from bodymap.export.record import load_export_visit, add_change
     from bodymap.track import Tracking
 
     v = load_export_visit(V2)
@@ -252,7 +252,7 @@ def visit():
     tr = Tracking([pair], [{"id2": 2, "diameter_mm": 3.0, "flags": ["new"]}], [], np.zeros((0, 3)),
                   np.zeros(0, np.int64), np.zeros((0, 3)))
     v.previous_id, v.previous_date = "visit1", "2025-08-11"
-    _add_change(v, tr)
+    add_change(v, tr)
     return v
 
 

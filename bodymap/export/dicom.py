@@ -347,7 +347,7 @@ def read_dicom(folder: str | Path) -> dict:
                 modifier = m.CodeValue
         site, ear = tx.site_from_coding(reg.CodingSchemeDesignator, reg.CodeValue, modifier)
         out["closeups"].append({
-            "file": f, "lesion_id": int(f.stem.split("_")[-1]), "site": site, "side": side, "ear": ear,
+            "file": f, "lesion_id": int(str(ds.ImageComments).split()[1]), "site": site, "side": side, "ear": ear,
             "image_laterality": ds.ImageLaterality, "pixel_spacing_mm": float(ds.PixelSpacing[0]),
             "image": ds.pixel_array, "study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID,
             "sop": ds.SOPInstanceUID, "patient_id": ds.PatientID})

@@ -195,7 +195,7 @@ def export_visit(scan, lesions, folder: str | Path, labels=None, correspondence=
     if tracking is not None:
         out.previous_id = visit_id_of(previous_source) if previous_source else "previous"
         out.previous_date = previous_date or (_truth_date(Path(previous_source).parent) if previous_source else "")
-        _add_change(out, tracking)
+        add_change(out, tracking)
     say("done", 1.0)
     return out
 
@@ -209,8 +209,9 @@ def _truth_date(folder: Path) -> str:
         return ""
 
 
-def _add_change(out: ExportVisit, tr) -> None:
-    """Fill out.change from a Tracking (visit 1 = the earlier visit, visit 2 = out)."""
+def add_change(out: ExportVisit, tr) -> None:
+    """Fill out.change (see ExportVisit) from a bodymap.track.Tracking whose visit 1 is the earlier
+    visit (out.previous_id, dated out.previous_date) and visit 2 is out."""
     years = None
     if out.previous_date and out.visit_date:
         days = (datetime.date.fromisoformat(out.visit_date) - datetime.date.fromisoformat(out.previous_date)).days
