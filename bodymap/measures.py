@@ -1,16 +1,17 @@
 """Per-lesion measures a total-body photography (TBP) system reports: the ``tbp_lv_*`` columns of
 the ISIC 2024 SLICE-3D data, computed on BodyMap's mesh in millimetres.
 
-Input is what ``bodymap.lesions.LesionMeasurer`` has after segmenting a lesion: its texels (or
-rendered pixels) lifted to the surface (3D points), each texel's contrast relative to the
-lesion's segmentation level (1 on the border), its CIELAB colour, and the Lab colours of a
-ring of skin around it. Everything is measured on the lesion's tangent plane at its centre,
-the plane the synthetic generator defines sizes on:
+Input is what ``bodymap.lesions.LesionMeasurer`` has after segmenting a lesion in an image pinned
+to the surface (the texture, a rendered view): each pixel's contrast relative to the lesion's
+own (1 on the border), its 3D point, its CIELAB colour, and a ring of skin around the lesion.
+Everything is measured on the lesion's tangent plane at its centre, the plane the synthetic
+generator defines sizes on:
 
-- shape: the relative contrast is interpolated from the texel centres onto a fine grid on the
-  tangent plane and contoured at 1 (sub-texel border); area and perimeter come from that
-  outline, the longest and shortest (Feret) diameters from its convex hull, eccentricity from
-  its second moments, symmetry from mirroring the filled outline about 36 axes;
+- shape: the border (contrast = 1) is traced in image space by marching squares, each vertex
+  placed on the surface between the two pixels it lies between (``image_outline``: sub-texel,
+  whatever the UV stretch), and projected on the plane; area, perimeter and second moments
+  (eccentricity) come from that outline, the longest and shortest (Feret) diameters from its
+  projections, symmetry from mirroring the filled outline about axes 5 degrees apart;
 - colour: means and spreads of L*, a*, b*, chroma and hue inside the lesion and in the ring.
 
 ``MEASURES`` lists every measure (key in ``Lesion.measures``, unit, SLICE-3D column, definition);
