@@ -360,13 +360,15 @@ def test_dicom_reexport_gives_the_same_uids(dicom_export, tmp_path):
     from bodymap.export.dicom import write_dicom
 
     sub, _, files = dicom_export
+    first = {f.name: pydicom.dcmread(f) for f in files}
+    write_dicom(sub, tmp_path, body_maps=False)  # a first export there, then one of fewer lesions
     sub2 = type(sub)(**{**sub.__dict__, "lesions": type(sub.lesions)(sub.lesions.lesions[:2])})
     again = write_dicom(sub2, tmp_path, body_maps=False)
-    first = {f.name: pydicom.dcmread(f) for f in files}
     for f in again[:2]:
         a, b = pydicom.dcmread(f), first[f.name]
         assert (a.SOPInstanceUID, a.SeriesInstanceUID, a.StudyInstanceUID) == \
                (b.SOPInstanceUID, b.SeriesInstanceUID, b.StudyInstanceUID)
+    assert sorted(p.name for p in (tmp_path / "closeups").iterdir()) == [f.name for f in again[:2]]
 
 
 def test_fhir_bundle_validates_and_round_trips(visit, tmp_path):

@@ -224,8 +224,9 @@ def report_dataset(visit: ExportVisit, evidence: list, closeups: dict):
 
 def write_dicom(visit: ExportVisit, out: str | Path, body_maps: bool = True, progress=None) -> list[Path]:
     """Write the visit as DICOM files under out/ (created): closeups/lesion_NNNN.dcm,
-    maps/*.dcm, report.dcm. Every dataset is checked against its IOD's mandatory modules first
-    (ValueError naming the file and what is missing). Returns the files written."""
+    maps/*.dcm, report.dcm (those of an earlier export there are replaced). Every dataset is
+    checked against its IOD's mandatory modules first (ValueError naming the file and what is
+    missing). Returns the files written."""
     from bodymap.export.closeup import CloseUps, closeup_field_mm
 
     out = Path(out)
@@ -262,6 +263,12 @@ def write_dicom(visit: ExportVisit, out: str | Path, body_maps: bool = True, pro
         tmp = path.with_name(path.name + ".tmp")
         ds.save_as(tmp, enforce_file_format=True)
         tmp.replace(path)
+    # a re-export into the same folder replaces the last one: its close-ups of lesions that are
+    # gone now (deleted, merged) would otherwise read back as part of this visit
+    written = {p for p, _ in files}
+    for old in [*(out / "closeups").glob("lesion_*.dcm"), *(out / "maps").glob("*.dcm")]:
+        if old not in written:
+            old.unlink()
     say("done", 1.0)
     return [p for p, _ in files]
 
