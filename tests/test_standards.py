@@ -276,8 +276,13 @@ def test_slice3d_table_has_every_column(visit, tmp_path):
                      "tbp_lv_location_simple tbp_lv_minorAxisMM tbp_lv_norm_border tbp_lv_norm_color "
                      "tbp_lv_perimeterMM tbp_lv_radial_color_std_max tbp_lv_stdL tbp_lv_stdLExt tbp_lv_symm_2axis "
                      "tbp_lv_symm_2axis_angle tbp_lv_x tbp_lv_y tbp_lv_z").split()
+    from bodymap.export import standard_export
+
     sub = type(visit)(**{**visit.__dict__, "lesions": type(visit.lesions)(visit.lesions.lesions[:4])})
-    files = s3.write_slice3d(sub, tmp_path / "t.csv", tiles=tmp_path / "tiles")
+    said = []
+    files = standard_export("slice3d", None, tmp_path / "t.csv", tiles=tmp_path / "tiles", visit=sub,
+                            progress=lambda stage, f: said.append(f))
+    assert said and all(0.5 <= f <= 1.0 for f in said) and said == sorted(said)
     rows = s3.read_slice3d(files[0])
     assert list(rows[0])[:len(issue_columns)] == issue_columns
     assert len(rows) == 4 and len(files) == 5

@@ -19,8 +19,11 @@ def standard_export(fmt: str, analysis: str | Path, out: str | Path, patient=Non
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (one of {', '.join(FORMATS)})")
+    report = progress
+
     def part(lo: float, hi: float):
-        return (lambda stage, f: progress(stage, lo + (hi - lo) * f)) if progress else None
+        """The callback for a stage that takes lo..hi of the whole export."""
+        return (lambda stage, f: report(stage, lo + (hi - lo) * f)) if report else None
 
     if visit is None:
         visit = load_export_visit(analysis, patient=patient, previous=previous, tracking=tracking, units=units,
