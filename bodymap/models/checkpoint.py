@@ -33,19 +33,22 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[str], input_size: int,
-                    normalisation: dict, data: dict, metrics: dict, training: dict, half: bool = True) -> None:
+                    normalisation: dict, data: dict, metrics: dict, training: dict, half: bool = True,
+                    keep_fp32: tuple[str, ...] = ()) -> None:
     """Write a model checkpoint atomically (temporary file in the same folder, then rename).
 
     state_dict: a module's state_dict (tensors); floating tensors are stored fp16 when ``half``.
     input_size: side in pixels of the square network input. normalisation: {"mean": [3], "std": [3]}
-    on 0..1 RGB. data: description of the training data including its hash; metrics: measured
-    scores (held-out); training: command, log and recipe."""
+    on 0..1 RGB. data: description of the training data including its hash (and, for real data,
+    its licence, which weights trained on it inherit); metrics: measured scores (held-out);
+    training: command, log and recipe. keep_fp32: name prefixes of tensors kept fp32 even when
+    ``half`` (statistics such as a precision matrix, whose range fp16 cannot hold)."""
     import torch
 
     sd = {}
     for k, v in state_dict.items():
         v = v.detach().cpu()
-        if half and v.is_floating_point():
+        if half and v.is_floating_point() and not any(k.startswith(p) for p in keep_fp32):
             v = v.half()
         sd[k] = v.clone()
     obj = {"format": FORMAT, "version": VERSION, "task": str(task), "arch": dict(arch), "state_dict": sd,
