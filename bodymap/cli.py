@@ -287,19 +287,26 @@ def _train_ear_macro(args: argparse.Namespace) -> int:
 
 
 def _evaluate_diagnosis(args: argparse.Namespace) -> int:
-    """`bodymap evaluate diagnosis`: models A and B on held-out crops (or a CSV): per-class
-    precision / sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
-    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, score_table
+    """`bodymap evaluate diagnosis`: models A and B on held-out crops or a CSV (its held-out
+    lesions when the models were trained on it; per class; or melanoma vs rest): precision /
+    sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
+    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, melanoma_line, score_table
 
     res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device,
                             synth=args.synth)
     d = res["data"]
     print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
     where = f"seed {d['seed']}" if "seed" in d else d.get("csv") or f"{len(d.get('visits', []))} visits"
-    print(f"held-out {d['kind']} data: {d['n']} crops, {where}, sha256 {d['sha256'][:12]}")
-    print(score_table(res))
-    for k in ("A", "B"):
-        print(f"confusion {k}:\n{confusion_table(res[k])}")
+    print(f"held-out {d['kind']} data ({res.get('kind', 'per case')}): {res['n']} cases, {where}, sha256 {d['sha256'][:12]}")
+    if res.get("kind") == "melanoma vs rest":
+        for k in ("B", "A"):
+            print(f"{k}: {melanoma_line(res[k])}")
+    else:
+        print(score_table(res))
+        for k in ("A", "B"):
+            if "melanoma" in res[k]:
+                print(f"{k} melanoma: {melanoma_line(res[k]['melanoma'])}")
+            print(f"confusion {k}:\n{confusion_table(res[k])}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0
@@ -336,7 +343,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     paths = write_diagnoses(out, names, crops, diags, model, extra)
     for n, d in zip(names, diags):
         top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
-        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site})")
+        ood = "; out of distribution: unlike the training images, not a confident label" if d.ood else ""
+        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site}{ood})")
+    if not args.lesions:
+        print("(`bodymap photo` first tells dermoscopy from clinical photos; this model's training data is named above)")
     print(f"  {paths[0]}\n  {paths[1]}\n  {out / 'saliency'}/ ({len(paths) - 2} PNG)")
     return 0
 

@@ -142,7 +142,8 @@ def test_train_and_evaluate_on_an_isic_style_csv_via_the_cli(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "McNemar" in text and "confusion B" in text and "sensitivity" in text
-    assert json.loads((tmp_path / "ev.json").read_text())["n"] == 30
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["kind"] == "held-out lesions" and ev["n"] == split["parts"]["test"]["groups"]  # never the training rows
 
 
 def test_wrong_checkpoints_are_refused(tmp_path):

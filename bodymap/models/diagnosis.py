@@ -1144,8 +1144,9 @@ def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128):
 
 def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: list[Diagnosis],
                     model: DiagnosisModel, extra: list[dict] | None = None) -> list[Path]:
-    """Write diagnoses.csv (name, label, site, one probability column per class),
-    diagnoses.json (with the model's description and any ``extra`` per item) and
+    """Write diagnoses.csv (name, label, site, out_of_distribution 0/1, one probability column per
+    class), diagnoses.json (with the model's description and card: training data, licence,
+    held-out scores; and any ``extra`` per item) and
     saliency/<name>.png (the crop beside its Grad-CAM overlay). Returns the paths."""
     import csv as _csv
 
@@ -1156,9 +1157,9 @@ def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: l
     paths = [out / "diagnoses.csv", out / "diagnoses.json"]
     with open(paths[0], "w", newline="") as f:
         w = _csv.writer(f)
-        w.writerow(["name", "label", "site", *model.classes])
+        w.writerow(["name", "label", "site", "out_of_distribution", *model.classes])
         for n, d in zip(names, diagnoses):
-            w.writerow([n, d.label, d.site, *[f"{d.probs[c]:.5f}" for c in model.classes]])
+            w.writerow([n, d.label, d.site, int(d.ood), *[f"{d.probs[c]:.5f}" for c in model.classes]])
     items = []
     for i, (n, c, d) in enumerate(zip(names, crops, diagnoses)):
         png = out / "saliency" / f"{n}.png"
@@ -1167,7 +1168,7 @@ def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: l
             paths.append(png)
         items.append({"name": n, **d.to_dict(), "saliency_png": str(png) if d.saliency is not None else None,
                       **((extra or [{}] * len(names))[i])})
-    paths[1].write_text(json.dumps({"model": model.description, "checkpoint": model.path,
+    paths[1].write_text(json.dumps({"model": model.description, "card": model.card, "checkpoint": model.path,
                                     "classes": model.classes, "items": items}, indent=1))
     return paths
 
