@@ -11,7 +11,7 @@ The rules live here, so ``bodymap photo`` and the GUI's photo tab give the same 
 4. Ears (clinical close-ups and body regions): the ear locator searches the photo first; only
    a found ear is segmented into the 12 regions (bodymap.models.earfind.find_and_segment).
    On a photo without an ear there is no ear pixel.
-5. Diagnosis (dermoscopy and clinical close-ups): the photo's centre; on a body-region photo
+5. Diagnosis (dermoscopy and clinical close-ups): the whole photo; on a body-region photo
    the user picks a lesion (``diagnose_at``). The diagnosis model was trained on dermoscopy:
    a clinical photo, or an image whose features lie far from the training images', is said to
    be out of distribution instead of getting a confident label.
@@ -35,7 +35,7 @@ MACRO_SITE = {"head": "head_neck/head", "arm": "upper_extremity", "hand": "upper
               "leg": "lower_extremity", "foot": "lower_extremity/foot", "trunk": "trunk"}
 CROP_PX = 128  # side of the crop diagnosed around a clicked point of a body-region photo
 EAR_KINDS = ("clinical", "body")  # photo kinds searched for ears
-DIAGNOSIS_KINDS = ("dermoscopy", "clinical")  # photo kinds whose centre is diagnosed
+DIAGNOSIS_KINDS = ("dermoscopy", "clinical")  # photo kinds diagnosed whole
 # the kind of image each diagnosis training set holds (the checkpoint's data name or kind)
 MODALITY = {"HAM10000": "dermoscopy", "synthetic": "synthetic lesion crops", "synthetic scans": "synthetic lesion crops"}
 
@@ -88,7 +88,7 @@ class PhotoResult:
 
     kind: PhotoKind or None (model unavailable); site: taxonomy code or None; site_source:
     "user", "macro classifier" or None; macro: MacroPrediction or None; ears: earfind.PhotoEars
-    or None (not searched); diagnosis: Diagnosis of the photo's centre or None; ood: the
+    or None (not searched); diagnosis: Diagnosis of the whole photo (close-ups) or None; ood: the
     diagnosis is out of distribution (not to be trusted); notes: sentences for the user;
     models: {role: card} of every model that ran; messages: {role: why it could not run}."""
 
@@ -284,12 +284,9 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
                 res.notes.append("an ear was found; the region is not set from the ear model alone")
     if kind in DIAGNOSIS_KINDS:
         say("diagnosis", 0.8)
-        h, w = img.shape[:2]
-        s = min(h, w)
-        crop = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-
         def diag(m):
-            d = m.predict([crop], [res.site])[0]
+            # the whole photo, squeezed to a square as the training images were
+            d = m.predict([img], [res.site])[0]
             res.ood, note = _ood(m, d, kind)
             if note:
                 res.notes.append(note)

@@ -1116,7 +1116,8 @@ def confusion_table(scores: dict) -> str:
 
 def diagnose_photos(paths: list, sites: list[str | None], model: DiagnosisModel, size_px: int = 256):
     """Photographs -> (names, crops, qualities, diagnoses). Each photo is checked
-    (bodymap.models.quality), centre-cropped to a square and resized to size_px."""
+    (bodymap.models.quality) and, whole, squeezed to a size_px square (as the training images
+    of the real recipe were)."""
     from PIL import Image
 
     from bodymap.models.quality import check_photo, load_photo
@@ -1125,10 +1126,7 @@ def diagnose_photos(paths: list, sites: list[str | None], model: DiagnosisModel,
     for p in paths:
         img = load_photo(p)
         quals.append(check_photo(img, p))
-        h, w = img.shape[:2]
-        s = min(h, w)
-        sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-        crops.append(np.asarray(Image.fromarray(sq).resize((size_px, size_px), Image.BILINEAR)))
+        crops.append(np.asarray(Image.fromarray(img).resize((size_px, size_px), Image.BILINEAR, reducing_gap=2.0)))
         names.append(Path(p).stem)
     return names, crops, quals, model.predict(crops, sites)
 
