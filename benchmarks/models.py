@@ -50,6 +50,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     ap.add_argument("--json", help="also write all results here")
+    ap.add_argument("--record", action="store_true", help="write the photo-kind and ear-locator figures on real "
+                                                          "photos into their shipped checkpoints (shown with predictions)")
     args = ap.parse_args()
     import torch
 
@@ -75,7 +77,30 @@ def main() -> int:
     print(f"{'total':<32}{sizes['total_mb']:>8.2f} MB")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.record:
+        record(results)
     return 0
+
+
+def record(results: dict) -> None:
+    """Held-out figures measured here, stored in the shipped checkpoints (their cards show them)."""
+    from bodymap.models.checkpoint import record_metrics
+
+    if "kind" in results:
+        from bodymap.models.photokind import DEFAULT_PATH
+
+        record_metrics(DEFAULT_PATH, "photokind", {"held_out": {**results["kind"]["overall"],
+                                                                "sets": results["kind"]["sets"],
+                                                                "synthetic": results["kind"]["synthetic"]}})
+        print(f"recorded in {DEFAULT_PATH}")
+    if "earfind" in results:
+        from bodymap.models.earfind import DEFAULT_PATH
+
+        r = results["earfind"]
+        record_metrics(DEFAULT_PATH, "earfind", {"held_out_pipeline": {k: v for k, v in r["synthetic"].items()
+                                                                       if k != "data"},
+                                                 "real_photos": r["real"]})
+        print(f"recorded in {DEFAULT_PATH}")
 
 
 if __name__ == "__main__":

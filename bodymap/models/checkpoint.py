@@ -124,3 +124,27 @@ def pick_device(device: str | None = None):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here (use cpu)")
     return dev
+
+
+def record_metrics(path, task: str, updates: dict) -> None:
+    """Add measured scores to a checkpoint's "metrics" (``updates``: key -> JSON-ready value),
+    leaving its weights and everything else as they are; atomic rewrite. For scores measured
+    after training (benchmarks/models.py --record)."""
+    import torch
+
+    load_checkpoint(path, task)  # the same checks as a load: refuses foreign files
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj["metrics"] = {**obj.get("metrics", {}), **updates}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
