@@ -143,6 +143,11 @@ def test_checkpoint_keeps_statistics_in_fp32(tmp_path):
     assert raw["state_dict"]["w"].dtype == torch.float16 and raw["state_dict"]["ood_precision"].dtype == torch.float32
     ck = load_checkpoint(tmp_path / "m.pt", "diagnosis")
     assert ck["state_dict"]["ood_precision"][0, 0] == 1e6 and ck["data"]["licence"] == "CC BY 4.0"
+    from bodymap.models.checkpoint import record_metrics
+
+    record_metrics(tmp_path / "m.pt", "diagnosis", {"real": {"rate": 0.01}})
+    ck2 = load_checkpoint(tmp_path / "m.pt", "diagnosis")
+    assert ck2["metrics"]["real"] == {"rate": 0.01} and torch.equal(ck2["state_dict"]["w"], ck["state_dict"]["w"])
 
 
 def test_shipped_diagnosis_models_by_name():
