@@ -441,6 +441,20 @@ def split_rows(csv_path, part: str, fractions=None, seed: int | None = None) -> 
     return [rows[i] for i in idx]
 
 
+def load_photos(paths, long_side: int) -> list[np.ndarray]:
+    """Image files as (h, w, 3) uint8 arrays, aspect kept, the long side resized to long_side."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            s = long_side / max(im.size)
+            out.append(np.asarray(im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))),
+                                            Image.BILINEAR, reducing_gap=2.0)))
+    return out
+
+
 def load_images(paths, size: int, square: bool = True) -> np.ndarray:
     """(n, size, size, 3) uint8 of image files, each resized whole to a square (``square``) or
     centre-cropped to one first."""

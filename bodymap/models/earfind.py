@@ -669,22 +669,6 @@ def synthetic_scores(loc: EarLocator, heads: dict, seed: int, segmenter=None, n_
     return out
 
 
-def real_false_rate(loc: EarLocator, paths: list, segmenter=None) -> dict:
-    """Share of real photos (files; none shows an ear) in which an ear is found, with a 95%
-    bootstrap interval; with ``segmenter``, also whether any ear pixel is left."""
-    from bodymap.models.diagdata import load_images
-    from bodymap.models.metrics import bootstrap_ci
-
-    found = []
-    for i in range(0, len(paths), 64):
-        for im in load_images(paths[i:i + 64], 256):
-            found.append(loc.find(im).found)
-    f = np.array(found, bool)
-    lo, hi = bootstrap_ci(np.mean, f.astype(float)) if len(f) else (float("nan"), float("nan"))
-    return {"images": int(len(f)), "found": int(f.sum()), "rate": round(float(f.mean()), 4) if len(f) else None,
-            "rate_ci": [round(lo, 4), round(hi, 4)]}
-
-
 # ---------------------------------------------------------------- benchmark
 
 EXTERNAL = Path(__file__).resolve().parents[3] / "shared" / "external"
@@ -697,7 +681,7 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
     (never trained on; photos taken of the ear listed apart), all of ISIC 2017; by the locator
     alone and by photo mode (which searches only clinical and body-region photos). Time per
     photo."""
-    from bodymap.models.diagdata import load_images, split_rows
+    from bodymap.models.diagdata import load_images, load_photos, split_rows
     from bodymap.models.earseg import EarSegmenter
 
     ext = Path(external) if external else EXTERNAL
@@ -735,8 +719,8 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
             continue
         found, via_photo = [], []
         for i in range(0, len(paths), 64):
-            ims = load_images(paths[i:i + 64], 256)
-            ks = kinds.probs(ims).argmax(1) if kinds is not None else None
+            ims = load_photos(paths[i:i + 64], 256)  # aspect kept, as photo mode sees them
+            ks = kinds.probs(load_images(paths[i:i + 64], 128)).argmax(1) if kinds is not None else None
             for j, im in enumerate(ims):
                 t0 = time.perf_counter()
                 f_ = loc.find(im).found
@@ -752,7 +736,7 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
         res["real"][label] = {"images": len(f_), "found": int(f_.sum()), "rate": round(float(f_.mean()), 4),
                               "rate_ci": [round(x, 4) for x in bootstrap_ci(np.mean, f_)],
                               "photo_mode_found": int(p_.sum()), "photo_mode_rate": round(float(p_.mean()), 4)}
-    res["ms_per_photo_256"] = round(1000 * t_total / max(n_total, 1), 1)
+    res["ms_per_photo_256"] = round(1000 * t_total / max(n_total, 1), 1)  # long side 256 px
     res["file_mb"] = round(Path(loc.path).stat().st_size / 1e6, 2)
     return res
 
