@@ -673,7 +673,7 @@ def synthetic_scores(loc: EarLocator, heads: dict, seed: int, segmenter=None, n_
         boots = [rng.choice(idx, len(idx)) for _ in range(n_boot)]
         ci = lambda f: [round(float(np.percentile([f(b) for b in boots], q)), 4) for q in (2.5, 97.5)]  # noqa: E731
         return {"pixel_precision": round(float(prec(idx)), 4), "pixel_precision_ci": ci(prec),
-                "pixel_recall": round(float(rec(idx)), 4), "pixel_recall_ci": ci(rec), "images": int(len(idx))}
+                "pixel_recall": round(float(rec(idx)), 4), "pixel_recall_ci": ci(rec), "pixel_images": int(len(idx))}
 
     small = has & (share <= 0.05)
     out = {"images": int(N), "with_ear": int(has.sum()), "detection_rate": round(float(found[has].mean()), 4),
@@ -770,7 +770,7 @@ def benchmark_text(res: dict) -> str:
                      f"{_f(s, 'pixel_precision')}, recall {_f(s, 'pixel_recall')}")
         sm = s.get("small_ear") or {}
         if sm:
-            lines.append(f"   photos whose ear is at most 5 % of the image ({sm['images']}): precision "
+            lines.append(f"   photos whose ear is at most 5 % of the image ({sm['pixel_images']}): precision "
                          f"{_f(sm, 'pixel_precision')}, recall {_f(sm, 'pixel_recall')}")
     lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate + locator)")
     for label, r in res["real"].items():
