@@ -16,6 +16,8 @@
     bodymap evaluate diagnosis [--weights B.pt] [--weights-a A.pt] [--csv FILE | --n 2000 --seed 9600]
     bodymap diagnose PHOTO... [--site SITE...] | SCAN --lesions JSON  [--out DIR]
     bodymap evaluate ear|macro [--weights PT] [--json OUT]
+    bodymap photo PHOTO... [--site SITE...] [--json]   (photo mode: kind, site, ears, diagnosis)
+    bodymap train earfind --out DIR [--negatives CSV...] | photokind --out DIR --dermoscopy CSV --clinical CSV
 """
 from __future__ import annotations
 
@@ -286,19 +288,26 @@ def _train_ear_macro(args: argparse.Namespace) -> int:
 
 
 def _evaluate_diagnosis(args: argparse.Namespace) -> int:
-    """`bodymap evaluate diagnosis`: models A and B on held-out crops (or a CSV): per-class
-    precision / sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
-    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, score_table
+    """`bodymap evaluate diagnosis`: models A and B on held-out crops or a CSV (its held-out
+    lesions when the models were trained on it; per class; or melanoma vs rest): precision /
+    sensitivity with 95% bootstrap intervals, confusion matrices, McNemar A vs B."""
+    from bodymap.models.diagnosis import confusion_table, evaluate_held_out, melanoma_line, score_table
 
     res = evaluate_held_out(args.weights, args.weights_a, csv=args.csv, n=args.n, seed=args.seed, device=args.device,
                             synth=args.synth)
     d = res["data"]
     print(f"A: {res['checkpoints']['A']}\nB: {res['checkpoints']['B']}")
     where = f"seed {d['seed']}" if "seed" in d else d.get("csv") or f"{len(d.get('visits', []))} visits"
-    print(f"held-out {d['kind']} data: {d['n']} crops, {where}, sha256 {d['sha256'][:12]}")
-    print(score_table(res))
-    for k in ("A", "B"):
-        print(f"confusion {k}:\n{confusion_table(res[k])}")
+    print(f"held-out {d['kind']} data ({res.get('kind', 'per case')}): {res['n']} cases, {where}, sha256 {d['sha256'][:12]}")
+    if res.get("kind") == "melanoma vs rest":
+        for k in ("B", "A"):
+            print(f"{k}: {melanoma_line(res[k])}")
+    else:
+        print(score_table(res))
+        for k in ("A", "B"):
+            if "melanoma" in res[k]:
+                print(f"{k} melanoma: {melanoma_line(res[k]['melanoma'])}")
+            print(f"confusion {k}:\n{confusion_table(res[k])}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     return 0
@@ -335,8 +344,73 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     paths = write_diagnoses(out, names, crops, diags, model, extra)
     for n, d in zip(names, diags):
         top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
-        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site})")
+        ood = "; out of distribution: unlike the training images, not a confident label" if d.ood else ""
+        print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site}{ood})")
+    if not args.lesions:
+        print("(`bodymap photo` first tells dermoscopy from clinical photos; this model's training data is named above)")
     print(f"  {paths[0]}\n  {paths[1]}\n  {out / 'saliency'}/ ({len(paths) - 2} PNG)")
+    return 0
+
+
+def cmd_photo(args: argparse.Namespace) -> int:
+    """`bodymap photo`: photo mode on photographs, the same rules as the GUI's photo tab
+    (bodymap.photo): kind, quality, site, ears, diagnosis, each model named with its training
+    data and held-out scores. Exit code 2 when a photo cannot be read (the others still run)."""
+    from bodymap.photo import _site_code, analyse_files
+
+    sites = args.site or [None]
+    if len(sites) not in (1, len(args.photos)):
+        raise ValueError(f"--site: give one site for all photos or one per photo ({len(args.photos)})")
+    for s in sites:
+        _site_code(s)  # an unknown site is an error before any model loads
+    sites = sites * len(args.photos) if len(sites) == 1 else sites
+    results = analyse_files(args.photos, sites)
+    bad = [r for r in results if isinstance(r, str)]
+    for r in bad:
+        print(f"error: {r}", file=sys.stderr)
+    good = [r for r in results if not isinstance(r, str)]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in good], indent=1))
+    else:
+        for r in good:
+            print("\n".join(r.summary()))
+    return 2 if bad else 0
+
+
+def _train_earfind_photokind(args: argparse.Namespace) -> int:
+    """`bodymap train earfind|photokind` (bodymap.models.earfind.train_locator,
+    bodymap.models.photokind.train_photokind)."""
+    bar = _Bar(f"training {args.model}", enabled=not args.quiet)
+    seed = 1 if args.seed is None else args.seed
+    try:
+        if args.model == "earfind":
+            from bodymap.models.earfind import train_locator
+
+            kw = {k: getattr(args, k) for k in ("bodies", "views", "steps", "batch", "lr", "minutes", "threads")
+                  if getattr(args, k, None) is not None}
+            cmd = " ".join([f"bodymap train earfind --out {args.out} --seed {seed}"] + [f"--{k} {v}" for k, v in kw.items()]
+                           + ([f"--negatives {' '.join(args.negatives)}"] if args.negatives else [])
+                           + ([f"--cache {args.cache}"] if args.cache else []))
+            path = train_locator(Path(args.out), negatives=args.negatives, seed=seed, cache=args.cache,
+                                 device=args.device, progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/ear_locator.pt"
+        else:
+            from bodymap.models.photokind import train_photokind
+
+            if not args.dermoscopy or not args.clinical:
+                raise ValueError("train photokind needs --dermoscopy CSV and --clinical CSV")
+            kw = {k: getattr(args, k) for k in ("bodies", "views", "steps", "batch", "lr", "threads")
+                  if getattr(args, k, None) is not None}
+            cmd = " ".join([f"bodymap train photokind --out {args.out} --seed {seed} --dermoscopy "
+                            f"{' '.join(args.dermoscopy)} --clinical {' '.join(args.clinical)} --cache {args.cache}"]
+                           + [f"--{k} {v}" for k, v in kw.items()])
+            path = train_photokind(Path(args.out), dermoscopy=args.dermoscopy, clinical=args.clinical,
+                                   heads_cache=args.cache or Path(args.out) / "cache", seed=seed, device=args.device,
+                                   progress=bar, command=cmd, **kw)
+            ship = "bodymap/data/photo_kind.pt"
+    finally:
+        bar.close()
+    print(f"{path} (copy it to {ship} to ship it)")
     return 0
 
 
@@ -370,20 +444,34 @@ def _train_diagnosis(args: argparse.Namespace) -> int:
     size = 64 if args.size is None else args.size
     if args.csv:
         src = f"--csv {args.csv}" + (f" --test-csv {args.test_csv}" if args.test_csv else "")
+        src += f" --split {' '.join(str(f) for f in args.split)} --split-seed {args.split_seed}"
+        if args.load_size:
+            src += f" --load-size {args.load_size}"
+        if args.data_name:
+            src += f" --data-name {args.data_name!r}"
+        if args.licence:
+            src += f" --licence {args.licence!r}"
+        if args.skip_test:
+            src += " --skip-test"
     elif args.synth:
         src = f"--synth {' '.join(args.synth)}" + (f" --test-synth {' '.join(args.test_synth)}" if args.test_synth
                                                     else f" --n-test {args.n_test} --test-seed {args.test_seed}")
     else:
         src = f"--n-train {args.n_train} --n-test {args.n_test} --test-seed {args.test_seed}"
     cmd = (f"bodymap train diagnosis --out {args.out} {src} --seed {seed} --epochs {epochs} --batch {batch} "
-           f"--lr {lr} --size {size}")
+           f"--lr {lr} --size {size}" + (f" --recipe {args.recipe}" if args.recipe else "")
+           + (f" --steps {args.steps}" if args.steps else "") + (f" --threads {args.threads}" if args.threads else "")
+           + (" --parallel" if args.parallel else ""))
     bar = _Bar("training diagnosis", enabled=not args.quiet)
     try:
         r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, synth=args.synth,
                             test_synth=args.test_synth, n_train=args.n_train,
                             n_test=args.n_test, seed=seed, test_seed=args.test_seed, size=size, epochs=epochs,
                             batch=batch, lr=lr, device=args.device, command=cmd, progress=bar,
-                            max_steps=args.steps)
+                            max_steps=args.steps, recipe=args.recipe, load_size=args.load_size,
+                            split=tuple(args.split), split_seed=args.split_seed, score_test=not args.skip_test,
+                            cache=args.cache, data_name=args.data_name, licence=args.licence,
+                            threads=args.threads, parallel=args.parallel)
     finally:
         bar.close()
     for line in r["log"][-3:]:
@@ -399,6 +487,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_ear_macro(args)
     if args.model == "diagnosis":
         return _train_diagnosis(args)
+    if args.model in ("earfind", "photokind"):
+        return _train_earfind_photokind(args)
     from bodymap.detect.yolo import train_detector
 
     bar = _Bar(f"training {args.model}", enabled=not args.quiet)
@@ -544,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("train", help="train a model from random weights (detector: YOLO on synthetic texture tiles; "
                                      "ear: U-Net on rendered ear close-ups; macro: EfficientNet-B2 on rendered patches)")
-    q.add_argument("model", choices=["detector", "ear", "macro", "diagnosis"])
+    q.add_argument("model", choices=["detector", "ear", "macro", "diagnosis", "earfind", "photokind"])
     q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
     q.add_argument("--patients", type=int, default=6)
     q.add_argument("--seed", type=int, help="default: detector 500, ear and macro 1")
@@ -561,12 +651,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
     q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
     q.add_argument("--resume", help="ear/macro: start from this checkpoint's weights (a further training round)")
-    q.add_argument("--threads", type=int, help="ear/macro: torch CPU threads (default 1: on a busy machine more "
+    q.add_argument("--threads", type=int, help="ear/macro/diagnosis: torch CPU threads (default 1: on a busy machine more "
                                                "threads wait on each other)")
     q.add_argument("--minutes", type=float, help="ear/macro: stop after this much training time (the learning-rate "
                                                  "schedule follows the clock)")
-    q.add_argument("--lr", type=float, help="ear/macro: peak learning rate")
-    q.add_argument("--size", type=int, help="ear/macro: network input side, pixels")
+    q.add_argument("--lr", type=float, help="peak learning rate")
+    q.add_argument("--size", type=int, help="network input side, pixels")
     q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
     q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
     q.add_argument("--csv", help="diagnosis: train on an ISIC-style CSV (image path, diagnosis, anatomic site)")
@@ -578,6 +668,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-train", type=int, default=3000, help="diagnosis: synthetic training crops")
     q.add_argument("--n-test", type=int, default=2000, help="diagnosis: synthetic held-out crops")
     q.add_argument("--test-seed", type=int, default=9600, help="diagnosis: seed of the held-out crops")
+    q.add_argument("--recipe", choices=["synthetic", "real"],
+                   help="diagnosis: training recipe (default: real with --csv, else synthetic)")
+    q.add_argument("--split", type=float, nargs=3, default=[0.7, 0.1, 0.2], metavar=("TRAIN", "DEV", "TEST"),
+                   help="diagnosis --csv: shares of lesions (or patients) for training, development, held-out test")
+    q.add_argument("--split-seed", type=int, default=0, help="diagnosis --csv: seed of the lesion split")
+    q.add_argument("--load-size", type=int, help="diagnosis --csv: side the images are stored at for training "
+                                                 "(default 8/7 of --size: room for zoom and shifts)")
+    q.add_argument("--parallel", action="store_true", help="diagnosis: train models A and B at the same time in two "
+                                                           "processes (--threads each)")
+    q.add_argument("--skip-test", action="store_true", help="diagnosis --csv: a tuning run: leave the held-out "
+                                                            "test part unscored")
+    q.add_argument("--cache", help="diagnosis --csv: folder for the decoded images (one .npz per CSV and size); "
+                                   "earfind / photokind: folder of the rendered heads")
+    q.add_argument("--negatives", nargs="+", metavar="CSV", help="earfind: real photos without ears (the training "
+                                                                 "part of each data set's CSV)")
+    q.add_argument("--dermoscopy", nargs="+", metavar="CSV", help="photokind: dermoscopy data sets (training parts)")
+    q.add_argument("--clinical", nargs="+", metavar="CSV", help="photokind: clinical photo data sets (training parts)")
+    q.add_argument("--data-name", help="diagnosis --csv: name of the data set, written into the checkpoints")
+    q.add_argument("--licence", help="diagnosis --csv: licence of the data (weights trained on it inherit it), "
+                                     "written into the checkpoints")
     q.set_defaults(func=cmd_train)
 
     q = sub.add_parser("evaluate", help="score the ear or macro model on held-out rendered data (precision, "
@@ -604,6 +714,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
     q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan (default: detect)")
     q.set_defaults(func=cmd_diagnose)
+
+    q = sub.add_parser("photo", help="photo mode: what a photo shows (dermoscopy, clinical close-up, body region, "
+                                     "not skin), its site, ears, and a diagnosis where the models allow one")
+    q.add_argument("photos", nargs="+", help="photographs (JPEG/PNG)")
+    q.add_argument("--site", nargs="+", help="anatomic site: one for all photos or one per photo (taxonomy code or "
+                                              "name, e.g. upper_extremity/forearm, back, ear)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=cmd_photo)
 
     q = sub.add_parser("track", help="match lesions between two visits; flag new, missing and grown lesions")
     q.add_argument("visit1", help="earlier visit: an analysis folder, or a scan (analysed unless --lesions1)")

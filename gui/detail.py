@@ -186,7 +186,11 @@ class DetailPanel(QtWidgets.QWidget):
             return
         probs = sorted(d["probs"].items(), key=lambda t: -t[1])
         bars = "<br>".join(f"{k}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs[:6])
-        self.diag.setText(f"<b>diagnosis:</b> {d['label']}<br><span style='font-family: monospace'>{bars}</span>")
+        head = (f"<b>diagnosis:</b> {d['label']}" if not d.get("ood") else
+                "<b>diagnosis:</b> <span style='color:#c01020'>out of distribution (unlike the model's training "
+                "images): no confident label</span>")
+        model = f"<br><span style='color:#666; font-size: 9pt'>{d['model']}</span>" if d.get("model") else ""
+        self.diag.setText(f"{head}<br><span style='font-family: monospace'>{bars}</span>{model}")
         sal = d.get("saliency")
         img = d.get("crop") if d.get("crop") is not None else crop
         if sal is not None and img is not None:

@@ -643,7 +643,8 @@ class MainWindow(QtWidgets.QMainWindow):
             progress("predicting", 0.5)
             d = model.predict([crop], [(lesion.region or {}).get("code")])[0]
             return {"label": d.label, "probs": {k: float(v) for k, v in d.probs.items()},
-                    "saliency": np.asarray(d.saliency), "crop": crop}
+                    "saliency": np.asarray(d.saliency), "crop": crop,
+                    "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False))}
 
         def done(d):
             self.project.visits[k].diagnoses[lid] = {"label": d["label"], "probs": d["probs"]}

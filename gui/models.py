@@ -1,6 +1,8 @@
-"""The colleague's models (bodymap.models: photo quality, macro region, ear segmentation,
-diagnosis), loaded lazily in worker threads and cached. When the package or a checkpoint is
-missing, the panels say "model not available" with the reason instead of failing."""
+"""The models (bodymap.models: photo quality, photo kind, macro region, ear locator, ear
+segmentation, diagnosis), loaded lazily in worker threads and cached. When the package or a
+checkpoint is missing, the panels say "model not available" with the reason instead of
+failing. Photo mode passes ``get`` to bodymap.photo.analyse_photo (the CLI uses the library's
+own loader, bodymap.photo.load_model: the same models)."""
 from __future__ import annotations
 
 import importlib
@@ -12,7 +14,9 @@ _lock = threading.Lock()
 # kind -> (module, class or function name)
 KINDS = {
     "quality": ("bodymap.models.quality", "check_photo"),
+    "kind": ("bodymap.models.photokind", "PhotoKindClassifier"),
     "macro": ("bodymap.models.macro", "MacroClassifier"),
+    "earfind": ("bodymap.models.earfind", "EarLocator"),
     "earseg": ("bodymap.models.earseg", "EarSegmenter"),
     "diagnosis": ("bodymap.models.diagnosis", "DiagnosisModel"),
 }

@@ -1,6 +1,8 @@
-"""Photo mode: a photograph of one body region. Quality check, predicted macro region, ear
-segmentation overlay when it shows an ear, and diagnosis of a lesion the clinician clicks on.
-Each model runs in a worker; a missing model says so in its own line and the rest still works."""
+"""Photo mode: a thin view over bodymap.photo (the same rules as `bodymap photo`): what kind of
+photo it is, its quality, site (the user's or the macro classifier's), ears found and
+segmented, a diagnosis of the photo (close-ups) or of a lesion the clinician clicks on, and
+for each model its name, training data, licence and held-out scores. The analysis runs in a
+worker; a missing model says so in its own line and the rest still works."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +10,12 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from bodymap import photo as bp
 from gui import models
 from gui.detail import saliency_overlay, to_pixmap
 from gui.workers import Job
 
-# share of ear pixels above which the ear overlay is shown (a head photo showing a small ear counts)
-EAR_MIN_SHARE = 0.02
-CROP_PX = 128
+CROP_PX = bp.CROP_PX
 
 
 def read_photo(path: str | Path) -> np.ndarray:
@@ -33,36 +34,33 @@ def read_photo(path: str | Path) -> np.ndarray:
     return img
 
 
-def analyse_photo(image: np.ndarray, progress) -> dict:
-    """Run quality, macro region and (for an ear) ear segmentation on image (H, W, 3) uint8.
-    Returns {quality, macro, region, ear_labels, ear_overlay, messages{kind: why unavailable}};
-    region: the macro label, or "head" when an ear was found."""
-    out = {"quality": None, "macro": None, "region": None, "ear_labels": None, "ear_overlay": None, "messages": {}}
-    progress("photo quality", 0.05)
-    try:
-        out["quality"] = models.get("quality")(image)
-    except models.ModelUnavailable as e:
-        out["messages"]["quality"] = str(e)
-    progress("macro region", 0.3)
-    try:
-        out["macro"] = models.get("macro").classify(image)
-    except models.ModelUnavailable as e:
-        out["messages"]["macro"] = str(e)
-    # the ear segmenter itself decides whether an ear is in the photo (enough ear pixels): the
-    # macro classifier, trained on framed region photos, is not reliable on tight ear close-ups
-    progress("ear segmentation", 0.6)
-    try:
-        labels = np.asarray(models.get("earseg").segment(image))
-        if (labels > 0).mean() >= EAR_MIN_SHARE:
-            out["ear_labels"] = labels
-            out["ear_overlay"] = np.asarray(models.module("earseg").overlay(image, labels))
-    except models.ModelUnavailable as e:
-        out["messages"]["earseg"] = str(e)
-    # an ear is on the head: when the ear model finds one, the region is head whatever the
-    # tiles say (tight ear close-ups are the region classifier's weakest views); both are shown
-    out["region"] = "head" if out["ear_labels"] is not None else (out["macro"].label if out["macro"] else None)
-    progress("done", 1.0)
-    return out
+def analyse_photo(image: np.ndarray, progress, site: str | None = None) -> bp.PhotoResult:
+    """bodymap.photo.analyse_photo with the GUI's lazily loaded models (gui.models.get)."""
+    return bp.analyse_photo(image, site, models=models.get, progress=progress)
+
+
+def ear_overlay(image: np.ndarray, result: bp.PhotoResult) -> np.ndarray | None:
+    """The photo with the found ears' regions coloured, None when no ear was found."""
+    if result.ears is None or not result.ears.found:
+        return None
+    return np.asarray(models.module("earseg").overlay(image, result.ears.labels))
+
+
+def _esc(t) -> str:
+    return str(t).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def model_lines(result: bp.PhotoResult) -> str:
+    """Rich text: one line per model used (name, trained on, licence, held-out scores)."""
+    out = []
+    for role, c in result.models.items():
+        bits = [f"<b>{_esc(c.get('name', role))}</b>", f"trained on {_esc(c.get('trained_on', '?'))}"]
+        if c.get("licence"):
+            bits.append(f"licence {_esc(c['licence'])}")
+        if c.get("held_out"):
+            bits.append(f"held-out: {_esc(c['held_out'])}")
+        out.append("; ".join(bits))
+    return "<br>".join(out)
 
 
 class PhotoLabel(QtWidgets.QLabel):
@@ -130,16 +128,7 @@ class PhotoLabel(QtWidgets.QLabel):
             self.clicked.emit(int(x), int(y))
 
 
-def crop_at(image: np.ndarray, x: int, y: int, size: int = CROP_PX) -> np.ndarray:
-    """(size, size, 3) crop centred on (x, y), shifted to stay inside the image (padded when
-    the image is smaller)."""
-    h, w = image.shape[:2]
-    x0 = int(np.clip(x - size // 2, 0, max(w - size, 0)))
-    y0 = int(np.clip(y - size // 2, 0, max(h - size, 0)))
-    c = image[y0:y0 + size, x0:x0 + size]
-    if c.shape[:2] != (size, size):
-        c = np.pad(c, ((0, size - c.shape[0]), (0, size - c.shape[1]), (0, 0)), mode="edge")
-    return c
+crop_at = bp.crop_at
 
 
 class PhotoWidget(QtWidgets.QWidget):
@@ -149,15 +138,24 @@ class PhotoWidget(QtWidgets.QWidget):
         super().__init__(parent)
         self.runner = runner
         self.path: str | None = None
-        self.result: dict | None = None
-        self.show_ear = True
+        self.image: np.ndarray | None = None
+        self.result: bp.PhotoResult | None = None
         lay = QtWidgets.QHBoxLayout(self)
         left = QtWidgets.QVBoxLayout()
         bar = QtWidgets.QHBoxLayout()
         self.open_btn = QtWidgets.QPushButton("Open photo…")
+        self.site_combo = QtWidgets.QComboBox()
+        self.site_combo.setToolTip("Where on the body the photo was taken (used for the region and the "
+                                   "site-aware diagnosis)")
+        from bodymap import taxonomy as tx
+
+        self.site_combo.addItem("site: from the photo", None)
+        for st in tx.SITES[1:]:
+            self.site_combo.addItem(st.name, st.code)
         self.ear_check = QtWidgets.QCheckBox("ear overlay")
         self.ear_check.setChecked(True)
         bar.addWidget(self.open_btn)
+        bar.addWidget(self.site_combo)
         bar.addWidget(self.ear_check)
         bar.addStretch(1)
         left.addLayout(bar)
@@ -167,11 +165,15 @@ class PhotoWidget(QtWidgets.QWidget):
         left.addWidget(self.hint)
         lay.addLayout(left, 3)
         right = QtWidgets.QVBoxLayout()
+        self.kind = QtWidgets.QLabel("kind: -")
         self.quality = QtWidgets.QLabel("quality: -")
         self.macro = QtWidgets.QLabel("region: -")
         self.ear = QtWidgets.QLabel("ear: -")
         self.diag = QtWidgets.QLabel("diagnosis: click a lesion")
-        for w in (self.quality, self.macro, self.ear, self.diag):
+        self.notes = QtWidgets.QLabel("")
+        self.cards = QtWidgets.QLabel("")
+        self.cards.setStyleSheet("color: #555; font-size: 9pt")
+        for w in (self.kind, self.quality, self.macro, self.ear, self.diag, self.notes, self.cards):
             w.setWordWrap(True)
             w.setTextFormat(QtCore.Qt.TextFormat.RichText)
             w.setMinimumWidth(300)
@@ -183,15 +185,23 @@ class PhotoWidget(QtWidgets.QWidget):
             w.setStyleSheet("background: #eee; border: 1px solid #ccc")
             pics.addWidget(w)
         pics.addStretch(1)
-        for w in (self.quality, self.macro, self.ear):
+        for w in (self.kind, self.quality, self.macro, self.ear):
             right.addWidget(w)
         right.addLayout(pics)
         right.addWidget(self.diag)
+        right.addWidget(self.notes)
         right.addStretch(1)
+        right.addWidget(self.cards)
         lay.addLayout(right, 2)
         self.open_btn.clicked.connect(self.open_dialog)
         self.photo.clicked.connect(self.diagnose_at)
         self.ear_check.toggled.connect(self._toggle_ear)
+        self.site_combo.currentIndexChanged.connect(lambda _i: self.reanalyse())
+
+    @property
+    def site(self) -> str | None:
+        """The site the user chose (taxonomy code), None for "from the photo"."""
+        return self.site_combo.currentData()
 
     def open_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open photo", "",
@@ -206,76 +216,102 @@ class PhotoWidget(QtWidgets.QWidget):
         except ValueError as e:
             QtWidgets.QMessageBox.warning(self, "Open photo", str(e))
             return None
-        self.path, self.result = path, None
+        self.path, self.image, self.result = path, img, None
         self.photo.mark = None
         self.photo.set_image(img)
-        for w, t in ((self.quality, "quality: checking…"), (self.macro, "region: …"), (self.ear, "ear: …"),
-                     (self.diag, "diagnosis: click a lesion")):
+        return self.reanalyse()
+
+    def reanalyse(self) -> Job | None:
+        """Analyse the open photo again (after opening it, or when the site changes)."""
+        if self.image is None:
+            return None
+        img, site = self.image, self.site
+        for w, t in ((self.kind, "kind: checking…"), (self.quality, "quality: checking…"), (self.macro, "region: …"),
+                     (self.ear, "ear: …"), (self.diag, "diagnosis: …"), (self.notes, ""), (self.cards, "")):
             w.setText(t)
         self.crop.clear()
         self.sal.clear()
-        return self.runner.start(Job(lambda progress: analyse_photo(img, progress), "photo"), "Analysing photo",
+        return self.runner.start(Job(lambda progress: analyse_photo(img, progress, site), "photo"), "Analysing photo",
                                  self._show, dialog=False)
 
-    def _show(self, r: dict) -> None:
+    def _show(self, r: bp.PhotoResult) -> None:
         self.result = r
-        msg = r["messages"]
-        q = r["quality"]
+        msg = r.messages
+        k = r.kind
+        self.kind.setText(f"<b>kind:</b> {_esc(k.description)} ({100 * k.probs[k.label]:.0f} %)" if k is not None
+                          else f"<b>kind:</b> {_esc(msg.get('kind', '-'))}")
+        q = r.quality
         if q is not None:
             self.quality.setText("<b>quality:</b> " + ("<span style='color:#208020'>good</span>" if q.ok else
-                                 "<span style='color:#c01020'>" + "; ".join(q.problems) + "</span>"))
+                                 "<span style='color:#c01020'>" + _esc("; ".join(q.problems)) + "</span>"))
         else:
-            self.quality.setText(f"<b>quality:</b> {msg.get('quality', '-')}")
-        m = r["macro"]
+            self.quality.setText(f"<b>quality:</b> {_esc(msg.get('quality', '-'))}")
+        m = r.macro
+        src = {"user": "given", "macro classifier": "region model"}.get(r.site_source or "", "")
+        region = f"{_esc(r.region)} ({src})" if r.site else "unknown"
         if m is not None:
-            top = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(m.probs.items(), key=lambda t: -t[1])[:3])
-            region = r.get("region") or m.label
-            if region != m.label:  # the ear model overruled the tiles: say so
-                self.macro.setText(f"<b>region:</b> {region}, an ear is in the photo (region model: {top})")
-            else:
-                self.macro.setText(f"<b>region:</b> {region} ({top})")
+            top = ", ".join(f"{a} {100 * v:.0f} %" for a, v in sorted(m.probs.items(), key=lambda t: -t[1])[:3])
+            self.macro.setText(f"<b>region:</b> {region}<br>region model: {top}")
+        elif "macro" in msg:
+            self.macro.setText(f"<b>region:</b> {region}; region model: {_esc(msg['macro'])}")
         else:
-            self.macro.setText(f"<b>region:</b> {msg.get('macro', '-')}")
-        if r["ear_labels"] is not None:
-            from bodymap import taxonomy as tx
-
-            present = [tx.EAR_REGIONS[i] for i in np.unique(r["ear_labels"]) if 0 < i < len(tx.EAR_REGIONS)]
-            self.ear.setText(f"<b>ear:</b> {len(present)} sub-regions shown: {', '.join(present)}")
-        elif "earseg" in msg:
-            self.ear.setText(f"<b>ear:</b> {msg['earseg']}")
-        else:
+            self.macro.setText(f"<b>region:</b> {region}")
+        if r.ears is not None and r.ears.found:
+            present = r.ear_regions()
+            self.ear.setText(f"<b>ear:</b> {len(r.ears.boxes)} found; {len(present)} sub-regions shown: "
+                             f"{', '.join(present)}")
+        elif "earfind" in msg or "earseg" in msg:
+            self.ear.setText(f"<b>ear:</b> {_esc(msg.get('earfind') or msg.get('earseg'))}")
+        elif r.ears is not None:
             self.ear.setText("<b>ear:</b> no ear in this photo")
+        else:
+            self.ear.setText("<b>ear:</b> not searched (" + (k.description if k is not None else "-") + ")")
+        if r.diagnosis is not None:
+            self._show_diag(r.diagnosis, None, r.ood)
+        elif "diagnosis" in msg:
+            self.diag.setText(f"<b>diagnosis:</b> {_esc(msg['diagnosis'])}")
+        else:
+            self.diag.setText("<b>diagnosis:</b> click a lesion")
+        self.notes.setText("<br>".join(f"<i>{_esc(n)}</i>" for n in r.notes))
+        self.cards.setText(model_lines(r))
         self._toggle_ear(self.ear_check.isChecked())
 
     def _toggle_ear(self, on: bool) -> None:
-        if self.photo.image is None or self.result is None:
+        if self.image is None or self.result is None:
             return
-        base = read_photo(self.path)
-        ov = self.result.get("ear_overlay")
-        self.photo.set_image(ov if on and ov is not None else base)
+        ov = ear_overlay(self.image, self.result) if on else None
+        self.photo.set_image(ov if ov is not None else self.image)
 
     def diagnose_at(self, x: int, y: int) -> Job | None:
         """Diagnose the 128-pixel crop around (x, y) of the photo (in a worker)."""
-        if self.path is None:
+        if self.image is None:
             return None
-        crop = crop_at(read_photo(self.path), x, y)
+        img, result = self.image, self.result
+        crop = crop_at(img, x, y)
         self.crop.setPixmap(to_pixmap(crop, 128))
         self.sal.clear()
         self.diag.setText("diagnosis: running…")
-        m = self.result.get("macro") if self.result else None
-        site = m.label if m is not None else None
 
         def run(progress):
             progress("diagnosis", 0.1)
-            model = models.get("diagnosis")
-            return model.predict([crop], [site])[0]
+            return bp.diagnose_at(img, x, y, result, models.get)
 
-        return self.runner.start(Job(run, "diagnosis"), "Diagnosis", lambda d: self._show_diag(d, crop),
-                                 on_failed=lambda m: self.diag.setText(f"<b>diagnosis:</b> {m}"), dialog=False)
+        def done(r):
+            c, d, ood, note = r
+            self._show_diag(d, c, ood, note)
 
-    def _show_diag(self, d, crop) -> None:
+        return self.runner.start(Job(run, "diagnosis"), "Diagnosis", done,
+                                 on_failed=lambda m: self.diag.setText(f"<b>diagnosis:</b> {_esc(m)}"), dialog=False)
+
+    def _show_diag(self, d, crop, ood: bool = False, note: str = "") -> None:
         probs = sorted(d.probs.items(), key=lambda t: -t[1])[:6]
-        self.diag.setText(f"<b>diagnosis:</b> {d.label}<br>" + "<br>".join(
-            f"{k}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs))
-        if getattr(d, "saliency", None) is not None:
+        bars = "<br>".join(f"{k}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs)
+        if ood:
+            head = "<b>diagnosis:</b> <span style='color:#c01020'>out of distribution: no confident label</span>"
+            body = f"<br><span style='color:#888'>model's view:<br>{bars}</span>"
+        else:
+            head = f"<b>diagnosis:</b> {_esc(d.label)}"
+            body = f"<br>{bars}"
+        self.diag.setText(head + body + (f"<br><i>{_esc(note)}</i>" if note else ""))
+        if crop is not None and getattr(d, "saliency", None) is not None:
             self.sal.setPixmap(to_pixmap(saliency_overlay(crop, np.asarray(d.saliency)), 128))

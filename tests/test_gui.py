@@ -410,6 +410,18 @@ class _Quality:
         self.ok, self.problems = ok, problems
 
 
+class _Kind:
+    def __init__(self, label="body"):
+        self.label = label
+
+    def classify(self, image, name=None):
+        from bodymap.models.photokind import PhotoKind
+
+        probs = {"dermoscopy": 0.02, "clinical": 0.03, "body": 0.03, "other": 0.02}
+        probs[self.label] = 0.9
+        return PhotoKind(self.label, probs)
+
+
 class _Macro:
     classes = ["arm", "leg", "foot", "hand", "head", "trunk", "other"]
 
@@ -418,8 +430,20 @@ class _Macro:
                               "region_map": np.zeros(image.shape[:2], int)})()
 
 
+class _Locator:
+    """Finds one ear in the middle of any photo."""
+
+    def find(self, image, name=None):
+        from bodymap.models.earfind import decide
+
+        h, w = image.shape[:2]
+        p = np.zeros((h, w), np.float32)
+        p[h // 4:3 * h // 4, w // 4:3 * w // 4] = 0.99
+        return decide(p, {})
+
+
 class _Ear:
-    def segment(self, image):
+    def segment(self, image, name=None):
         lab = np.zeros(image.shape[:2], int)
         h, w = lab.shape
         lab[h // 4:3 * h // 4, w // 4:w // 2] = 7  # helix
@@ -428,10 +452,13 @@ class _Ear:
 
 
 class _Diag:
+    card = {"name": "fake diagnosis", "trained_on": "HAM10000", "licence": "CC BY-NC 4.0", "held_out": "none"}
+    checkpoint = {"data": {"name": "HAM10000"}}
+
     def predict(self, crops, sites):
         assert crops[0].shape == (128, 128, 3)
         return [type("D", (), {"label": "nevus", "probs": {"nevus": 0.7, "melanoma": 0.2, "seborrheic keratosis": 0.1},
-                               "saliency": np.linspace(0, 1, 64 * 64).reshape(64, 64)})()]
+                               "saliency": np.linspace(0, 1, 64 * 64).reshape(64, 64), "ood": False})()]
 
 
 def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
@@ -439,8 +466,8 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
 
     from gui import models
 
-    fakes = {"quality": lambda img: _Quality(False, ["blurred: retake"]), "macro": _Macro(), "earseg": _Ear(),
-             "diagnosis": _Diag()}
+    fakes = {"quality": lambda img: _Quality(False, ["blurred: retake"]), "kind": _Kind("body"), "macro": _Macro(),
+             "earfind": _Locator(), "earseg": _Ear(), "diagnosis": _Diag()}
     monkeypatch.setattr(models, "get", lambda kind: fakes[kind])
     earmod = type("M", (), {"overlay": staticmethod(lambda img, lab: np.where(lab[..., None] > 0, 255, img).astype(np.uint8))})
     monkeypatch.setattr(models, "module", lambda kind: earmod)
@@ -450,17 +477,27 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     win.photo.open_photo(str(photo))
     wait_jobs(win, qtbot)
     assert "blurred: retake" in win.photo.quality.text()
-    assert "head" in win.photo.macro.text() and "ear is in the photo" not in win.photo.macro.text()
+    assert "body region" in win.photo.kind.text()
+    assert "head" in win.photo.macro.text() and "region model" in win.photo.macro.text()
     assert "helix" in win.photo.ear.text() and "lobule" in win.photo.ear.text()
-    assert (win.photo.photo.image == 255).all(axis=2).mean() > 0.2  # the ear overlay is shown
+    assert (win.photo.photo.image == 255).all(axis=2).mean() > 0.1  # the ear overlay is shown
     win.photo.ear_check.setChecked(False)
-    assert (win.photo.photo.image == 255).all(axis=2).mean() < 0.2
+    assert (win.photo.photo.image == 255).all(axis=2).mean() < 0.05
+    assert "trained on" in win.photo.cards.text()  # every model used is named with its training data
     lbl = win.photo.photo
     QTest.mouseClick(lbl, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier,
                      lbl.image_to_widget(300, 200))
     wait_jobs(win, qtbot)
     assert abs(lbl.mark[0] - 300) <= 1 and abs(lbl.mark[1] - 200) <= 1  # widget <-> image pixels agree
-    assert "nevus" in win.photo.diag.text() and not win.photo.sal.pixmap().isNull()
+    # a crop of a body photo is a clinical close-up; the model was trained on dermoscopy: said so
+    assert "out of distribution" in win.photo.diag.text() and "nevus" in win.photo.diag.text()
+    assert not win.photo.sal.pixmap().isNull()
+    # the user's site replaces the region model's
+    win.photo.site_combo.setCurrentIndex(win.photo.site_combo.findData("upper_extremity/forearm"))
+    wait_jobs(win, qtbot)
+    assert "forearm (given)" in win.photo.macro.text()
+    win.photo.site_combo.setCurrentIndex(0)
+    wait_jobs(win, qtbot)
     # a file that is not a photo
     bad = tmp_path / "notaphoto.jpg"
     bad.write_bytes(b"garbage")
@@ -468,6 +505,31 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     assert win.photo.open_photo(str(bad)) is None
     assert "notaphoto.jpg" in win.photo_error
     win.tabs.setCurrentIndex(0)
+
+
+def test_photo_mode_dermoscopy_and_missing_models(win, qtbot, tmp_path, monkeypatch):
+    """A dermoscopy photo is diagnosed whole, never searched for ears; a missing model says so."""
+    from PIL import Image
+
+    from gui import models
+
+    def missing(kind):
+        raise models.ModelUnavailable("model not available (no checkpoint)")
+
+    fakes = {"quality": lambda img: _Quality(True, []), "kind": _Kind("dermoscopy"), "diagnosis": _Diag()}
+    monkeypatch.setattr(models, "get", lambda kind: fakes[kind] if kind in fakes else missing(kind))
+    photo = tmp_path / "derm.png"
+    Image.fromarray(win.scans[0].texture[:300, :300]).save(photo)
+    win.photo.open_photo(str(photo))
+    wait_jobs(win, qtbot)
+    assert "dermoscopy" in win.photo.kind.text()
+    assert "not searched" in win.photo.ear.text()
+    assert "nevus" in win.photo.diag.text() and "out of distribution" not in win.photo.diag.text()
+    assert "unknown" in win.photo.macro.text()
+    fakes.pop("kind")
+    win.photo.reanalyse()
+    wait_jobs(win, qtbot)
+    assert "model not available" in win.photo.kind.text() and "model not available" in win.photo.ear.text()
 
 
 def test_drop_and_recent_open_files(win, qtbot, tmp_path):
@@ -508,28 +570,3 @@ def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
     w2.history.mark_clean()
     w2.close()
     win.undo()
-
-
-def test_an_ear_found_makes_the_region_head(monkeypatch):
-    """The photo's region: the macro label, unless the ear model finds an ear (then head, with
-    the macro model's view still shown)."""
-    from gui import models
-    from gui.photo import analyse_photo
-
-    class Trunk(_Macro):
-        def classify(self, image):
-            return type("P", (), {"label": "trunk", "probs": {"trunk": 0.5, "leg": 0.3, "head": 0.2}})()
-
-    class NoEar:
-        def segment(self, image):
-            return np.zeros(image.shape[:2], int)
-
-    fakes = {"quality": lambda img: _Quality(True, []), "macro": Trunk(), "earseg": _Ear()}
-    monkeypatch.setattr(models, "get", lambda kind: fakes[kind])
-    monkeypatch.setattr(models, "module", lambda kind: type("M", (), {"overlay": staticmethod(lambda i, lab: i)}))
-    img = np.full((64, 80, 3), 128, np.uint8)
-    r = analyse_photo(img, lambda s, f: None)
-    assert r["region"] == "head" and r["macro"].label == "trunk" and r["ear_labels"] is not None
-    fakes["earseg"] = NoEar()
-    r = analyse_photo(img, lambda s, f: None)
-    assert r["region"] == "trunk" and r["ear_labels"] is None

@@ -120,14 +120,19 @@ def test_train_and_evaluate_on_an_isic_style_csv_via_the_cli(tmp_path, capsys):
     p = _tiny_csv(tmp_path, 30)
     out = tmp_path / "run"
     rc = main(["train", "diagnosis", "--csv", str(p), "--out", str(out), "--epochs", "2", "--size", "32",
-               "--batch", "8", "--quiet"])
+               "--batch", "8", "--quiet", "--data-name", "tiny set", "--licence", "CC BY-NC 4.0"])
     assert rc == 0
     a, b = DiagnosisModel.load(out / "diagnosis_A.pt"), DiagnosisModel.load(out / "diagnosis_B.pt")
     assert not a.uses_site and b.uses_site and a.classes == b.classes
-    assert "anterior torso" in b.sites
+    assert "trunk/anterior" in b.sites  # ISIC site names mapped onto the taxonomy
     ck = b.checkpoint
     assert ck["data"]["kind"] == "csv" and ck["training"]["command"].startswith("bodymap train diagnosis --out")
-    assert "mcnemar_A_vs_B" in ck["metrics"] and ck["metrics"]["held_out"]["n"] == 6  # seeded 20% split
+    split = ck["data"]["split"]
+    assert split["by"] == "image" and set(split["parts"]) == {"train", "dev", "test"}
+    assert ck["metrics"]["held_out"]["n"] == split["parts"]["test"]["groups"] >= 3  # a seeded 20% split
+    assert ck["data"]["licence"] == "CC BY-NC 4.0" and ck["data"]["name"] == "tiny set"
+    assert "CC BY-NC 4.0" in b.description and "tiny set" in b.description
+    assert "mcnemar_A_vs_B" in ck["metrics"] and ck["arch"]["ood"]["threshold"] > 0
     assert "McNemar" in (out / "training_log.txt").read_text()
     ev = json.loads((out / "evaluation.json").read_text())
     assert set(ev) >= {"A", "B", "mcnemar_A_vs_B"}
@@ -137,7 +142,8 @@ def test_train_and_evaluate_on_an_isic_style_csv_via_the_cli(tmp_path, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "McNemar" in text and "confusion B" in text and "sensitivity" in text
-    assert json.loads((tmp_path / "ev.json").read_text())["n"] == 30
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["kind"] == "held-out lesions" and ev["n"] == split["parts"]["test"]["groups"]  # never the training rows
 
 
 def test_wrong_checkpoints_are_refused(tmp_path):

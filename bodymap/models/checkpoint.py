@@ -33,19 +33,22 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[str], input_size: int,
-                    normalisation: dict, data: dict, metrics: dict, training: dict, half: bool = True) -> None:
+                    normalisation: dict, data: dict, metrics: dict, training: dict, half: bool = True,
+                    keep_fp32: tuple[str, ...] = ()) -> None:
     """Write a model checkpoint atomically (temporary file in the same folder, then rename).
 
     state_dict: a module's state_dict (tensors); floating tensors are stored fp16 when ``half``.
     input_size: side in pixels of the square network input. normalisation: {"mean": [3], "std": [3]}
-    on 0..1 RGB. data: description of the training data including its hash; metrics: measured
-    scores (held-out); training: command, log and recipe."""
+    on 0..1 RGB. data: description of the training data including its hash (and, for real data,
+    its licence, which weights trained on it inherit); metrics: measured scores (held-out);
+    training: command, log and recipe. keep_fp32: name prefixes of tensors kept fp32 even when
+    ``half`` (statistics such as a precision matrix, whose range fp16 cannot hold)."""
     import torch
 
     sd = {}
     for k, v in state_dict.items():
         v = v.detach().cpu()
-        if half and v.is_floating_point():
+        if half and v.is_floating_point() and not any(k.startswith(p) for p in keep_fp32):
             v = v.half()
         sd[k] = v.clone()
     obj = {"format": FORMAT, "version": VERSION, "task": str(task), "arch": dict(arch), "state_dict": sd,
@@ -121,3 +124,27 @@ def pick_device(device: str | None = None):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r}: no CUDA GPU is available here (use cpu)")
     return dev
+
+
+def record_metrics(path, task: str, updates: dict) -> None:
+    """Add measured scores to a checkpoint's "metrics" (``updates``: key -> JSON-ready value),
+    leaving its weights and everything else as they are; atomic rewrite. For scores measured
+    after training (benchmarks/models.py --record)."""
+    import torch
+
+    load_checkpoint(path, task)  # the same checks as a load: refuses foreign files
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj["metrics"] = {**obj.get("metrics", {}), **updates}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

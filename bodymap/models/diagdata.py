@@ -18,8 +18,14 @@ map, painted by the same painter, the same lesion types and the same site prefer
   macules that the image cannot tell apart). Only the site can separate these, so a model
   that uses location (model B) can beat one that does not (model A) on held-out data.
 
-User data (``read_csv``): an ISIC-style CSV with an image path, a diagnosis and an anatomic site
-column (site may be empty); images are read and resized on the fly.
+Real data (``read_csv``): an ISIC-style CSV with an image path, a diagnosis and an anatomic site
+column (site may be empty), and optionally a lesion or patient id (``lesion_id``,
+``patient_id``) to split by: HAM10000's metadata.csv, ISIC 2017's and PAD-UFES-20's are read
+as they come (images in the CSV's folder or its ``images/`` sub-folder). Dataset site names
+("lower extremity", "posterior torso", "FOREARM") are mapped onto BodyMap's taxonomy codes
+(``SITE_CODES``), so a model trained on one data set understands the sites of another and of
+the app. Decoded images can be cached as one .npz per CSV and size (``cache``).
+``group_split`` splits rows by lesion (or patient), stratified by diagnosis, never by image.
 """
 from __future__ import annotations
 
@@ -178,20 +184,64 @@ def data_hash(images: np.ndarray, labels: np.ndarray, sites: list) -> str:
     return h.hexdigest()
 
 
-# column names accepted for the three fields of an ISIC-style CSV (case-insensitive)
-_IMAGE_COLS = ("image", "image_path", "path", "file", "filename", "image_name", "image_id", "isic_id")
-_DIAG_COLS = ("diagnosis", "dx", "label", "class", "target")
+# column names accepted for the fields of an ISIC-style CSV (case-insensitive)
+_IMAGE_COLS = ("image", "image_path", "path", "file", "filename", "image_name", "image_id", "isic_id", "img_id")
+_DIAG_COLS = ("diagnosis", "dx", "diagnostic", "label", "class", "target")
 _SITE_COLS = ("anatomic_site", "anatom_site_general", "anatom_site_general_challenge", "site", "localization",
-              "anatom_site")
+              "anatom_site", "region")
+_GROUP_COLS = ("patient_id", "lesion_id", "group")  # the stricter grouping first
+
+# Site names of public dermatology data sets (HAM10000 "localization", ISIC "anatom_site_general",
+# PAD-UFES-20 "region"; lower case) -> BodyMap taxonomy codes. A coarse name maps to the coarse
+# code ("trunk"), so model B learns the levels the data has; "acral" and "palms/soles" (palm or
+# sole, the data does not say which) and "unknown" map to unknown.
+SITE_CODES = {
+    "abdomen": "trunk/anterior", "chest": "trunk/anterior", "anterior torso": "trunk/anterior",
+    "back": "trunk/posterior", "posterior torso": "trunk/posterior", "lateral torso": "trunk/lateral",
+    "trunk": "trunk", "torso": "trunk",
+    "upper extremity": "upper_extremity", "arm": "upper_extremity/upper_arm",
+    "forearm": "upper_extremity/forearm", "hand": "upper_extremity/hand",
+    "lower extremity": "lower_extremity", "thigh": "lower_extremity/thigh", "foot": "lower_extremity/foot",
+    "face": "head_neck/head/face", "nose": "head_neck/head/face", "lip": "head_neck/head/face",
+    "scalp": "head_neck/head/scalp", "ear": "head_neck/head/ear", "neck": "head_neck/neck",
+    "head/neck": "head_neck", "genital": "anogenital/genital", "oral/genital": "anogenital",
+    "acral": "unknown", "palms/soles": "unknown", "unknown": "unknown",
+}
 
 
-def read_csv(path, size: int = 64, classes: list[str] | None = None) -> dict:
-    """An ISIC-style CSV: one row per image with an image path (relative to the CSV's folder;
-    ``.jpg`` is tried when the value has no suffix, as ISIC ids have none), a diagnosis and an
-    anatomic site (may be empty). Column names are matched case-insensitively among common
-    ones (image/image_path/isic_id, diagnosis/dx/label, anatom_site_general/site/localization).
-    Returns the same dict as ``synthetic_crops``. Raises ValueError naming the file, row and
-    problem for a missing column, an unreadable image or an empty table."""
+def site_code(name: str | None) -> str | None:
+    """The taxonomy code of a site given as a data set's name ("lower extremity", "BACK"), a
+    taxonomy name ("back of hand") or a code ("upper_extremity/hand/dorsal"); None for an empty
+    or unrecognised name."""
+    from bodymap import taxonomy as tx
+
+    if name is None or not str(name).strip():
+        return None
+    s = str(name).strip()
+    if s in tx.SITE_INDEX:
+        return s
+    low = s.lower().replace("_", " ")
+    if low in SITE_CODES:
+        return SITE_CODES[low]
+    return next((x.code for x in tx.SITES if x.name.lower() == low), None)
+
+
+def read_csv(path, size: int = 64, classes: list[str] | None = None, cache: str | Path | None = None,
+             class_map: dict[str, str] | None = None, progress: Progress | None = None) -> dict:
+    """An ISIC-style CSV: one row per image with an image path or id (relative to the CSV's
+    folder or its ``images/`` sub-folder; ``.jpg`` / ``.png`` are tried when the value has no
+    suffix, as ISIC ids have none), a diagnosis, an anatomic site (may be empty) and optionally a
+    lesion or patient id. Column names are matched case-insensitively among common ones
+    (image/image_id/isic_id/img_id, diagnosis/dx/diagnostic, anatom_site_general/localization/
+    region, lesion_id/patient_id). Sites are mapped to taxonomy codes (``site_code``; an
+    unrecognised name is kept as written). ``class_map`` renames diagnoses first (e.g. PAD's
+    "NEV" -> "nv"). Images are resized to (size, size) (the whole image, squeezed to a square).
+    ``cache``: a folder where the decoded images are kept (one .npz per CSV, size and file
+    list), so a second read costs no decoding.
+
+    Returns the same dict as ``synthetic_crops`` plus "groups" (n,) str (the lesion/patient id,
+    or the image name when there is none). Raises ValueError naming the file, row and problem
+    for a missing column, an unreadable image or an empty table."""
     from PIL import Image
 
     path = Path(path)
@@ -211,34 +261,90 @@ def read_csv(path, size: int = 64, classes: list[str] | None = None) -> dict:
                              f"columns are {', '.join(cols.values()) or 'none'}")
         return None
 
-    ci, cd, cs = col(_IMAGE_COLS, "image path"), col(_DIAG_COLS, "diagnosis"), col(_SITE_COLS, "anatomic site", False)
+    ci, cd = col(_IMAGE_COLS, "image path"), col(_DIAG_COLS, "diagnosis")
+    cs, cg = col(_SITE_COLS, "anatomic site", False), col(_GROUP_COLS, "lesion id", False)
     if not rows:
         raise ValueError(f"{path}: no rows")
     diag = [r[cd].strip() for r in rows]
     if any(not d for d in diag):
         raise ValueError(f"{path}: row {diag.index('') + 2} has an empty diagnosis")
+    if class_map:
+        diag = [class_map.get(d, d) for d in diag]
     classes = list(classes) if classes else sorted(set(diag))
     unknown = sorted(set(diag) - set(classes))
     if unknown:
         raise ValueError(f"{path}: diagnoses not among the model's classes: {', '.join(unknown)}")
-    images = np.zeros((len(rows), size, size, 3), np.uint8)
-    for i, r in enumerate(rows):
-        p = Path(r[ci].strip())
-        p = p if p.is_absolute() else path.parent / p
-        if not p.exists() and not p.suffix and p.with_suffix(".jpg").exists():
-            p = p.with_suffix(".jpg")
-        try:
-            with Image.open(p) as im:
-                images[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: row {i + 2}: cannot read image {p} ({e})") from None
-    sites = [(r[cs].strip() or None) if cs else None for r in rows]
+    files = [_image_file(path, r[ci].strip(), i) for i, r in enumerate(rows)]
+    images = None
+    key = hashlib.sha256(f"{path.resolve()}|{size}|{'|'.join(map(str, files))}".encode()).hexdigest()[:16]
+    cfile = Path(cache) / f"{path.parent.name}_{path.stem}_{size}_{key}.npz" if cache else None
+    if cfile is not None and cfile.exists():
+        with np.load(cfile) as z:
+            images = z["images"]
+    if images is None:
+        images = np.zeros((len(rows), size, size, 3), np.uint8)
+        for i, p in enumerate(files):
+            try:
+                with Image.open(p) as im:
+                    images[i] = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+            except (OSError, ValueError) as e:
+                raise ValueError(f"{path}: row {i + 2}: cannot read image {p} ({e})") from None
+            if progress and (i % 200 == 0 or i == len(files) - 1):
+                progress("reading images", (i + 1) / len(files))
+        if cfile is not None:
+            cfile.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cfile.with_suffix(".tmp.npz")
+            np.savez(tmp, images=images)
+            tmp.replace(cfile)
+    raw_sites = [(r[cs].strip() or None) if cs else None for r in rows]
+    sites = [site_code(s) or s for s in raw_sites]
     labels = np.array([classes.index(d) for d in diag], np.int64)
+    groups = [(r[cg].strip() or Path(r[ci]).stem) if cg else Path(r[ci].strip()).stem for r in rows]
     desc = {"kind": "csv", "csv": str(path), "n": len(rows), "size": size,
             "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
+            "group_column": cg, "groups": len(set(groups)),
             "sha256": data_hash(images, labels, sites)}
-    return {"images": images, "labels": labels, "sites": sites, "classes": classes,
-            "records": [{"image": r[ci]} for r in rows], "description": desc}
+    return {"images": images, "labels": labels, "sites": sites, "classes": classes, "groups": np.array(groups),
+            "records": [{"image": r[ci], "site_as_written": s} for r, s in zip(rows, raw_sites)], "description": desc}
+
+
+def _image_file(csv_path: Path, value: str, row: int) -> Path:
+    """The image file a CSV row names: the value as a path relative to the CSV's folder or its
+    images/ sub-folder, with .jpg / .png tried when it has no suffix. Raises ValueError naming
+    the CSV and row when no such file exists."""
+    p = Path(value)
+    if p.is_absolute():
+        cands = [p]
+    else:
+        cands = [csv_path.parent / p, csv_path.parent / "images" / p]
+    for c in cands:
+        for q in ([c] if c.suffix else [c, c.with_suffix(".jpg"), c.with_suffix(".png"), c.with_suffix(".jpeg")]):
+            if q.is_file():
+                return q
+    raise ValueError(f"{csv_path}: row {row + 2}: cannot read image {cands[0]} (no such file)")
+
+
+def group_split(groups, labels, fractions=(0.7, 0.1, 0.2), seed: int = 0) -> list[np.ndarray]:
+    """Split rows into parts by group (a lesion or patient id: all images of a group land in one
+    part), stratified by the group's label (its rows' most common label), in the proportions
+    ``fractions``. Returns one sorted index array per part. Deterministic for a seed."""
+    groups = np.asarray(groups)
+    labels = np.asarray(labels)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(uniq), int(labels.max()) + 1 if len(labels) else 1), np.int64)
+    np.add.at(counts, (inv, labels), 1)
+    glab = counts.argmax(1)
+    rng = np.random.default_rng(seed)
+    frac = np.asarray(fractions, float) / np.sum(fractions)
+    part_of_group = np.zeros(len(uniq), int)
+    for c in np.unique(glab):
+        gs = rng.permutation(np.flatnonzero(glab == c))
+        # cut points by cumulative share, rounded per class so each part gets its share of every class
+        cuts = np.round(np.cumsum(frac)[:-1] * len(gs)).astype(int)
+        for k, part in enumerate(np.split(gs, cuts)):
+            part_of_group[part] = k
+    rows = part_of_group[inv]
+    return [np.flatnonzero(rows == k) for k in range(len(frac))]
 
 
 def visit_dirs(paths: list) -> list[Path]:
@@ -292,3 +398,74 @@ def scan_crops(visit_dirs: list, size: int = 64, progress: Progress | None = Non
             "sha256": data_hash(images, labels, sites)}
     return {"images": images, "labels": labels, "sites": sites, "classes": classes, "records": records,
             "description": desc}
+
+
+# The splits BodyMap uses for the public sets in ../shared/external (by the CSV's folder name):
+# shares of lesions / patients for training, development and held-out test, and the seed. The
+# diagnosis, photo-kind and ear-locator models all train on the same "train" parts, so a
+# "test" image is never seen by any of them. ISIC 2017 is never trained on.
+STANDARD_SPLITS = {"ham10000": ((0.7, 0.1, 0.2), 0), "pad_ufes20": ((0.4, 0.1, 0.5), 0),
+                   "isic2017": ((0.0, 0.0, 1.0), 0)}
+PAD_CLASSES = {"ACK": "akiec", "SCC": "akiec", "BCC": "bcc", "MEL": "mel", "NEV": "nv", "SEK": "bkl"}
+
+
+def split_rows(csv_path, part: str, fractions=None, seed: int | None = None) -> list[dict]:
+    """The rows of one part ("train", "dev", "test" or "all") of a data set's CSV under its
+    standard split (``STANDARD_SPLITS`` by the CSV's folder name, else 0.7 / 0.1 / 0.2 seed 0),
+    by lesion or patient id (``group_split``, stratified by diagnosis). Each row is the CSV's
+    dict plus "path" (the image file) and "site_code". No image is read."""
+    path = Path(csv_path)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = {c.lower().strip(): c for c in (reader.fieldnames or [])}
+        rows = list(reader)
+    pick = lambda opts: next((cols[o] for o in opts if o in cols), None)  # noqa: E731
+    ci, cd, cs, cg = pick(_IMAGE_COLS), pick(_DIAG_COLS), pick(_SITE_COLS), pick(_GROUP_COLS)
+    if ci is None or cd is None:
+        raise ValueError(f"{path}: needs an image and a diagnosis column")
+    std = STANDARD_SPLITS.get(path.parent.name, ((0.7, 0.1, 0.2), 0))
+    fractions = std[0] if fractions is None else fractions
+    seed = std[1] if seed is None else seed
+    for i, r in enumerate(rows):
+        r["path"] = str(_image_file(path, r[ci].strip(), i))
+        r["site_code"] = site_code(r[cs]) if cs else None
+    if part == "all":
+        return rows
+    names = ["train", "dev", "test"]
+    if part not in names:
+        raise ValueError(f"part {part!r}: expected one of train, dev, test, all")
+    groups = [r[cg] if cg else Path(r[ci]).stem for r in rows]
+    diag = [r[cd] for r in rows]
+    classes = sorted(set(diag))
+    idx = group_split(groups, [classes.index(d) for d in diag], fractions, seed)[names.index(part)]
+    return [rows[i] for i in idx]
+
+
+def load_photos(paths, long_side: int) -> list[np.ndarray]:
+    """Image files as (h, w, 3) uint8 arrays, aspect kept, the long side resized to long_side."""
+    from PIL import Image
+
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            s = long_side / max(im.size)
+            out.append(np.asarray(im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))),
+                                            Image.BILINEAR, reducing_gap=2.0)))
+    return out
+
+
+def load_images(paths, size: int, square: bool = True) -> np.ndarray:
+    """(n, size, size, 3) uint8 of image files, each resized whole to a square (``square``) or
+    centre-cropped to one first."""
+    from PIL import Image
+
+    out = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            im = im.convert("RGB")
+            if not square:
+                s = min(im.size)
+                im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2))
+            out[i] = np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+    return out

@@ -479,6 +479,14 @@ class MacroClassifier:
         model.to(dev).eval()
         return cls(model, int(ck["input_size"]), ck["normalisation"], list(ck["classes"]), dev, path, ck)
 
+    @property
+    def card(self) -> dict:
+        """Name, training data and held-out scores (shown with every prediction)."""
+        ho = (self.info.get("metrics") or {}).get("held_out") or {}
+        line = (f"mean average precision {ho['mean_ap']:.2f} on held-out synthetic patches" if "mean_ap" in ho else "")
+        return {"name": "macro-anatomy classifier (EfficientNet-B2)", "file": Path(self.path).name,
+                "trained_on": "synthetic renders of bodies (no real photos)", "licence": None, "held_out": line}
+
     def patch_probs(self, patches: np.ndarray) -> np.ndarray:
         """(N, 7) probabilities for patches (N, s, s, 3) uint8 (resized to the input size)."""
         return predict_probs(self.model, resize_patches(np.asarray(patches), self.input_size), self.device,

@@ -126,3 +126,77 @@ def mcnemar(correct_a, correct_b) -> dict:
     stat = (abs(b - c) - 1) ** 2 / nd
     p = math.erfc(math.sqrt(stat / 2))  # chi-square(1) survival = erfc(sqrt(x/2))
     return {"b": b, "c": c, "statistic": float(stat), "p": float(p), "method": "chi-square (continuity)"}
+
+
+def roc_auc(y, score) -> float:
+    """Area under the ROC curve of ``score`` (m,) for binary truth ``y`` (m,) bool: the chance
+    that a random positive scores above a random negative (ties count half). nan without both
+    classes."""
+    y = np.asarray(y, bool).reshape(-1)
+    s = np.asarray(score, np.float64).reshape(-1)
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    r = _average_ranks(s)  # ties count half
+    return float((r[y].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def _average_ranks(s: np.ndarray) -> np.ndarray:
+    """1-based ranks of s (m,), tied values sharing their average rank (scipy's rankdata, without
+    importing scipy.stats)."""
+    order = np.argsort(s, kind="mergesort")
+    sv = s[order]
+    first = np.r_[True, sv[1:] != sv[:-1]]
+    idx = np.cumsum(first) - 1  # tie-group of each sorted value
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
+    r = np.empty(len(s))
+    r[order] = avg[idx]
+    return r
+
+
+def sensitivity_at_specificity(y, score, specificity: float = 0.8) -> tuple[float, float]:
+    """Read off the ROC curve: the highest sensitivity among thresholds whose specificity is at
+    least ``specificity``. y (m,) bool, score (m,). Returns (sensitivity, threshold): a case is
+    positive when score >= threshold. (nan, nan) without both classes."""
+    y = np.asarray(y, bool).reshape(-1)
+    s = np.asarray(score, np.float64).reshape(-1)
+    if y.all() or not y.any():
+        return float("nan"), float("nan")
+    neg = np.sort(s[~y])
+    # the lowest threshold (among the scores) that keeps at least `specificity` of the negatives
+    # below it: lower thresholds only add sensitivity
+    cands = np.unique(np.concatenate([s, [np.inf]]))
+    spec = np.searchsorted(neg, cands, side="left") / len(neg)
+    t = float(cands[spec >= specificity - 1e-12].min())
+    return float((s[y] >= t).mean()), t
+
+
+def binary_scores(y, score, threshold: float | None = None, specificity: float = 0.8, n_boot: int = 1000,
+                  seed: int = 0) -> dict:
+    """One class against the rest: ROC AUC and the sensitivity at ``specificity`` read off the
+    ROC curve, each with a 95% bootstrap interval (cases resampled); with ``threshold`` (chosen
+    beforehand, e.g. on development data) also the sensitivity and specificity at it, with
+    intervals. y (m,) bool, score (m,) float."""
+    y = np.asarray(y, bool).reshape(-1)
+    s = np.asarray(score, np.float64).reshape(-1)
+    out = {"n": int(len(y)), "positives": int(y.sum()), "auc": roc_auc(y, s),
+           "auc_ci": list(bootstrap_ci(roc_auc, y, s, n=n_boot, seed=seed))}
+    sens, t = sensitivity_at_specificity(y, s, specificity)
+    out.update({"at_specificity": specificity, "sensitivity_at_specificity": sens, "roc_threshold": t,
+                "sensitivity_at_specificity_ci": list(bootstrap_ci(
+                    lambda a, b: sensitivity_at_specificity(a, b, specificity)[0], y, s, n=n_boot, seed=seed))})
+    if threshold is not None:
+        def sens_at(a, b):
+            return float((b[a] >= threshold).mean()) if a.any() else float("nan")
+
+        def spec_at(a, b):
+            return float((b[~a] < threshold).mean()) if (~a).any() else float("nan")
+
+        out["threshold"] = float(threshold)
+        out["sensitivity"] = sens_at(y, s)
+        out["sensitivity_ci"] = list(bootstrap_ci(sens_at, y, s, n=n_boot, seed=seed))
+        out["specificity"] = spec_at(y, s)
+        out["specificity_ci"] = list(bootstrap_ci(spec_at, y, s, n=n_boot, seed=seed))
+    return out

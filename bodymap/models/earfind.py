@@ -1,0 +1,785 @@
+"""Ear localisation: is there an ear in a photograph, and where?
+
+The ear-region U-Net (``earseg``) was trained on tight ear close-ups; on any other photo it
+paints skin as ear. So a photo is first searched for ears by a small, separate network that
+sees the whole photo with its context (heads, faces, hair, necks, shoulders, other body
+regions, backgrounds, real skin photographs), and only a found ear is cut out and segmented
+into the 12 regions:
+
+    loc = EarLocator.load()                      # bodymap/data/ear_locator.pt
+    found = loc.find(photo)                      # EarSearch(found, boxes, mask, peak, prob)
+    res = find_and_segment(photo, loc, EarSegmenter.load())   # labels (H, W) 0..12, 0 off the ears
+
+The locator is a small U-Net of our own (``build_model``: a stride-4 stem, 4 levels of 32-96
+channels, about 0.4 M parameters, random init) giving each pixel a probability of being ear,
+at ``INPUT`` px on the photo's long side. An ear is found where a connected region of probability > 0.5 has
+at least ``min_area`` (share of the photo) and a peak above ``peak_threshold`` (both set on
+development data and stored in the checkpoint).
+
+Training data (``render_head_dataset``, ``train_locator``): photograph-like renders of random
+anny bodies (``synthviews``): heads from every side at 150-900 mm across (portraits, profiles,
+head and shoulders, upper bodies), ear close-ups of every size, and views of other body
+regions and of the face without ears; exact ear masks from the labelled template. At training
+time each render is put on a random background (synthetic, or a real skin photograph), its
+skin takes the fine texture of a real skin photograph (so real-photo texture is no clue for
+"no ear"), and real skin photographs from the training parts of HAM10000 and PAD-UFES-20 are
+added as images without an ear (except those taken of the ear itself).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+TASK = "earfind"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "ear_locator.pt"
+ARCH = {"name": "EarNet", "channels": [32, 48, 64, 96]}
+NORMALISATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+INPUT = 128  # the photo's long side for the locator, pixels
+HELD_OUT = {"seed": 9101, "bodies": 24, "views": 12, "size": 256}  # rendered larger: a finer pixel score
+DEV = {"seed": 9102, "bodies": 16, "views": 12, "size": 128}
+EAR_SITE = "head_neck/head/ear"
+CROP_FILL = 0.8  # a found ear fills this share of the square crop given to the region U-Net
+Progress = Callable[[str, float], None]
+
+
+def build_model(arch: dict = ARCH):
+    """The locator network (random weights): a stem of two stride-2 3x3 convolutions to stride
+    4, then a U-Net over ``channels`` (two 3x3 conv-BN-ReLU per level, max-pool down, bilinear up
+    + skip) back to stride 4, a 1x1 ear logit, upsampled x4 (bilinear) to the input size.
+    forward: (B, 3, H, W), H and W multiples of 4 * 2**(levels - 1) -> logits (B, 1, H, W).
+    The fine outline of an ear comes from the region U-Net on the crop; the locator only has
+    to say where the ear is, so it works at a quarter of the resolution (ten times cheaper)."""
+    import torch
+    from torch import nn
+    import torch.nn.functional as F
+
+    if arch.get("name") != "EarNet":
+        raise ValueError(f"unsupported ear-locator architecture {arch}")
+    ch = list(arch["channels"])
+
+    def conv(i, o, stride=1):
+        return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+
+    class EarNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(conv(3, ch[0] // 2, 2), conv(ch[0] // 2, ch[0], 2))
+            self.down = nn.ModuleList([nn.Sequential(conv(ch[0] if i == 0 else ch[i - 1], c), conv(c, c))
+                                       for i, c in enumerate(ch)])
+            self.up = nn.ModuleList([nn.Sequential(conv(ch[i + 1] + ch[i], ch[i]), conv(ch[i], ch[i]))
+                                     for i in range(len(ch) - 1)])
+            self.out = nn.Conv2d(ch[0], 1, 1)
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            x = self.stem(x)
+            skips = []
+            for i, b in enumerate(self.down):
+                x = b(x if i == 0 else F.max_pool2d(x, 2))
+                skips.append(x)
+            for i in reversed(range(len(self.up))):
+                x = F.interpolate(x, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+                x = self.up[i](torch.cat([x, skips[i]], 1))
+            return F.interpolate(self.out(x), size=size, mode="bilinear", align_corners=False)
+
+    return EarNet()
+
+
+# ---------------------------------------------------------------- synthetic head photographs
+
+def _head_frame(V: np.ndarray, t) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Head centre (3,), up direction (3,) and each ear's vertex indices {+1: left, -1: right}."""
+    from bodymap.taxonomy import SITE_INDEX
+
+    head_codes = ("head_neck/head", "head_neck/head/face", "head_neck/head/scalp", "head_neck/head/ear")
+    head = np.isin(t.site, [SITE_INDEX[c] for c in head_codes])
+    neck = t.site == SITE_INDEX["head_neck/neck"]
+    hc = V[head].mean(0)
+    up = hc - V[neck].mean(0)
+    up /= np.linalg.norm(up)
+    ears = {s: np.flatnonzero((t.ear > 0) & (np.sign(t.vertices[:, 0]) == s)) for s in (1, -1)}
+    return hc, up, ears
+
+
+def _rotate(v: np.ndarray, axis: np.ndarray, ang: float) -> np.ndarray:
+    """v (3,) turned by ang radians about the unit axis (Rodrigues)."""
+    return v * np.cos(ang) + np.cross(axis, v) * np.sin(ang) + axis * np.dot(axis, v) * (1 - np.cos(ang))
+
+
+def head_camera(V: np.ndarray, t, rng: np.random.Generator, size: int, kind: str | None = None):
+    """A random photographer's camera around a body, mostly at its head. kind (random when
+    None): "head" (a portrait from any side, 150-900 mm across: face, profile, back of the head,
+    head and shoulders, upper body), "ear" (an ear close-up, the ear 25-110% of the frame, or a
+    part of it), "face" (a close-up of the face from the front, 70-160 mm: no ear or an ear at
+    the edge), "body" (another region: arm, hand, trunk, leg, foot; 60-700 mm). Returns
+    (Camera, kind)."""
+    from bodymap.taxonomy import SITE_INDEX
+    from renderers.camera import Camera
+
+    hc, up, ears = _head_frame(V, t)
+    kind = kind or str(rng.choice(["head", "head", "head", "ear", "face", "body"]))
+    # the body faces -y: the face direction is -y made perpendicular to up
+    front = np.array([0.0, -1.0, 0.0]) - np.dot([0.0, -1.0, 0.0], up) * up
+    front /= np.linalg.norm(front)
+    roll = np.deg2rad(rng.uniform(-20, 20))
+    if kind == "head":
+        az = rng.uniform(0, 2 * np.pi)
+        el = np.deg2rad(rng.uniform(-25, 35))
+        d = _rotate(front, up, az)
+        d = d * np.cos(el) + up * np.sin(el)
+        field = float(np.exp(rng.uniform(np.log(150), np.log(900))))
+        target = hc + rng.uniform(-0.25, 0.25) * field * np.cross(up, d) + (rng.uniform(-0.3, 0.2) * field) * up
+    elif kind == "ear":
+        s = int(rng.choice([1, -1]))
+        P = V[ears[s]]
+        c = P.mean(0)
+        radius = float(np.linalg.norm(P - c, axis=1).max())
+        side = c - hc
+        side -= np.dot(side, up) * up
+        side /= np.linalg.norm(side)
+        d = _rotate(side, up, np.deg2rad(rng.uniform(-45, 45)))
+        d = d * np.cos(np.deg2rad(rng.uniform(-30, 30))) + up * np.sin(np.deg2rad(rng.uniform(-30, 30)))
+        d /= np.linalg.norm(d)
+        fill = float(np.exp(rng.uniform(np.log(0.25), np.log(1.6))))  # > 1: a part of the ear
+        field = 2 * radius / fill
+        target = c + rng.uniform(-0.25, 0.25, 3) * field
+    elif kind == "face":
+        d = _rotate(front, up, np.deg2rad(rng.uniform(-35, 35)))
+        field = float(rng.uniform(70, 160))
+        target = hc + front * 80 + rng.uniform(-0.3, 0.3, 3) * field
+    else:
+        parts = [SITE_INDEX[c] for c in ("upper_extremity/forearm", "upper_extremity/hand", "trunk/anterior",
+                                         "trunk/posterior", "lower_extremity/thigh", "lower_extremity/foot",
+                                         "upper_extremity/upper_arm", "head_neck/neck")]
+        cand = np.flatnonzero(np.isin(t.site, parts))
+        v = int(rng.choice(cand)) if len(cand) else int(rng.integers(len(V)))
+        target = V[v]
+        d = target - V.mean(0)
+        d -= np.dot(d, up) * up * 0.5
+        d = d / max(np.linalg.norm(d), 1e-9) + rng.normal(0, 0.4, 3)
+        d /= np.linalg.norm(d)
+        field = float(np.exp(rng.uniform(np.log(60), np.log(700))))
+    fov = rng.uniform(25, 50)
+    dist = 0.5 * field / np.tan(np.deg2rad(fov) / 2)
+    cam_up = _rotate(up, -d, roll)
+    return Camera.look_at(target + dist * d, target, up=cam_up, fov_deg=fov, width=size, height=size), kind
+
+
+def render_head_dataset(n_bodies: int, views: int, size: int = INPUT, seed: int = 0,
+                        progress: Progress | None = None) -> dict:
+    """``views`` head-camera renders of each of ``n_bodies`` random bodies (body i from the
+    generator seeded (seed, i): two seeds never share a body or a camera), on a black
+    background, lit but not finished (compositing and camera effects are applied per use).
+
+    Returns {"images": (N, size, size, 3) uint8 lit body, "body": (N, size, size) bool (pixels
+    of the body), "ear": (N, size, size) bool (ear pixels), "kinds": (N,) str, "description"}."""
+    from bodymap.models.eardata import data_hash
+    from bodymap.models.synthviews import BodyRenderer, _template, random_body, shade, skin_colours
+
+    t = _template()
+    say = progress or (lambda s, f: None)
+    imgs, bodies, ears, kinds = [], [], [], []
+    for i in range(n_bodies):
+        rng = np.random.default_rng([seed, i])
+        V = random_body(rng)
+        br = BodyRenderer(V, skin_colours(rng))
+        for _ in range(views):
+            cam, kind = head_camera(V, t, rng, size)
+            r = br.renderer.render(cam, ambient=1.0, background=(0, 0, 0))
+            lit = shade(r.rgb, r.normal, cam.forward, rng)
+            imgs.append(np.clip(np.where(r.mask[..., None], lit, 0), 0, 255).astype(np.uint8))
+            bodies.append(r.mask.copy())
+            ears.append(br.vertex_label_image(r, (t.ear > 0).astype(np.int64)).astype(bool))
+            kinds.append(kind)
+        say(f"rendering heads (body {i + 1}/{n_bodies})", (i + 1) / n_bodies)
+    images, body, ear = np.stack(imgs), np.stack(bodies), np.stack(ears)
+    ks = np.array(kinds)
+    return {"images": images, "body": body, "ear": ear, "kinds": ks,
+            "description": {"source": "synthetic head photographs (anny bodies, labelled template)", "seed": seed,
+                            "bodies": n_bodies, "views": views, "images": len(images), "size": size,
+                            "kinds": {k: int((ks == k).sum()) for k in sorted(set(kinds))},
+                            "with_ear": int((ear.reshape(len(ear), -1).mean(1) > 0).sum()),
+                            "sha256": data_hash(images, ear)}}
+
+
+def cached_head_dataset(cache: Path, n_bodies: int, views: int, size: int, seed: int,
+                        progress: Progress | None = None) -> dict:
+    """render_head_dataset stored as cache/heads_<seed>_<bodies>x<views>_<size>.npz and reused."""
+    cache = Path(cache)
+    f = cache / f"heads_{seed}_{n_bodies}x{views}_{size}.npz"
+    if f.exists():
+        with np.load(f) as z:
+            return {k: z[k] for k in ("images", "body", "ear", "kinds")} | {
+                "description": json.loads(str(z["description"]))}
+    d = render_head_dataset(n_bodies, views, size, seed, progress)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, images=d["images"], body=d["body"], ear=d["ear"], kinds=d["kinds"],
+                        description=json.dumps(d["description"]))
+    tmp.replace(f)
+    return d
+
+
+# ---------------------------------------------------------------- training
+
+class Pools:
+    """What training images are composed from, prepared once: ``real`` (n, S, S, 3) uint8 real
+    skin photos, their fine texture ``tex`` (n, S, S) float16 (luminance over a blurred copy,
+    clipped to 0.7-1.3) and ``bg`` (m, s, s, 3) uint8 synthetic backgrounds (synthviews.background)."""
+
+    def __init__(self, real: np.ndarray | None, size: int, n_bg: int = 600, seed: int = 0):
+        from scipy import ndimage
+
+        from bodymap.models.synthviews import background
+
+        rng = np.random.default_rng([seed, 77])
+        self.real = real if real is not None else np.zeros((0, 8, 8, 3), np.uint8)
+        tex = []
+        for im in self.real:
+            lum = im.astype(np.float32).mean(2) + 8.0
+            tex.append(np.clip(lum / ndimage.gaussian_filter(lum, 6.0), 0.7, 1.3).astype(np.float16))
+        self.tex = np.stack(tex) if tex else np.zeros((0, 8, 8), np.float16)
+        self.bg = np.stack([background(size, size, rng) for _ in range(n_bg)])
+
+
+def _window(a: np.ndarray, rng: np.random.Generator, size: int, lo: float = 0.4) -> np.ndarray:
+    """A random square window (lo-100% of the side) of a square array (S, S[, 3]), turned by a
+    quarter turn and mirrored at random, resized to size (bilinear)."""
+    from PIL import Image
+
+    h = a.shape[0]
+    s = int(rng.integers(int(lo * h), h + 1))
+    y0, x0 = (int(v) for v in rng.integers(0, h - s + 1, 2))
+    w = np.rot90(a[y0:y0 + s, x0:x0 + s], int(rng.integers(4)))
+    if rng.random() < 0.5:
+        w = w[:, ::-1]
+    w = np.ascontiguousarray(w)
+    if w.dtype == np.uint8:
+        return np.asarray(Image.fromarray(w).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(w.astype(np.float32)).resize((size, size), Image.BILINEAR))
+
+
+def compose(render: np.ndarray, body: np.ndarray, rng: np.random.Generator, pools: Pools | None = None,
+            p_real_bg: float = 0.4, p_texture: float = 0.7) -> np.ndarray:
+    """A training photograph from a lit render (s, s, 3) uint8 and its body mask (s, s): the body
+    on a synthetic background or (``p_real_bg``) on a window of a real photo, its skin
+    modulated (``p_texture``) by the fine texture of a real skin photo, then camera effects
+    (synthviews.finish). Without ``pools``, a fresh synthetic background. -> (s, s, 3) uint8."""
+    from bodymap.models.synthviews import background, finish
+
+    s = render.shape[0]
+    img = render.astype(np.float32)
+    have_real = pools is not None and len(pools.real)
+    if have_real and rng.random() < p_texture:
+        tex = _window(pools.tex[int(rng.integers(len(pools.tex)))], rng, s, 0.3) ** rng.uniform(0.5, 1.2)
+        img = img * tex[..., None]
+    if have_real and rng.random() < p_real_bg:
+        bg = _window(pools.real[int(rng.integers(len(pools.real)))], rng, s)
+    elif pools is not None and len(pools.bg):
+        bg = _window(pools.bg[int(rng.integers(len(pools.bg)))], rng, s, 0.6)
+    else:
+        bg = background(s, s, rng)
+    img = np.where(body[..., None], img, bg.astype(np.float32))
+    return finish(img, rng)
+
+
+def _batch(heads: dict, pools: Pools, rng: np.random.Generator, n: int, p_negative: float):
+    """n training images (n, s, s, 3) uint8 and ear masks (n, s, s) float32: renders composed on
+    backgrounds, and (``p_negative``) real photos without ears."""
+    from bodymap.models.synthviews import finish
+
+    s = heads["images"].shape[1]
+    xs, ys = [], []
+    for _ in range(n):
+        if len(pools.real) and rng.random() < p_negative:
+            xs.append(finish(_window(pools.real[int(rng.integers(len(pools.real)))], rng, s).astype(np.float32), rng))
+            ys.append(np.zeros((s, s), np.float32))
+            continue
+        i = int(rng.integers(len(heads["images"])))
+        img, body, ear = heads["images"][i], heads["body"][i], heads["ear"][i]
+        if rng.random() < 0.5:
+            img, body, ear = img[:, ::-1], body[:, ::-1], ear[:, ::-1]
+        if rng.random() < 0.25:  # photos are mostly upright; some are turned
+            k = int(rng.integers(1, 4))
+            img, body, ear = np.rot90(img, k), np.rot90(body, k), np.rot90(ear, k)
+        xs.append(compose(np.ascontiguousarray(img), np.ascontiguousarray(body), rng, pools))
+        ys.append(np.ascontiguousarray(ear).astype(np.float32))
+    return np.stack(xs), np.stack(ys)
+
+
+def _to_input(images: np.ndarray, normalisation: dict = NORMALISATION):
+    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float tensor."""
+    from bodymap.models.earseg import to_tensor
+
+    return to_tensor(images, normalisation)
+
+
+def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int = 200, views: int = 16,
+                  seed: int = 1, steps: int = 3000, batch: int = 16, lr: float = 2e-3, minutes: float | None = None,
+                  p_negative: float = 0.35, threads: int = 1, device: str | None = None,
+                  progress: Progress | None = None, command: str = "", cache: str | Path | None = None) -> Path:
+    """Train the ear locator from random weights; write out/ear_locator.pt and out/earfind_train.log.
+
+    Data: ``render_head_dataset(bodies, views, INPUT, seed)`` (cached under ``cache``, default
+    out/cache) composed per batch (``compose``), plus real photos without ears: the "train"
+    parts (diagdata.split_rows) of the CSVs in ``negatives`` (e.g. HAM10000's and PAD-UFES-20's
+    metadata.csv), a share ``p_negative`` of each batch. Loss: binary cross-entropy (ear pixels
+    weighted 3x) + soft Dice of the ear. AdamW, one-cycle on ``steps`` or ``minutes``.
+    Then the decision thresholds are set on development data (held-out bodies of seed 9102 and
+    the CSVs' "dev" parts) and the checkpoint scored on the held-out renders (HELD_OUT) and
+    stored with both."""
+    import torch
+    import torch.nn.functional as F
+
+    from bodymap.models.checkpoint import pick_device, save_checkpoint
+    from bodymap.models.diagdata import load_images, split_rows
+    from bodymap.models.earseg import _Schedule
+
+    torch.set_num_threads(max(1, threads))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache) if cache else out / "cache"
+    say = progress or (lambda s, f: None)
+    log_path = out / "earfind_train.log"
+    log = open(log_path, "w")
+
+    def note(msg: str) -> None:
+        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+        log.flush()
+
+    note(f"command: {command or 'train_locator'}")
+    heads = cached_head_dataset(cache, bodies, views, INPUT, seed, progress=lambda s, f: say(s, 0.3 * f))
+    note(f"renders: {json.dumps(heads['description'])}")
+    # photos taken of the ear (site "ear": skin close-ups, but possibly showing its shape) are
+    # never used as photos without an ear; they are kept for the evaluation
+    neg_rows = [r for c in (negatives or []) for r in split_rows(c, "train") if r["site_code"] != EAR_SITE]
+    real = load_images([r["path"] for r in neg_rows], int(INPUT * 1.25)) if neg_rows else None
+    pools = Pools(real, INPUT, seed=seed)
+    neg_desc = {"csvs": [str(c) for c in (negatives or [])], "part": "train", "images": len(neg_rows),
+                "sha256": _hash_list([r["path"] for r in neg_rows])}
+    note(f"real negatives: {json.dumps(neg_desc)}")
+    dev = pick_device(device)
+    torch.manual_seed(seed)
+    model = build_model().to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = _Schedule(opt, lr, steps, minutes)
+    rng = np.random.default_rng(seed)
+    pos_w = torch.tensor(3.0)
+    t0 = time.perf_counter()
+    losses = []
+    model.train()
+    for step in range(steps):
+        if sched.done():
+            note(f"time budget of {minutes} min reached after {step} steps")
+            break
+        xb, yb = _batch(heads, pools, rng, batch, p_negative)
+        x, y = _to_input(xb).to(dev), torch.from_numpy(yb)[:, None].to(dev)
+        logit = model(x)
+        bce = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pos_w)
+        p = torch.sigmoid(logit)
+        inter = (p * y).sum((1, 2, 3))
+        has = y.sum((1, 2, 3)) > 0
+        dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1)
+        loss = bce + (dice[has].mean() if has.any() else 0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0 or step == steps - 1:
+            note(f"step {step + 1}/{steps} loss {np.mean(losses[-20:]):.4f} lr {sched.lr:.2e} "
+                 f"{time.perf_counter() - t0:.0f} s")
+        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.3 + 0.5 * sched.fraction())
+    train_s = time.perf_counter() - t0
+    model.eval()
+    loc = EarLocator(model, INPUT, NORMALISATION, dev, None, {"thresholds": {}})
+    # decision thresholds from development data: held-out bodies of another seed + real dev parts
+    say("thresholds on development data", 0.85)
+    dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
+    dev_rows = [r for c in (negatives or []) for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
+    thr = choose_thresholds(loc, dv, [r["path"] for r in dev_rows])
+    loc.thresholds = thr
+    note(f"thresholds (dev): {json.dumps(thr)}")
+    say("held-out evaluation", 0.9)
+    ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
+    metrics = {"held_out": synthetic_scores(loc, ho, seed=HELD_OUT["seed"])}
+    note("held-out: " + json.dumps({k: v for k, v in metrics["held_out"].items() if k != "data"}))
+    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes,
+                "batch": batch, "lr": lr, "optimiser": "AdamW, one-cycle", "p_negative": p_negative,
+                "loss": "BCE (ear x3) + soft Dice", "augmentation": "backgrounds (synthetic / real), real skin "
+                "texture, quarter turns, mirror, camera effects", "device": str(dev),
+                "threads": torch.get_num_threads(), "seconds": round(train_s, 1), "from": "random weights",
+                "first_loss": round(float(np.mean(losses[:20])), 4),
+                "final_loss": round(float(np.mean(losses[-20:])), 4), "log": log_path.name}
+    path = out / "ear_locator.pt"
+    save_checkpoint(path, task=TASK, arch={**ARCH, "thresholds": thr}, state_dict=model.state_dict(),
+                    classes=["background", "ear"], input_size=INPUT, normalisation=NORMALISATION,
+                    data={"renders": heads["description"], "real_negatives": neg_desc,
+                          "name": "synthetic head renders + real skin photos without ears (HAM10000, PAD-UFES-20 "
+                                  "training parts)",
+                          "licence": "renders: ours; HAM10000 CC BY-NC 4.0, PAD-UFES-20 CC BY 4.0 (negatives)"},
+                    metrics=metrics, training=training)
+    note(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {train_s:.0f} s")
+    log.close()
+    say("done", 1.0)
+    return path
+
+
+def _hash_list(items: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(Path(p).name for p in items).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- inference
+
+@dataclasses.dataclass
+class EarSearch:
+    """Result of ``EarLocator.find``. found: an ear is in the photo; boxes: (k, 4) int x0, y0, x1,
+    y1 of each found ear (photo pixels); mask: (H, W) bool, pixels of the found ears (the
+    locator's view, coarse); peak: the highest ear probability in the photo; prob: (H, W)
+    float32 ear probability."""
+
+    found: bool
+    boxes: np.ndarray
+    mask: np.ndarray
+    peak: float
+    prob: np.ndarray
+
+
+@dataclasses.dataclass
+class EarLocator:
+    """A loaded ear-locator checkpoint. Use ``EarLocator.load(path)``."""
+
+    model: object
+    input_size: int
+    normalisation: dict
+    device: object
+    path: Path | None
+    info: dict
+
+    def __post_init__(self):
+        self.thresholds = dict((self.info.get("arch") or {}).get("thresholds") or self.info.get("thresholds") or {})
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | None = None) -> "EarLocator":
+        """Load a checkpoint (default: the shipped bodymap/data/ear_locator.pt). CheckpointError
+        names the file if it is missing, not a BodyMap checkpoint, or one for another task."""
+        from bodymap.models.checkpoint import load_checkpoint, pick_device
+
+        path = Path(path) if path is not None else DEFAULT_PATH
+        ck = load_checkpoint(path, TASK)
+        dev = pick_device(device)
+        model = build_model(ck["arch"])
+        model.load_state_dict(ck["state_dict"])
+        model.to(dev).eval()
+        return cls(model, int(ck["input_size"]), ck["normalisation"], dev, path, ck)
+
+    def probability(self, image, name: str = "image") -> np.ndarray:
+        """(H, W) float32 ear probability of a photo (H, W, 3) uint8 of any size: its long side
+        resized to the input size (aspect kept, padded to a multiple of 32 by reflection), the
+        output cut and resized back."""
+        import torch
+        import torch.nn.functional as F
+
+        from bodymap.models.earseg import as_rgb
+
+        rgb = as_rgb(image, name)
+        H, W = rgb.shape[:2]
+        s = self.input_size / max(H, W)
+        h, w = max(32, round(H * s)), max(32, round(W * s))
+        x = _to_input(rgb[None], self.normalisation)
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        with torch.no_grad():
+            p = torch.sigmoid(self.model(x.to(self.device)))[:, :, :h, :w]
+            p = F.interpolate(p, size=(H, W), mode="bilinear", align_corners=False)
+        return p[0, 0].cpu().numpy().astype(np.float32)
+
+    def find(self, image, name: str = "image") -> EarSearch:
+        """Search a photo for ears: connected regions of probability > 0.5 covering at least
+        ``min_area`` of the photo whose peak exceeds ``peak_threshold`` (the checkpoint's
+        thresholds, set on development data)."""
+        prob = self.probability(image, name)
+        return decide(prob, self.thresholds)
+
+    @property
+    def card(self) -> dict:
+        """Name, training data, licence and held-out scores (for every prediction shown)."""
+        ho = (self.info.get("metrics") or {}).get("held_out") or {}
+        line = ""
+        if ho:
+            line = (f"ear found on {ho['detection_rate']:.3f} of held-out synthetic photos with an ear, "
+                    f"ear pixels precision {ho['pixel_precision']:.2f} / recall {ho['pixel_recall']:.2f}")
+        data = self.info.get("data") or {}
+        return {"name": "ear locator (small U-Net)", "file": Path(self.path).name if self.path else None,
+                "trained_on": data.get("name", "?"), "licence": data.get("licence"), "held_out": line}
+
+
+def decide(prob: np.ndarray, thresholds: dict) -> EarSearch:
+    """Ears from an ear-probability map (H, W): connected regions of prob > 0.5 with area >=
+    thresholds["min_area"] (share of the photo, default 0.0015) and peak >= thresholds
+    ["peak_threshold"] (default 0.9)."""
+    from scipy import ndimage
+
+    min_area = float(thresholds.get("min_area", 0.0015))
+    peak_t = float(thresholds.get("peak_threshold", 0.9))
+    H, W = prob.shape
+    lab, n = ndimage.label(prob > 0.5)
+    boxes, keep = [], np.zeros(prob.shape, bool)
+    if n:
+        area = ndimage.sum_labels(np.ones_like(prob), lab, np.arange(1, n + 1)) / (H * W)
+        peak = ndimage.maximum(prob, lab, np.arange(1, n + 1))
+        for i in np.flatnonzero((area >= min_area) & (peak >= peak_t)):
+            m = lab == i + 1
+            ys, xs = np.nonzero(m)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            keep |= m
+    return EarSearch(bool(boxes), np.array(boxes, np.int64).reshape(-1, 4), keep, float(prob.max()), prob)
+
+
+@dataclasses.dataclass
+class PhotoEars:
+    """Ears found and segmented in a photo. found: any ear; labels (H, W) int 0..12 (0 off the
+    found ears); boxes (k, 4) the locator's boxes; crops: [(x0, y0, x1, y1)] square regions
+    given to the region U-Net; search: the EarSearch."""
+
+    found: bool
+    labels: np.ndarray
+    boxes: np.ndarray
+    crops: list
+    search: EarSearch
+
+
+def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image") -> PhotoEars:
+    """Search a photo (H, W, 3) uint8 for ears (``locator``), then segment each found ear into
+    the 12 regions (``segmenter``: an earseg.EarSegmenter) on a square crop around it (the ear
+    filling CROP_FILL of it, as in the U-Net's training close-ups). Region labels are kept only
+    on the found ear (the locator's region, grown by 15% of the ear's size): no ear pixel
+    elsewhere, none at all on a photo without an ear."""
+    from scipy import ndimage
+
+    from bodymap.models.earseg import as_rgb
+
+    rgb = as_rgb(image, name)
+    H, W = rgb.shape[:2]
+    search = locator.find(rgb, name)
+    labels = np.zeros((H, W), np.int64)
+    crops = []
+    for x0, y0, x1, y1 in search.boxes:
+        side = int(np.ceil(max(x1 - x0, y1 - y0) / CROP_FILL))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
+        pad = max(0, -a, -b, a + side - W, b + side - H)
+        src = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else rgb
+        crop = src[b + pad:b + pad + side, a + pad:a + pad + side]
+        lab = segmenter.segment(crop, name)
+        # back into the photo
+        ya, xa = max(b, 0), max(a, 0)
+        yb, xb = min(b + side, H), min(a + side, W)
+        sub = lab[ya - b:yb - b, xa - a:xa - a + (xb - xa)]
+        grow = max(1, int(round(0.15 * max(x1 - x0, y1 - y0))))
+        region = ndimage.binary_dilation(search.mask[ya:yb, xa:xb], iterations=grow)
+        cur = labels[ya:yb, xa:xb]
+        labels[ya:yb, xa:xb] = np.where(region & (sub > 0) & (cur == 0), sub, cur)
+        crops.append((a, b, a + side, b + side))
+    return PhotoEars(bool((labels > 0).any()), labels, search.boxes, crops, search)
+
+
+# ---------------------------------------------------------------- scores
+
+def _components(prob: np.ndarray) -> np.ndarray:
+    """(c, 2) area share and peak of each connected region of prob > 0.5 of a map (H, W)."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(prob > 0.5)
+    if not n:
+        return np.zeros((0, 2))
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(prob), lab, idx) / prob.size
+    return np.stack([area, ndimage.maximum(prob, lab, idx)], 1)
+
+
+def choose_thresholds(loc: EarLocator, dev_heads: dict, dev_negative_paths: list, max_false: float = 0.01) -> dict:
+    """Decision thresholds from development data: min_area = 0.0015 of the photo; the peak
+    threshold is the lowest value in 0.5..0.995 at which at most ``max_false`` of the real
+    development photos without ears (and at most 2% of the synthetic views without one) have an
+    ear found; the recall on synthetic views with an ear is reported."""
+    from bodymap.models.diagdata import load_photos
+
+    min_area = 0.0015
+    neg = [_components(loc.probability(im)) for im in load_photos(dev_negative_paths, 256)] if dev_negative_paths else []
+    imgs = _compose_fixed(dev_heads, seed=9102)
+    syn = [_components(loc.probability(im)) for im in imgs]
+    has = dev_heads["ear"].reshape(len(imgs), -1).mean(1) >= 0.001
+
+    def found(c, t):
+        return bool(len(c) and ((c[:, 0] >= min_area) & (c[:, 1] >= t)).any())
+
+    for t in np.round(np.arange(0.5, 0.996, 0.005), 3):
+        fp_real = float(np.mean([found(c, t) for c in neg])) if neg else 0.0
+        f = np.array([found(c, t) for c in syn])
+        fp_syn = float(f[~has].mean()) if (~has).any() else 0.0
+        if fp_real <= max_false and fp_syn <= max(max_false, 0.02):
+            return {"min_area": min_area, "peak_threshold": float(t), "dev_false_real": fp_real,
+                    "dev_false_synthetic": fp_syn, "dev_recall_synthetic": float(f[has].mean()),
+                    "dev_real_images": len(neg), "dev_synthetic_images": int(len(imgs))}
+    return {"min_area": min_area, "peak_threshold": 0.995, "note": "no threshold met the false-find limit"}
+
+
+def _compose_fixed(heads: dict, seed: int) -> np.ndarray:
+    """Evaluation photos from renders: each composed once on a fresh synthetic background (seeded)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([compose(im, b, rng) for im, b in zip(heads["images"], heads["body"])])
+
+
+def synthetic_scores(loc: EarLocator, heads: dict, seed: int, segmenter=None, n_boot: int = 1000) -> dict:
+    """Scores on rendered head photos (composed on seeded synthetic backgrounds): share of
+    photos with an ear (>= 0.1% of the pixels) where one is found ("detection_rate"); share of
+    photos without an ear where one is found ("false_rate"); ear-pixel precision and recall of
+    the found ears' pixels (the locator's mask, or, with ``segmenter``, find_and_segment's
+    labels > 0) pooled over photos, with 95% bootstrap intervals (photos resampled); the same
+    on the photos whose ear is at most 5% of the image ("small_ear_*")."""
+    imgs = _compose_fixed(heads, seed)
+    truth = heads["ear"]
+    N = len(imgs)
+    share = truth.reshape(N, -1).mean(1)
+    found, tp, fp, fn = np.zeros(N, bool), np.zeros(N), np.zeros(N), np.zeros(N)
+    for i, im in enumerate(imgs):
+        if segmenter is None:
+            s = loc.find(im)
+            pred, found[i] = s.mask, s.found
+        else:
+            r = find_and_segment(im, loc, segmenter)
+            pred, found[i] = r.labels > 0, r.found
+        t = truth[i]
+        tp[i], fp[i], fn[i] = (pred & t).sum(), (pred & ~t).sum(), (~pred & t).sum()
+    has = share >= 0.001
+    rng = np.random.default_rng(0)
+
+    def pr(sel):
+        idx = np.flatnonzero(sel)
+        if not len(idx):
+            return {}
+        prec = lambda ii: tp[ii].sum() / max(tp[ii].sum() + fp[ii].sum(), 1)  # noqa: E731
+        rec = lambda ii: tp[ii].sum() / max(tp[ii].sum() + fn[ii].sum(), 1)  # noqa: E731
+        boots = [rng.choice(idx, len(idx)) for _ in range(n_boot)]
+        ci = lambda f: [round(float(np.percentile([f(b) for b in boots], q)), 4) for q in (2.5, 97.5)]  # noqa: E731
+        return {"pixel_precision": round(float(prec(idx)), 4), "pixel_precision_ci": ci(prec),
+                "pixel_recall": round(float(rec(idx)), 4), "pixel_recall_ci": ci(rec), "pixel_images": int(len(idx))}
+
+    small = has & (share <= 0.05)
+    out = {"images": int(N), "with_ear": int(has.sum()), "detection_rate": round(float(found[has].mean()), 4),
+           "missed": int((~found[has]).sum()), "false_rate": round(float(found[~has].mean()), 4) if (~has).any() else None,
+           **pr(has), "small_ear": pr(small), "data": heads["description"],
+           "what": "find_and_segment labels" if segmenter is not None else "locator mask"}
+    return out
+
+
+# ---------------------------------------------------------------- benchmark
+
+EXTERNAL = Path(__file__).resolve().parents[3] / "shared" / "external"
+
+
+def benchmark(external: str | Path | None = None, cache: str | Path | None = None) -> dict:
+    """Figures for benchmarks/models.py: the shipped locator (+ region U-Net) on held-out
+    synthetic head photos (HELD_OUT: ear found, ear-pixel precision / recall, small ears), and
+    the share of real photos in which an ear is found: HAM10000's and PAD-UFES-20's test parts
+    (never trained on; photos taken of the ear listed apart), all of ISIC 2017; by the locator
+    alone and by photo mode (which searches only clinical and body-region photos). Time per
+    photo."""
+    from bodymap.models.diagdata import load_images, load_photos, split_rows
+    from bodymap.models.earseg import EarSegmenter
+
+    ext = Path(external) if external else EXTERNAL
+    cache = Path(cache) if cache else Path(__file__).resolve().parents[2] / "out" / "models" / "cache"
+    loc = EarLocator.load()
+    seg = EarSegmenter.load()
+    res: dict = {"checkpoint": str(loc.path), "card": loc.card, "thresholds": loc.thresholds}
+    ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
+    res["synthetic_locator"] = synthetic_scores(loc, ho, seed=HELD_OUT["seed"])
+    res["synthetic"] = synthetic_scores(loc, ho, seed=HELD_OUT["seed"], segmenter=seg)
+    try:
+        from bodymap.models.photokind import PhotoKindClassifier
+
+        kinds = PhotoKindClassifier.load()
+    except Exception as e:  # no kind model: the locator alone
+        kinds, res["kind_model"] = None, str(e)
+    sets = {}
+    for name, part, label in (("ham10000", "test", "HAM10000 test part"), ("isic2017", "test", "ISIC 2017 (all)"),
+                              ("pad_ufes20", "test", "PAD-UFES-20 test part"), ("pad_ufes20", "all", "PAD-UFES-20")):
+        f = ext / name / "metadata.csv"
+        if not f.exists():
+            continue
+        rows = split_rows(f, part)
+        if name == "pad_ufes20" and part == "all":  # every photo taken of the ear (the issue's check)
+            sets["PAD-UFES-20 photos of the ear (all 7; 6 in the training part, never used there)"] = \
+                [r["path"] for r in rows if r["site_code"] == EAR_SITE]
+            continue
+        sets[f"{label}, not of the ear"] = [r["path"] for r in rows if r["site_code"] != EAR_SITE]
+        if name != "pad_ufes20":
+            sets[f"{label}, of the ear"] = [r["path"] for r in rows if r["site_code"] == EAR_SITE]
+    res["real"] = {}
+    t_total, n_total = 0.0, 0
+    for label, paths in sets.items():
+        if not paths:
+            continue
+        found, via_photo = [], []
+        for i in range(0, len(paths), 64):
+            ims = load_photos(paths[i:i + 64], 256)  # aspect kept, as photo mode sees them
+            ks = kinds.probs(load_images(paths[i:i + 64], 128)).argmax(1) if kinds is not None else None
+            for j, im in enumerate(ims):
+                t0 = time.perf_counter()
+                f_ = loc.find(im).found
+                t_total += time.perf_counter() - t0
+                n_total += 1
+                found.append(f_)
+                searched = ks is None or kinds.classes[int(ks[j])] in ("clinical", "body")
+                via_photo.append(f_ and searched)
+        from bodymap.models.metrics import bootstrap_ci
+
+        f_ = np.array(found, float)
+        p_ = np.array(via_photo, float)
+        res["real"][label] = {"images": len(f_), "found": int(f_.sum()), "rate": round(float(f_.mean()), 4),
+                              "rate_ci": [round(x, 4) for x in bootstrap_ci(np.mean, f_)],
+                              "photo_mode_found": int(p_.sum()), "photo_mode_rate": round(float(p_.mean()), 4)}
+    res["ms_per_photo_256"] = round(1000 * t_total / max(n_total, 1), 1)  # long side 256 px
+    res["file_mb"] = round(Path(loc.path).stat().st_size / 1e6, 2)
+    return res
+
+
+def benchmark_text(res: dict) -> str:
+    """The printed report of ``benchmark``."""
+    c = res["card"]
+    th = res["thresholds"]
+    lines = [f"locator {res['checkpoint']} ({res['file_mb']} MB): trained on {c['trained_on']}; thresholds (dev): "
+             f"peak >= {th.get('peak_threshold')}, area >= {th.get('min_area')} of the photo"]
+    for key, what in (("synthetic_locator", "locator mask"), ("synthetic", "locate, then segment (labels > 0)")):
+        s = res[key]
+        d = s["data"]
+        lines.append(f"held-out synthetic head photos ({d['images']} at {d['size']} px, {d['bodies']} bodies of seed "
+                     f"{d['seed']}, {s['with_ear']} with an ear), {what}: ear found on {s['detection_rate']:.3f} "
+                     f"({s['missed']} missed); found where there is none: {s['false_rate']}; ear pixels precision "
+                     f"{_f(s, 'pixel_precision')}, recall {_f(s, 'pixel_recall')}")
+        sm = s.get("small_ear") or {}
+        if sm:
+            lines.append(f"   photos whose ear is at most 5 % of the image ({sm['pixel_images']}): precision "
+                         f"{_f(sm, 'pixel_precision')}, recall {_f(sm, 'pixel_recall')}")
+    lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate + locator)")
+    for label, r in res["real"].items():
+        lines.append(f"   {label}: {r['found']} of {r['images']} = {r['rate']:.4f} [{r['rate_ci'][0]:.4f}, "
+                     f"{r['rate_ci'][1]:.4f}]; photo mode {r['photo_mode_found']} = {r['photo_mode_rate']:.4f}")
+    lines.append(f"speed: {res['ms_per_photo_256']} ms per photo (locator, 256 px photos)")
+    return "\n".join(lines)
+
+
+def _f(s: dict, key: str) -> str:
+    ci = s.get(key + "_ci") or [float("nan")] * 2
+    return f"{s[key]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"

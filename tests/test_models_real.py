@@ -1,0 +1,253 @@
+"""Models for real photographs: site mapping, reading and splitting real data sets, the real
+recipe's augmentation, test-time views, the out-of-distribution check, checkpoint metadata,
+the ear locator's decisions and the photo-kind classifier (fast, on tiny data)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bodymap.models import diagdata
+from bodymap.models.checkpoint import load_checkpoint, save_checkpoint
+
+EXTERNAL = Path(__file__).resolve().parents[2] / "shared" / "external"
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
+
+
+def test_site_names_of_public_sets_map_onto_the_taxonomy():
+    from bodymap import taxonomy as tx
+
+    sc = diagdata.site_code
+    assert sc("lower extremity") == "lower_extremity" and sc("back") == "trunk/posterior"
+    assert sc("posterior torso") == "trunk/posterior" and sc("head/neck") == "head_neck"
+    assert sc("FOREARM") == "upper_extremity/forearm" and sc("NOSE") == "head_neck/head/face"
+    assert sc("EAR") == "head_neck/head/ear" and sc("acral") == "unknown"
+    assert sc("back of hand") == "upper_extremity/hand/dorsal"  # a taxonomy name
+    assert sc("upper_extremity/forearm") == "upper_extremity/forearm"  # a code
+    assert sc("") is None and sc(None) is None and sc("elbowpit") is None
+    assert all(v in tx.SITE_INDEX for v in diagdata.SITE_CODES.values())
+
+
+def _fake_set(tmp_path, n_lesions=24):
+    """A HAM10000-like folder: metadata.csv (image_id, lesion_id, dx, localization), images/*.jpg;
+    some lesions have two images."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    dxs = ["nv", "mel", "bkl"]
+    for les in range(n_lesions):
+        for k in range(1 + les % 2):
+            iid = f"ISIC_{les:04d}{k}"
+            Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "images" / f"{iid}.jpg")
+            rows.append({"image_id": iid, "lesion_id": f"L{les}", "dx": dxs[les % 3],
+                         "localization": ["back", "lower extremity", "unknown", "face"][les % 4]})
+    with open(tmp_path / "metadata.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return tmp_path / "metadata.csv"
+
+
+def test_read_csv_finds_images_maps_sites_caches_and_splits_by_lesion(tmp_path):
+    p = _fake_set(tmp_path)
+    d = diagdata.read_csv(p, size=16, cache=tmp_path / "cache")
+    assert d["images"].shape == (36, 16, 16, 3) and d["classes"] == ["bkl", "mel", "nv"]
+    assert set(d["sites"]) == {"trunk/posterior", "lower_extremity", "unknown", "head_neck/head/face"}
+    assert d["description"]["group_column"] == "lesion_id" and d["description"]["groups"] == 24
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = diagdata.read_csv(p, size=16, cache=tmp_path / "cache")  # from the cache
+    assert again["description"]["sha256"] == d["description"]["sha256"]
+    parts = diagdata.group_split(d["groups"], d["labels"], (0.5, 0.25, 0.25), seed=3)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(36))
+    seen = [set(d["groups"][p_]) for p_ in parts]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])  # never split a lesion
+    for p_ in parts:  # stratified: every diagnosis in every part
+        assert set(d["labels"][p_]) == {0, 1, 2}
+    assert [x.tolist() for x in diagdata.group_split(d["groups"], d["labels"], (0.5, 0.25, 0.25), seed=3)] == \
+        [x.tolist() for x in parts]
+    rows = diagdata.split_rows(p, "test", (0.5, 0.25, 0.25), 3)
+    assert sorted(Path(r["path"]).stem for r in rows) == sorted(np.array([Path(r["image"]).stem for r in d["records"]])[parts[2]])
+
+
+def test_roc_auc_and_sensitivity_at_specificity():
+    from bodymap.models.metrics import binary_scores, roc_auc, sensitivity_at_specificity
+
+    y = np.array([0] * 5 + [1] * 5, bool)
+    s = np.array([0, 1, 2, 3, 6, 4, 5, 7, 8, 9.0])
+    assert roc_auc(y, s) == pytest.approx(0.92)
+    assert roc_auc(y, np.ones(10)) == 0.5  # ties count half
+    sens, t = sensitivity_at_specificity(y, s, 0.8)
+    assert (sens, t) == (1.0, 4.0)  # threshold 4: negatives 0-3 below (4/5), all positives at or above
+    assert sensitivity_at_specificity(y, s, 1.0)[0] == pytest.approx(0.6)  # above 6: 7, 8, 9
+    b = binary_scores(y, s, threshold=5.0, n_boot=50)
+    assert b["sensitivity"] == 0.8 and b["specificity"] == 0.8 and b["auc_ci"][0] <= 0.92 <= b["auc_ci"][1]
+
+
+def test_strong_augmentation_and_test_time_views():
+    from bodymap.models.diagnosis import strong_augment, tta_views
+
+    u8 = torch.randint(0, 256, (5, 40, 40, 3), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    x = strong_augment(u8, 32, g)
+    assert x.shape == (5, 3, 32, 32) and torch.isfinite(x).all()
+    assert not torch.allclose(x, strong_augment(u8, 32, g))  # random
+    v = tta_views(torch.arange(16.0).view(1, 1, 4, 4), 8)
+    assert len(v) == 8 and torch.equal(v[0], torch.arange(16.0).view(1, 1, 4, 4))
+    assert len({tuple(t.flatten().tolist()) for t in v}) == 8  # the eight flips and turns differ
+    assert len(tta_views(v[0], 2)) == 2 and torch.equal(tta_views(v[0], 2)[1], v[0].flip(3))
+
+
+def test_real_recipe_ood_check_and_checkpoint_card(tmp_path):
+    """A tiny model trained by the real recipe: balanced sampling and logit adjustment run, the
+    checkpoint carries the data's name, licence, the lesion split and an OOD check that flags
+    an image unlike the training ones."""
+    from bodymap.models.diagnosis import DiagnosisModel, train_diagnosis
+
+    p = _fake_set(tmp_path)
+    r = train_diagnosis(tmp_path / "run", csv=str(p), size=16, load_size=20, epochs=1, batch=8, n_boot=50,
+                        split=(0.5, 0.25, 0.25), data_name="fake set", licence="CC BY-NC 4.0", command="test")
+    b = DiagnosisModel.load(r["B"])
+    ck = b.checkpoint
+    assert ck["data"]["licence"] == "CC BY-NC 4.0" and ck["data"]["split"]["by"] == "lesion_id"
+    assert ck["training"]["recipe"]["name"] == "real" and ck["training"]["recipe"]["logit_adjust"]
+    assert ck["metrics"]["held_out_unit"] == "lesions" and "mcnemar_A_vs_B" in ck["metrics"]
+    assert ck["state_dict"]["ood_precision"].dtype == torch.float32 and b.tta == 8
+    card = b.card
+    assert card["trained_on"] == "fake set" and card["licence"] == "CC BY-NC 4.0" and "balanced accuracy" in card["held_out"]
+    assert "CC BY-NC 4.0" in b.description
+    rng = np.random.default_rng(1)
+    noise = [(rng.random((20, 20, 3)) * 255).astype(np.uint8)]
+    flat = [np.full((20, 20, 3), 255, np.uint8)]  # a white square: far from every training image
+    d_noise, d_flat = b.predict(noise, ["back"])[0], b.predict(flat, [None])[0]
+    assert d_flat.ood and d_flat.ood_score > d_noise.ood_score
+    assert d_flat.to_dict()["ood"] is True and d_flat.saliency.shape == (20, 20)
+
+
+def test_checkpoint_keeps_statistics_in_fp32(tmp_path):
+    sd = {"w": torch.randn(3, 3), "ood_precision": torch.tensor([[1e6, 1e-6]])}
+    save_checkpoint(tmp_path / "m.pt", task="diagnosis", arch={}, state_dict=sd, classes=["a"], input_size=8,
+                    normalisation={}, data={"licence": "CC BY 4.0"}, metrics={}, training={}, keep_fp32=("ood_",))
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert raw["state_dict"]["w"].dtype == torch.float16 and raw["state_dict"]["ood_precision"].dtype == torch.float32
+    ck = load_checkpoint(tmp_path / "m.pt", "diagnosis")
+    assert ck["state_dict"]["ood_precision"][0, 0] == 1e6 and ck["data"]["licence"] == "CC BY 4.0"
+    from bodymap.models.checkpoint import record_metrics
+
+    record_metrics(tmp_path / "m.pt", "diagnosis", {"real": {"rate": 0.01}})
+    ck2 = load_checkpoint(tmp_path / "m.pt", "diagnosis")
+    assert ck2["metrics"]["real"] == {"rate": 0.01} and torch.equal(ck2["state_dict"]["w"], ck["state_dict"]["w"])
+
+
+def test_shipped_diagnosis_models_by_name():
+    from bodymap.models.diagnosis import NAMED, DiagnosisModel
+
+    for name in ("default", "image_only", "synthetic", "synthetic_image_only"):
+        if not NAMED[name].exists():
+            pytest.skip(f"{NAMED[name].name} not built")
+    b, syn = DiagnosisModel.load("default"), DiagnosisModel.load("synthetic")
+    assert b.uses_site and b.card["trained_on"] == "HAM10000" and "CC BY-NC" in b.card["licence"]
+    assert b.ood_threshold is not None and b.checkpoint["metrics"]["held_out_unit"] == "lesions"
+    assert syn.checkpoint["data"]["kind"] == "synthetic" and syn.path.endswith("diagnosis_synthetic.pt")
+    assert not DiagnosisModel.load("image_only").uses_site
+
+
+# ----------------------------------------------------------------------- ear locator
+def test_locator_network_and_decisions():
+    from bodymap.models.earfind import ARCH, build_model, decide
+
+    net = build_model(ARCH).eval()
+    assert sum(p.numel() for p in net.parameters()) < 1e6
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 96, 128)).shape == (1, 1, 96, 128)
+    p = np.zeros((100, 100), np.float32)
+    assert not decide(p, {}).found
+    p[10:20, 10:20] = 0.95  # 1% of the photo, confident
+    p[60:61, 60:61] = 0.99  # one pixel: too small
+    s = decide(p, {"min_area": 0.005, "peak_threshold": 0.9})
+    assert s.found and s.boxes.tolist() == [[10, 10, 20, 20]] and s.mask.sum() == 100
+    assert not decide(p, {"min_area": 0.005, "peak_threshold": 0.97}).found  # not confident enough
+
+
+def test_find_and_segment_keeps_labels_on_found_ears_only():
+    from bodymap.models.earfind import EarLocator, decide, find_and_segment
+
+    class Loc(EarLocator):
+        def __init__(self, box):
+            self.box = box
+
+        def find(self, image, name="image"):
+            p = np.zeros(image.shape[:2], np.float32)
+            if self.box:
+                x0, y0, x1, y1 = self.box
+                p[y0:y1, x0:x1] = 0.99
+            return decide(p, {})
+
+    class Seg:
+        def segment(self, image, name=None):
+            assert image.shape[0] == image.shape[1]  # a square crop around the ear
+            return np.full(image.shape[:2], 8)
+
+    img = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
+    r = find_and_segment(img, Loc(None), Seg())
+    assert not r.found and not (r.labels > 0).any()  # no ear: no ear pixel
+    r = find_and_segment(img, Loc((140, 50, 160, 80)), Seg())  # at the photo's edge
+    assert r.found and r.labels[65, 150] == 8 and r.labels[65, 100] == 0 and r.labels[10, 150] == 0
+    assert len(r.crops) == 1
+
+
+def test_training_photos_are_composed_from_renders_and_real_photos():
+    from bodymap.models.earfind import Pools, _batch
+
+    rng = np.random.default_rng(0)
+    n, s = 4, 32
+    heads = {"images": (rng.random((n, s, s, 3)) * 255).astype(np.uint8), "body": np.zeros((n, s, s), bool),
+             "ear": np.zeros((n, s, s), bool)}
+    heads["body"][:, 8:24, 8:24] = True
+    heads["ear"][:, 12:16, 12:16] = True
+    real = (rng.random((3, 40, 40, 3)) * 255).astype(np.uint8)
+    pools = Pools(real, s, n_bg=4)
+    x, y = _batch(heads, pools, rng, 12, p_negative=0.5)
+    assert x.shape == (12, s, s, 3) and x.dtype == np.uint8 and y.shape == (12, s, s)
+    has = y.reshape(12, -1).sum(1)
+    assert set(has.tolist()) <= {0.0, 16.0} and 0 < (has > 0).sum() < 12  # renders keep their ear; negatives none
+
+
+# ----------------------------------------------------------------------- photo kind
+def test_photo_kind_checkpoint_round_trip(tmp_path):
+    from bodymap.models import photokind as pk
+
+    net = pk.build_model()
+    assert sum(p.numel() for p in net.parameters()) < 0.5e6
+    save_checkpoint(tmp_path / "k.pt", task=pk.TASK, arch=pk.ARCH, state_dict=net.state_dict(), classes=pk.CLASSES,
+                    input_size=pk.SIZE, normalisation=pk.NORMALISATION, data={"name": "test", "licence": "L"},
+                    metrics={"held_out": {"dermoscopy_vs_clinical": {"accuracy": 0.99}}}, training={})
+    clf = pk.PhotoKindClassifier.load(tmp_path / "k.pt")
+    k = clf.classify((np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8))
+    assert k.label in pk.CLASSES and abs(sum(k.probs.values()) - 1) < 1e-5 and k.description
+    assert clf.card["licence"] == "L" and "0.990" in clf.card["held_out"]
+
+
+@pytest.mark.external
+@pytest.mark.skipif(not EXTERNAL.exists(), reason="../shared/external is absent")
+def test_every_site_of_the_real_sets_is_mapped():
+    for name in ("ham10000", "isic2017", "pad_ufes20"):
+        rows = diagdata.split_rows(EXTERNAL / name / "metadata.csv", "all")
+        col = {"ham10000": "localization", "isic2017": "anatom_site_general", "pad_ufes20": "region"}[name]
+        unmapped = {r[col] for r in rows if r[col] and diagdata.site_code(r[col]) is None}
+        assert not unmapped, (name, unmapped)
+    # the standard split never puts a patient on two sides (HAM: lesions, checked on fake data above)
+    for name, key in (("pad_ufes20", "patient_id"),):
+        parts = [{r[key] for r in diagdata.split_rows(EXTERNAL / name / "metadata.csv", p)} for p in ("train", "dev", "test")]
+        assert not (parts[0] & parts[2]) and not (parts[0] & parts[1]) and not (parts[1] & parts[2])
