@@ -44,7 +44,7 @@ MAX_DIAMETER_MM = 30.0
 def detect_lesions(scan: Scan, detector="classical", progress: Progress | None = None,
                    max_diameter_mm: float = MAX_DIAMETER_MM):
     """Lesions on scan's texture map: tiled detection, lifted to 3D and measured, seam pieces
-    merged, those over max_diameter_mm dropped. detector: a name (see
+    merged; those over max_diameter_mm kept as suppressed ('too_large'). detector: a name (see
     bodymap.detect.get_detector) or a Detector. Returns a LesionSet."""
     from bodymap.detect import get_detector
     from bodymap.detect.texture import detect_image_tiled
@@ -65,14 +65,13 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
 
 
 def _lesion_set(scan: Scan, lesions: list, detector: str, max_diameter_mm: float, **info):
-    """A LesionSet of the lesions up to max_diameter_mm, renumbered from 1."""
+    """A LesionSet of lesions; those over max_diameter_mm suppressed ('too_large'); renumbered."""
     from bodymap.lesions import LesionSet
 
-    kept = [l for l in lesions if l.diameter_mm <= max_diameter_mm]
-    for i, l in enumerate(kept, 1):
-        l.id = i
-    return LesionSet(kept, scan=scan.meta.source or "", detector=detector,
-                     info={**info, "too_large_dropped": len(lesions) - len(kept)})
+    ls = LesionSet(lesions, scan=scan.meta.source or "", detector=detector, info=info)
+    ls.suppress(lambda l: l.diameter_mm <= max_diameter_mm, "too_large")
+    ls.renumber()
+    return ls
 
 
 def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", progress: Progress | None = None,
@@ -99,30 +98,37 @@ def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", pro
 
 
 def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin: bool = True) -> int:
-    """Give each lesion its region (every taxonomy level) and mark those on non-skin tissue
-    (lips, nipples, nails, eyes: from the registered template). Drops those when drop_off_skin;
-    returns how many were off skin. Lesion ids are renumbered 1..k in place."""
+    """Give each lesion (suppressed candidates too) its region (every taxonomy level) and mark
+    those on non-skin tissue (lips, nipples, nails, eyes: from the registered template). With
+    drop_off_skin those are moved to the suppressed candidates, their reason the tissue
+    ('lips', 'nipple', 'nail', 'eye'). Returns how many counted lesions were off skin. Ids are
+    renumbered (LesionSet.renumber) in place."""
     from bodymap.anatomy.labels import RegionIndex
-    from bodymap.anatomy.template import load_template, non_skin_vertices
+    from bodymap.anatomy.template import NON_SKIN_KINDS, load_template, non_skin_kind
 
-    if not len(lesion_set):
+    every = lesion_set.all
+    if not every:
         return 0
-    regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(lesion_set.points)
-    t = load_template()
-    off = non_skin_vertices()
-    # the scan vertex nearest each lesion point -> its template point -> nearest template vertex
-    corner = np.array([scan.faces[l.face, int(np.argmax(l.bary))] for l in lesion_set.lesions])
-    tf, tb = correspondence.template_face[corner], correspondence.template_bary[corner]
-    tv = t.faces[tf, np.argmax(tb, axis=1)]
-    for l, r, o in zip(lesion_set.lesions, regions, off[tv]):
-        l.region, l.on_skin = r, not bool(o)
+    regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(np.array([l.point_mm for l in every]))
+    kind = non_skin_kind()[template_vertex(every, scan, correspondence, load_template().faces)]
+    tissue = {}
+    for l, r, k in zip(every, regions, kind):
+        l.region, l.on_skin = r, not k
+        tissue[id(l)] = NON_SKIN_KINDS[k]
     n_off = int(sum(not l.on_skin for l in lesion_set.lesions))
     if drop_off_skin:
-        lesion_set.lesions = [l for l in lesion_set.lesions if l.on_skin]
-    for i, l in enumerate(lesion_set.lesions, 1):
-        l.id = i
-    lesion_set.info["off_skin_dropped" if drop_off_skin else "off_skin"] = n_off
+        lesion_set.suppress(lambda l: l.on_skin, lambda l: tissue[id(l)])
+    lesion_set.renumber()
+    lesion_set.info["off_skin"] = n_off
     return n_off
+
+
+def template_vertex(lesions: list, scan: Scan, correspondence, template_faces: np.ndarray) -> np.ndarray:
+    """(k,) the template vertex under each lesion: the scan vertex nearest its point (the
+    largest barycentric weight) -> its template point -> that face's nearest corner."""
+    corner = np.array([scan.faces[l.face, int(np.argmax(l.bary))] for l in lesions], np.int64)
+    tf, tb = correspondence.template_face[corner], correspondence.template_bary[corner]
+    return template_faces[tf, np.argmax(tb, axis=1)]
 
 
 def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True) -> Result:
