@@ -443,10 +443,12 @@ def _merge_groups(pieces: list[_Piece]) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: min(g))
 
 
-def _one_lesion(a: _Piece, b: _Piece, ratio: float = 0.25) -> bool:
+def _one_lesion(a: _Piece, b: _Piece, ratio: float = 0.25, embedded: float = 0.35) -> bool:
     """Whether two pieces that touch in 3D are one lesion: always across images or UV charts
-    (apart in the image: a seam); on one image when they overlap (a duplicate, a detail inside
-    a lesion) or, side by side, when the smaller has at least ratio of the larger's area."""
+    (apart in the image: a seam); on one image when they overlap (a duplicate), when the
+    smaller is embedded in the larger (at least `embedded` of the skin round it is the larger
+    piece: a darker or lighter part of one lesion) or when the smaller has at least `ratio` of
+    the larger's area. A small lesion that only touches a larger patch stays apart."""
     if a.image is None or a.image != b.image or a.rc is None or b.rc is None:
         return True
     small, large = (a, b) if len(a.rc) <= len(b.rc) else (b, a)
@@ -457,7 +459,16 @@ def _one_lesion(a: _Piece, b: _Piece, ratio: float = 0.25) -> bool:
     if (d == 0).mean() >= 0.5:
         return True
     sa, sb = a.areas.sum(), b.areas.sum()
-    return min(sa, sb) >= ratio * max(sa, sb)
+    if min(sa, sb) >= ratio * max(sa, sb):
+        return True
+    lo = np.minimum(small.rc.min(0), large.rc.min(0)) - 4
+    shape = tuple(np.maximum(small.rc.max(0), large.rc.max(0)) - lo + 5)
+    s_img, l_img = np.zeros(shape, bool), np.zeros(shape, bool)
+    s_img[tuple((small.rc - lo).T)] = True
+    l_img[tuple((large.rc - lo).T)] = True
+    s_img = ndimage.binary_fill_holes(s_img)
+    ring = ndimage.binary_dilation(s_img, iterations=2) & ~s_img
+    return (ring & ndimage.binary_dilation(l_img, iterations=1)).sum() >= embedded * max(ring.sum(), 1)
 
 
 def _r(a, nd: int) -> list[float]:

@@ -101,7 +101,8 @@ def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin
     """Give each lesion (suppressed candidates too) its region (every taxonomy level) and mark
     those on non-skin tissue (lips, nipples, nails, eyes: from the registered template). With
     drop_off_skin those are moved to the suppressed candidates, their reason the tissue
-    ('lips', 'nipple', 'nail', 'eye'). Returns how many counted lesions were off skin. Ids are
+    ('lips', 'nipple', 'nail', 'eye'; also for a candidate already suppressed as too large).
+    Returns how many counted lesions were off skin. Ids are
     renumbered (LesionSet.renumber) in place."""
     from bodymap.anatomy.labels import RegionIndex
     from bodymap.anatomy.template import NON_SKIN_KINDS, load_template, non_skin_kind
@@ -118,6 +119,9 @@ def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin
     n_off = int(sum(not l.on_skin for l in lesion_set.lesions))
     if drop_off_skin:
         lesion_set.suppress(lambda l: l.on_skin, lambda l: tissue[id(l)])
+        for l in lesion_set.suppressed:  # a patch over 30 mm centred on a nipple is the areola
+            if not l.on_skin:
+                l.suppressed = tissue[id(l)]
     lesion_set.renumber()
     lesion_set.info["off_skin"] = n_off
     return n_off

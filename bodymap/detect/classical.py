@@ -90,7 +90,7 @@ def tone_zones(lab: np.ndarray, mask: np.ndarray, factor: int = 4, min_step: flo
         return None
     # clearly paler than the main tone, its block-to-block variation allowing
     md = np.median(vals[dark])
-    t = max(md + 0.3 * (vals[pale].mean() - md), md + 3.0 * 1.4826 * np.median(np.abs(vals[dark] - md)))
+    t = max(md + 0.1 * (vals[pale].mean() - md), md + 3.0 * 1.4826 * np.median(np.abs(vals[dark] - md)))
     zone = mask & (lab[..., 0] > t)  # pixel by pixel: the edge stays where it is
     lab_z, n = ndimage.label(zone)
     if n == 0:
@@ -130,7 +130,9 @@ class ContrastDetector:
     low, high : hysteresis thresholds on contrast (Delta E), each at least k_low / k_high times
     the skin's robust contrast noise; min_area_px : smallest blob; bg_sigma_px : width of the
     skin-colour estimate (wider than the largest lesion expected, in pixels); split_core: a
-    blob's core ends at this share of its peak contrast (see _split_into_blobs).
+    blob's core ends at this share of its peak contrast (see _split_into_blobs); zone_edge_px:
+    the band of a pale tone zone along its edge where the tones ramp into each other (no
+    contrast counted there).
     """
 
     low: float = 5.0
@@ -141,6 +143,7 @@ class ContrastDetector:
     bg_sigma_px: float = 24.0
     max_elongation: float = 5.0
     split_core: float = 0.7
+    zone_edge_px: int = 3
     tile: int = 2048
     overlap: int = 128
     name: str = "classical"
@@ -159,6 +162,10 @@ class ContrastDetector:
             bg[part] = b[part]
         c = lesion_contrast(lab, bg)
         c[~mask] = 0.0
+        if zones is not None:
+            # the ramp from pale to dark skin (at the zone's edge, or at a UV chart's edge where
+            # the back of the hand continues across the seam) is a one-sided edge, no lesion
+            c[zones & ndimage.binary_dilation(~zones, iterations=self.zone_edge_px)] = 0.0
         c = ndimage.gaussian_filter(c, 0.7)  # texture grain and pores are finer than any lesion
         c[~mask] = 0.0
         return c
@@ -185,7 +192,7 @@ class ContrastDetector:
         for k in np.flatnonzero((peak > hi) & (area >= self.min_area_px)):
             sl = slices[k]
             comp = lab_img[sl] == k + 1
-            for blob in _split_into_blobs(c[sl], comp, hi, self.split_core):
+            for blob in _split_into_blobs(c[sl], comp, hi, self.split_core, self.max_elongation):
                 if blob.sum() < self.min_area_px or _elongation(blob) > self.max_elongation:
                     continue  # a speck; a hair, a crease, a vein
                 bp = c[sl][blob].max()
@@ -206,14 +213,17 @@ class ContrastDetector:
         return Boxes(np.array(boxes, np.float32), np.clip(np.array(scores, np.float32), 0.0, 1.0), masks)
 
 
-def _split_into_blobs(c: np.ndarray, comp: np.ndarray, hi: float, core: float = 0.5) -> list[np.ndarray]:
+def _split_into_blobs(c: np.ndarray, comp: np.ndarray, hi: float, core: float = 0.7,
+                      max_elongation: float = 5.0, embedded: float = 0.35) -> list[np.ndarray]:
     """The blobs of one component comp (h, w) bool of contrast c (h, w). Cores, strongest first:
     what is connected to the strongest free pixel above core x its contrast (its own
     half-contrast border); a core's surroundings (3 pixels) seed no other core, so a blob's
     skirt stays its own, while a patch that peaks elsewhere above hi is another blob (a lesion
-    beside an areola or another lesion, joined by a faint skirt, a hair, noise). Every pixel
-    of the component then goes to a core by watershed on the contrast (_flood). Returns bool
-    masks."""
+    beside an areola or another lesion, joined by a faint skirt, a hair, noise); a core as thin
+    as a hair (elongation over max_elongation) or under 4 pixels seeds no blob. Every pixel
+    of the component then goes to a core by watershed on the contrast (_flood), and a blob
+    whose surroundings are at least `embedded` other blobs (a darker part of one patterned
+    lesion) joins them. Returns bool masks."""
     if comp.sum() < 24:
         return [comp]
     cc = np.where(comp, c, 0.0)
@@ -226,11 +236,26 @@ def _split_into_blobs(c: np.ndarray, comp: np.ndarray, hi: float, core: float = 
         y, x = divmod(int(np.argmax(np.where(cand, cc, -1.0))), cc.shape[1])
         lab, _ = ndimage.label(free & (cc >= core * cc[y, x]), structure=np.ones((3, 3)))
         blob = lab == lab[y, x]
-        cores.append(blob)
+        if blob.sum() >= 4 and _elongation(blob) <= max_elongation:  # not a piece of a hair
+            cores.append(blob)
         free &= ~ndimage.binary_dilation(blob, iterations=3)
     if len(cores) <= 1:
         return [comp]
-    return _flood(cc, comp, cores)
+    blobs = _flood(cc, comp, cores)
+    # a blob mostly surrounded by the others is a part of one patterned lesion, not a lesion
+    # beside a patch: it joins the neighbour it shares most border with
+    while len(blobs) > 1:
+        for i, b in enumerate(blobs):
+            ring = ndimage.binary_dilation(b, iterations=2) & ~b
+            shared = [(ring & o).sum() if j != i else -1 for j, o in enumerate(blobs)]
+            if sum(max(x, 0) for x in shared) >= embedded * max(ring.sum(), 1):
+                j = int(np.argmax(shared))
+                blobs[j] = blobs[j] | b
+                del blobs[i]
+                break
+        else:
+            break
+    return blobs if len(blobs) > 1 else [comp]
 
 
 def _flood(c: np.ndarray, comp: np.ndarray, cores: list[np.ndarray], levels: int = 16) -> list[np.ndarray]:
