@@ -6,7 +6,8 @@
 One new patient per Fitzpatrick type and sex (seeds 9600 + type for women, 9610 + type for men:
 held out; the detector was developed on seeds 101, 104, 1601-1606 and the sample SYN00102, and
 seeds 9001-9006 of the earlier table were looked at before this code changed, so they are
-development data now), 300k faces, 4096 texture, 300 lesions. Each scan is analysed by the CLI
+development data now), 300k faces, 4096 texture, 300 lesions of which 12 are placed beside lips,
+nipples and nails (--beside; the generator alone keeps lesions off them by a margin). Each scan is analysed by the CLI
 in a child process (wall time and peak memory of that process; with --fast, detection runs in
 this process and the anatomy comes from the synthetic truth's template correspondence instead of
 registration), the lesion table is scored against the truth (bodymap.detect.evaluate), and a
@@ -37,8 +38,104 @@ import numpy as np
 
 from bodymap.detect.evaluate import SITE_CLASSES, match, non_skin_gap, score_detections, truth_site_class
 from bodymap.lesions import LesionSet
-from bodymap.synth.patient import SynthOptions, synthesize_patient
+from bodymap.synth.patient import SynthOptions
 from bodymap.synth.truth import read_visit_truth
+
+
+def beside_structures(n: int, vertices: np.ndarray, faces: np.ndarray, face_allowed: np.ndarray,
+                      rng: np.random.Generator, first_id: int, avoid: list) -> list:
+    """n more lesions (the generator's types and frequencies, at most 8 mm) placed beside lips,
+    nipples and nails in turn: the border 1-5 mm from the structure's painted edge, no face
+    of a structure under the lesion's centre, clear of every other lesion. vertices (v, 3) mm
+    and faces (m, 3) of the visit-1 body (template topology)."""
+    from scipy.spatial import cKDTree
+
+    from bodymap.anatomy.template import NON_SKIN_KINDS, non_skin_kind
+    from bodymap.synth.lesions import LESION_TYPES, LesionSpec
+
+    kind = non_skin_kind()
+    tri = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    bad = cKDTree(tri[~face_allowed].mean(1))
+    names = list(LESION_TYPES)
+    freq = np.array([LESION_TYPES[t]["freq"] for t in names])
+    placed = [(np.asarray(p), r) for p, r in avoid]
+    out = []
+    edges = {}
+    for name in ("nipple", "lips", "nail"):
+        edges[name] = cKDTree(_border_points(vertices, faces, kind == NON_SKIN_KINDS.index(name)))
+    for k in range(n):
+        target = ("nipple", "lips", "nail")[k % 3]
+        tv = edges[target]
+        near_f = np.flatnonzero(face_allowed & (tv.query(tri.mean(1))[0] < 20.0))
+        for _ in range(200):
+            t = names[int(rng.choice(len(names), p=freq / freq.sum()))]
+            lo, hi = LESION_TYPES[t]["d"]
+            d = float(np.exp(rng.uniform(np.log(lo), np.log(min(hi, 8.0)))))
+            f = int(rng.choice(near_f, p=area[near_f] / area[near_f].sum()))
+            r1, r2 = rng.random(2)
+            bary = np.array([1 - np.sqrt(r1), np.sqrt(r1) * (1 - r2), np.sqrt(r1) * r2])
+            p = bary @ tri[f]
+            gap = tv.query(p)[0] - d / 2
+            if not 1.0 <= gap <= 5.0 or bad.query(p)[0] < d / 2 + 0.5:
+                continue
+            if any(np.linalg.norm(q - p) < 1.45 * (d / 2 + rq) + 2.0 for q, rq in placed):
+                continue
+            placed.append((p, d / 2))
+            out.append(LesionSpec(id=first_id + len(out), type=t, base_face=f, base_bary=tuple(float(x) for x in bary),
+                                  diameter_mm=round(d, 3), aspect=round(float(rng.uniform(0.7, 1.0)), 3),
+                                  angle=round(float(rng.uniform(0, np.pi)), 4),
+                                  darkness=round(float(rng.uniform(0.8, 1.25)), 3), seed=int(rng.integers(0, 2**31 - 1))))
+            break
+    return out
+
+
+def _border_points(vertices: np.ndarray, faces: np.ndarray, inside: np.ndarray, t: float = 0.55) -> np.ndarray:
+    """(k, 3) points along the edge of a structure given by its vertices inside (v,) bool: the
+    painter blends its colour by the barycentric interpolation of inside, and the tissue ends
+    where that falls to about a half, t of the way out along each edge that leaves it."""
+    f = faces[inside[faces].any(1) & ~inside[faces].all(1)]
+    pts = []
+    for a, b, c in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        va, vb = f[:, a], f[:, b]
+        leave = inside[va] != inside[vb]
+        i, o = np.where(inside[va], va, vb)[leave], np.where(inside[va], vb, va)[leave]
+        pts.append(vertices[i] + t * (vertices[o] - vertices[i]))
+    p = np.concatenate(pts) if pts else np.zeros((0, 3))
+    # and between the two crossings of each face, so the edge is sampled every millimetre or so
+    tree_pts = [p]
+    for fa in f:
+        cross = []
+        for a, b in ((0, 1), (1, 2), (2, 0)):
+            if inside[fa[a]] != inside[fa[b]]:
+                i, o = (fa[a], fa[b]) if inside[fa[a]] else (fa[b], fa[a])
+                cross.append(vertices[i] + t * (vertices[o] - vertices[i]))
+        if len(cross) == 2:
+            tree_pts.append(cross[0] + np.linspace(0, 1, 12)[:, None] * (cross[1] - cross[0]))
+    return np.concatenate(tree_pts)
+
+
+def synthesize_with_lesions_beside(seed: int, opts: SynthOptions, out: Path, n_beside: int) -> Path:
+    """synthesize_patient, with n_beside of its lesions placed beside lips, nipples and nails
+    (the generator itself keeps lesions off them by a margin). Returns the visit-1 folder."""
+    import bodymap.synth.patient as patient
+
+    original = patient.sample_lesions
+
+    def sample(n, vertices, faces, fparts, face_allowed, rng, first_id=1, types=None, avoid=None):
+        if types is not None or first_id != 1 or n_beside <= 0:  # freckles, later visits: as they were
+            return original(n, vertices, faces, fparts, face_allowed, rng, first_id=first_id,
+                            **({"types": types} if types is not None else {}), avoid=avoid)
+        extra = beside_structures(n_beside, vertices, faces, face_allowed, rng, first_id, avoid or [])
+        rest = original(n - len(extra), vertices, faces, fparts, face_allowed, rng, first_id=first_id + len(extra),
+                        avoid=[(patient.LesionPainter.centre_of(l, vertices, faces), l.diameter_mm / 2) for l in extra])
+        return extra + rest
+
+    patient.sample_lesions = sample
+    try:
+        return patient.synthesize_patient(seed, opts, out)[0]
+    finally:
+        patient.sample_lesions = original
 
 
 def render_time(scan_path: Path) -> float:
@@ -134,6 +231,8 @@ def main() -> None:
     p.add_argument("--fast", action="store_true",
                    help="no registration: the anatomy from the truth correspondence, detection in this process")
     p.add_argument("--near", type=float, default=5.0, help="mm from lips, nipples, nails that count as next to them")
+    p.add_argument("--beside", type=int, default=12,
+                   help="lesions of each patient placed beside lips, nipples and nails (the rest as the generator places them)")
     p.add_argument("--keep", help="keep the patients and analyses in this folder (reused when there)")
     p.add_argument("--sweep", type=float, nargs="+", metavar="T",
                    help="also print pooled figures keeping only lesions with confidence >= each T")
@@ -151,7 +250,7 @@ def main() -> None:
                 body = dataclasses.replace(BodySpec.random(np.random.default_rng(seed)), sex=sex)
                 opts = SynthOptions(n_lesions=a.lesions, texture_size=a.texture, target_faces=a.faces, visits=1,
                                     fitzpatrick=fitz, body=body)
-                vdir = synthesize_patient(seed, opts, work)[0]
+                vdir = synthesize_with_lesions_beside(seed, opts, work, a.beside)
             out = work / f"out{seed}_{a.detector}{'_fast' if a.fast else ''}"
             t0 = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
