@@ -123,6 +123,27 @@ def tone_zones(lab: np.ndarray, mask: np.ndarray, factor: int = 4, min_step: flo
     return zone
 
 
+def zone_ramp(L: np.ndarray, zone: np.ndarray, max_px: int = 16) -> np.ndarray:
+    """(h, w) bool: the ramp along the edge of a pale zone (h, w) bool where its lightness L
+    (h, w) climbs from the darker skin to its own level: from the zone's edge inwards, as long
+    as the lightness keeps rising (a noise's worth of dip allowed) and stays below the zone's
+    level. A lesion near the edge is a dip on the way and stops it; at most max_px pixels."""
+    if not zone.any():
+        return zone
+    lz = L[zone]
+    level = np.median(lz)
+    noise = 1.4826 * np.median(np.abs(lz - level)) + 0.5
+    low = zone & (L < level - 2 * noise)
+    ramp = low & ndimage.binary_dilation(~zone, iterations=1)
+    for _ in range(max_px):
+        nb = ndimage.grey_dilation(np.where(ramp, L, -np.inf), size=(3, 3))
+        grow = low & ~ramp & np.isfinite(nb) & (L >= nb - noise)
+        if not grow.any():
+            break
+        ramp |= grow
+    return ramp
+
+
 @dataclasses.dataclass
 class ContrastDetector:
     """Multi-threshold contrast-blob detector (see module docstring).
@@ -130,9 +151,9 @@ class ContrastDetector:
     low, high : hysteresis thresholds on contrast (Delta E), each at least k_low / k_high times
     the skin's robust contrast noise; min_area_px : smallest blob; bg_sigma_px : width of the
     skin-colour estimate (wider than the largest lesion expected, in pixels); split_core: a
-    blob's core ends at this share of its peak contrast (see _split_into_blobs); zone_edge_px:
-    the band of a pale tone zone along its edge where the tones ramp into each other (no
-    contrast counted there).
+    blob's core ends at this share of its peak contrast (see _split_into_blobs); zone_ramp_px:
+    the widest ramp (pixels) from a pale tone zone's edge into it (no contrast counted there,
+    see zone_ramp).
     """
 
     low: float = 5.0
@@ -143,7 +164,7 @@ class ContrastDetector:
     bg_sigma_px: float = 24.0
     max_elongation: float = 5.0
     split_core: float = 0.7
-    zone_edge_px: int = 3
+    zone_ramp_px: int = 16
     tile: int = 2048
     overlap: int = 128
     name: str = "classical"
@@ -165,7 +186,7 @@ class ContrastDetector:
         if zones is not None:
             # the ramp from pale to dark skin (at the zone's edge, or at a UV chart's edge where
             # the back of the hand continues across the seam) is a one-sided edge, no lesion
-            c[zones & ndimage.binary_dilation(~zones, iterations=self.zone_edge_px)] = 0.0
+            c[zone_ramp(lab[..., 0], zones, self.zone_ramp_px)] = 0.0
         c = ndimage.gaussian_filter(c, 0.7)  # texture grain and pores are finer than any lesion
         c[~mask] = 0.0
         return c
