@@ -125,18 +125,22 @@ def tone_zones(lab: np.ndarray, mask: np.ndarray, factor: int = 4, min_step: flo
 
 def zone_ramp(L: np.ndarray, zone: np.ndarray, max_px: int = 16) -> np.ndarray:
     """(h, w) bool: the ramp along the edge of a pale zone (h, w) bool where its lightness L
-    (h, w) climbs from the darker skin to its own level: from the zone's edge inwards, as long
-    as the lightness keeps rising (a noise's worth of dip allowed) and stays below the zone's
-    level. A lesion near the edge is a dip on the way and stops it; at most max_px pixels."""
+    (h, w) climbs from the darker skin to its own level: from the zone's edge inwards, to pixels
+    no darker than a neighbour already on the ramp (a noise's worth allowed) and below the
+    zone's level. A lesion near the edge is a dip: the ramp may take its rim, not its darker
+    core; at most max_px pixels."""
     if not zone.any():
         return zone
     lz = L[zone]
-    level = np.median(lz)
-    noise = 1.4826 * np.median(np.abs(lz - level)) + 0.5
+    # the zone's own tone from its paler part (where a sole is a scanner's hole, most of what is
+    # left of the zone can be ramp)
+    top = lz[lz >= np.percentile(lz, 75)]
+    level = np.median(top)
+    noise = max(1.0, 1.4826 * np.median(np.abs(top - level)))
     low = zone & (L < level - 2 * noise)
     ramp = low & ndimage.binary_dilation(~zone, iterations=1)
     for _ in range(max_px):
-        nb = ndimage.grey_dilation(np.where(ramp, L, -np.inf), size=(3, 3))
+        nb = ndimage.grey_erosion(np.where(ramp, L, np.inf), size=(3, 3))  # the darkest ramp neighbour
         grow = low & ~ramp & np.isfinite(nb) & (L >= nb - noise)
         if not grow.any():
             break
