@@ -214,6 +214,25 @@ def near_non_skin(scan_path: Path, truth: dict, arrays: dict, ls: LesionSet, nea
     return out
 
 
+def lesion_status(lesion_id: int, truth: dict, ls: LesionSet) -> str:
+    """Whether truth lesion lesion_id is found (the counted lesion matched to it), suppressed (a
+    suppressed candidate covers it, with the reason) or missed."""
+    les = [r for r in truth["lesions"] if r["on_scan"]]
+    k = next((j for j, r in enumerate(les) if r["id"] == lesion_id), None)
+    if k is None:
+        return "not on this scan"
+    r = les[k]
+    di, ti = match(ls.points, np.array([x["point_mm"] for x in les]), np.array([x["diameter_mm"] for x in les]))
+    what = f"{r['type']} {r['diameter_mm']:.1f} mm: "
+    if k in ti:
+        l = ls.lesions[int(di[list(ti).index(k)])]
+        return what + f"found as lesion {l.id}, {l.diameter_mm:.1f} mm, {(l.region or {}).get('description', '')}"
+    for l in getattr(ls, "suppressed", []):
+        if np.linalg.norm(np.subtract(l.point_mm, r["point_mm"])) <= max(3.0, l.diameter_mm / 2):
+            return what + f"suppressed inside candidate {l.id} ({l.suppressed}, {l.diameter_mm:.1f} mm)"
+    return what + "missed"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--faces", type=int, default=300_000)
@@ -234,24 +253,33 @@ def main() -> None:
     p.add_argument("--beside", type=int, default=12,
                    help="lesions of each patient placed beside lips, nipples and nails (the rest as the generator places them)")
     p.add_argument("--keep", help="keep the patients and analyses in this folder (reused when there)")
+    p.add_argument("--visits", nargs="+", metavar="DIR",
+                   help="score these synthetic visit folders (scan.obj + truth) instead of new patients, "
+                        "e.g. sample_meshes/SYN00102/visit1 sample_meshes/SYN00102/visit2")
+    p.add_argument("--ids", type=int, nargs="+", default=[],
+                   help="also say, for these truth lesion ids, whether each was found, suppressed or missed")
     p.add_argument("--sweep", type=float, nargs="+", metavar="T",
                    help="also print pooled figures keeping only lesions with confidence >= each T")
     a = p.parse_args()
-    patients = [(f, s) for s in a.sexes for f in a.types]
+    patients = [(f, s) for s in a.sexes for f in a.types] if not a.visits else [(None, None)] * len(a.visits)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.keep) if a.keep else Path(tmp)
         for k, (fitz, sex) in enumerate(patients):
-            seed = a.seeds[k] if a.seeds else 9600 + (10 if sex == "male" else 0) + fitz
+            seed = a.seeds[k] if a.seeds else 9600 + (10 if sex == "male" else 0) + (fitz or 0)
             vdir = work / f"SYN{seed:05d}" / "visit1"
-            if not (vdir / "truth.json").exists():
+            if a.visits:
+                vdir = Path(a.visits[k])
+                t = read_visit_truth(vdir)[0]
+                fitz, sex, seed = t["skin"]["fitzpatrick"], t["body"]["sex"], t["seed"]
+            elif not (vdir / "truth.json").exists():
                 from bodymap.synth.body import BodySpec
 
                 body = dataclasses.replace(BodySpec.random(np.random.default_rng(seed)), sex=sex)
                 opts = SynthOptions(n_lesions=a.lesions, texture_size=a.texture, target_faces=a.faces, visits=1,
                                     fitzpatrick=fitz, body=body)
                 vdir = synthesize_with_lesions_beside(seed, opts, work, a.beside)
-            out = work / f"out{seed}_{a.detector}{'_fast' if a.fast else ''}"
+            out = work / f"out{seed}_{vdir.name}_{a.detector}{'_fast' if a.fast else ''}"
             t0 = time.perf_counter()
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             if a.fast:
@@ -281,6 +309,8 @@ def main() -> None:
                                                                       [l.bary for l in fp], arrays)))
             s["near_non_skin"] = near_non_skin(vdir / "scan.obj", truth, arrays, ls, a.near)
             s["suppressed"] = dict(collections.Counter(l.suppressed for l in getattr(ls, "suppressed", [])))
+            for i in a.ids:
+                print(f"  {vdir}: truth lesion {i}: {lesion_status(i, truth, ls)}")
             s.update(fitz=fitz, sex=sex, seed=seed, wall_s=wall, peak_gb=peak_gb, timings=ls.info.get("timings", {}),
                      render_s=0.0 if a.fast else render_time(vdir / "scan.obj"))
             rows.append(s)

@@ -111,7 +111,7 @@ def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin
     if not every:
         return 0
     regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(np.array([l.point_mm for l in every]))
-    kind = non_skin_kind()[template_vertex(every, scan, correspondence, load_template().faces)]
+    kind = non_skin_at(every, scan, correspondence, load_template().faces, non_skin_kind(), len(NON_SKIN_KINDS))
     tissue = {}
     for l, r, k in zip(every, regions, kind):
         l.region, l.on_skin = r, not k
@@ -127,12 +127,27 @@ def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin
     return n_off
 
 
-def template_vertex(lesions: list, scan: Scan, correspondence, template_faces: np.ndarray) -> np.ndarray:
-    """(k,) the template vertex under each lesion: the scan vertex nearest its point (the
-    largest barycentric weight) -> its template point -> that face's nearest corner."""
-    corner = np.array([scan.faces[l.face, int(np.argmax(l.bary))] for l in lesions], np.int64)
-    tf, tb = correspondence.template_face[corner], correspondence.template_bary[corner]
-    return template_faces[tf, np.argmax(tb, axis=1)]
+def non_skin_at(lesions: list, scan: Scan, correspondence, template_faces: np.ndarray, kind: np.ndarray,
+                n_kinds: int) -> np.ndarray:
+    """(k,) the tissue kind under each lesion's point (0: skin; else an index into
+    anatomy.template.NON_SKIN_KINDS): each kind's indicator on the template (kind (v,) per
+    template vertex) interpolated to the point through its scan face's corners and their template
+    points (face + barycentric), and taken where it reaches one half, as the synthetic painter
+    blends tissue, rather than the nearest template vertex's kind (which reaches a vertex
+    spacing, ~10 mm, beyond a nipple or a lip)."""
+    faces = np.array([l.face for l in lesions], np.int64)
+    bary = np.array([l.bary for l in lesions], np.float64)
+    corners = scan.faces[faces]  # (k, 3) scan vertices
+    tf, tb = correspondence.template_face[corners], correspondence.template_bary[corners]  # (k, 3), (k, 3, 3)
+    tv = template_faces[tf]  # (k, 3, 3) template vertices of each corner's template face
+    out = np.zeros(len(lesions), np.int64)
+    best = np.zeros(len(lesions))
+    for k in range(1, n_kinds):
+        at_corner = ((kind[tv] == k) * tb).sum(-1)  # (k, 3) indicator at each scan corner
+        w = (at_corner * bary).sum(-1)
+        take = (w >= 0.5) & (w > best)
+        out[take], best[take] = k, w[take]
+    return out
 
 
 def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True) -> Result:
