@@ -6,6 +6,11 @@ of a rendered view), and measures there: longest (Feret) diameter and area in mm
 whatever the UV stretch or viewing angle. Pieces of one lesion cut by a UV seam (or found twice,
 in two tiles or views) are merged in 3D. ``LesionSet`` round-trips through JSON and
 writes the lesion table as CSV.
+
+A candidate that is not counted as a lesion (larger than a mole map tracks, on a nipple, lip,
+nail or eye) is never thrown away: it moves to ``LesionSet.suppressed`` with its reason
+(``Lesion.suppressed``, one of ``SUPPRESSION_REASONS``), is written to lesions.json and the
+CSV table like any lesion, and is left out of ``len``, ``points``, tracking and exports.
 """
 from __future__ import annotations
 
@@ -25,6 +30,20 @@ from bodymap.scan import Scan
 
 SCHEMA = "bodymap.lesions/1"
 
+# Why a candidate is not counted as a lesion: code -> what the table says.
+SUPPRESSION_REASONS = {
+    "too_large": "too large",  # over pipeline.MAX_DIAMETER_MM: a patch of skin tone, not one mole
+    "nipple": "off skin: nipple / areola",
+    "lips": "off skin: lip",
+    "nail": "off skin: nail",
+    "eye": "off skin: eye",
+}
+
+
+def suppression_text(reason: str | None) -> str:
+    """What the lesion table says for a suppression reason code ('' for a counted lesion)."""
+    return "" if not reason else SUPPRESSION_REASONS.get(reason, reason)
+
 
 @dataclasses.dataclass
 class Lesion:
@@ -38,6 +57,8 @@ class Lesion:
     found ('texture', 'view:NAME', 'manual', 'imported'); box_px: (x0, y0, x1, y1) on the texture;
     measures: outline, colour and position measures keyed as in bodymap.measures.MEASURES ({}
     until measured: lists written before measures existed, manual lesions).
+    suppressed: None for a counted lesion, else why the candidate is not counted (a key of
+    SUPPRESSION_REASONS).
     """
 
     id: int
@@ -59,6 +80,7 @@ class Lesion:
     note: str = ""
     # the measures a TBP system reports (bodymap.measures.MEASURES); empty in older files
     measures: dict = dataclasses.field(default_factory=dict)
+    suppressed: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -71,15 +93,60 @@ class Lesion:
 
 @dataclasses.dataclass
 class LesionSet:
-    """The lesions of one scan, with where they came from. scan: source file; detector: name."""
+    """The lesions of one scan, with where they came from. scan: source file; detector: name;
+    suppressed: candidates kept on record but not counted (each with its ``suppressed``
+    reason): ``len``, ``points``, ``diameters``, tracking and exports see ``lesions`` only."""
 
     lesions: list[Lesion]
     scan: str = ""
     detector: str = ""
     info: dict = dataclasses.field(default_factory=dict)
+    suppressed: list[Lesion] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.lesions)
+
+    @property
+    def all(self) -> list[Lesion]:
+        """Counted lesions, then suppressed candidates."""
+        return self.lesions + self.suppressed
+
+    def suppress(self, keep, reason: str | None) -> int:
+        """Move the lesions for which keep(lesion) is False to ``suppressed`` with reason
+        (a str, or a callable lesion -> str). Returns how many moved. Ids are left alone."""
+        out = [l for l in self.lesions if not keep(l)]
+        for l in out:
+            l.suppressed = reason(l) if callable(reason) else reason
+        self.lesions = [l for l in self.lesions if keep(l)]
+        self.suppressed += out
+        return len(out)
+
+    def renumber(self) -> None:
+        """Ids 1..k for the counted lesions, then k+1.. for the suppressed ones (so every id of a
+        visit names one record); info['max_id'] keeps new manual lesions from reusing them; a
+        count of suppressed candidates per reason goes to info['suppressed']."""
+        for i, l in enumerate(self.all, 1):
+            l.id = i
+        self.info["max_id"] = max(self.info.get("max_id", 0), len(self.all))
+        counts: dict[str, int] = {}
+        for l in self.suppressed:
+            counts[l.suppressed] = counts.get(l.suppressed, 0) + 1
+        self.info["suppressed"] = counts
+
+    def to_dict(self) -> dict:
+        """The JSON form (schema bodymap.lesions/1; 'suppressed' absent from older files)."""
+        return {"schema": SCHEMA, "scan": self.scan, "detector": self.detector, "info": self.info,
+                "lesions": [l.to_dict() for l in self.lesions],
+                "suppressed": [l.to_dict() for l in self.suppressed]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LesionSet":
+        """The set from its JSON form (older files without 'suppressed' read as none)."""
+        sup = [Lesion.from_dict(x) for x in d.get("suppressed") or []]
+        for l in sup:
+            l.suppressed = l.suppressed or "unknown"  # a record under "suppressed" is never counted
+        return cls([Lesion.from_dict(x) for x in d["lesions"]], d.get("scan", ""), d.get("detector", ""),
+                   d.get("info", {}), sup)
 
     @property
     def points(self) -> np.ndarray:
@@ -93,30 +160,28 @@ class LesionSet:
 
     def save_json(self, path: str | Path) -> None:
         """Write the set as JSON (schema bodymap.lesions/1)."""
-        d = {"schema": SCHEMA, "scan": self.scan, "detector": self.detector, "info": self.info,
-             "lesions": [l.to_dict() for l in self.lesions]}
-        write_json(path, d)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load_json(cls, path: str | Path) -> "LesionSet":
         """Read a set written by save_json. Raises ValueError naming the file if it is not one."""
-        d = read_json(path, SCHEMA, "lesion file")
-        return cls([Lesion.from_dict(x) for x in d["lesions"]], d.get("scan", ""), d.get("detector", ""),
-                   d.get("info", {}))
+        return cls.from_dict(read_json(path, SCHEMA, "lesion file"))
 
     def save_csv(self, path: str | Path) -> None:
-        """Write the lesion table: one row per lesion, sizes in mm, region names, colour."""
+        """Write the lesion table: one row per lesion, sizes in mm, region names, colour; then the
+        suppressed candidates, their reason code in the last column (empty for counted lesions)."""
         cols = ["id", "x_mm", "y_mm", "z_mm", "diameter_mm", "area_mm2", "region", "site_code", "side",
-                "macro", "ear_region", "L", "a", "b", "contrast_de", "confidence", "source", "on_skin", "note"]
+                "macro", "ear_region", "L", "a", "b", "contrast_de", "confidence", "source", "on_skin", "note",
+                "suppressed"]
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(cols)
-            for l in self.lesions:
+            for l in self.all:
                 r = l.region
                 w.writerow([l.id, *(f"{x:.2f}" for x in l.point_mm), f"{l.diameter_mm:.2f}", f"{l.area_mm2:.2f}",
                             r.get("description", ""), r.get("code", ""), r.get("side", ""), r.get("macro", ""),
                             r.get("ear", ""), *(f"{x:.1f}" for x in l.colour_lab), f"{l.contrast_de:.1f}",
-                            f"{l.confidence:.3f}", l.source, int(l.on_skin), l.note])
+                            f"{l.confidence:.3f}", l.source, int(l.on_skin), l.note, l.suppressed or ""])
 
 
 def texel_index(atlas: UVAtlas) -> np.ndarray:
@@ -186,7 +251,8 @@ class ViewImage(SurfaceImage):
 
 @dataclasses.dataclass
 class _Piece:
-    """A lesion's pixels lifted to 3D: points (k, 3) mm, areas (k,) mm^2, colours (k, 3) Lab."""
+    """A lesion's pixels lifted to 3D: points (k, 3) mm, areas (k,) mm^2, colours (k, 3) Lab;
+    image: which image it was found on (id), rc (k, 2) its pixels there (row, column)."""
 
     points: np.ndarray
     areas: np.ndarray
@@ -197,6 +263,8 @@ class _Piece:
     texel_mm: float
     outline: list = dataclasses.field(default_factory=list)  # border loops (measures.image_outline)
     ring_lab: np.ndarray | None = None  # (r, 3) Lab of the ring of skin around the lesion
+    image: int | None = None
+    rc: np.ndarray | None = None
 
 
 class LesionMeasurer:
@@ -217,7 +285,8 @@ class LesionMeasurer:
         """Each box's lesion segmented and lifted to the surface (boxes that show none left out).
         Texture boxes are kept with the piece (the lesion table and VIA export give them)."""
         keep_box = isinstance(img, TextureImage)
-        out = (self._piece(img, b, s, keep_box) for b, s in zip(boxes.xyxy, boxes.score))
+        masks = boxes.masks if boxes.masks is not None else [None] * len(boxes)
+        out = (self._piece(img, b, s, keep_box, m) for b, s, m in zip(boxes.xyxy, boxes.score, masks))
         return [p for p in out if p is not None]
 
     def lesions(self, pieces: list[_Piece], detector: str = "", source: str = "texture") -> list[Lesion]:
@@ -236,7 +305,11 @@ class LesionMeasurer:
                 for k, (g, f, b) in enumerate(zip(groups, np.asarray(I).ravel(), L))]
 
     # -------------------------------------------------------------- one box
-    def _piece(self, img: SurfaceImage, box: np.ndarray, score: float, keep_box: bool) -> _Piece | None:
+    def _piece(self, img: SurfaceImage, box: np.ndarray, score: float, keep_box: bool,
+               mask: np.ndarray | None = None) -> _Piece | None:
+        """One box's lesion: segmented at half its contrast to the skin ring around the box
+        (within the detector's mask (y1 - y0, x1 - x0) bool of the box, grown by a pixel, when
+        there is one), lifted to the surface."""
         tex = img.image
         H, W = tex.shape[:2]
         x0, y0, x1, y1 = box
@@ -259,14 +332,28 @@ class LesionMeasurer:
         c = lesion_contrast(lab, skin)
         cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, max(bw / 2, 0.5), max(bh / 2, 0.5)
         centre = inside & (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 0.3 ** 2 + 1e-9)
+        allowed = None
+        if mask is not None:  # the detector's blob: the lesion ends where its neighbour begins
+            blob = np.zeros_like(inside)
+            bx0, by0 = int(round(x0)) - X0, int(round(y0)) - Y0
+            blob[by0:by0 + mask.shape[0], bx0:bx0 + mask.shape[1]] = mask[:Y1 - Y0 - by0, :X1 - X0 - bx0]
+            blob &= inside
+            if blob.any():
+                allowed = ndimage.binary_dilation(blob, iterations=1)
+                centre = centre & blob if (centre & blob).any() else blob
         if not centre.any():
             centre = inside & inbox
         if not centre.any():
             return None
-        # the border: half the lesion's own contrast (a low percentile: dark-centred nevi)
-        level = 0.5 * np.percentile(c[centre], 35)
-        lab_img, _ = ndimage.label((c > level) & inside)
+        # the border: half the lesion's own contrast (a low percentile: dark-centred nevi), but
+        # never below a third of the box's peak: a ring (an areola round a pale nipple) has no
+        # contrast at its centre and would otherwise spread over all the skin around it
+        peak = np.percentile(c[inside & inbox], 95) if (inside & inbox).any() else 0.0
+        level = max(0.5 * np.percentile(c[centre], 35), peak / 3.0, 1.0)
+        lab_img, _ = ndimage.label((c > level) & inside & (allowed if allowed is not None else True))
         ids = np.unique(lab_img[centre & (lab_img > 0)])
+        if not len(ids):  # the ring itself, from its strongest pixels in the box
+            ids = np.unique(lab_img[inbox & (c >= 0.6 * peak) & (lab_img > 0)])
         seg = ndimage.binary_fill_holes(np.isin(lab_img, ids)) & inside if len(ids) else inside & inbox
         r, cc = np.nonzero(seg)
         pts, _, areas = img.lift(r + Y0, cc + X0)
@@ -280,7 +367,8 @@ class LesionMeasurer:
         outline, ring_lab = _surroundings(img, (Y0, X0), seg, inside, ring, centre, c / max(level, 1e-6), lab, p0,
                                           reach, texel_mm)
         return _Piece(pts[near], areas[near], lab[seg][near], skin, float(score),
-                      tuple(float(v) for v in box) if keep_box else None, texel_mm, outline, ring_lab)
+                      tuple(float(v) for v in box) if keep_box else None, texel_mm, outline, ring_lab,
+                      id(img), np.stack([r[near] + Y0, cc[near] + X0], 1))
 
     # -------------------------------------------------------------- boxes -> lesions
     def _lesion(self, parts: list[_Piece], lid: int, face: int, bary: np.ndarray, detector: str,
@@ -438,7 +526,10 @@ def feret_diameter(points: np.ndarray, normal: np.ndarray, texel_mm: float) -> f
 
 def _merge_groups(pieces: list[_Piece]) -> list[list[int]]:
     """Groups of pieces that are one lesion: their texels touch in 3D (within two texels) and
-    their centres lie within the larger piece's extent. Returns index lists."""
+    their centres lie within the larger piece's extent. Two pieces side by side on one image
+    were told apart by the detector: they are one lesion only when they are of a size (a
+    duplicate from overlapping tiles, a lesion found in two halves); a larger patch never takes
+    a small lesion beside it (an areola, a lip, a nail). Returns index lists."""
     n = len(pieces)
     parent = list(range(n))
 
@@ -457,12 +548,40 @@ def _merge_groups(pieces: list[_Piece]) -> list[list[int]]:
                 continue
             trees[i] = trees[i] or cKDTree(pieces[i].points)
             gap = trees[i].query(pieces[j].points)[0].min()
-            if gap <= 2.0 * max(pieces[i].texel_mm, pieces[j].texel_mm) + 0.3:
+            if gap <= 2.0 * max(pieces[i].texel_mm, pieces[j].texel_mm) + 0.3 and _one_lesion(pieces[i], pieces[j]):
                 parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
     return sorted(groups.values(), key=lambda g: min(g))
+
+
+def _one_lesion(a: _Piece, b: _Piece, ratio: float = 0.25, embedded: float = 0.35) -> bool:
+    """Whether two pieces that touch in 3D are one lesion: always across images or UV charts
+    (apart in the image: a seam); on one image when they overlap (a duplicate), when the
+    smaller is embedded in the larger (at least `embedded` of the skin round it is the larger
+    piece: a darker or lighter part of one lesion) or when the smaller has at least `ratio` of
+    the larger's area. A small lesion that only touches a larger patch stays apart."""
+    if a.image is None or a.image != b.image or a.rc is None or b.rc is None:
+        return True
+    small, large = (a, b) if len(a.rc) <= len(b.rc) else (b, a)
+    # side by side: closer in the image than the two sides of a seam (gutters are wider)
+    d = cKDTree(large.rc).query(small.rc, distance_upper_bound=5.0)[0]
+    if not np.isfinite(d).any():
+        return True  # apart in the image, touching on the body: the two sides of a seam
+    if (d == 0).mean() >= 0.5:
+        return True
+    sa, sb = a.areas.sum(), b.areas.sum()
+    if min(sa, sb) >= ratio * max(sa, sb):
+        return True
+    lo = np.minimum(small.rc.min(0), large.rc.min(0)) - 4
+    shape = tuple(np.maximum(small.rc.max(0), large.rc.max(0)) - lo + 5)
+    s_img, l_img = np.zeros(shape, bool), np.zeros(shape, bool)
+    s_img[tuple((small.rc - lo).T)] = True
+    l_img[tuple((large.rc - lo).T)] = True
+    s_img = ndimage.binary_fill_holes(s_img)
+    ring = ndimage.binary_dilation(s_img, iterations=2) & ~s_img
+    return (ring & ndimage.binary_dilation(l_img, iterations=1)).sum() >= embedded * max(ring.sum(), 1)
 
 
 def _r(a, nd: int) -> list[float]:

@@ -44,7 +44,7 @@ MAX_DIAMETER_MM = 30.0
 def detect_lesions(scan: Scan, detector="classical", progress: Progress | None = None,
                    max_diameter_mm: float = MAX_DIAMETER_MM):
     """Lesions on scan's texture map: tiled detection, lifted to 3D and measured, seam pieces
-    merged, those over max_diameter_mm dropped. detector: a name (see
+    merged; those over max_diameter_mm kept as suppressed ('too_large'). detector: a name (see
     bodymap.detect.get_detector) or a Detector. Returns a LesionSet."""
     from bodymap.detect import get_detector
     from bodymap.detect.texture import detect_image_tiled
@@ -65,14 +65,13 @@ def detect_lesions(scan: Scan, detector="classical", progress: Progress | None =
 
 
 def _lesion_set(scan: Scan, lesions: list, detector: str, max_diameter_mm: float, **info):
-    """A LesionSet of the lesions up to max_diameter_mm, renumbered from 1."""
+    """A LesionSet of lesions; those over max_diameter_mm suppressed ('too_large'); renumbered."""
     from bodymap.lesions import LesionSet
 
-    kept = [l for l in lesions if l.diameter_mm <= max_diameter_mm]
-    for i, l in enumerate(kept, 1):
-        l.id = i
-    return LesionSet(kept, scan=scan.meta.source or "", detector=detector,
-                     info={**info, "too_large_dropped": len(lesions) - len(kept)})
+    ls = LesionSet(lesions, scan=scan.meta.source or "", detector=detector, info=info)
+    ls.suppress(lambda l: l.diameter_mm <= max_diameter_mm, "too_large")
+    ls.renumber()
+    return ls
 
 
 def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", progress: Progress | None = None,
@@ -99,34 +98,61 @@ def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", pro
 
 
 def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin: bool = True) -> int:
-    """Give each lesion its region (every taxonomy level) and its position in the body frame
-    (measures x_mm, y_mm, z_mm: the registered template's), and mark those on non-skin tissue
-    (lips, nipples, nails, eyes: from the registered template). Drops those when drop_off_skin;
-    returns how many were off skin. Lesion ids are renumbered 1..k in place."""
+    """Give each lesion (suppressed candidates too) its region (every taxonomy level) and its
+    position in the body frame (measures x_mm, y_mm, z_mm: the registered template's), and mark
+    those on non-skin tissue (lips, nipples, nails, eyes: from the registered template). With
+    drop_off_skin those are moved to the suppressed candidates, their reason the tissue
+    ('lips', 'nipple', 'nail', 'eye'; also for a candidate already suppressed as too large).
+    Returns how many counted lesions were off skin. Ids are renumbered (LesionSet.renumber)
+    in place."""
     from bodymap.anatomy.labels import RegionIndex
-    from bodymap.anatomy.template import load_template, non_skin_vertices
+    from bodymap.anatomy.template import NON_SKIN_KINDS, load_template, non_skin_kind
 
-    if not len(lesion_set):
+    every = lesion_set.all
+    if not every:
         return 0
-    regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(lesion_set.points)
-    t = load_template()
-    off = non_skin_vertices()
-    # the scan vertex nearest each lesion point -> its template point -> nearest template vertex
-    corner = np.array([scan.faces[l.face, int(np.argmax(l.bary))] for l in lesion_set.lesions])
-    tf, tb = correspondence.template_face[corner], correspondence.template_bary[corner]
-    tv = t.faces[tf, np.argmax(tb, axis=1)]
-    for l, r, o in zip(lesion_set.lesions, regions, off[tv]):
-        l.region, l.on_skin = r, not bool(o)
+    regions = RegionIndex(scan.vertices, scan.faces, labels).region_at(np.array([l.point_mm for l in every]))
+    template = load_template()
+    kind = non_skin_at(every, scan, correspondence, template.faces, non_skin_kind(), len(NON_SKIN_KINDS))
+    tissue = {}
+    for l, r, k in zip(every, regions, kind):
+        l.region, l.on_skin = r, not k
+        tissue[id(l)] = NON_SKIN_KINDS[k]
     n_off = int(sum(not l.on_skin for l in lesion_set.lesions))
     if drop_off_skin:
-        lesion_set.lesions = [l for l in lesion_set.lesions if l.on_skin]
-    for i, l in enumerate(lesion_set.lesions, 1):
-        l.id = i
-    lesion_set.info["off_skin_dropped" if drop_off_skin else "off_skin"] = n_off
+        lesion_set.suppress(lambda l: l.on_skin, lambda l: tissue[id(l)])
+        for l in lesion_set.suppressed:  # a patch over 30 mm centred on a nipple is the areola
+            if not l.on_skin:
+                l.suppressed = tissue[id(l)]
+    lesion_set.renumber()
+    lesion_set.info["off_skin"] = n_off
     from bodymap.measures import body_positions
 
-    body_positions(lesion_set.lesions, scan, correspondence, t)  # tbp_lv_x, y, z: the body frame
+    body_positions(every, scan, correspondence, template)  # tbp_lv_x, y, z: the body frame
     return n_off
+
+
+def non_skin_at(lesions: list, scan: Scan, correspondence, template_faces: np.ndarray, kind: np.ndarray,
+                n_kinds: int) -> np.ndarray:
+    """(k,) the tissue kind under each lesion's point (0: skin; else an index into
+    anatomy.template.NON_SKIN_KINDS): each kind's indicator on the template (kind (v,) per
+    template vertex) interpolated to the point through its scan face's corners and their template
+    points (face + barycentric), and taken where it reaches one half, as the synthetic painter
+    blends tissue, rather than the nearest template vertex's kind (which reaches a vertex
+    spacing, ~10 mm, beyond a nipple or a lip)."""
+    faces = np.array([l.face for l in lesions], np.int64)
+    bary = np.array([l.bary for l in lesions], np.float64)
+    corners = scan.faces[faces]  # (k, 3) scan vertices
+    tf, tb = correspondence.template_face[corners], correspondence.template_bary[corners]  # (k, 3), (k, 3, 3)
+    tv = template_faces[tf]  # (k, 3, 3) template vertices of each corner's template face
+    out = np.zeros(len(lesions), np.int64)
+    best = np.zeros(len(lesions))
+    for k in range(1, n_kinds):
+        at_corner = ((kind[tv] == k) * tb).sum(-1)  # (k, 3) indicator at each scan corner
+        w = (at_corner * bary).sum(-1)
+        take = (w >= 0.5) & (w > best)
+        out[take], best[take] = k, w[take]
+    return out
 
 
 def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True) -> Result:

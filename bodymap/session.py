@@ -71,17 +71,15 @@ class VisitState:
                 "analysis_dir": _rel(self.analysis_dir, base) if self.analysis_dir else None,
                 "analysis_dir_abs": str(Path(self.analysis_dir).resolve()) if self.analysis_dir else None,
                 "title": self.title,
-                "lesions": None if ls is None else {"scan": ls.scan, "detector": ls.detector, "info": ls.info,
-                                                    "lesions": [l.to_dict() for l in ls.lesions]},
+                "lesions": None if ls is None else ls.to_dict(),
                 "diagnoses": {str(k): v for k, v in self.diagnoses.items()}}
 
     @classmethod
     def from_dict(cls, d: dict, base: Path | None) -> "VisitState":
-        from bodymap.lesions import Lesion, LesionSet
+        from bodymap.lesions import LesionSet
 
         ls = d.get("lesions")
-        lesions = None if ls is None else LesionSet([Lesion.from_dict(x) for x in ls["lesions"]], ls.get("scan", ""),
-                                                    ls.get("detector", ""), ls.get("info", {}))
+        lesions = None if ls is None else LesionSet.from_dict(ls)
         return cls(_resolve(d["scan"], d.get("scan_abs"), base), lesions,
                    _resolve(d["analysis_dir"], d.get("analysis_dir_abs"), base) if d.get("analysis_dir") else None,
                    d.get("title", ""), {int(k): v for k, v in d.get("diagnoses", {}).items()})

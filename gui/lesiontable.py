@@ -1,8 +1,11 @@
 """The lesion table: a Qt model over a visit's LesionSet (plus diagnoses and tracking status),
-and a filter proxy (region text, size, type, change, confidence)."""
+and a filter proxy (region text, size, type, change, confidence; suppressed candidates hidden
+unless asked for)."""
 from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
+
+from bodymap.lesions import suppression_text
 
 COLUMNS = ["#", "region", "diameter mm", "area mm²", "type", "change", "confidence", "note"]
 SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
@@ -34,7 +37,8 @@ def change_status(tracking, visit: int) -> dict:
 
 
 class LesionModel(QtCore.QAbstractTableModel):
-    """Rows: the lesions of one visit (bodymap.session.VisitState); change from a Tracking."""
+    """Rows: the lesions of one visit (bodymap.session.VisitState), then its suppressed
+    candidates; change from a Tracking."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -47,7 +51,7 @@ class LesionModel(QtCore.QAbstractTableModel):
         self.endResetModel()
 
     def lesions(self) -> list:
-        return self.visit.lesions.lesions if self.visit is not None and self.visit.lesions is not None else []
+        return self.visit.lesions.all if self.visit is not None and self.visit.lesions is not None else []
 
     def rowCount(self, parent=QtCore.QModelIndex()):
         return 0 if parent.isValid() else len(self.lesions())
@@ -61,7 +65,10 @@ class LesionModel(QtCore.QAbstractTableModel):
         return None
 
     def lesion_type(self, l) -> str:
-        """The diagnosis label when the model ran on it, else where it came from."""
+        """Why it is not counted (a suppressed candidate), else the diagnosis label when the
+        model ran on it, else where it came from."""
+        if l.suppressed:
+            return f"suppressed: {suppression_text(l.suppressed)}"
         d = self.visit.diagnoses.get(l.id) if self.visit else None
         return d["label"] if d else ("manual" if l.source == "manual" else "detected")
 
@@ -79,6 +86,8 @@ class LesionModel(QtCore.QAbstractTableModel):
         if role == SORT_ROLE:
             return [l.id, (l.region or {}).get("description", ""), l.diameter_mm, l.area_mm2, self.lesion_type(l),
                     change[1], l.confidence, l.note][c]
+        if role == QtCore.Qt.ItemDataRole.ForegroundRole and l.suppressed:
+            return QtGui.QBrush(QtGui.QColor("#808080"))
         if role == QtCore.Qt.ItemDataRole.ForegroundRole and c == 5:
             col = {"new": "#c01020", "grown": "#d07000", "missing": "#4040c0"}.get(change[1])
             return QtGui.QBrush(QtGui.QColor(col)) if col else None
@@ -95,11 +104,13 @@ class LesionModel(QtCore.QAbstractTableModel):
 
 class LesionFilter(QtCore.QSortFilterProxyModel):
     """Filters: region (substring), min_diameter (mm), type ('' any), change ('' any, 'flagged':
-    grown or new), min_confidence. Sorts numbers as numbers."""
+    grown or new), min_confidence, suppressed (show suppressed candidates: off by default).
+    Sorts numbers as numbers."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.region, self.min_diameter, self.type, self.change, self.min_confidence = "", 0.0, "", "", 0.0
+        self.suppressed = False
         self.setSortRole(SORT_ROLE)
 
     def set_filter(self, **kw) -> None:
@@ -110,6 +121,8 @@ class LesionFilter(QtCore.QSortFilterProxyModel):
     def filterAcceptsRow(self, row, parent):
         m: LesionModel = self.sourceModel()
         l = m.lesions()[row]
+        if l.suppressed and not self.suppressed:
+            return False
         if self.region and self.region.lower() not in (l.region or {}).get("description", "").lower():
             return False
         if l.diameter_mm < self.min_diameter or l.confidence < self.min_confidence:
@@ -144,7 +157,11 @@ class LesionTable(QtWidgets.QWidget):
         self.change_combo.addItems(["any change", "flagged", "new", "grown", "matched", "missing"])
         self.conf_spin = QtWidgets.QDoubleSpinBox(minimum=0, maximum=1, singleStep=0.1, decimals=2)
         self.conf_spin.setPrefix("conf ≥ ")
-        for w in (self.region_edit, self.size_spin, self.type_combo, self.change_combo, self.conf_spin):
+        self.suppressed_check = QtWidgets.QCheckBox("suppressed")
+        self.suppressed_check.setToolTip("also list candidates that are not counted as lesions (too large, "
+                                         "on a nipple, lip, nail or eye), with the reason")
+        for w in (self.region_edit, self.size_spin, self.type_combo, self.change_combo, self.conf_spin,
+                  self.suppressed_check):
             row.addWidget(w)
         lay.addLayout(row)
         self.view = QtWidgets.QTableView()
@@ -164,6 +181,7 @@ class LesionTable(QtWidgets.QWidget):
         self.type_combo.currentTextChanged.connect(lambda t: self._filter(type="" if t == "any type" else t))
         self.change_combo.currentTextChanged.connect(lambda t: self._filter(change="" if t == "any change" else t))
         self.conf_spin.valueChanged.connect(lambda v: self._filter(min_confidence=v))
+        self.suppressed_check.toggled.connect(lambda on: self._filter(suppressed=on))
         self.view.selectionModel().currentRowChanged.connect(self._row_changed)
         self._quiet = False
 
@@ -172,7 +190,14 @@ class LesionTable(QtWidgets.QWidget):
         self._count()
 
     def _count(self):
-        self.count.setText(f"{self.proxy.rowCount()} of {self.model.rowCount()} lesions shown")
+        n_sup = sum(1 for l in self.model.lesions() if l.suppressed)
+        n = self.model.rowCount() - n_sup
+        if not n_sup:
+            self.count.setText(f"{self.proxy.rowCount()} of {n} lesions shown")
+        elif self.proxy.suppressed:
+            self.count.setText(f"{self.proxy.rowCount()} of {n} lesions + {n_sup} suppressed candidates shown")
+        else:
+            self.count.setText(f"{self.proxy.rowCount()} of {n} lesions shown ({n_sup} suppressed candidates hidden)")
 
     def set_visit(self, visit, changes: dict | None = None) -> None:
         """Show a visit's lesions (keeps the selection when the lesion is still there)."""

@@ -1,5 +1,6 @@
 """Lesion detection: the classical detector, tiling, 3D measurement, seam merging, VIA
-annotations, the detect / analyze commands."""
+annotations, the detect / analyze commands; suppressed candidates (kept with their reason),
+lesions beside an areola, skin of two tones (palm and back of the hand)."""
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,9 @@ from bodymap.detect.classical import ContrastDetector
 from bodymap.detect.evaluate import match, score_detections
 from bodymap.detect.texture import detect_image_tiled, tiles
 from bodymap.io import load_scan
-from bodymap.lesions import LesionSet, feret_diameter
-from bodymap.pipeline import detect_lesions
+from bodymap.lesions import Lesion, LesionSet, feret_diameter
+from bodymap.pipeline import _lesion_set, detect_lesions
+from bodymap.scan import Scan, ScanMeta
 from bodymap.synth.truth import read_visit_truth
 from bodymap.via import export_via, import_via, read_via_csv, write_via_csv
 
@@ -85,6 +87,119 @@ def test_tiled_detection_finds_each_spot_once():
     tiled = detect_image_tiled(img, np.ones((600, 600), bool), ContrastDetector(tile=160, overlap=24))
     assert len(list(tiles((600, 600), 160, 24))) > 9
     assert len(tiled) == len(whole)
+
+
+def _flat_scan(texture: np.ndarray, mm_per_texel: float, n: int = 16) -> Scan:
+    """A flat square of skin (the x-z plane, mm) carrying texture (h, w, 3) uint8 at mm_per_texel."""
+    h, w = texture.shape[:2]
+    xs, zs = np.linspace(0, w * mm_per_texel, n + 1), np.linspace(0, h * mm_per_texel, n + 1)
+    X, Z = np.meshgrid(xs, zs)
+    V = np.c_[X.ravel(), np.zeros(X.size), Z.ravel()]
+    U = np.c_[X.ravel() / xs[-1], Z.ravel() / zs[-1]]  # v up, image rows down: z = 0 is the bottom row
+    i = (np.arange(n)[:, None] * (n + 1) + np.arange(n)[None]).ravel()
+    F = np.concatenate([np.c_[i, i + 1, i + n + 2], np.c_[i, i + n + 2, i + n + 1]])
+    return Scan(V, F, uv=U[F], texture=texture, meta=ScanMeta(source="flat.obj"))
+
+
+def _disc(h, w, cy, cx, r, soft=1.0):
+    """(h, w) alpha of a disc of radius r pixels with a soft edge of `soft` pixels."""
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    return np.clip((r - np.hypot(yy - cy, xx - cx)) / soft + 0.5, 0, 1)
+
+
+def _lesion(lid, d, suppressed=None) -> Lesion:
+    return Lesion(id=lid, point_mm=[float(lid), 0, 0], face=0, bary=[1, 0, 0], normal=[0, -1, 0], diameter_mm=d,
+                  area_mm2=d * d * 0.7, colour_lab=[40, 15, 20], skin_lab=[70, 10, 15], contrast_de=20,
+                  confidence=0.9, suppressed=suppressed)
+
+
+def test_suppressed_candidates_keep_their_reason_and_round_trip(tmp_path):
+    """A candidate over 30 mm is not counted, but kept with its reason through lesions.json and
+    the CSV table; ids stay unique; files written before suppression existed still load."""
+    scan = _flat_scan(np.full((8, 8, 3), 200, np.uint8), 1.0)
+    ls = _lesion_set(scan, [_lesion(1, 4.0), _lesion(2, 45.0), _lesion(3, 6.0)], "classical", 30.0)
+    assert len(ls) == 2 and [l.diameter_mm for l in ls.lesions] == [4.0, 6.0]
+    assert [(l.diameter_mm, l.suppressed) for l in ls.suppressed] == [(45.0, "too_large")]
+    assert sorted(l.id for l in ls.all) == [1, 2, 3] and ls.suppressed[0].id == 3 and ls.info["max_id"] == 3
+    assert ls.info["suppressed"] == {"too_large": 1}
+    assert ls.points.shape == (2, 3)  # counts, tracking and exports see the counted lesions only
+    ls.suppress(lambda l: l.diameter_mm > 5, "nipple")  # as locate_lesions does for non-skin tissue
+    ls.renumber()
+    assert [l.suppressed for l in ls.suppressed] == ["too_large", "nipple"]
+    ls.save_json(tmp_path / "l.json")
+    back = LesionSet.load_json(tmp_path / "l.json")
+    assert [l.to_dict() for l in back.all] == [l.to_dict() for l in ls.all] and len(back) == 1
+    ls.save_csv(tmp_path / "l.csv")
+    rows = list(csv.DictReader(open(tmp_path / "l.csv")))
+    assert [r["suppressed"] for r in rows] == ["", "too_large", "nipple"]
+    assert float(rows[1]["diameter_mm"]) == 45.0
+    # a lesions.json from before: no "suppressed" list, no field on the lesions
+    old = json.loads((tmp_path / "l.json").read_text())
+    del old["suppressed"]
+    for l in old["lesions"]:
+        del l["suppressed"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    back = LesionSet.load_json(tmp_path / "old.json")
+    assert len(back) == 1 and back.suppressed == [] and back.lesions[0].suppressed is None
+
+
+@pytest.mark.parametrize("gap_px", [0.0, 2.0])
+def test_a_lesion_beside_an_areola_is_split_off_and_kept(gap_px):
+    """A 5 mm lesion right beside a 36 mm areola (a dark ring round a pale nipple, on hairy
+    skin): the areola is kept as a suppressed candidate (too large), the lesion is counted and
+    measured on its own instead of vanishing inside the areola's patch."""
+    rng = np.random.default_rng(3)
+    h, w, px = 400, 400, 0.4  # mm per texel
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (150, 100, 75)
+    img += rng.normal(0, 2.0, img.shape)
+    ring = _disc(h, w, 200, 170, 45, 3) * (1 - _disc(h, w, 200, 170, 12, 3))
+    img = img * (1 - ring[..., None]) + img * np.array([0.7, 0.55, 0.52]) * ring[..., None]
+    cx = 170 + 45 + gap_px + 6.25
+    les = _disc(h, w, 200, cx, 6.25)
+    img = img * (1 - les[..., None]) + np.array([70, 40, 30]) * les[..., None]
+    img[150:151, 130:260] *= 0.8  # a hair across the areola and the lesion
+    scan = _flat_scan(np.clip(img, 0, 255).astype(np.uint8), px)
+    ls = detect_lesions(scan)
+    assert len(ls) == 1
+    l = ls.lesions[0]
+    assert np.hypot(l.point_mm[0] - cx * px, l.point_mm[2] - (h - 200) * px) < 1.0
+    assert l.diameter_mm == pytest.approx(5.0, rel=0.15)
+    assert [x.suppressed for x in ls.suppressed] == ["too_large"] and ls.suppressed[0].diameter_mm > 30
+
+
+def _two_tone_skin(rng, h=480, w=480):
+    """Skin of a Fitzpatrick VI hand in texture space: the dark back of the hand, a pale palm
+    with finger strips (jagged, as UV charts cut it), dark skin reaching in between the fingers.
+    Returns (image (h, w, 3) float32, palm (h, w) bool)."""
+    yy, xx = np.mgrid[:h, :w]
+    palm = (np.hypot(yy - 240, xx - 200) < 110 + 6 * np.sin(xx / 3.0) * np.cos(yy / 4.0))
+    for k, y in enumerate((150, 215, 280, 345)):
+        palm |= (np.abs(yy - y - 4 * np.sin(xx / 5.0)) < 18) & (xx > 200) & (xx < 420 - 20 * k)
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (82, 56, 42)
+    img[palm] = (200, 165, 145)
+    img *= 1 + 0.05 * np.sin(xx / 37.0 + yy / 53.0)[..., None]  # slow mottling
+    img += rng.normal(0, 2.0, img.shape)
+    return img, palm
+
+
+def test_the_boundary_of_a_pale_palm_is_not_a_lesion():
+    """Dark skin with a pale palm: the boundary between the two tones gives no detection (the
+    local skin colour must not straddle it; a one-sided edge is not a lesion), while lesions on
+    the palm, also close to its edge, and on the back of the hand are found."""
+    rng = np.random.default_rng(4)
+    img, palm = _two_tone_skin(rng)
+    spots = [(240, 180, 5, (120, 85, 70)), (300, 128, 4, (110, 80, 65)),  # on the palm, the second near its edge
+             (420, 420, 5, (40, 25, 20))]  # on the back of the hand
+    for cy, cx, r, col in spots:
+        a = _disc(*palm.shape, cy, cx, r)
+        img = img * (1 - a[..., None]) + np.array(col, np.float32) * a[..., None]
+    b = ContrastDetector().detect(np.clip(img, 0, 255).astype(np.uint8), np.ones(palm.shape, bool))
+    centres = np.stack([(b.xyxy[:, 1] + b.xyxy[:, 3]) / 2, (b.xyxy[:, 0] + b.xyxy[:, 2]) / 2], 1)
+    assert len(b) == len(spots), centres
+    for cy, cx, r, _ in spots:
+        assert np.linalg.norm(centres - [cy, cx], axis=1).min() < 2.0
 
 
 def test_nms_drops_a_box_inside_another():
@@ -185,12 +300,17 @@ def test_detect_command_writes_the_lesion_table(medium_patient, tmp_path):
     assert len(read_via_csv(tmp_path / "via.csv").xyxy) == len(rows)
 
 
-def test_analyze_locates_lesions_and_drops_non_skin(small_patient, tmp_path):
+def test_analyze_locates_lesions_and_suppresses_non_skin(small_patient, tmp_path):
     out = tmp_path / "an"
     assert main(["analyze", str(small_patient[0] / "scan.obj"), "--out", str(out), "--quiet"]) == 0
     d = json.loads((out / "lesions.json").read_text())
-    assert "off_skin_dropped" in d["info"] and d["info"]["timings"]["total_s"] > 0
-    assert all(l["region"]["code"] and l["on_skin"] for l in d["lesions"])
+    assert "off_skin" in d["info"] and d["info"]["timings"]["total_s"] > 0
+    assert all(l["region"]["code"] and l["on_skin"] and l["suppressed"] is None for l in d["lesions"])
+    # candidates on lips, nipples, nails, eyes or over 30 mm are on record, located, with the reason
+    assert all(l["suppressed"] in ("too_large", "lips", "nipple", "nail", "eye") and l["region"]["code"]
+               for l in d["suppressed"])
+    assert all(not l["on_skin"] for l in d["suppressed"] if l["suppressed"] != "too_large")
+    assert sum(d["info"]["suppressed"].values()) == len(d["suppressed"])
     for name in ("labels.npz", "regions.json", "regions_bodymap.png", "lesions.csv", "annotated_texture.jpg"):
         assert (out / name).exists()
 

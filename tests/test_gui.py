@@ -160,6 +160,31 @@ def test_overlays_and_legend(win, qtbot):
     assert cam.position[1] < cam.focal_point[1]  # front view: camera on -y
 
 
+def test_suppressed_candidates_are_listed_only_when_asked(qtbot):
+    """Candidates not counted as lesions (too large, on a nipple...) are in the table, hidden by
+    default; the "suppressed" filter lists them with their reason."""
+    from bodymap.lesions import LesionSet
+    from bodymap.session import VisitState
+    from gui.lesiontable import LesionTable
+
+    ls = LesionSet.load_json(V1 / "lesions.json")
+    ls.suppress(lambda l: l.id <= 2, "nipple")  # all but two
+    ls.lesions[0].suppressed = "too_large"
+    ls.suppressed.insert(0, ls.lesions.pop(0))
+    ls.renumber()
+    table = LesionTable()
+    qtbot.addWidget(table)
+    table.set_visit(VisitState(str(SCAN1), ls))
+    assert table.proxy.rowCount() == 1 and "suppressed candidates hidden" in table.count.text()
+    table.suppressed_check.setChecked(True)
+    assert table.proxy.rowCount() == len(ls.all)
+    types = [table.proxy.index(r, 4).data() for r in range(table.proxy.rowCount())]
+    assert types.count("suppressed: off skin: nipple / areola") == len(ls.suppressed) - 1
+    assert "suppressed: too large" in types and "detected" in types
+    table.suppressed_check.setChecked(False)
+    assert table.proxy.rowCount() == 1
+
+
 def test_select_from_table_and_from_view(win, qtbot):
     lesions = win.project.visits[0].lesions.lesions
     target = max(lesions, key=lambda l: l.diameter_mm)

@@ -53,16 +53,29 @@ def load_template() -> LabelledTemplate:
     return LabelledTemplate(tm.vertices, tm.faces, site, side, ear)
 
 
+# Non-skin tissue kinds of non_skin_kind(), index = code (0: skin).
+NON_SKIN_KINDS = ("skin", "lips", "nipple", "nail", "eye")
+
+
 @functools.lru_cache(maxsize=1)
-def non_skin_vertices() -> np.ndarray:
-    """(13718,) bool: template vertices on tissue that is not skin for lesion counting (lips,
-    nipples and areolae, nails, eyes), from the body model's morph targets, hand geometry and
-    UV segmentation (the same sources scripts/make_template_labels.py uses)."""
+def non_skin_kind() -> np.ndarray:
+    """(13718,) uint8: the non-skin tissue each template vertex lies on, as an index into
+    NON_SKIN_KINDS (0 skin; lips, nipples and areolae, nails, eyes), from the body model's morph
+    targets, hand geometry and UV segmentation (the same sources scripts/make_template_labels.py
+    uses)."""
     from bodymap.synth.body import body_model, landmark_weights
 
     bm = body_model()
     w = landmark_weights(bm)
-    out = np.maximum.reduce([w["lips"], w["nipple"], w["nail"]]) > 0.2
+    out = np.zeros(len(w["lips"]), np.uint8)
+    for name in ("lips", "nipple", "nail"):
+        out[(w[name] > 0.2) & (out == 0)] = NON_SKIN_KINDS.index(name)
     eyes = bm._faces_labelled(("eye_front.L", "eye_front.R", "eye_back.L", "eye_back.R"))
-    out[np.unique(bm.faces[eyes])] = True
+    out[np.unique(bm.faces[eyes])] = NON_SKIN_KINDS.index("eye")
     return out
+
+
+def non_skin_vertices() -> np.ndarray:
+    """(13718,) bool: template vertices on tissue that is not skin for lesion counting (lips,
+    nipples and areolae, nails, eyes); see non_skin_kind."""
+    return non_skin_kind() > 0

@@ -66,3 +66,60 @@ def score_detections(det_points: np.ndarray, det_diameters: np.ndarray, truth: d
         "diameter_rel_errors": rel[big_pairs].tolist(),
         "missed_big": [les[i]["id"] for i in np.flatnonzero(big & ~hit_true)],
     }
+
+
+# Where a point lies on a synthetic body, for the benchmark's false-positive breakdown.
+SITE_CLASSES = ("palm", "sole", "back of hand", "back of foot", "lips", "nipple", "nail", "eye", "other skin")
+
+
+def truth_site_class(scan_faces: np.ndarray, faces: np.ndarray, bary: np.ndarray, truth_arrays: dict) -> list[str]:
+    """Where each surface point of a synthetic scan lies, one of SITE_CLASSES, from the truth's
+    scan-vertex -> template correspondence (no registration). scan_faces (m, 3) of the scan;
+    faces (k,) + bary (k, 3): the points; truth_arrays: read_visit_truth's arrays."""
+    from bodymap.anatomy.template import NON_SKIN_KINDS, non_skin_kind
+    from bodymap.synth.body import PARTS, body_model, landmark_weights, vertex_parts
+
+    faces = np.asarray(faces, np.int64).reshape(-1)
+    if len(faces) == 0:
+        return []
+    bm = body_model()
+    corner = scan_faces[faces, np.argmax(np.asarray(bary).reshape(-1, 3), axis=1)]
+    tf = truth_arrays["vertex_template_face"][corner]
+    tb = truth_arrays["vertex_template_bary"][corner]
+    tv = bm.faces[tf, np.argmax(tb, axis=1)]
+    kind = non_skin_kind()[tv]
+    part = vertex_parts(bm)[tv]
+    ps = landmark_weights(bm)["palm_sole"][tv] > 0.5
+    out = []
+    for k, p, s in zip(kind, part, ps):
+        if k:
+            out.append(NON_SKIN_KINDS[k])
+        elif PARTS[p] == "hand":
+            out.append("palm" if s else "back of hand")
+        elif PARTS[p] == "foot":
+            out.append("sole" if s else "back of foot")
+        else:
+            out.append("other skin")
+    return out
+
+
+def non_skin_gap(scan, tissue: np.ndarray, points: np.ndarray, kinds=("lips", "nipple", "nail")) -> tuple[np.ndarray, list[str]]:
+    """Distance (mm) from each point (k, 3) to the nearest texel of non-skin tissue in a synthetic
+    scan's truth tissue map (H, W) uint8 (bodymap.synth.skin.TISSUE), and that tissue's name."""
+    from scipy.spatial import cKDTree
+
+    from bodymap.project import texel_atlas
+    from bodymap.synth.skin import TISSUE
+
+    at = texel_atlas(scan)
+    n = len(at.flat) if at.n_inside is None else at.n_inside
+    lab = tissue.reshape(-1)[at.flat[:n]]
+    codes = np.array([TISSUE[k] for k in kinds])
+    sel = np.isin(lab, codes)
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    if not sel.any() or not len(points):
+        return np.full(len(points), np.inf), [""] * len(points)
+    P = np.einsum("kj,kjd->kd", at.bary[:n][sel].astype(np.float64), scan.vertices[scan.faces[at.face[:n][sel]]])
+    d, i = cKDTree(P).query(points)
+    names = {v: k for k, v in TISSUE.items()}
+    return d, [names[int(x)] for x in lab[sel][i]]
