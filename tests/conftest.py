@@ -1,13 +1,92 @@
-"""Shared fixtures: synthetic patients generated once per test session."""
+"""Shared fixtures: synthetic patients generated once per test session, and a sandbox.
+
+The sandbox: every test runs with its own home, settings, data and cache folders ($HOME, the
+XDG folders, BODYMAP_HOME, Qt's settings, matplotlib's and ultralytics' configuration) and in
+its own current folder, so `make test` never reads or writes the user's real settings, recent
+files, autosaves or review store, and a default output (./bodymap-out/) lands in a temporary
+folder. The body model's caches (anny's, about 800 MB and a minute to build; warp's compiled
+kernels) are kept between runs in .test-cache/ under the repository (ignored by git), filled on
+the first run from the user's own caches when they exist (read only: hard links or copies).
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_meshes"
 EXTERNAL = ROOT.parent / "shared" / "external"
+
+#: The user's real home, as it was before the sandbox (tests check it stays untouched).
+REAL_HOME = Path(os.path.expanduser("~")).resolve()
+SANDBOX = Path(tempfile.mkdtemp(prefix="bodymap-tests-"))
+TEST_CACHE = Path(os.environ.get("BODYMAP_TEST_CACHE") or ROOT / ".test-cache")
+
+
+def _seed(src: Path, dst: Path) -> None:
+    """Fill the test cache dst from a user's cache src once (hard links, else copies); never
+    writes into src."""
+    if dst.exists() or not src.is_dir():
+        return
+    tmp = dst.with_name(dst.name + f".{os.getpid()}.part")
+    try:
+        shutil.copytree(src, tmp, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(".*"))  # another run's temporary files
+        os.replace(tmp, dst)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_or_copy(a, b):
+    try:
+        os.link(a, b)
+    except OSError:
+        shutil.copy2(a, b)
+
+
+def _sandbox() -> None:
+    """Point every per-user location at SANDBOX (and the body-model caches at TEST_CACHE). Runs
+    when pytest loads this file, before any test module imports bodymap, Qt, matplotlib,
+    anny, warp or ultralytics."""
+    home = SANDBOX / "home"
+    env = {
+        "HOME": home,
+        "XDG_CONFIG_HOME": home / ".config",
+        "XDG_DATA_HOME": home / ".local" / "share",
+        "XDG_CACHE_HOME": home / ".cache",
+        "XDG_STATE_HOME": home / ".local" / "state",
+        "BODYMAP_HOME": SANDBOX / "bodymap-home",
+        "MPLCONFIGDIR": home / ".config" / "matplotlib",
+        "YOLO_CONFIG_DIR": home / ".config" / "Ultralytics",
+        "TORCH_HOME": home / ".cache" / "torch",
+    }
+    for k, v in env.items():
+        Path(v).mkdir(parents=True, exist_ok=True)
+        os.environ[k] = str(v)
+    os.environ["YOLO_OFFLINE"] = "1"
+    if "ANNY_CACHE_DIR" not in os.environ:
+        _seed(REAL_HOME / ".cache" / "anny", TEST_CACHE / "anny")
+        os.environ["ANNY_CACHE_DIR"] = str(TEST_CACHE / "anny")
+    if "WARP_CACHE_PATH" not in os.environ:
+        _seed(REAL_HOME / ".cache" / "warp", TEST_CACHE / "warp")
+        os.environ["WARP_CACHE_PATH"] = str(TEST_CACHE / "warp")
+
+
+_sandbox()
+
+import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SANDBOX, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_folder(tmp_path, monkeypatch):
+    """Each test runs in a folder of its own: default outputs (./bodymap-out) land there."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -14,10 +14,10 @@ gives them back as fp32.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 import zipfile
 from pathlib import Path
+
+from bodymap.atomic import atomic_write
 
 FORMAT = "bodymap-checkpoint"
 VERSION = 1
@@ -56,18 +56,8 @@ def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[st
            "torch": str(torch.__version__)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(obj, str(tmp))
 
 
 def load_checkpoint(path, task: str) -> dict:
