@@ -7,7 +7,8 @@ cube, a 500-face model, two people in one file or a body in inches must be refus
 inches, detected) before that, with a reason a user can act on. What is measured (all cheap):
 
 - face count: a body scan has tens of thousands of faces; a few hundred cannot carry lesions;
-- size: largest extent 250-3000 mm (load_scan has applied the units);
+- size: largest extent 250-3000 mm (load_scan has applied the units), and not flat (the
+  smallest bounding-box side at least 4 % of the largest);
 - surface area against size: area / (largest extent)^2 is about 0.5-0.8 for a whole body and up
   to about 1.2 for a head or trunk alone, whatever the scale; a flat sheet or a line is far
   below, a closed box or a ball (6 and 3.1) far above;
@@ -31,6 +32,9 @@ MIN_FACES = 1000
 # area / largest extent^2: whole bodies measured 0.45-0.8 (synthetic A-pose and raised arms, FAUST,
 # SMPL), a trunk or head alone up to ~1.3; a ball is 3.1, a box 6, a flat sheet < 0.1.
 AREA_RATIO = (0.15, 2.2)
+# Thinner than this share of its length is a sheet, not a body (a thin adult seen sideways is
+# ~0.1 as deep as tall; a hand ~0.15 as thick as long).
+MIN_THICKNESS = 0.04
 # A second piece this large (share of the largest's area) and this long (share of the whole
 # mesh's extent) is a second body (or a turntable), not a detached finger or noise.
 SECOND_PIECE_AREA = 0.25
@@ -58,6 +62,17 @@ class BodyCheck:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _principal_extents(v: np.ndarray) -> tuple[float, float]:
+    """(smallest, largest) extent mm along the principal axes of the vertices (v (n, 3) mm; a
+    sample of at most 50k), so a flat sheet is flat whatever its orientation."""
+    if len(v) > 50_000:
+        v = v[np.random.default_rng(0).choice(len(v), 50_000, replace=False)]
+    c = v - v.mean(0)
+    _, _, axes = np.linalg.svd(c, full_matrices=False)
+    e = np.ptp(c @ axes.T, axis=0)
+    return float(e.min()), float(e.max())
 
 
 def _pieces(v: np.ndarray, f: np.ndarray, areas: np.ndarray) -> list[tuple[float, float]]:
@@ -141,6 +156,10 @@ def check_body(scan: Scan) -> BodyCheck:
         raise ScanError(src, f"only {len(f)} face{'' if len(f) == 1 else 's'}: not a body scan (a body scan has tens of thousands; at least "
                              f"{MIN_FACES} are needed to map lesions)")
     scan.check_body_size()
+    thick, long_ = _principal_extents(scan.vertices)
+    if thick < MIN_THICKNESS * long_:
+        raise ScanError(src, f"not a body: it is flat ({thick:.3g} mm thick for {long_:.0f} mm long; a body is at least "
+                             f"{100 * MIN_THICKNESS:.0f}% as thick as it is long)")
     if not AREA_RATIO[0] <= ratio <= AREA_RATIO[1]:
         what = ("a closed box or ball" if ratio > AREA_RATIO[1] else "a flat sheet, a strip or a line")
         raise ScanError(src, f"not a body: its surface ({area / 1e6:.3g} m2) is {ratio:.2f} times the square of its "

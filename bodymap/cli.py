@@ -460,6 +460,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     class probabilities (CSV, JSON) and Grad-CAM overlays (PNG)."""
     from bodymap.models.diagnosis import DiagnosisModel, diagnose_photos, diagnose_scan, write_diagnoses
 
+    if not args.lesions:  # a bad photo is reported before the model is loaded
+        from bodymap.models.quality import load_photo
+
+        for p in args.inputs:
+            load_photo(p)
     model = DiagnosisModel.load(args.weights, device=args.device)
     print(model.description)
     if args.lesions:

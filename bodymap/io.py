@@ -512,8 +512,9 @@ def _resolve_indices(lines: _Lines, raw: np.ndarray, corner_line: np.ndarray, n_
         if raw[k] == 0:
             detail = f"{what} index 0 (OBJ indices start at 1)"
         else:
+            plural = "vertices" if what == "vertex" else f"{what}s"
             detail = (f"face refers to {what} {int(raw[k])} but the file defines only {total} "
-                      f"{what}s{' before it' if raw[k] < 0 else ''} (indices out of range)")
+                      f"{plural}{' before it' if raw[k] < 0 else ''} (indices out of range)")
         raise lines.problem(int(corner_line[k]), detail)
     return out
 

@@ -109,3 +109,20 @@ def big_patient(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_big")
     opts = SynthOptions(n_lesions=300, texture_size=4096, target_faces=60_000, visits=1)
     return synthesize_patient(5, opts, out)[0]
+
+
+@pytest.fixture(scope="session")
+def small_analysed(small_patient, tmp_path_factory) -> list[Path]:
+    """Analysis folders of both visits of the small patient, made through the CLI with one
+    registration per visit, shared by the anatomy, detection, tracking and review tests:
+    visit 2 by `bodymap label` and then `bodymap analyze` into the same folder (which reuses the
+    label run's registration), visit 1 by `bodymap analyze`. Returns [folder1, folder2]."""
+    from bodymap.cli import main
+
+    out = tmp_path_factory.mktemp("small_analysed")
+    v1, v2 = small_patient
+    d1, d2 = out / "visit1", out / "visit2"
+    assert main(["label", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
+    assert main(["analyze", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
+    assert main(["analyze", str(v1 / "scan.obj"), "--out", str(d1), "--quiet"]) == 0
+    return [d1, d2]

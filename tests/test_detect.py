@@ -185,9 +185,8 @@ def test_detect_command_writes_the_lesion_table(medium_patient, tmp_path):
     assert len(read_via_csv(tmp_path / "via.csv").xyxy) == len(rows)
 
 
-def test_analyze_locates_lesions_and_drops_non_skin(small_patient, tmp_path):
-    out = tmp_path / "an"
-    assert main(["analyze", str(small_patient[0] / "scan.obj"), "--out", str(out), "--quiet"]) == 0
+def test_analyze_locates_lesions_and_drops_non_skin(small_analysed):
+    out = small_analysed[0]  # `bodymap analyze` of the small patient's visit 1 (conftest)
     d = json.loads((out / "lesions.json").read_text())
     assert "off_skin_dropped" in d["info"] and d["info"]["timings"]["total_s"] > 0
     assert all(l["region"]["code"] and l["on_skin"] for l in d["lesions"])

@@ -262,7 +262,7 @@ def _init_warp() -> None:
     try:  # the kernels anny uses are compiled on first use (tens of seconds on a CPU)
         cache = Path(warp.config.kernel_cache_dir or "")
         if cache.is_dir() and not any(p.name.startswith("wp_anny") for p in cache.iterdir()):
-            notice("compiling the body model's kernels (first run, about half a minute)")
+            notice("compiling the body model's kernels (first run, about 10 s)")
     except Exception:  # noqa: BLE001 - a notice only
         pass
 
