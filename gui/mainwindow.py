@@ -41,6 +41,8 @@ class MainWindow(QtWidgets.QMainWindow):
     close cleanly (checked once the window is shown, also when a path is opened at start)."""
 
     _open_windows: list = []  # windows made to hold recovered work (kept alive here)
+    # first-run notices of the body model (cache build, kernel compile) come from worker threads
+    notice = QtCore.Signal(str)
 
     def __init__(self, recover: bool = True, path: str | Path | None = None):
         super().__init__()
@@ -65,6 +67,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build()
         self._update_actions()
         self.statusBar().showMessage("Open a scan, an analysis folder or a project (File > Open)")
+        self.notice.connect(lambda m: self.statusBar().showMessage(m, 120000))
+        from bodymap.synth import body as _body  # light: numpy only until a body is built
+
+        _body.notice = self.notice.emit  # "building the body model cache (first run, ...)" in the status bar
         self._startup_path = path  # opened after the recovery question (recovered work then gets its own window)
         self._recover_at_start = recover
         if recover or path:

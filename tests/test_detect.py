@@ -247,13 +247,15 @@ def test_yolo_trains_on_synthetic_tiles_and_runs_as_a_detector(medium_patient, t
     net.train(data=str(tmp_path / "tiles" / "data.yaml"), epochs=2, imgsz=192, batch=8, device="cpu", workers=0,
               plots=False, amp=False, project=str(tmp_path), name="run", exist_ok=True, val=False, verbose=False)
     last = tmp_path / "run" / "weights" / "last.pt"
-    with pytest.raises(ValueError, match="not a BodyMap lesion-detector checkpoint"):
+    with pytest.raises(ValueError, match="--trust-weights"):  # a pickle BodyMap did not ship: not loaded
         YoloDetector(weights=last)
+    with pytest.raises(ValueError, match="not a BodyMap lesion-detector checkpoint"):
+        YoloDetector(weights=last, trust=True)
     ck = torch.load(str(last), map_location="cpu", weights_only=False)
     ck["bodymap"] = {"task": "lesion-detection", "scale": 2, "recipe": {"epochs": 2}}
     torch.save(ck, str(tmp_path / "det.pt"))
-    assert read_checkpoint_info(tmp_path / "det.pt")["recipe"]["epochs"] == 2
-    det = YoloDetector(weights=tmp_path / "det.pt", conf=0.001, device="cpu")
+    assert read_checkpoint_info(tmp_path / "det.pt", trust=True)["recipe"]["epochs"] == 2
+    det = YoloDetector(weights=tmp_path / "det.pt", conf=0.001, device="cpu", trust=True)
     img = np.full((96, 96, 3), 200, np.uint8)
     b = det.detect(img, np.ones((96, 96), bool))
     assert b.xyxy.shape[1] == 4 and len(b.score) == len(b)
@@ -276,7 +278,7 @@ def test_shipped_yolo_weights_load_and_find_lesions(big_patient, medium_patient)
 
     if not SHIPPED.exists():
         pytest.skip("no shipped YOLO weights")
-    info = read_checkpoint_info(SHIPPED)
+    info = read_checkpoint_info(SHIPPED)  # the shipped file: its sha256 is in bodymap/data/SHA256SUMS
     assert info["recipe"]["from"] == "random weights" and "bodymap train detector" in info["recipe"]["command"]
     assert info["data"]["synthetic"] and 5 not in info["data"]["seeds"]
     assert "benchmarks/detection.py" in info.get("held_out", {})
