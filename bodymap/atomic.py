@@ -82,13 +82,14 @@ def open_atomic(path: str | Path, mode: str = "w", **kwargs):
             yield fh
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_write(path) as tmp:
+    with atomic_write(path, fsync) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_write(path) as tmp:
+def write_text(path: str | Path, text: str, encoding: str = "utf-8", fsync: bool = True) -> None:
+    """Write ``text`` to ``path`` atomically (fsync=False for many small files a crash may
+    lose but never truncate: training tiles)."""
+    with atomic_write(path, fsync) as tmp:
         tmp.write_text(text, encoding=encoding)

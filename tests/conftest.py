@@ -89,26 +89,61 @@ def _own_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+# What a synthetic patient depends on: the generator, the mesh writer and the body model.
+_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io.py", "bodymap/scan.py", "bodymap/project.py",
+                  "bodymap/colour.py", "bodymap/taxonomy.py", "bodymap/anatomy/template.py", "bodymap/data/*.npz")
+
+
+def synthetic_patient(seed: int, opts, out: Path) -> list[Path]:
+    """synthesize_patient(seed, opts, out), taken from .test-cache/synth/ when a patient was
+    generated there with the same seed, options, generator source code (every file it depends
+    on, hashed) and library versions; copied, so a test may change its copy. The generator is
+    deterministic: a cached patient is the one it would make now (test_synth generates afresh)."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from bodymap.synth.patient import synthesize_patient
+
+    h = hashlib.sha256(json.dumps([seed, opts.to_dict(), [version(p) for p in ("numpy", "scipy", "anny", "torch",
+                                                                             "pillow", "trimesh")]]).encode())
+    for pattern in _SYNTH_SOURCES:
+        for f in sorted(ROOT.glob(pattern)):
+            h.update(f.read_bytes())
+    cached = TEST_CACHE / "synth" / f"{seed}-{h.hexdigest()[:20]}"
+    if not (cached / "complete").exists():
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synthesize_patient(seed, opts, tmp)
+        (tmp / "complete").touch()
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
+    pid = next(p for p in cached.iterdir() if p.is_dir())
+    shutil.copytree(pid, out / pid.name)
+    return sorted((out / pid.name).glob("visit*"))
+
+
 @pytest.fixture(scope="session")
 def small_patient(tmp_path_factory) -> list[Path]:
     """Two visits of a small patient (fast): 40 lesions, 512 texture, ~20k faces."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    from bodymap.synth.patient import SynthOptions
 
     out = tmp_path_factory.mktemp("synth_small")
     opts = SynthOptions(n_lesions=40, texture_size=512, target_faces=20_000, visits=2,
                         poses=("a-pose", "arms-raised"), new_fraction=0.1, removed_fraction=0.1,
                         grown_fraction=0.2, darker_fraction=0.2)
-    return synthesize_patient(3, opts, out)
+    return synthetic_patient(3, opts, out)
 
 
 @pytest.fixture(scope="session")
 def big_patient(tmp_path_factory) -> Path:
-    """One visit of a patient with 300 lesions on a 4096 texture (about 1.5 min)."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    """One visit of a patient with 300 lesions on a 4096 texture (about 1.5 min to generate;
+    kept in .test-cache between runs while the generator does not change)."""
+    from bodymap.synth.patient import SynthOptions
 
     out = tmp_path_factory.mktemp("synth_big")
     opts = SynthOptions(n_lesions=300, texture_size=4096, target_faces=60_000, visits=1)
-    return synthesize_patient(5, opts, out)[0]
+    return synthetic_patient(5, opts, out)[0]
 
 
 @pytest.fixture(scope="session")

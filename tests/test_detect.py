@@ -25,11 +25,13 @@ from conftest import EXTERNAL
 @pytest.fixture(scope="module")
 def medium_patient(tmp_path_factory):
     """One visit, 2048 texture (texels ~0.5-1.5 mm), 20k faces, 80 lesions, Fitzpatrick II."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    from bodymap.synth.patient import SynthOptions
+
+    from conftest import synthetic_patient
 
     out = tmp_path_factory.mktemp("synth_medium")
     opts = SynthOptions(n_lesions=80, texture_size=2048, target_faces=20_000, visits=1, fitzpatrick=2)
-    return synthesize_patient(11, opts, out)[0]
+    return synthetic_patient(11, opts, out)[0]
 
 
 @pytest.fixture(scope="module")

@@ -268,17 +268,18 @@ def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, see
         for img, boxes in tiles_of_visit(vdir, rng, tile=tile, scale=scale):
             split = "val" if rng.random() < val_fraction else "train"
             name = f"t{n:06d}"
-            Image.fromarray(img).save(out / "images" / split / f"{name}.jpg", quality=95)
+            with atomic_write(out / "images" / split / f"{name}.jpg", fsync=False) as tmp:
+                Image.fromarray(img).save(tmp, quality=95)
             s = img.shape[0]
             lines = [f"0 {(b[0] + b[2]) / 2 / s:.6f} {(b[1] + b[3]) / 2 / s:.6f} {(b[2] - b[0]) / s:.6f} "
                      f"{(b[3] - b[1]) / s:.6f}" for b in boxes]
             text = "\n".join(lines)
-            (out / "labels" / split / f"{name}.txt").write_text(text)
+            write_text(out / "labels" / split / f"{name}.txt", text, fsync=False)
             h.update(text.encode())
             counts[split] += 1
             counts["boxes"] += len(boxes)
             n += 1
-    (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: lesion\n")
+    write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: lesion\n")
     return {**counts, "labels_sha256": h.hexdigest(), "visits": [str(v) for v in visits]}
 
 
