@@ -68,6 +68,7 @@ class Lesion:
 _INT_FIELDS = ("id", "face")
 _VEC3_FIELDS = ("point_mm", "bary", "normal", "colour_lab", "skin_lab")
 _FLOAT_FIELDS = ("diameter_mm", "area_mm2", "contrast_de", "confidence")
+_COLOUR_FIELDS = ("colour_lab", "skin_lab")  # may be empty: colour unknown
 
 
 def _lesion_from_json(d, k: int, path) -> Lesion:
@@ -89,6 +90,9 @@ def _lesion_from_json(d, k: int, path) -> Lesion:
         out[n] = int(v)
     for n in _VEC3_FIELDS:
         v = d[n]
+        if n in _COLOUR_FIELDS and (v is None or v == []):  # colour not measured (truth lists, imports)
+            out[n] = []
+            continue
         try:
             a = np.asarray(v, np.float64)
         except (TypeError, ValueError):

@@ -236,9 +236,12 @@ def reusable_registration(scan: Scan, folder: str | Path):
             return None
         from bodymap.anatomy.labels import load_correspondence
 
-        return load_correspondence(folder / "labels.npz", scan.n_vertices)
+        corr = load_correspondence(folder / "labels.npz", scan.n_vertices)
     except (OSError, ValueError):
         return None
+    if corr is not None:  # the fit's record (residuals, pose, phenotype) goes on with it
+        corr.info = {**(rec.get("fit") if isinstance(rec.get("fit"), dict) else {}), "reused_from": str(folder)}
+    return corr
 
 
 def scan_record(scan_source: str, out: Path) -> tuple[str, str]:

@@ -115,23 +115,27 @@ def gather(visit1, visit2, folders=(), explicit: str | Path | None = None):
 
     ids1 = visit1 if isinstance(visit1, VisitIds) else VisitIds.of(visit1)
     ids2 = visit2 if isinstance(visit2, VisitIds) else VisitIds.of(visit2)
-    cands = []
+    cands = []  # (file, say so when it holds another pair's reviews)
     if explicit is not None:
         if not Path(explicit).is_file():
             raise FileNotFoundError(f"{explicit}: reviews file not found")
-        cands.append(Path(explicit))
-    cands += [Path(f) / "reviews.json" for f in folders if f is not None]
-    cands.append(store_path(ids1.scan, ids2.scan))
+        cands.append((Path(explicit), True))
+    folders = [f for f in folders if f is not None]
+    # the first folder is the output folder; others (analysis folders) may hold their own
+    # tracking against another visit, which is no news
+    cands += [(Path(f) / "reviews.json", k == 0) for k, f in enumerate(folders)]
+    cands.append((store_path(ids1.scan, ids2.scan), True))
     seen, found, notes = set(), [], []
-    for p in cands:
+    for p, say in cands:
         key = _resolved(p)
         if key in seen or not p.is_file():
             continue
         seen.add(key)
         rv, r1, r2, saved = read_reviews(p)  # a corrupt reviews file is an error: never skipped silently
         if (r1 is not None and r1.scan and r1.scan != ids1.scan) or (r2 is not None and r2.scan and r2.scan != ids2.scan):
-            notes.append(f"{p}: reviews of other scans ({r1.scan if r1 else '?'} -> {r2.scan if r2 else '?'}); "
-                         "not applied")
+            if say:
+                notes.append(f"{p}: reviews of other scans ({r1.scan if r1 else '?'} -> {r2.scan if r2 else '?'}); "
+                             "not applied")
             continue
         found.append((saved, p, rv, r1, r2))
     merged = Reviews()

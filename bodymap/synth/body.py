@@ -246,18 +246,23 @@ def _init_warp() -> None:
     if getattr(warp, "_bodymap_initialised", False):
         return
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as tmp:
+    try:
         saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            warp.init()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        for line in tmp.read().decode("utf-8", "replace").splitlines():
-            if line.strip() and "Could not find or load the NVIDIA CUDA driver" not in line:
-                print(line, file=sys.stderr)
+    except OSError:  # no stderr to capture (a windowed app): nothing would show anyway
+        warp.init()
+        saved = None
+    if saved is not None:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                warp.init()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and "Could not find or load the NVIDIA CUDA driver" not in line:
+                    print(line, file=sys.stderr)
     warp._bodymap_initialised = True
     try:  # the kernels anny uses are compiled on first use (tens of seconds on a CPU)
         cache = Path(warp.config.kernel_cache_dir or "")
