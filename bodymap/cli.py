@@ -460,11 +460,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     class probabilities (CSV, JSON) and Grad-CAM overlays (PNG)."""
     from bodymap.models.diagnosis import DiagnosisModel, diagnose_photos, diagnose_scan, write_diagnoses
 
-    if not args.lesions:  # a bad photo is reported before the model is loaded
+    if not args.lesions:  # a bad photo or site is reported before the network is built
         from bodymap.models.quality import load_photo
 
         for p in args.inputs:
             load_photo(p)
+        if args.site:
+            from bodymap.models.checkpoint import load_checkpoint
+            from bodymap.models.diagnosis import DEFAULT_PATH, TASK
+
+            ck = load_checkpoint(DEFAULT_PATH if args.weights is None else args.weights, TASK)
+            _check_sites(args.site, list(ck["arch"].get("sites", [])))
     model = DiagnosisModel.load(args.weights, device=args.device)
     print(model.description)
     if args.lesions:
@@ -480,7 +486,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         sites = args.site or [None]
         if len(sites) not in (1, len(args.inputs)):
             raise ValueError(f"--site: give one site for all photos or one per photo ({len(args.inputs)})")
-        _check_sites(sites, model)
         sites = sites * len(args.inputs) if len(sites) == 1 else sites
         names, crops, quals, diags = diagnose_photos(args.inputs, sites, model)
         for q in quals:
@@ -496,16 +501,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_sites(sites: list, model) -> None:
-    """Every --site must be a taxonomy code or name, one of the model's sites, or 'unknown': a
-    misspelt site would silently become 'unknown' and change the diagnosis."""
+def _check_sites(sites: list, vocabulary: list[str]) -> None:
+    """Every --site must be a taxonomy code or name, one of the model's sites (vocabulary), or
+    'unknown': a misspelt site would silently become 'unknown' and change the diagnosis."""
     from bodymap import taxonomy as tx
 
-    known = {s.lower() for s in model.sites} | {s.code.lower() for s in tx.SITES} | {s.name.lower() for s in tx.SITES}
+    known = {s.lower() for s in vocabulary} | {s.code.lower() for s in tx.SITES} | {s.name.lower() for s in tx.SITES}
     known.add("unknown")
     bad = [s for s in sites if s is not None and str(s).strip().lower() not in known]
     if bad:
-        examples = ", ".join(repr(s) for s in [*model.sites[1:6]])
+        examples = ", ".join(repr(s) for s in vocabulary[1:6])
         raise ValueError(f"--site {', '.join(repr(b) for b in bad)}: unknown anatomic site; give a taxonomy code or "
                          f"name (e.g. upper_extremity/forearm, 'back of hand'), one of the model's sites "
                          f"({examples}, ...) or 'unknown'")

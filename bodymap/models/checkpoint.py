@@ -66,8 +66,6 @@ def load_checkpoint(path, task: str) -> dict:
     Raises CheckpointError (naming the file) for a missing file, a file that is not a BodyMap
     checkpoint (e.g. a YOLO .pt or any other file), a checkpoint of another task, or a newer
     format version."""
-    import torch
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such file")
@@ -75,6 +73,10 @@ def load_checkpoint(path, task: str) -> dict:
         raise CheckpointError(path, "is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "empty file, not a BodyMap checkpoint")
+    if not zipfile.is_zipfile(path):  # save_checkpoint writes torch's zip format: say so before importing torch
+        raise CheckpointError(path, "not a BodyMap checkpoint (not a PyTorch file)")
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # never unpickle arbitrary objects: weights_only refuses them
