@@ -13,6 +13,7 @@ the input). A scan is checked to be a body (bodymap.bodycheck) before any long w
     bodymap review TRACKING_DIR [--confirm ID1:ID2] [--reassign ID1:ID2] [--reject ID1:ID2] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
     bodymap report ANALYSIS_DIR OUT.pdf [--previous EARLIER_ANALYSIS_DIR]   (also .svg/.png region map, .glb/.ply mesh)
+    bodymap export ANALYSIS_DIR --format slice3d|dicom|fhir OUT [--previous DIR | --tracking DIR] [--patient JSON] [--tiles DIR]
     bodymap train ear|macro --out DIR [--steps N] [--bodies N] [--views N] [--size PX] [--folder DIR (ear)]
     bodymap train diagnosis --out DIR [--csv FILE [--test-csv FILE]] [--n-train 3000] [--epochs 10]
     bodymap evaluate diagnosis [--weights B.pt] [--weights-a A.pt] [--csv FILE | --n 2000 --seed 9600]
@@ -653,6 +654,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export an analysis folder in a standard: SLICE-3D lesion table (CSV, + tiles), DICOM
+    (close-ups, body maps, measurement report) or FHIR (a Bundle, JSON)."""
+    from bodymap.export import standard_export
+
+    if args.tiles and args.format != "slice3d":
+        raise ValueError("--tiles: only with --format slice3d")
+    bar = _Bar(f"exporting {args.format}", enabled=not args.quiet)
+    try:
+        paths = standard_export(args.format, args.analysis, args.out, patient=args.patient, previous=args.previous,
+                                tracking=args.tracking, tiles=args.tiles, units=args.units, progress=bar)
+    finally:
+        bar.close()
+    shown = paths if len(paths) <= 6 else paths[:3] + [f"... ({len(paths) - 4} more)"] + paths[-1:]
+    for p in shown:
+        print(f"  {p}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bodymap`` command."""
     p = argparse.ArgumentParser(prog="bodymap", description="3D total-body skin-lesion mapping")
@@ -789,6 +809,21 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--units", choices=UNITS, help="units of the scan file (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_report)
+
+    q = sub.add_parser("export", help="export an analysis folder in a standard: SLICE-3D lesion table, DICOM, FHIR")
+    q.add_argument("analysis", help="a folder written by `bodymap analyze`")
+    q.add_argument("--format", required=True, choices=["slice3d", "dicom", "fhir"],
+                   help="slice3d: ISIC 2024 SLICE-3D columns (CSV); dicom: a folder of DICOM files; fhir: a Bundle (JSON)")
+    q.add_argument("out", help="OUT.csv (slice3d), OUT_DIR (dicom) or OUT.json (fhir)")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--previous", metavar="ANALYSIS", help="an earlier visit's analysis folder: change since then "
+                                                          "(tracked now, respecting the folder's reviews.json)")
+    g.add_argument("--tracking", metavar="DIR", help="a folder with tracking.json (from `bodymap track`) instead")
+    q.add_argument("--patient", metavar="JSON", help="the patient record (default: patient.json beside the scan)")
+    q.add_argument("--tiles", metavar="DIR", help="slice3d: also write each lesion's 15 mm tile (JPEG) here")
+    q.add_argument("--units", choices=UNITS, help="units of the scan file (default: detect)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_export)
 
     q = sub.add_parser("review", help="confirm, reject or reassign matches of a tracking folder (applied by every "
                                       "later `bodymap track` of the same two visits)",

@@ -35,7 +35,9 @@ class Lesion:
     diameter on the surface's tangent plane; area_mm2 on the surface; colour_lab / skin_lab (3,):
     mean CIELAB of the lesion and of the skin around it; contrast_de: their Delta E;
     confidence in [0, 1]; region: site path (see RegionIndex.region_at); source: where it was
-    found ('texture', 'view:NAME', 'manual', 'imported'); box_px: (x0, y0, x1, y1) on the texture.
+    found ('texture', 'view:NAME', 'manual', 'imported'); box_px: (x0, y0, x1, y1) on the texture;
+    measures: outline, colour and position measures keyed as in bodymap.measures.MEASURES ({}
+    until measured: lists written before measures existed, manual lesions).
     """
 
     id: int
@@ -55,6 +57,8 @@ class Lesion:
     region: dict = dataclasses.field(default_factory=dict)
     on_skin: bool = True
     note: str = ""
+    # the measures a TBP system reports (bodymap.measures.MEASURES); empty in older files
+    measures: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -255,6 +259,8 @@ class _Piece:
     score: float
     box: tuple[float, float, float, float] | None
     texel_mm: float
+    outline: list = dataclasses.field(default_factory=list)  # border loops (measures.image_outline)
+    ring_lab: np.ndarray | None = None  # (r, 3) Lab of the ring of skin around the lesion
 
 
 class LesionMeasurer:
@@ -335,8 +341,10 @@ class LesionMeasurer:
         near = np.linalg.norm(pts - p0, axis=1) <= reach
         if not near.any():
             return None
+        outline, ring_lab = _surroundings(img, (Y0, X0), seg, inside, ring, centre, c / max(level, 1e-6), lab, p0,
+                                          reach, texel_mm)
         return _Piece(pts[near], areas[near], lab[seg][near], skin, float(score),
-                      tuple(float(v) for v in box) if keep_box else None, texel_mm)
+                      tuple(float(v) for v in box) if keep_box else None, texel_mm, outline, ring_lab)
 
     # -------------------------------------------------------------- boxes -> lesions
     def _lesion(self, parts: list[_Piece], lid: int, face: int, bary: np.ndarray, detector: str,
@@ -357,7 +365,112 @@ class LesionMeasurer:
             diameter_mm=round(feret_diameter(pts, normal, texel_mm), 3), area_mm2=round(float(areas.sum()), 3),
             colour_lab=_r(colour, 2), skin_lab=_r(skin, 2), contrast_de=round(float(delta_e(colour, skin)), 2),
             confidence=round(max(p.score for p in parts), 4), source=source, detector=detector,
-            box_px=_r(np.array(best.box), 1) if best is not None else None)
+            box_px=_r(np.array(best.box), 1) if best is not None else None,
+            measures=_measures(parts, point, normal))
+
+    def add_measures(self, img: "TextureImage", lesions: list[Lesion]) -> int:
+        """Measure lesions that have no measures yet (lists written before measures existed,
+        imported ones): each is segmented again in its texture box, or in a box of its diameter
+        around its texture point, and measured like a new one (one piece: a lesion cut by a UV
+        seam is measured on the side its point lies on). Returns how many got measures."""
+        done = 0
+        for l in lesions:
+            if l.measures:
+                continue
+            box = np.array(l.box_px, np.float64) if l.box_px is not None else self._box_around(l)
+            p = self._piece(img, box, l.confidence, False)
+            if p is None:
+                continue
+            l.measures = _measures([p], np.asarray(l.point_mm, np.float64), np.asarray(l.normal, np.float64))
+            done += bool(l.measures)
+        return done
+
+    def _box_around(self, l: Lesion) -> np.ndarray:
+        """(4,) texture box (x0, y0, x1, y1) of the lesion's diameter around its texture point."""
+        from bodymap.scan import uv_to_pixel
+
+        uv = self.scan.uv_from_barycentric(np.array([l.face]), np.array([l.bary], np.float64))
+        x, y = uv_to_pixel(uv, self.scan.texture.shape)[0]
+        texel = float(self.scan.texel_density[l.face])
+        half = max(1.5, 0.5 * l.diameter_mm / texel) if np.isfinite(texel) and texel > 0 else 3.0
+        return np.array([x - half, y - half, x + half, y + half])
+
+
+def _surroundings(img: SurfaceImage, origin: tuple[int, int], seg: np.ndarray, inside: np.ndarray, skin: np.ndarray,
+                  centre: np.ndarray, rel: np.ndarray, lab: np.ndarray, p0: np.ndarray, reach: float,
+                  texel_mm: float) -> tuple[list, np.ndarray]:
+    """A segmented lesion's border on the surface and the skin around it.
+
+    The window of img starting at origin (row, col): seg, inside, skin, centre (h, w) bool: the
+    lesion's pixels, the pixels that show the surface, the skin around the detector's box and
+    the box's centre; rel (h, w): the segmentation's contrast relative to its level; lab (h, w,
+    3): CIELAB; p0 (3,) mm and reach mm: where the lesion lies (pixels farther away show another
+    UV chart or limb).
+
+    The border is where the lesion's colour is half way between the skin's and its own in
+    linear light (sRGB decoded): where pigment covers half the skin's reflectance. (The
+    segmentation's half-contrast in CIELAB lies farther in, L* being compressive.) Returns
+    (border loops, see bodymap.measures.image_outline; (r, 3) Lab of a ring of skin two pixels
+    out from the border (past a soft edge), a quarter of the lesion's size wide (at least 2
+    pixels), lesion-like pixels left out)."""
+    from bodymap.colour import srgb_to_linear
+    from bodymap.measures import image_outline
+
+    Y0, X0 = origin
+    h, w_ = seg.shape
+    lin = srgb_to_linear(img.image[Y0:Y0 + h, X0:X0 + w_].astype(np.float32) / 255.0)
+    k = np.linalg.norm(lin - np.median(lin[skin], axis=0), axis=-1)
+    # half the lesion's own contrast: of its centre (a low percentile: dark-centred nevi), or of
+    # its inside where that is lower (a dark centre in a paler lesion: atypical nevi)
+    klev = max(0.5 * float(np.percentile(k[centre], 35)), 1e-6)
+    keep = _component(k > klev, inside, centre | seg, seg)
+    core = ndimage.binary_erosion(keep, iterations=1)
+    if core.sum() >= 3:
+        klev = max(min(klev, 0.5 * float(np.percentile(k[core], 25))), 1e-6)
+    keep = _component(k > klev, inside, centre | seg, seg)
+    w = max(2, int(round(0.28 * np.sqrt(keep.sum()))))  # ~ a quarter of the equivalent diameter
+    region = ndimage.binary_dilation(keep, iterations=w + 2) & inside
+    rr, cc = np.nonzero(region)
+    p, _, _ = img.lift(rr + Y0, cc + X0)
+    ok = np.linalg.norm(p - p0, axis=1) <= reach + (w + 2) * texel_mm
+    pos = np.full(seg.shape + (3,), np.nan)
+    pos[rr[ok], cc[ok]] = p[ok]
+    lifted = np.isfinite(pos[..., 0])
+    ring = region & lifted & ~ndimage.binary_dilation(keep, iterations=2) & (rel <= 1.0)
+    return image_outline(k / klev, keep & lifted, pos), lab[ring]
+
+
+def _component(mask: np.ndarray, inside: np.ndarray, seed: np.ndarray, default: np.ndarray) -> np.ndarray:
+    """The connected pieces of mask & inside that touch seed (h, w) bool, holes filled; default
+    when none does."""
+    comp, _ = ndimage.label(mask & inside)
+    ids = np.unique(comp[seed & (comp > 0)])
+    return ndimage.binary_fill_holes(np.isin(comp, ids)) & inside if len(ids) else default
+
+
+def _distinct(parts: list[_Piece]) -> list[_Piece]:
+    """The pieces of one lesion that are not copies of a larger one (the same lesion seen in two
+    rendered views or tiles): a piece is a copy when most of its points lie within a texel of a
+    larger piece's. Pieces cut apart by a UV seam do not overlap and are all kept."""
+    kept: list[_Piece] = []
+    for p in sorted(parts, key=lambda p: -len(p.points)):
+        if kept:
+            d, _ = cKDTree(np.concatenate([k.points for k in kept])).query(p.points)
+            if (d <= max(p.texel_mm, 0.2)).mean() >= 0.5:
+                continue
+        kept.append(p)
+    return kept
+
+
+def _measures(parts: list[_Piece], point: np.ndarray, normal: np.ndarray) -> dict:
+    """bodymap.measures of the lesion made of parts, centred at point (3,) with normal (3,)."""
+    from bodymap.measures import lesion_measures
+
+    parts = _distinct(parts)
+    rings = [p.ring_lab for p in parts if p.ring_lab is not None and len(p.ring_lab)]
+    return lesion_measures([l for p in parts for l in p.outline], point, normal,
+                           np.concatenate([p.points for p in parts]), np.concatenate([p.lab for p in parts]),
+                           np.concatenate(rings) if rings else np.zeros((0, 3)))
 
 
 def _centre(parts: list[_Piece]) -> np.ndarray:

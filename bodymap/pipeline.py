@@ -99,7 +99,8 @@ def detect_lesions_in_views(scan: Scan, cameras: list, detector="classical", pro
 
 
 def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin: bool = True) -> int:
-    """Give each lesion its region (every taxonomy level) and mark those on non-skin tissue
+    """Give each lesion its region (every taxonomy level) and its position in the body frame
+    (measures x_mm, y_mm, z_mm: the registered template's), and mark those on non-skin tissue
     (lips, nipples, nails, eyes: from the registered template). Drops those when drop_off_skin;
     returns how many were off skin. Lesion ids are renumbered 1..k in place."""
     from bodymap.anatomy.labels import RegionIndex
@@ -122,6 +123,9 @@ def locate_lesions(lesion_set, scan: Scan, correspondence, labels, drop_off_skin
     for i, l in enumerate(lesion_set.lesions, 1):
         l.id = i
     lesion_set.info["off_skin_dropped" if drop_off_skin else "off_skin"] = n_off
+    from bodymap.measures import body_positions
+
+    body_positions(lesion_set.lesions, scan, correspondence, t)  # tbp_lv_x, y, z: the body frame
     return n_off
 
 

@@ -151,3 +151,142 @@ def describe(index: int, laterality: int = 0) -> str:
     side = LATERALITY[laterality]
     name = SITES[index].name
     return name if side == "midline" else f"{side} {name}"
+
+
+# ----------------------------------------------------------------------------- standard codes
+@dataclasses.dataclass(frozen=True)
+class Coded:
+    """A coded concept as DICOM and FHIR carry it: scheme ('SCT' SNOMED CT, 'DCM' DICOM),
+    value (the code), meaning (its display text)."""
+
+    scheme: str
+    value: str
+    meaning: str
+
+    @property
+    def system(self) -> str:
+        """The FHIR code-system URI of the scheme."""
+        return CODE_SYSTEMS[self.scheme]
+
+
+CODE_SYSTEMS = {"SCT": "http://snomed.info/sct", "DCM": "http://dicom.nema.org/resources/ontology/DCM"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteCoding:
+    """How a BodyMap site is coded. code: the concept; modifier: an Anatomic Modifier (DICOM CID
+    2) that narrows it (or None); source: where the code is taken from: "CID 4029" (Dermatology
+    Anatomic Site) where it has a concept for the whole site, else "CID 4" (Anatomic Region) or
+    "Annex L" (the concept DICOM PS3.16 Annex L gives the body part)."""
+
+    code: Coded
+    modifier: Coded | None = None
+    source: str = "CID 4029"
+
+
+def _c(value: str, meaning: str, scheme: str = "SCT") -> Coded:
+    return Coded(scheme, value, meaning)
+
+
+# Every site in SITES has an entry (tests/test_standards.py fails when one is added without).
+# CID 4029 (the edition shipped with pydicom) has skin concepts for most sites; for the limb
+# segments it has only surface concepts (anterior / posterior surface of the thigh ...), so the
+# whole segment takes its CID 4 region concept (the trunk: Annex L's); sole and top of foot are
+# the skin of the foot narrowed by "inferior" / "superior" (the plantar and dorsal surfaces in
+# anatomical position), CID 4029 having no concept for either as a whole.
+SITE_CODES: dict[str, SiteCoding] = {
+    "unknown": SiteCoding(_c("39937001", "Skin")),
+    "head_neck": SiteCoding(_c("774007", "Head and Neck"), source="CID 4"),
+    "trunk": SiteCoding(_c("22943007", "Trunk"), source="Annex L"),
+    "upper_extremity": SiteCoding(_c("371311000", "Skin of upper extremity")),
+    "lower_extremity": SiteCoding(_c("371304004", "Skin of lower extremity")),
+    "anogenital": SiteCoding(_c("48014002", "Skin of perineum")),
+    "head_neck/head": SiteCoding(_c("70762009", "Skin of head")),
+    "head_neck/head/face": SiteCoding(_c("73897004", "Skin of face")),
+    "head_neck/head/scalp": SiteCoding(_c("43067004", "Skin of scalp")),
+    "head_neck/head/ear": SiteCoding(_c("1902009", "Skin of ear")),
+    "head_neck/neck": SiteCoding(_c("43081002", "Skin of neck")),
+    "trunk/anterior": SiteCoding(_c("181491009", "Skin of anterior trunk")),
+    "trunk/lateral": SiteCoding(_c("58602004", "Flank"), source="CID 4"),
+    "trunk/posterior": SiteCoding(_c("66643007", "Skin of back")),
+    "upper_extremity/shoulder": SiteCoding(_c("16982005", "Shoulder"), source="CID 4"),
+    "upper_extremity/upper_arm": SiteCoding(_c("40983000", "Upper arm"), source="CID 4"),
+    "upper_extremity/elbow": SiteCoding(_c("16953009", "Elbow joint"), source="CID 4"),
+    "upper_extremity/forearm": SiteCoding(_c("14975008", "Forearm"), source="CID 4"),
+    "upper_extremity/wrist": SiteCoding(_c("74670003", "Wrist joint"), source="CID 4"),
+    "upper_extremity/hand": SiteCoding(_c("33712006", "Skin of hand")),
+    "upper_extremity/hand/palm": SiteCoding(_c("70887009", "Skin of palm of hand")),
+    "upper_extremity/hand/dorsal": SiteCoding(_c("281642007", "Skin of part of dorsal surface of hand")),
+    "lower_extremity/buttock": SiteCoding(_c("22180002", "Skin of buttock")),
+    "lower_extremity/thigh": SiteCoding(_c("68367000", "Thigh"), source="CID 4"),
+    "lower_extremity/knee": SiteCoding(_c("72696002", "Knee"), source="CID 4"),
+    "lower_extremity/lower_leg": SiteCoding(_c("30021000", "Lower leg"), source="CID 4"),
+    "lower_extremity/ankle": SiteCoding(_c("70258002", "Ankle joint"), source="CID 4"),
+    "lower_extremity/foot": SiteCoding(_c("60496002", "Skin of foot")),
+    "lower_extremity/foot/sole": SiteCoding(_c("60496002", "Skin of foot"), _c("261089000", "Inferior")),
+    "lower_extremity/foot/dorsal": SiteCoding(_c("60496002", "Skin of foot"), _c("264217000", "Superior")),
+    "anogenital/genital": SiteCoding(_c("60944009", "Skin of external genitalia")),
+}
+
+# The ear sub-regions CID 4029 has a concept for; the others are coded as the skin of the ear.
+EAR_CODES: dict[str, Coded | None] = {
+    "non_ear": None,
+    "anti_helix": None,  # CID 4029 has its upper, lower and superior parts only
+    "anti_tragus": _c("38407007", "Skin of antitragus"),
+    "concha_cavum": _c("51098001", "Skin of cavity of concha"),
+    "concha_cymba": None,
+    "external_auditory_canal": _c("86409001", "Skin of external auditory canal"),
+    "helical_root": _c("57726007", "Skin of crus of helix"),
+    "helix": _c("79313003", "Skin of helix of ear"),
+    "lobule": _c("2059009", "Skin of ear lobule"),
+    "notch": _c("45591000", "Skin of intertragal incisure"),
+    "scaphoid_fossa": None,
+    "tragus": _c("79502000", "Skin of tragus"),
+    "triangular_fossa": None,
+}
+
+# Laterality (DICOM CID 245 "Laterality with Median").
+LATERALITY_CODES: dict[str, Coded] = {
+    "left": _c("7771000", "Left"), "right": _c("24028007", "Right"), "midline": _c("130290", "Median", "DCM"),
+}
+
+# Amruthalingam et al.'s macro regions (photo mode knows only these).
+MACRO_CODES: dict[str, Coded] = {
+    "other": _c("39937001", "Skin"),
+    "arm": _c("371311000", "Skin of upper extremity"),
+    "leg": _c("371304004", "Skin of lower extremity"),
+    "foot": _c("60496002", "Skin of foot"),
+    "hand": _c("33712006", "Skin of hand"),
+    "head": _c("774007", "Head and Neck"),
+    "trunk": _c("22943007", "Trunk"),
+}
+
+
+def site_coding(code: str, ear: str = "non_ear") -> tuple[Coded, Coded | None]:
+    """The concept and modifier (or None) of a site (taxonomy code), narrowed to the ear
+    sub-region where CID 4029 has a concept for it. KeyError for an unknown site or region."""
+    sc = SITE_CODES[site(code).code]
+    if code == "head_neck/head/ear" and EAR_CODES[ear] is not None:
+        return EAR_CODES[ear], None
+    return sc.code, sc.modifier
+
+
+def site_from_coding(scheme: str, value: str, modifier: str | None = None) -> tuple[str, str]:
+    """The BodyMap site code and ear sub-region ('non_ear' when none) of a coded site (scheme,
+    code value, modifier value or None): the inverse of site_coding. KeyError when the code is
+    not one BodyMap writes."""
+    for region, c in EAR_CODES.items():
+        if c is not None and (c.scheme, c.value) == (scheme, value):
+            return "head_neck/head/ear", region
+    for s, sc in SITE_CODES.items():
+        if (sc.code.scheme, sc.code.value) == (scheme, value) and (sc.modifier.value if sc.modifier else None) == modifier:
+            return s, "non_ear"
+    raise KeyError(f"{scheme} {value} (modifier {modifier}) is not a site code BodyMap writes")
+
+
+def laterality_from_code(value: str) -> str:
+    """'left', 'right' or 'midline' for a laterality code value; KeyError otherwise."""
+    for side, c in LATERALITY_CODES.items():
+        if c.value == value:
+            return side
+    raise KeyError(f"{value} is not a laterality code BodyMap writes")

@@ -184,6 +184,10 @@ class MainWindow(QtWidgets.QMainWindow):
         add(ex, "exp_csv", "Lesion table (CSV)…", lambda: self.export_dialog("csv"))
         add(ex, "exp_json", "Lesion table (JSON)…", lambda: self.export_dialog("json"))
         add(ex, "exp_pdf", "PDF report…", lambda: self.export_dialog("pdf"))
+        ex.addSeparator()
+        add(ex, "exp_slice3d", "SLICE-3D lesion table (CSV + tiles)…", lambda: self.export_dialog("slice3d"))
+        add(ex, "exp_dicom", "DICOM (close-ups, body maps, report)…", lambda: self.export_dialog("dicom"))
+        add(ex, "exp_fhir", "FHIR Bundle (JSON)…", lambda: self.export_dialog("fhir"))
         f.addSeparator()
         add(f, "quit", "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
         e = mb.addMenu("&Edit")
@@ -765,16 +769,21 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         filters = {"png": "PNG image (*.png)", "svg": "SVG image (*.svg)", "glb": "glTF binary (*.glb)",
                    "ply": "PLY mesh (*.ply)", "csv": "CSV table (*.csv)", "json": "JSON (*.json)",
-                   "pdf": "PDF report (*.pdf)"}
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export", str(self.settings.value("last_dir", "")),
-                                                        filters[kind])
+                   "pdf": "PDF report (*.pdf)", "slice3d": "CSV table (*.csv)", "fhir": "FHIR Bundle (*.json)"}
+        if kind == "dicom":  # a folder of files
+            path = QtWidgets.QFileDialog.getExistingDirectory(self, "Export DICOM into",
+                                                              str(self.settings.value("last_dir", "")))
+        else:
+            path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export", str(self.settings.value("last_dir", "")),
+                                                            filters[kind])
         if path:
             self.export(kind, path)
 
     def export(self, kind: str, path: str | Path) -> Job | None:
         """Export the shown visit (the comparison for a PDF when two visits are tracked) in a
         worker: png / svg (region map with numbered lesions), glb / ply (annotated mesh), csv /
-        json (lesion table), pdf (report)."""
+        json (lesion table), pdf (report), slice3d / dicom / fhir (the standards, with the change
+        since visit 1 when visit 2 is shown and tracked: bodymap.export.standard_export)."""
         path = Path(path)
         k = self.current
         v, scan, labels = self.project.visits[k], self.scans[k], self.labels[k]
@@ -791,6 +800,8 @@ class MainWindow(QtWidgets.QMainWindow):
             c1, _, c2, _ = marks(self.tracking)
             colours = c1 if k == 0 else c2
         diagnoses = dict(v.diagnoses)
+        tracked = k == 1 and self.tracking is not None  # the standards carry the change since visit 1
+        tracking, previous = (self.tracking, self.project.visits[0].scan_path) if tracked else (None, None)
         if kind in ("png", "svg") and labels is None:
             self.error("Export", "Region maps need the analysis (Analysis > Run analysis).")
             return None
@@ -812,6 +823,14 @@ class MainWindow(QtWidgets.QMainWindow):
             elif kind == "pdf":
                 report.write_report(path, scan, lesions, comparison=comparison, diagnoses=diagnoses,
                                     progress=progress)
+            elif kind in ("slice3d", "dicom", "fhir"):
+                from bodymap.export import standard_export
+                from bodymap.export.record import export_visit
+
+                ev = export_visit(scan, lesions, v.analysis_dir or Path(v.scan_path).parent, labels,
+                                  tracking=tracking, previous_source=previous)
+                tiles = path.with_name(path.stem + "_tiles") if kind == "slice3d" else None
+                standard_export(kind, None, path, tiles=tiles, visit=ev, progress=progress)
             else:
                 raise ValueError(f"unknown export {kind}")
             return path

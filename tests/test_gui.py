@@ -311,6 +311,28 @@ def test_export_every_format(win, qtbot, tmp_path):
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 4  # /Pages + body maps, changes, tables
 
 
+def test_export_offers_the_standards(win, qtbot, tmp_path):
+    """File > Export has SLICE-3D, DICOM and FHIR; the FHIR Bundle of the shown visit (the
+    clinician's lesion list) reads back with every lesion and its site."""
+    from bodymap.export.fhir import read_fhir
+
+    assert all(k in win.act for k in ("exp_slice3d", "exp_dicom", "exp_fhir"))
+    win.show_visit(0)
+    v = win.project.visits[0]
+    everything = v.lesions.lesions
+    v.lesions.lesions = everything[:6]  # a short list: the test is about the wiring, not the work
+    try:
+        lesions = v.lesions.lesions
+        assert win.export("fhir", tmp_path / "visit.json") is not None
+        wait_jobs(win, qtbot)
+    finally:
+        v.lesions.lesions = everything
+    back = read_fhir(tmp_path / "visit.json")
+    assert [l.id for l in back.lesions] == [l.id for l in lesions], getattr(win, "last_error", "")
+    assert [l.region["code"] for l in back.lesions] == [l.region["code"] for l in lesions]
+    assert all(not l.measures for l in lesions)  # measured for the export, the project untouched
+
+
 def test_save_and_reopen_nothing_lost(win, qtbot, tmp_path):
     v0 = win.project.visits[0]
     lid = v0.lesions.lesions[3].id

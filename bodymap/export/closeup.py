@@ -1,0 +1,86 @@
+"""Close-ups of a lesion at true scale: the texture seen straight down the surface normal.
+
+``CloseUps(scan)(point, normal, field_mm, size_px)`` casts one ray per pixel along -normal from a
+square grid on the lesion's tangent plane, so every pixel is field_mm / size_px wide on that
+plane (the DICOM Pixel Spacing, the SLICE-3D 15 mm tile) whatever the UV layout; the image's up
+is the scan's +z projected on the plane (bodymap.measures.tangent_frame). One ray-casting
+structure per scan, built on first use.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bodymap.measures import tangent_frame
+from bodymap.scan import Scan
+
+BACKGROUND = (255, 255, 255)
+
+
+class CloseUps:
+    """Orthographic close-ups of one textured scan (mm)."""
+
+    def __init__(self, scan: Scan):
+        scan.require_texture()
+        self.scan = scan
+        self._rays = None
+
+    def _intersector(self):
+        if self._rays is None:
+            import trimesh
+
+            mesh = trimesh.Trimesh(self.scan.vertices, self.scan.faces, process=False, validate=False)
+            try:
+                from trimesh.ray.ray_pyembree import RayMeshIntersector
+            except ImportError:  # embree missing: trimesh's pure-python intersector (slow but correct)
+                from trimesh.ray.ray_triangle import RayMeshIntersector
+            self._rays = RayMeshIntersector(mesh)
+        return self._rays
+
+    def __call__(self, point, normal, field_mm: float, size_px: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """The close-up of the surface around point (3,) mm seen along -normal (3,): image
+        (size_px, size_px, 3) uint8, mask (size_px, size_px) bool (pixels that show the
+        surface; others are white) and the pixel spacing (mm per pixel, both axes)."""
+        from renderers.raycast import sample_texture
+
+        n = np.asarray(normal, np.float64)
+        n = n / max(np.linalg.norm(n), 1e-12)
+        up, e2 = tangent_frame(n)
+        right = -e2  # seen from outside, looking down -n: x right, y down
+        g = field_mm / size_px
+        off = (np.arange(size_px) - (size_px - 1) / 2) * g
+        cx, cy = np.meshgrid(off, off)  # cy grows downwards
+        height = 0.5 * field_mm + 5.0  # start above the skin, below anything a few cm away
+        origins = (np.asarray(point, np.float64) + height * n + cx.reshape(-1, 1) * right
+                   - cy.reshape(-1, 1) * up)
+        dirs = np.broadcast_to(-n, origins.shape).copy()
+        loc, ray_idx, tri_idx = self._intersector().intersects_location(origins, dirs, multiple_hits=False)
+        # a hit far below the tangent plane is another part of the body seen past an edge
+        depth = (origins[ray_idx] - loc) @ n
+        ok = np.abs(depth - height) <= 0.5 * field_mm + 2.0
+        ray_idx, tri_idx, loc = ray_idx[ok], tri_idx[ok], loc[ok]
+        rgb = np.empty((size_px * size_px, 3), np.uint8)
+        rgb[:] = BACKGROUND
+        mask = np.zeros(size_px * size_px, bool)
+        if len(ray_idx):
+            bary = _barycentric(self.scan.vertices[self.scan.faces[tri_idx]], loc)
+            uv = np.einsum("kj,kjd->kd", bary, self.scan.uv[tri_idx].astype(np.float64))
+            rgb[ray_idx] = np.clip(sample_texture(self.scan.texture, uv) + 0.5, 0, 255).astype(np.uint8)
+            mask[ray_idx] = True
+        return rgb.reshape(size_px, size_px, 3), mask.reshape(size_px, size_px), float(g)
+
+
+def _barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates (k, 3) of points p (k, 3) in triangles tri (k, 3, 3)."""
+    v0, v1, v2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
+    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
+    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
+    den = np.maximum(d00 * d11 - d01 ** 2, 1e-18)
+    b1 = (d11 * d20 - d01 * d21) / den
+    b2 = (d00 * d21 - d01 * d20) / den
+    b = np.clip(np.stack([1 - b1 - b2, b1, b2], 1), 0, 1)
+    return b / b.sum(1, keepdims=True)
+
+
+def closeup_field_mm(diameter_mm: float) -> float:
+    """The field of a lesion's DICOM close-up: 2.5 lesion diameters, at least 10 mm."""
+    return max(2.5 * float(diameter_mm), 10.0)
