@@ -1,13 +1,16 @@
 """The ``bodymap`` command. Each subcommand is a thin layer over library functions.
 
-    bodymap info SCAN [--units m|cm|mm] [--json]
+    bodymap info SCAN [--units m|cm|mm|in] [--json]
+
+Outputs go to --out, else under ./bodymap-out/<scan name>/ in the current folder (never beside
+the input). A scan is checked to be a body (bodymap.bodycheck) before any long work.
     bodymap label SCAN [--out DIR]
     bodymap render SCAN OUT.png [--views front back left right] [--size 400x800]
     bodymap synth OUT [--seed N] [--patients K] [--lesions N] [--texture 4096] [--faces 300000] ...
     bodymap detect SCAN [--out DIR] [--detector classical|yolo] [--views] [--via-import CSV] [--via-export CSV]
     bodymap analyze SCAN [--out DIR] [--detector classical|yolo]
-    bodymap track VISIT1 VISIT2 [--lesions1 J --lesions2 J] [--out DIR]  (scans or analysis folders)
-    bodymap review TRACKING_DIR [--confirm ID2=ID1] [--reject ID2=ID1] [--new ID2]
+    bodymap track VISIT1 VISIT2 [--lesions1 J --lesions2 J] [--out DIR] [--reviews FILE]  (scans or analysis folders)
+    bodymap review TRACKING_DIR [--confirm ID1:ID2] [--reassign ID1:ID2] [--reject ID1:ID2] [--new ID2]
     bodymap train detector --out DIR [--patients 6] [--epochs 30] [--device cpu|0]
     bodymap report ANALYSIS_DIR OUT.pdf [--previous EARLIER_ANALYSIS_DIR]   (also .svg/.png region map, .glb/.ply mesh)
     bodymap export ANALYSIS_DIR --format slice3d|dicom|fhir OUT [--previous DIR | --tracking DIR] [--patient JSON] [--tiles DIR]
@@ -26,6 +29,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from bodymap.atomic import atomic_write, write_text
 
 
 class _Bar:
@@ -46,17 +51,92 @@ class _Bar:
         self._bar.close()
 
 
+#: Where outputs go unless --out says otherwise: under the current folder, never beside the input
+#: (the input may be package data, a read-only share or another patient's folder).
+OUT_ROOT = Path("bodymap-out")
+UNITS = ["m", "cm", "mm", "in"]
+
+
+def scan_name(path: str | Path) -> str:
+    """A readable name for a scan's outputs: its last two folders and file name
+    (sample_meshes/SYN00102/visit2/scan.obj -> SYN00102_visit2_scan), so scans that share a file
+    name (every visit's scan.obj) get their own folders."""
+    p = Path(path).resolve()
+    return "_".join(x for x in (p.parent.parent.name, p.parent.name, p.stem) if x) or "scan"
+
+
+def _records_other_scan(folder: Path, scan: Path) -> bool:
+    """folder holds outputs made from another scan than `scan` (regions.json / lesions.json say so)."""
+    for name in ("regions.json", "lesions.json"):
+        f = folder / name
+        if f.is_file():
+            try:
+                d = json.loads(f.read_text())
+                rec = d.get("scan_abs") or d.get("info", {}).get("scan_abs")
+            except (OSError, ValueError, AttributeError):
+                return True  # unreadable: not ours to overwrite
+            if rec and Path(rec).resolve() != scan.resolve():
+                return True
+    return False
+
+
+def _out_dir(args: argparse.Namespace, scan: str | Path | None, sub: str = "") -> Path:
+    """The output folder: --out, else ./bodymap-out/<scan name>[/sub] (a numbered sibling when
+    that folder holds another scan's outputs). Created; printed when it is the default."""
+    if getattr(args, "out", None):
+        out = Path(args.out)
+    else:
+        name = scan_name(scan)
+        out, k = OUT_ROOT / name / sub, 2
+        while _records_other_scan(out, Path(scan)):
+            out, k = OUT_ROOT / f"{name}-{k}" / sub, k + 1
+        print(f"output folder: {out}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _load_body(args: argparse.Namespace, texture: bool = False):
+    """Read args.scan and check, before any long work, that it is a body (bodymap.bodycheck) and,
+    when texture, that it is textured."""
+    from bodymap.io import load_scan
+
+    scan = load_scan(args.scan, units=args.units)
+    _check_body(scan)
+    if texture:
+        scan.require_texture()
+    return scan
+
+
+def _check_body(scan) -> None:
+    """Refuse a mesh that cannot be a body scan (ScanError, one line); print the check's warnings."""
+    from bodymap.bodycheck import check_body
+
+    for w in check_body(scan).warnings:
+        print(f"warning: {scan.meta.source}: {w}", file=sys.stderr)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """Print a scan's summary (counts, size in mm, units, texture, texel size)."""
     from bodymap.io import load_scan
 
+    from bodymap.bodycheck import check_body
+    from bodymap.scan import ScanError
+
     scan = load_scan(args.scan, units=args.units)
     s = scan.summary()
+    try:
+        chk, problem = check_body(scan), None
+        s["body_check"] = "passed" + (f" ({'; '.join(chk.warnings)})" if chk.warnings else "")
+    except ScanError as e:
+        problem = e
+        s["body_check"] = f"NOT A BODY: {e.problem}"
     if args.json:
         print(json.dumps(s, indent=1))
     else:
         for k, v in s.items():
             print(f"{k:>16}: {v}")
+    if problem is not None:
+        raise problem
     return 0
 
 
@@ -93,12 +173,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     """Label a scan's surface with anatomic regions; write labels and region maps."""
     from bodymap.anatomy.labels import label_scan
-    from bodymap.io import load_scan
     from bodymap.pipeline import write_anatomy
 
-    scan = load_scan(args.scan, units=args.units)
-    out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_regions")
-    out.mkdir(parents=True, exist_ok=True)
+    scan = _load_body(args)
+    out = _out_dir(args, args.scan)
     t0 = time.perf_counter()
     bar = _Bar("labelling", enabled=not args.quiet)
     try:
@@ -117,14 +195,11 @@ def cmd_label(args: argparse.Namespace) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     """Detect lesions on a scan's texture (no anatomy); write the lesion table and an annotated
     texture. With --via-import, place a VIA CSV's boxes on the scan instead of detecting."""
-    from bodymap.io import load_scan
     from bodymap.pipeline import Result, detect_lesions, detect_lesions_in_views, write_result
     from bodymap.via import export_via, import_via
 
-    scan = load_scan(args.scan, units=args.units)
-    if not args.views:
-        scan.require_texture()
-    out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_lesions")
+    scan = _load_body(args, texture=not args.views)
+    out = _out_dir(args, args.scan, "detections")
     t0 = time.perf_counter()
     if args.via_import:
         lesions = import_via(scan, args.via_import)
@@ -152,15 +227,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """The main job: anatomic regions + lesions (placed, measured, located) + exports."""
-    from bodymap.io import load_scan
-    from bodymap.pipeline import analyze, write_result
+    from bodymap.pipeline import analyze, reusable_registration, write_result
 
-    scan = load_scan(args.scan, units=args.units)
-    scan.require_texture()
-    out = Path(args.out) if args.out else Path(args.scan).with_name(Path(args.scan).stem + "_analysis")
+    scan = _load_body(args, texture=True)
+    out = _out_dir(args, args.scan)
+    corr = None if args.register else reusable_registration(scan, out)
+    if corr is not None:
+        print(f"reusing this scan's registration in {out / 'labels.npz'} (--register to fit again)", file=sys.stderr)
     bar = _Bar("analysing", enabled=not args.quiet)
     try:
-        result = analyze(scan, _detector(args), progress=bar)
+        result = analyze(scan, _detector(args), progress=bar, correspondence=corr)
     finally:
         bar.close()
     paths = write_result(result, out)
@@ -173,7 +249,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
         before = _visit(args, args.previous, None, out / "previous_analysis")
         now = Visit(scan, result.lesions, result.correspondence)
-        paths += _write_tracking(_track(args, before, now, out), out, before, now)
+        paths += _write_tracking(_track(args, before, now, out, [out]), out, before, now)
     for p in paths:
         print(f"  {p}")
     return 0
@@ -185,32 +261,52 @@ def _warn(lesion_set) -> None:
         print(f"warning: {w}", file=sys.stderr)
 
 
-def _visit(args: argparse.Namespace, path: str, lesions: str | None, analysis_out: Path):
+def _visit(args: argparse.Namespace, path: str, lesions: str | None, analysis_out: Path | None):
     """A visit for tracking: an analysis folder, or a scan with a lesion JSON, or a bare scan
-    (analysed now; its outputs written to analysis_out)."""
-    from bodymap.pipeline import analyze, load_visit, write_result
+    (analysed now when analysis_out is given; its outputs written there)."""
+    from bodymap.pipeline import load_visit
 
     v = load_visit(path, lesions, units=args.units)
     if v.lesions is None:
+        _check_body(v.scan)
         v.scan.require_texture()
-        bar = _Bar(f"analysing {Path(path).name}", enabled=not args.quiet)
-        try:
-            r = analyze(v.scan, _detector(args), progress=bar)
-        finally:
-            bar.close()
-        write_result(r, analysis_out)
-        v.lesions, v.correspondence = r.lesions, r.correspondence
+        if analysis_out is not None:
+            _analyse_visit(args, v, analysis_out)
     return v
 
 
-def _track(args: argparse.Namespace, v1, v2, out: Path):
-    from bodymap.pipeline import track_visits
+def _analyse_visit(args: argparse.Namespace, v, analysis_out: Path) -> None:
+    """Analyse a visit given as a bare scan; its outputs go to analysis_out."""
+    from bodymap.pipeline import analyze, write_result
 
-    bar = _Bar("tracking", enabled=not args.quiet)
+    bar = _Bar(f"analysing {Path(v.scan.meta.source).name}", enabled=not args.quiet)
     try:
-        return track_visits(v1, v2, reviews=out / "reviews.json", progress=bar)
+        r = analyze(v.scan, _detector(args), progress=bar)
     finally:
         bar.close()
+    write_result(r, analysis_out)
+    v.lesions, v.correspondence = r.lesions, r.correspondence
+
+
+def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
+    """Track v2 against v1 with every review of the pair (bodymap.reviewfiles: the folders'
+    reviews.json, the per-user store, --reviews); the merged reviews are kept in out and the store."""
+    from bodymap import reviewfiles
+    from bodymap.pipeline import track_visits
+
+    rv, used, notes = reviewfiles.gather(v1, v2, folders, getattr(args, "reviews", None))
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if used:
+        print(f"reviews respected: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, "
+              f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
+    bar = _Bar("tracking", enabled=not args.quiet)
+    try:
+        t = track_visits(v1, v2, reviews=rv, progress=bar)
+    finally:
+        bar.close()
+    reviewfiles.keep(rv, v1, v2, [out])
+    return t
 
 
 def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
@@ -225,41 +321,97 @@ def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
 
 def cmd_track(args: argparse.Namespace) -> int:
     """Match the lesions of a later visit to an earlier one's; flag new, missing, grown."""
-    out = Path(args.out) if args.out else Path(args.visit2).with_name(Path(args.visit2).stem + "_tracking")
-    out.mkdir(parents=True, exist_ok=True)
-    v1 = _visit(args, args.visit1, args.lesions1, out / "visit1_analysis")
-    v2 = _visit(args, args.visit2, args.lesions2, out / "visit2_analysis")
-    for p in _write_tracking(_track(args, v1, v2, out), out, v1, v2):
+    # read (and check) both visits before any analysis or output
+    v1 = _visit(args, args.visit1, args.lesions1, None)
+    v2 = _visit(args, args.visit2, args.lesions2, None)
+    if args.out:
+        out = _out_dir(args, None)
+    else:
+        name1 = scan_name(v1.scan.meta.source)
+        out = _out_dir(args, v2.scan.meta.source, f"tracking-vs-{name1}")
+    for k, v in enumerate((v1, v2), 1):
+        if v.lesions is None:
+            _analyse_visit(args, v, out / f"visit{k}_analysis")
+    folders = [out] + [Path(p) for p in (args.visit1, args.visit2) if Path(p).is_dir()]
+    for p in _write_tracking(_track(args, v1, v2, out, folders), out, v1, v2):
         print(f"  {p}")
-    if (out / "reviews.json").exists():
-        print(f"  reviews respected: {out / 'reviews.json'}")
     return 0
 
 
 def _pair_arg(text: str) -> tuple[int, int]:
+    """'ID1:ID2' (visit-1 id, visit-2 id: the order of tracking.csv's id1, id2 columns) or the
+    older 'ID2=ID1'. Returns (id2, id1)."""
+    t = text.replace(" ", "")
     try:
-        a, b = text.split("=")
-        return int(a), int(b)
+        if ":" in t and "=" not in t:
+            a, b = t.split(":")
+            return int(b), int(a)
+        if "=" in t and ":" not in t:
+            a, b = t.split("=")
+            print(f"note: read {text!r} as visit-2 lesion {int(a)} = visit-1 lesion {int(b)} (ID2=ID1); "
+                  f"write {int(b)}:{int(a)} (ID1:ID2, tracking.csv's order) to avoid doubt", file=sys.stderr)
+            return int(a), int(b)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected ID2=ID1 (visit-2 lesion id = visit-1 lesion id)") from None
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected ID1:ID2 (visit-1 lesion id : visit-2 lesion id, as in "
+                                     "tracking.csv's id1, id2 columns)")
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    """Record a clinician's decisions on a tracking folder's matches (kept on every re-run)."""
-    from bodymap.track import Reviews
+    """Record a clinician's decisions on a tracking folder's matches: kept beside the tracking and
+    in the per-user review store, so every later tracking of the same two visits applies them."""
+    from bodymap import reviewfiles
+    from bodymap.track import Tracking
 
-    path = Path(args.tracking) / "reviews.json"
-    rv = Reviews.load(path) if path.exists() else Reviews()
-    for j, i in args.confirm or []:
-        rv.confirm(j, i)
-    for j, i in args.reject or []:
-        rv.reject(j, i)
+    folder = Path(args.tracking)
+    tfile = folder / "tracking.json"
+    if not tfile.is_file():
+        raise FileNotFoundError(f"{folder}: no tracking.json here; give the folder `bodymap track` wrote")
+    t = Tracking.load_json(tfile)
+    ids1 = {int(p["id1"]) for p in t.pairs} | {int(p["id1"]) for p in t.missing}
+    ids2 = {int(p["id2"]) for p in t.pairs} | {int(p["id2"]) for p in t.new}
+    bad = []
+    pairs = [("confirm", p) for p in args.confirm or []] + [("reassign", p) for p in args.reassign or []] \
+        + [("reject", p) for p in args.reject or []]
+    for what, (j, i) in pairs:
+        miss = ([f"visit 1 has no lesion {i}"] if i not in ids1 else []) + ([f"visit 2 has no lesion {j}"] if j not in ids2 else [])
+        if miss:
+            bad.append(f"--{what} {i}:{j}: {' and '.join(miss)}")
+    for j in args.new or []:
+        if j not in ids2:
+            bad.append(f"--new {j}: visit 2 has no lesion {j}")
+    if bad:
+        raise ValueError(f"{tfile}: {'; '.join(bad)} (visit-1 ids {_span(ids1)}, visit-2 ids {_span(ids2)}; "
+                         "see tracking.csv)")
+    path = folder / "reviews.json"
+    v1 = reviewfiles.VisitIds.from_dict(t.info["visit1"], tfile) if isinstance(t.info.get("visit1"), dict) else None
+    v2 = reviewfiles.VisitIds.from_dict(t.info["visit2"], tfile) if isinstance(t.info.get("visit2"), dict) else None
+    if v1 is not None and v2 is not None:  # earlier decisions on these visits, wherever they were kept
+        rv, _, notes = reviewfiles.gather(v1, v2, [folder])
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
+    else:  # a tracking.json from an older BodyMap: only this folder's reviews
+        from bodymap.track import Reviews
+
+        rv = reviewfiles.read_reviews(path)[0] if path.exists() else Reviews()
+    for what, (j, i) in pairs:
+        if what == "reject":
+            rv.reject(j, i)
+        else:
+            rv.confirm(j, i)
     for j in args.new or []:
         rv.mark_new(j)
-    rv.save(path)
-    print(f"{path}: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, {len(rv.new)} marked new "
-          "(run `bodymap track` again to apply)")
+    written = [reviewfiles.write_reviews(rv, path, v1, v2)]
+    if v1 is not None and v2 is not None:
+        written.append(reviewfiles.write_reviews(rv, reviewfiles.store_path(v1.scan, v2.scan), v1, v2))
+    print(f"{path}: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, {len(rv.new)} marked new; "
+          "every later `bodymap track` of these two visits applies them, whatever its --out"
+          + (f" (also kept in {written[1]})" if len(written) > 1 else ""))
     return 0
+
+
+def _span(ids: set) -> str:
+    return f"{min(ids)}-{max(ids)}" if ids else "none"
 
 
 def _train_ear_macro(args: argparse.Namespace) -> int:
@@ -309,7 +461,7 @@ def _evaluate_diagnosis(args: argparse.Namespace) -> int:
                 print(f"{k} melanoma: {melanoma_line(res[k]['melanoma'])}")
             print(f"confusion {k}:\n{confusion_table(res[k])}")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 
@@ -318,18 +470,28 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     class probabilities (CSV, JSON) and Grad-CAM overlays (PNG)."""
     from bodymap.models.diagnosis import DiagnosisModel, diagnose_photos, diagnose_scan, write_diagnoses
 
+    if not args.lesions:  # a bad photo or site is reported before the network is built
+        from bodymap.models.quality import load_photo
+
+        for p in args.inputs:
+            load_photo(p)
+        if args.site:
+            from bodymap.models.checkpoint import load_checkpoint
+            from bodymap.models.diagnosis import DEFAULT_PATH, TASK
+
+            ck = load_checkpoint(DEFAULT_PATH if args.weights is None else args.weights, TASK)
+            _check_sites(args.site, list(ck["arch"].get("sites", [])))
     model = DiagnosisModel.load(args.weights, device=args.device)
     print(model.description)
     if args.lesions:
-        from bodymap.io import load_scan
-        from bodymap.lesions import LesionSet
+        from bodymap.pipeline import load_visit
 
         if len(args.inputs) != 1:
             raise ValueError("with --lesions give exactly one scan")
-        scan = load_scan(args.inputs[0], units=args.units)
-        names, crops, diags = diagnose_scan(scan, LesionSet.load_json(args.lesions), model)
+        v = load_visit(args.inputs[0], args.lesions, units=args.units)  # lesions checked against the scan
+        names, crops, diags = diagnose_scan(v.scan, v.lesions, model)
         extra = None
-        out = Path(args.out) if args.out else Path(args.inputs[0]).with_name(Path(args.inputs[0]).stem + "_diagnosis")
+        out = _out_dir(args, args.inputs[0], "diagnosis")
     else:
         sites = args.site or [None]
         if len(sites) not in (1, len(args.inputs)):
@@ -340,7 +502,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             if not q.ok:
                 print(f"warning: {q.message()}", file=sys.stderr)
         extra = [{"quality": q.to_dict()} for q in quals]
-        out = Path(args.out) if args.out else Path("diagnosis")
+        out = Path(args.out) if args.out else OUT_ROOT / "diagnosis"
     paths = write_diagnoses(out, names, crops, diags, model, extra)
     for n, d in zip(names, diags):
         top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
@@ -414,6 +576,21 @@ def _train_earfind_photokind(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_sites(sites: list, vocabulary: list[str]) -> None:
+    """Every --site must be a taxonomy code or name, one of the model's sites (vocabulary), or
+    'unknown': a misspelt site would silently become 'unknown' and change the diagnosis."""
+    from bodymap import taxonomy as tx
+
+    known = {s.lower() for s in vocabulary} | {s.code.lower() for s in tx.SITES} | {s.name.lower() for s in tx.SITES}
+    known.add("unknown")
+    bad = [s for s in sites if s is not None and str(s).strip().lower() not in known]
+    if bad:
+        examples = ", ".join(repr(s) for s in vocabulary[1:6])
+        raise ValueError(f"--site {', '.join(repr(b) for b in bad)}: unknown anatomic site; give a taxonomy code or "
+                         f"name (e.g. upper_extremity/forearm, 'back of hand'), one of the model's sites "
+                         f"({examples}, ...) or 'unknown'")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`bodymap evaluate ear|macro`: score a checkpoint on held-out rendered data; print the table."""
     if args.model == "diagnosis":
@@ -428,7 +605,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(score_table(res))
     print(summary_line(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+        write_text(args.json, json.dumps(res, indent=1))
     return 0
 
 
@@ -499,7 +676,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               progress=bar)
     finally:
         bar.close()
-    print(f"{path} (copy it to bodymap/data/detector_yolo.pt to ship it)")
+    print(f"{path} (to ship it: copy it to bodymap/data/detector_yolo.pt, then run scripts/ship_weights.py)")
     return 0
 
 
@@ -509,6 +686,7 @@ def _detector(args: argparse.Namespace):
     kw = {}
     if args.detector == "yolo":
         kw = {k: v for k, v in (("weights", args.weights), ("conf", getattr(args, "conf", None))) if v is not None}
+        kw["trust"] = bool(getattr(args, "trust_weights", False))
     return get_detector(args.detector, **kw)
 
 
@@ -526,7 +704,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     w, h = (int(x) for x in args.size.lower().split("x"))
     img = render_views(scan, [VIEWS[v] for v in args.views], w, h)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(args.out)
+    with atomic_write(args.out) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
     print(f"{args.out}: {', '.join(args.views)} views of {args.scan}")
     return 0
 
@@ -552,12 +731,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         comparison = None
         if args.previous:
             before = load_visit(args.previous, units=args.units)
-            comparison = (before.scan, before.lesions, _track(args, before, v, Path(args.analysis)))
+            comparison = (before.scan, before.lesions, _track(args, before, v, Path(args.analysis),
+                                                              [Path(args.analysis), Path(args.previous)]))
         report.write_report(out, v.scan, v.lesions, comparison=comparison)
     elif ext == ".svg":
         report.write_region_svg(v.scan, labels, v.lesions, out)
     elif ext == ".png":
-        report.region_map(v.scan, labels, v.lesions).save(out)
+        report.write_region_png(v.scan, labels, v.lesions, out)
     else:
         annotated.write_annotated_mesh(v.scan, v.lesions, out)
     print(out)
@@ -590,14 +770,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("info", help="describe a scan file (OBJ, PLY, OFF, GLB/glTF)")
     q.add_argument("scan")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+    q.add_argument("--units", choices=UNITS, help="units of the file (default: detect)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_info)
 
     q = sub.add_parser("label", help="label a scan's surface with anatomic regions; write region maps")
     q.add_argument("scan")
-    q.add_argument("--out", help="output folder (default: <scan>_regions beside the scan)")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+    q.add_argument("--out", help="output folder (default: ./bodymap-out/<scan name>/)")
+    q.add_argument("--units", choices=UNITS, help="units of the file (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_label)
 
@@ -606,7 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("out", help="output PNG")
     q.add_argument("--views", nargs="+", choices=list(VIEWS), default=["front", "back"])
     q.add_argument("--size", default="400x800", help="size of one view, WxH pixels")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+    q.add_argument("--units", choices=UNITS, help="units of the file (default: detect)")
     q.set_defaults(func=cmd_render)
 
     q = sub.add_parser("synth", help="generate synthetic patients (scans of several visits + ground truth)")
@@ -712,7 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--weights", help="diagnosis checkpoint (default: the shipped model B)")
     q.add_argument("--out", help="output folder (default: ./diagnosis, or beside the scan)")
     q.add_argument("--device", help="cpu, cuda, 0 (default: GPU when present)")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan (default: detect)")
+    q.add_argument("--units", choices=UNITS, help="units of the scan (default: detect)")
     q.set_defaults(func=cmd_diagnose)
 
     q = sub.add_parser("photo", help="photo mode: what a photo shows (dermoscopy, clinical close-up, body region, "
@@ -728,10 +908,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("visit2", help="later visit: an analysis folder, or a scan (analysed unless --lesions2)")
     q.add_argument("--lesions1", help="lesion JSON of visit 1 (beside its labels.npz, the registration is reused)")
     q.add_argument("--lesions2", help="lesion JSON of visit 2")
-    q.add_argument("--out", help="output folder (default: beside visit 2); its reviews.json is respected")
+    q.add_argument("--out", help="output folder (default: ./bodymap-out/<visit-2 scan>/tracking-vs-<visit-1 scan>); "
+                                 "reviews of the two visits are applied whatever it is")
     q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
     q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the files (default: detect)")
+    q.add_argument("--trust-weights", action="store_true",
+                   help="load --weights that are not the shipped ones (a YOLO file is a pickle that can run code)")
+    q.add_argument("--reviews", help="also apply this reviews file (reviews of the two visits are found in "
+                                     "the output folder and the per-user review store anyway)")
+    q.add_argument("--units", choices=UNITS, help="units of the files (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_track)
 
@@ -739,7 +924,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("analysis", help="a folder written by `bodymap analyze`")
     q.add_argument("out", help="OUT.pdf | OUT.svg | OUT.png | OUT.glb | OUT.ply")
     q.add_argument("--previous", metavar="ANALYSIS", help="PDF only: an earlier visit's analysis folder (comparison report)")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan file (default: detect)")
+    q.add_argument("--units", choices=UNITS, help="units of the scan file (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_report)
 
@@ -754,31 +939,46 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tracking", metavar="DIR", help="a folder with tracking.json (from `bodymap track`) instead")
     q.add_argument("--patient", metavar="JSON", help="the patient record (default: patient.json beside the scan)")
     q.add_argument("--tiles", metavar="DIR", help="slice3d: also write each lesion's 15 mm tile (JPEG) here")
-    q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the scan file (default: detect)")
+    q.add_argument("--units", choices=UNITS, help="units of the scan file (default: detect)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_export)
 
-    q = sub.add_parser("review", help="confirm, reject or reassign matches of a tracking folder")
-    q.add_argument("tracking", help="the folder `bodymap track` wrote")
-    q.add_argument("--confirm", type=_pair_arg, nargs="+", metavar="ID2=ID1",
-                   help="these pairs are right (or: reassign ID2 to ID1)")
-    q.add_argument("--reject", type=_pair_arg, nargs="+", metavar="ID2=ID1", help="these pairs are wrong")
-    q.add_argument("--new", type=int, nargs="+", metavar="ID2", help="these visit-2 lesions are new")
+    q = sub.add_parser("review", help="confirm, reject or reassign matches of a tracking folder (applied by every "
+                                      "later `bodymap track` of the same two visits)",
+                       description="Pairs are written ID1:ID2 = visit-1 lesion id : visit-2 lesion id, the order of "
+                                   "tracking.csv's id1, id2 columns (the older form ID2=ID1 is still read). Ids are "
+                                   "checked against the folder's tracking.json. Reviews are kept in the folder and "
+                                   "in the per-user review store, and every later tracking of the same two visits "
+                                   "applies them, whatever its output folder.")
+    q.add_argument("tracking", help="the folder `bodymap track` wrote (holds tracking.json)")
+    q.add_argument("--confirm", type=_pair_arg, nargs="+", metavar="ID1:ID2",
+                   help="these pairs are right: visit-1 lesion ID1 is visit-2 lesion ID2")
+    q.add_argument("--reassign", type=_pair_arg, nargs="+", metavar="ID1:ID2",
+                   help="visit-2 lesion ID2 is visit-1 lesion ID1, not the one it was matched to")
+    q.add_argument("--reject", type=_pair_arg, nargs="+", metavar="ID1:ID2",
+                   help="these pairs are wrong: never match ID1 of visit 1 with ID2 of visit 2")
+    q.add_argument("--new", type=int, nargs="+", metavar="ID2", help="these visit-2 lesions are new (no partner)")
     q.set_defaults(func=cmd_review)
 
     for name, helptext in (("detect", "detect lesions on a scan's texture; write the lesion table (CSV, JSON)"),
                            ("analyze", "the main job: anatomic regions, lesions, lesion table and region maps")):
         q = sub.add_parser(name, help=helptext)
         q.add_argument("scan")
-        q.add_argument("--out", help="output folder (default: beside the scan)")
+        q.add_argument("--out", help="output folder (default: ./bodymap-out/<scan name>/"
+                                     + ("detections/)" if name == "detect" else ")"))
         q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
         q.add_argument("--weights", help="YOLO weights (default: the shipped ones)")
+        q.add_argument("--trust-weights", action="store_true",
+                       help="load --weights that are not the shipped ones (a YOLO file is a pickle that can run "
+                            "code: only weights you trust)")
         q.add_argument("--conf", type=float, help="YOLO score threshold (default: the checkpoint's operating point)")
-        q.add_argument("--units", choices=["m", "cm", "mm"], help="units of the file (default: detect)")
+        q.add_argument("--units", choices=UNITS, help="units of the file (default: detect)")
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "analyze":
             q.add_argument("--previous", metavar="VISIT",
                            help="an earlier visit (analysis folder or scan): also track lesions against it")
+            q.add_argument("--register", action="store_true",
+                           help="fit the body again even when the output folder holds this scan's registration")
         if name == "detect":
             q.add_argument("--via-import", metavar="CSV", help="place these VIA (Skin3D) boxes instead of detecting")
             q.add_argument("--via-export", metavar="CSV", help="also write the lesions as a VIA CSV")
@@ -793,14 +993,30 @@ def main(argv: list[str] | None = None) -> int:
     from bodymap.scan import ScanError
 
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except ScanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError) as e:  # RegistrationError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only folder, a full disk: name the file, no traceback
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+def _quiet_libraries() -> None:
+    """Before any command: ultralytics stays offline even when a checkpoint imports it."""
+    from bodymap.detect.yolo import offline_env
+
+    offline_env()
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from bodymap import atomic
 from bodymap.scan import Scan, ScanError, ScanMeta
 
 __all__ = ["load_scan", "save_scan", "detect_units", "READERS", "WRITERS", "MAX_FACES",
@@ -36,7 +37,7 @@ __all__ = ["load_scan", "save_scan", "detect_units", "READERS", "WRITERS", "MAX_
 MAX_FACES = 20_000_000
 
 #: mm per file unit for the unit names ``load_scan`` accepts.
-UNIT_SCALES = {"m": 1000.0, "cm": 10.0, "mm": 1.0}
+UNIT_SCALES = {"m": 1000.0, "cm": 10.0, "mm": 1.0, "in": 25.4}
 
 #: Body sizes (largest extent, in file units) that identify each unit, in the order they are
 #: tried. m and cm never overlap; cm (25-300) and mm (250-3000) overlap in 250-300, which is
@@ -236,6 +237,30 @@ def _resize_height(img: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w, height), Image.BILINEAR), dtype=np.uint8)
 
 
+def _wrap_tiles(t: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-corner UVs t (k, 3, 2): every face whose centre lies outside [0, 1) moved by whole
+    units so that its centre is inside (texture coordinates repeat: tiled and UDIM layouts).
+    Returns (UVs, number of faces moved)."""
+    centre = t.mean(axis=1, keepdims=True)
+    shift = np.floor(centre)
+    moved = (shift != 0).any(axis=(1, 2))
+    if not moved.any():
+        return t, 0
+    t = t.copy()
+    t[moved] -= shift[moved]
+    return t, int(moved.sum())
+
+
+UDIM_TOKEN = re.compile(r"<udim>", re.I)
+
+
+def _udim_tiles(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """UDIM tile numbers (k,) of faces uv (k, 3, 2) by their centre (1001 + u + 10 v) and the
+    (k, 1, 2) whole-unit offsets that bring each face into [0, 1]."""
+    off = np.floor(uv.mean(axis=1, keepdims=True))
+    return (1001 + off[:, 0, 0] + 10 * off[:, 0, 1]).astype(np.int64), off
+
+
 # Width in texels of the grey atlas slot for faces whose material has no diffuse texture.
 _GREY_SLOT_WIDTH = 8
 _GREY = 128
@@ -276,7 +301,11 @@ def _assemble_textures(source: Path, uv: np.ndarray | None, has_uv: np.ndarray, 
         raise ScanError(source, f"{int(missing.sum())} of {int(textured.sum())} textured faces have "
                                 f"no texture coordinates{where}, so the texture cannot be mapped")
     if len(used) == 1 and textured.all():
-        return uv.astype(np.float32), images[used[0]]
+        t, n_wrapped = _wrap_tiles(np.asarray(uv, np.float64))
+        if n_wrapped:  # a repeating (tiled) layout: texture coordinates repeat every whole unit
+            warnings.append(f"{n_wrapped} faces had UVs outside [0, 1] (a tiled layout); moved by whole tiles "
+                            "onto the texture, which repeats")
+        return t.astype(np.float32), images[used[0]]
 
     height = max(images[i].shape[0] for i in used)
     slots = [_resize_height(images[i], height) for i in used]
@@ -291,12 +320,9 @@ def _assemble_textures(source: Path, uv: np.ndarray | None, has_uv: np.ndarray, 
     for i, img, w in zip(used, slots, widths):
         atlas[:, x0:x0 + w] = img
         sel = tex_id == i
-        t = np.asarray(uv[sel], dtype=np.float64)
-        outside = ((t < 0) | (t > 1)).any(axis=(1, 2))
-        if outside.any():  # a slot cannot repeat: move faces by whole tiles, clamp the rest
-            t[outside] -= np.floor(t[outside].mean(axis=1, keepdims=True))
-            t = np.clip(t, 0.0, 1.0)
-            n_outside += int(outside.sum())
+        t, moved = _wrap_tiles(np.asarray(uv[sel], dtype=np.float64))
+        t = np.clip(t, 0.0, 1.0)  # a slot cannot repeat: a face across a tile border is clamped to it
+        n_outside += moved
         out[sel, :, 0] = (x0 + t[..., 0] * w) / total_w
         out[sel, :, 1] = t[..., 1]
         layout.append({"texture": names[i], "x0": x0, "width": w, "faces": int(sel.sum())})
@@ -486,8 +512,9 @@ def _resolve_indices(lines: _Lines, raw: np.ndarray, corner_line: np.ndarray, n_
         if raw[k] == 0:
             detail = f"{what} index 0 (OBJ indices start at 1)"
         else:
+            plural = "vertices" if what == "vertex" else f"{what}s"
             detail = (f"face refers to {what} {int(raw[k])} but the file defines only {total} "
-                      f"{what}s{' before it' if raw[k] < 0 else ''} (indices out of range)")
+                      f"{plural}{' before it' if raw[k] < 0 else ''} (indices out of range)")
         raise lines.problem(int(corner_line[k]), detail)
     return out
 
@@ -670,6 +697,22 @@ def _read_obj(path: Path, tex_override: np.ndarray | None) -> _RawMesh:
             mname = names_of_use[int(u)]
             tex = materials.get(mname)
             if tex is None:
+                continue
+            if UDIM_TOKEN.search(tex.name) and uv is not None:
+                # one image per UDIM tile (name.1001.png, name.1002.png, ...): each becomes its own
+                # atlas slot and the faces of each tile move into [0, 1]
+                sel = np.flatnonzero((mat_of_tri == u) & has_uv)
+                tiles, off = _udim_tiles(uv[sel])
+                bad = (tiles < 1001) | ((tiles - 1001) % 10 > 9) | (off[:, 0, 0] > 9)
+                if bad.any():
+                    raise ScanError(path, f"material {mname!r} uses UDIM tiles but {int(bad.sum())} faces lie outside "
+                                          "the UDIM range (u 0-10, v >= 0)")
+                uv[sel] -= off
+                for tile in np.unique(tiles):
+                    f_tile = tex.with_name(UDIM_TOKEN.sub(str(int(tile)), tex.name))
+                    images.append(_read_image(f_tile, path, f"UDIM tile {int(tile)} of material {mname!r}"))
+                    names.append(f_tile.name)
+                    tex_id[sel[tiles == tile]] = len(images) - 1
                 continue
             key = tex.resolve()
             if key not in slot_of_tex:
@@ -1029,8 +1072,9 @@ def _write_obj(scan: Scan, path: Path) -> None:
     out = [f"# BodyMap scan: {scan.n_vertices} vertices, {scan.n_faces} faces, units mm\n"]
     if scan.texture is not None:
         mtl, png = path.with_suffix(".mtl"), path.with_suffix(".png")
-        Image.fromarray(scan.texture).save(png, compress_level=6)
-        mtl.write_text(f"# BodyMap material for {path.name}\nnewmtl skin\nKa 1 1 1\nKd 1 1 1\n"
+        with atomic.atomic_write(png) as tmp:
+            Image.fromarray(scan.texture).save(tmp, compress_level=6)
+        atomic.write_text(mtl, f"# BodyMap material for {path.name}\nnewmtl skin\nKa 1 1 1\nKd 1 1 1\n"
                        f"Ks 0 0 0\nd 1\nillum 1\nmap_Kd {png.name}\n")
         out.append(f"mtllib {mtl.name}\n")
     if scan.vertex_colors is not None:
@@ -1051,7 +1095,7 @@ def _write_obj(scan: Scan, path: Path) -> None:
         out.append(_fmt_rows("f %d/%d %d/%d %d/%d\n", rows.tolist()))
     else:
         out.append(_fmt_rows("f %d %d %d\n", f1.tolist()))
-    path.write_text("".join(out))
+    atomic.write_text(path, "".join(out))  # last: the OBJ appears only when its texture is there
 
 
 def _write_ply(scan: Scan, path: Path) -> None:
@@ -1072,7 +1116,7 @@ def _write_ply(scan: Scan, path: Path) -> None:
     fa = np.empty(m, dtype=[("n", "u1"), ("i", "<i4", (3,))])
     fa["n"] = 3
     fa["i"] = scan.faces
-    with open(path, "wb") as fh:
+    with atomic.open_atomic(path, "wb") as fh:
         fh.write(("\n".join(header) + "\n").encode("ascii"))
         fh.write(va.tobytes())
         fh.write(fa.tobytes())
@@ -1080,7 +1124,7 @@ def _write_ply(scan: Scan, path: Path) -> None:
 
 def _write_off(scan: Scan, path: Path) -> None:
     """ASCII OFF in mm, geometry only."""
-    path.write_text(f"OFF\n{scan.n_vertices} {scan.n_faces} 0\n"
+    atomic.write_text(path, f"OFF\n{scan.n_vertices} {scan.n_faces} 0\n"
                     + _fmt_rows("%r %r %r\n", scan.vertices.tolist())
                     + _fmt_rows("3 %d %d %d\n", scan.faces.tolist()))
 
@@ -1129,7 +1173,7 @@ def _write_glb(scan: Scan, path: Path) -> None:
     elif colors is not None:
         mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=colors)
     mesh.metadata.update(meta)
-    path.write_bytes(mesh.export(file_type="glb"))
+    atomic.write_bytes(path, mesh.export(file_type="glb"))
 
 
 # ====================================================================== registries

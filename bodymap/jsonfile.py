@@ -1,10 +1,12 @@
 """JSON files with a schema tag: one reader and one writer for every BodyMap JSON format
-(lesion sets, tracking results, reviews), so each gives the same clear errors and none is
-ever left half-written."""
+(lesion sets, tracking results, reviews, projects), so each gives the same clear errors and none
+is ever left half-written (bodymap.atomic)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from bodymap.atomic import write_text
 
 
 def read_json(path: str | Path, schema: str, kind: str) -> dict:
@@ -20,9 +22,7 @@ def read_json(path: str | Path, schema: str, kind: str) -> dict:
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write data as JSON atomically (a temporary file renamed over the target), so a crash
-    mid-write never leaves a truncated file where the user's annotations were."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    """Write data as JSON atomically (a uniquely named temporary file in the same folder,
+    renamed over the target), so a crash or a full disk mid-write never leaves a truncated
+    file where the user's annotations were, and concurrent writers never share a temporary."""
+    write_text(path, json.dumps(data, indent=1))

@@ -91,6 +91,59 @@ class Lesion:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+_INT_FIELDS = ("id", "face")
+_VEC3_FIELDS = ("point_mm", "bary", "normal", "colour_lab", "skin_lab")
+_FLOAT_FIELDS = ("diameter_mm", "area_mm2", "contrast_de", "confidence")
+_COLOUR_FIELDS = ("colour_lab", "skin_lab")  # may be empty: colour unknown
+
+
+def _lesion_from_json(d, k: int, path) -> Lesion:
+    """A Lesion from the k-th record of a lesion file, every required field checked (type, length,
+    finite, ids and faces non-negative integers). ValueError naming the file, the lesion and the field."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: lesion {k + 1} is not a record ({type(d).__name__})")
+    who = f"lesion {k + 1}" + (f" (id {d['id']})" if "id" in d else "")
+    required = [f.name for f in dataclasses.fields(Lesion)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [n for n in required if n not in d]
+    if missing:
+        raise ValueError(f"{path}: {who} has no {', '.join(missing)}")
+    out = {}
+    for n in _INT_FIELDS:
+        v = d[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 0:
+            raise ValueError(f"{path}: {who}: {n} is {v!r}, expected a non-negative integer")
+        out[n] = int(v)
+    for n in _VEC3_FIELDS:
+        v = d[n]
+        if n in _COLOUR_FIELDS and (v is None or v == []):  # colour not measured (truth lists, imports)
+            out[n] = []
+            continue
+        try:
+            a = np.asarray(v, np.float64)
+        except (TypeError, ValueError):
+            a = np.zeros(0)
+        if a.shape != (3,) or not np.isfinite(a).all():
+            raise ValueError(f"{path}: {who}: {n} is {v!r}, expected 3 finite numbers")
+        out[n] = [float(x) for x in a]
+    for n in _FLOAT_FIELDS:
+        v = d[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"{path}: {who}: {n} is {v!r}, expected a number")
+        out[n] = float(v)
+    rest = {k2: v for k2, v in d.items() if k2 not in out}
+    if not isinstance(rest.get("region") or {}, dict):
+        raise ValueError(f"{path}: {who}: region is {rest['region']!r}, expected a record")
+    box = rest.get("box_px")
+    if box is not None and (not isinstance(box, (list, tuple)) or len(box) != 4):
+        raise ValueError(f"{path}: {who}: box_px is {box!r}, expected 4 numbers or null")
+    rest["region"] = rest.get("region") or {}
+    try:
+        return Lesion.from_dict({**rest, **out})
+    except TypeError as e:
+        raise ValueError(f"{path}: {who}: {e}") from None
+
+
 @dataclasses.dataclass
 class LesionSet:
     """The lesions of one scan, with where they came from. scan: source file; detector: name;
@@ -140,13 +193,26 @@ class LesionSet:
                 "suppressed": [l.to_dict() for l in self.suppressed]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LesionSet":
-        """The set from its JSON form (older files without 'suppressed' read as none)."""
-        sup = [Lesion.from_dict(x) for x in d.get("suppressed") or []]
+    def from_dict(cls, d: dict, source="lesion file") -> "LesionSet":
+        """The set from its JSON form, every record checked (older files without 'suppressed' read
+        as none). ValueError naming source (a file or where the list came from) and the problem."""
+        items = d.get("lesions") if isinstance(d, dict) else None
+        if not isinstance(items, list):
+            raise ValueError(f"{source}: lesion file without a 'lesions' list (corrupt?)")
+        lesions = [_lesion_from_json(x, k, source) for k, x in enumerate(items)]
+        sup_items = d.get("suppressed") or []
+        if not isinstance(sup_items, list):
+            raise ValueError(f"{source}: 'suppressed' is not a list of lesion records")
+        sup = [_lesion_from_json(x, k, source) for k, x in enumerate(sup_items)]
         for l in sup:
             l.suppressed = l.suppressed or "unknown"  # a record under "suppressed" is never counted
-        return cls([Lesion.from_dict(x) for x in d["lesions"]], d.get("scan", ""), d.get("detector", ""),
-                   d.get("info", {}), sup)
+        ids = [l.id for l in lesions + sup]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"{source}: lesion ids repeat ({', '.join(map(str, dup[:5]))}); each lesion needs its own id")
+        info = d.get("info", {})
+        return cls(lesions, str(d.get("scan") or ""), str(d.get("detector") or ""),
+                   info if isinstance(info, dict) else {}, sup)
 
     @property
     def points(self) -> np.ndarray:
@@ -165,7 +231,7 @@ class LesionSet:
     @classmethod
     def load_json(cls, path: str | Path) -> "LesionSet":
         """Read a set written by save_json. Raises ValueError naming the file if it is not one."""
-        return cls.from_dict(read_json(path, SCHEMA, "lesion file"))
+        return cls.from_dict(read_json(path, SCHEMA, "lesion file"), path)
 
     def save_csv(self, path: str | Path) -> None:
         """Write the lesion table: one row per lesion, sizes in mm, region names, colour; then the
@@ -173,24 +239,28 @@ class LesionSet:
         cols = ["id", "x_mm", "y_mm", "z_mm", "diameter_mm", "area_mm2", "region", "site_code", "side",
                 "macro", "ear_region", "L", "a", "b", "contrast_de", "confidence", "source", "on_skin", "note",
                 "suppressed"]
-        with open(path, "w", newline="") as fh:
+        from bodymap.atomic import open_atomic
+
+        with open_atomic(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(cols)
             for l in self.all:
                 r = l.region
                 w.writerow([l.id, *(f"{x:.2f}" for x in l.point_mm), f"{l.diameter_mm:.2f}", f"{l.area_mm2:.2f}",
                             r.get("description", ""), r.get("code", ""), r.get("side", ""), r.get("macro", ""),
-                            r.get("ear", ""), *(f"{x:.1f}" for x in l.colour_lab), f"{l.contrast_de:.1f}",
+                            r.get("ear", ""), *((f"{x:.1f}" for x in l.colour_lab) if len(l.colour_lab) == 3 else ("", "", "")),
+                            f"{l.contrast_de:.1f}",
                             f"{l.confidence:.3f}", l.source, int(l.on_skin), l.note, l.suppressed or ""])
 
 
 def texel_index(atlas: UVAtlas) -> np.ndarray:
     """(size, size) int32: for each texel its index into atlas.flat/face/bary, -1 off the mesh
     (and in dilated gutters)."""
-    idx = np.full(atlas.size * atlas.size, -1, np.int32)
+    h, w = atlas.shape
+    idx = np.full(h * w, -1, np.int32)
     n = len(atlas.flat) if atlas.n_inside is None else atlas.n_inside
     idx[atlas.flat[:n]] = np.arange(n, dtype=np.int32)
-    return idx.reshape(atlas.size, atlas.size)
+    return idx.reshape(h, w)
 
 
 class SurfaceImage:

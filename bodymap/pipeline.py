@@ -155,15 +155,24 @@ def non_skin_at(lesions: list, scan: Scan, correspondence, template_faces: np.nd
     return out
 
 
-def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True) -> Result:
+def analyze(scan: Scan, detector="classical", progress: Progress | None = None, anatomy: bool = True,
+            correspondence=None) -> Result:
     """Anatomy (registration + region labels) and lesion detection on one textured scan (mm).
-    progress(stage, fraction) is called throughout. Returns a Result."""
-    from bodymap.anatomy.labels import label_scan
+    progress(stage, fraction) is called throughout. correspondence: this scan's registration
+    from an earlier run (see reusable_registration), used instead of fitting again. Returns a
+    Result."""
+    from bodymap.anatomy.labels import label_scan, transfer_labels
 
     timings = {}
     corr = labels = None
     t0 = time.perf_counter()
-    if anatomy:
+    if anatomy and correspondence is not None:
+        from bodymap.anatomy.template import load_template
+
+        corr, labels = correspondence, transfer_labels(correspondence, load_template())
+        timings["anatomy_s"] = round(time.perf_counter() - t0, 2)
+        timings["registration_reused"] = True
+    elif anatomy:
         corr, labels = label_scan(scan, progress=_sub(progress, 0.0, 0.55))
         timings["anatomy_s"] = round(time.perf_counter() - t0, 2)
     t1 = time.perf_counter()
@@ -202,7 +211,9 @@ def write_anatomy(scan: Scan, correspondence, labels, out: Path, source: str | N
     from bodymap.export.regionmap import write_region_maps
 
     labels.save(out / "labels.npz", correspondence)
-    write_json(out / "regions.json", {"scan": source or scan.meta.source, "vertices": scan.n_vertices, "faces": scan.n_faces,
+    rel, absolute = scan_record(source or scan.meta.source, out)
+    write_json(out / "regions.json", {"scan": rel, "scan_abs": absolute, "scan_sha1": scan_fingerprint(scan),
+                                      "vertices": scan.n_vertices, "faces": scan.n_faces,
                                       **record, "fit": correspondence.info,
                                       **summary(labels, scan.face_areas, scan.faces)})
     return [out / "labels.npz", out / "regions.json", *write_region_maps(scan, labels, out)]
@@ -213,19 +224,85 @@ def write_result(result: Result, out: str | Path) -> list[Path]:
     annotated_texture.jpg and, with anatomy, labels.npz, regions.json and the region maps."""
     from PIL import Image
 
+    from bodymap.atomic import atomic_write
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     scan = result.scan
     if result.labels is not None:
         paths += write_anatomy(scan, result.correspondence, result.labels, out)
-    result.lesions.save_json(out / "lesions.json")
+    rel, absolute = scan_record(result.lesions.scan or scan.meta.source, out)
+    dataclasses.replace(result.lesions, scan=rel, info={**result.lesions.info, "scan_abs": absolute}).save_json(
+        out / "lesions.json")
     result.lesions.save_csv(out / "lesions.csv")
     paths += [out / "lesions.json", out / "lesions.csv"]
     if scan.texture is not None:
-        Image.fromarray(annotated_texture(scan, result.lesions)).save(out / "annotated_texture.jpg", quality=90)
+        with atomic_write(out / "annotated_texture.jpg") as tmp:
+            Image.fromarray(annotated_texture(scan, result.lesions)).save(tmp, quality=90)
         paths.append(out / "annotated_texture.jpg")
     return paths
+
+
+def scan_fingerprint(scan: Scan) -> str:
+    """sha1 of the scan's vertices and faces: whether a saved registration was made on this mesh."""
+    import hashlib
+
+    h = hashlib.sha1(np.ascontiguousarray(scan.vertices, np.float64).tobytes())
+    h.update(np.ascontiguousarray(scan.faces, np.int64).tobytes())
+    return h.hexdigest()
+
+
+def reusable_registration(scan: Scan, folder: str | Path):
+    """The registration (Correspondence) an earlier `label` / `analyze` of this very mesh left in
+    folder (labels.npz + regions.json recording the same vertices and faces), or None. A
+    changed scan, another scan or a damaged file gives None (the caller registers again)."""
+    import json
+
+    folder = Path(folder)
+    try:
+        rec = json.loads((folder / "regions.json").read_text())
+        if not isinstance(rec, dict) or rec.get("scan_sha1") != scan_fingerprint(scan):
+            return None
+        from bodymap.anatomy.labels import load_correspondence
+
+        corr = load_correspondence(folder / "labels.npz", scan.n_vertices)
+    except (OSError, ValueError):
+        return None
+    if corr is not None:  # the fit's record (residuals, pose, phenotype) goes on with it
+        corr.info = {**(rec.get("fit") if isinstance(rec.get("fit"), dict) else {}), "reused_from": str(folder)}
+    return corr
+
+
+def scan_record(scan_source: str, out: Path) -> tuple[str, str]:
+    """How an output folder records its scan: (path relative to the folder, absolute path), so
+    the folder finds its scan wherever the command was run from and after both move together."""
+    import os
+
+    if not scan_source:
+        return "", ""
+    src = Path(scan_source).resolve()
+    try:
+        rel = os.path.relpath(src, Path(out).resolve())
+    except ValueError:  # another drive
+        rel = str(src)
+    return rel, str(src)
+
+
+def folder_scan(folder: Path, ls) -> Path:
+    """The scan of an analysis folder: its lesion list's `scan`, relative to the folder (never to
+    the current folder: that would read another visit's scan), else the absolute path recorded
+    beside it (`info.scan_abs`). FileNotFoundError naming the folder when neither is there."""
+    rec = Path(ls.scan)
+    cands = [rec] if rec.is_absolute() else [folder / rec]
+    if ls.info.get("scan_abs"):
+        cands.append(Path(ls.info["scan_abs"]))
+    for c in cands:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(f"{folder}: its scan {ls.scan} is not there any more"
+                            + ("" if rec.is_absolute() else f" (looked for {folder / rec}"
+                               + (f" and {ls.info['scan_abs']})" if ls.info.get("scan_abs") else ")")))
 
 
 def load_visit(path: str | Path, lesions: str | Path | None = None, units: str | None = None):
@@ -248,11 +325,7 @@ def load_visit(path: str | Path, lesions: str | Path | None = None, units: str |
         lesions, folder = path / "lesions.json", path
     ls = LesionSet.load_json(lesions) if lesions else None
     if folder is not None:
-        scan_path = Path(ls.scan)
-        if not scan_path.is_absolute() and not scan_path.exists():
-            scan_path = folder / scan_path
-        if not scan_path.exists():
-            raise FileNotFoundError(f"{folder}: its scan {ls.scan} is not there any more")
+        scan_path = folder_scan(folder, ls)
     else:
         scan_path = path
     scan = load_scan(scan_path, units=units)
@@ -267,17 +340,26 @@ def load_visit(path: str | Path, lesions: str | Path | None = None, units: str |
     return Visit(scan, ls, corr)
 
 
-def track_visits(visit1, visit2, reviews: str | Path | None = None, progress: Progress | None = None, **options):
-    """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting the reviews
-    file when it exists (a clinician's confirmed, rejected and reassigned matches). Visits
-    without lesions must have been analysed first. Returns the Tracking."""
+def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None, **options):
+    """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting a clinician's
+    reviews (confirmed, rejected, reassigned matches, lesions marked new): a bodymap.track.Reviews
+    (see bodymap.reviewfiles.gather for finding every review of two visits), a reviews file, or
+    None. Visits without lesions must have been analysed first. Returns the Tracking; its info
+    records both visits (scan file and each lesion's point), which `bodymap review` checks ids
+    against and keys the reviews by."""
+    from bodymap.reviewfiles import VisitIds, read_reviews
     from bodymap.track import Reviews, TrackOptions, track
 
     for k, v in enumerate((visit1, visit2), 1):
         if v.lesions is None:
             raise ValueError(f"visit {k} ({v.scan.meta.source}) has no lesion list: analyse it first")
-    rv = Reviews.load(reviews) if reviews and Path(reviews).exists() else Reviews()
-    return track(visit1, visit2, reviews=rv, options=TrackOptions(**options), progress=progress)
+    if isinstance(reviews, (str, Path)):
+        rv = read_reviews(reviews)[0] if Path(reviews).exists() else Reviews()
+    else:
+        rv = reviews or Reviews()
+    t = track(visit1, visit2, reviews=rv, options=TrackOptions(**options), progress=progress)
+    t.info["visit1"], t.info["visit2"] = VisitIds.of(visit1).to_dict(), VisitIds.of(visit2).to_dict()
+    return t
 
 
 def write_tracking(tracking, out: str | Path, visit1=None, visit2=None) -> list[Path]:

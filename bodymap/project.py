@@ -18,9 +18,9 @@ from bodymap.scan import Scan, uv_to_pixel
 class UVAtlas:
     """Texels covered by a UV layout, each with its face and barycentric coordinates.
 
-    size : texture side in texels (square atlas)
+    size : texture height in texels (rows); width: texture width (0: square, = size)
     uv : (m, 3, 2) the layout it was rasterised from
-    flat : (k,) int64 flat indices (row * size + col) of covered texels
+    flat : (k,) int64 flat indices (row * width + col) of covered texels
     face : (k,) int32 face of each covered texel
     bary : (k, 3) float32 barycentric coordinates of the texel centre in that face
     order, offsets : texels grouped by face: texels of face f are flat[order[offsets[f]:offsets[f+1]]]
@@ -34,6 +34,12 @@ class UVAtlas:
     order: np.ndarray
     offsets: np.ndarray
     n_inside: int | None = None  # texels [0, n_inside) lie inside their faces; later ones were dilated
+    width: int = 0  # texture width when it differs from size (non-square textures: 2048 x 1024, packed atlases)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the texture the atlas covers."""
+        return self.size, self.width or self.size
 
     def is_inside(self, sel: np.ndarray) -> np.ndarray:
         """(t,) bool: which of the texel indices sel lie inside their face (not dilated)."""
@@ -61,10 +67,10 @@ def clean_barycentric(b) -> np.ndarray:
     return b / b.sum(1, keepdims=True)
 
 
-def _texel_bary(px: np.ndarray, flat: np.ndarray, size: int) -> np.ndarray:
-    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * size + col)
+def _texel_bary(px: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
+    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * width + col)
     in triangles px (k, 3, 2) given in pixel coordinates (x = col, y = row)."""
-    rows, cols = np.divmod(flat, size)
+    rows, cols = np.divmod(flat, width)
     a, b, c = px[:, 0], px[:, 1], px[:, 2]
     v0, v1 = b - a, c - a
     v2 = np.stack([cols, rows], axis=1).astype(np.float64) - a
@@ -75,15 +81,17 @@ def _texel_bary(px: np.ndarray, flat: np.ndarray, size: int) -> np.ndarray:
     return np.stack([1 - l1 - l2, l1, l2], axis=1)
 
 
-def rasterize_uv(uv: np.ndarray, size: int) -> UVAtlas:
-    """Rasterise a UV layout. uv : (m, 3, 2) per face corner, origin bottom-left. size : texels.
+def rasterize_uv(uv: np.ndarray, size: int | tuple[int, int]) -> UVAtlas:
+    """Rasterise a UV layout. uv : (m, 3, 2) per face corner, origin bottom-left. size : the
+    texture's side in texels, or its (rows, columns) for a non-square texture.
 
     Uses PIL to draw each triangle with its face id (fast, C), then computes exact barycentric
     coordinates of each texel centre in its face.
     """
     m = len(uv)
-    px = uv_to_pixel(uv, (size, size))  # (m, 3, 2) x=col, y=row, texel centres at integers
-    img = Image.new("I", (size, size), -1)
+    h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    px = uv_to_pixel(uv, (h, w))  # (m, 3, 2) x=col, y=row, texel centres at integers
+    img = Image.new("I", (w, h), -1)
     draw = ImageDraw.Draw(img)
     # PIL puts pixel centres at integer coordinates too; polygon() includes boundary texels.
     for i, tri in enumerate(px.tolist()):
@@ -91,13 +99,14 @@ def rasterize_uv(uv: np.ndarray, size: int) -> UVAtlas:
     fid = np.asarray(img, dtype=np.int32).ravel()
     flat = np.flatnonzero(fid >= 0)
     face = fid[flat]
-    bary = _texel_bary(px[face], flat, size)
+    bary = _texel_bary(px[face], flat, w)
     # boundary texels lie slightly outside their triangle: clamp back onto it
     bary = np.clip(bary, 0.0, 1.0)
     bary /= bary.sum(1, keepdims=True)
     order = np.argsort(face, kind="stable")
     offsets = np.searchsorted(face[order], np.arange(m + 1))
-    return UVAtlas(size, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary.astype(np.float32), order, offsets)
+    return UVAtlas(h, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary.astype(np.float32),
+                   order, offsets, width=0 if w == h else w)
 
 
 def texel_atlas(scan: Scan) -> UVAtlas:
@@ -106,13 +115,7 @@ def texel_atlas(scan: Scan) -> UVAtlas:
     Raises ScanError if the scan has no UVs or no texture.
     """
     scan.require_texture()
-    h, w = scan.texture.shape[:2]
-    if h != w:
-        # rasterize_uv works on square atlases; scanners and our generator write square textures
-        from bodymap.scan import ScanError
-
-        raise ScanError(scan.meta.source, f"texture is {w}x{h}; only square textures are supported here")
-    return rasterize_uv(scan.uv, h)
+    return rasterize_uv(scan.uv, scan.texture.shape[:2])
 
 
 def dilate_atlas(atlas: UVAtlas, width: int) -> UVAtlas:
@@ -124,26 +127,26 @@ def dilate_atlas(atlas: UVAtlas, width: int) -> UVAtlas:
     face that straddles a seam (and so reaches a little past its chart in UV) see the same skin
     and lesions as on the other side.
     """
-    size = atlas.size
-    covered = np.zeros(size * size, bool)
+    h, w = atlas.shape
+    covered = np.zeros(h * w, bool)
     covered[atlas.flat] = True
-    covered = covered.reshape(size, size)
+    covered = covered.reshape(h, w)
     from scipy import ndimage
 
     dist, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
     new = np.flatnonzero((dist.ravel() > 0) & (dist.ravel() <= width))
-    texel_face = np.full(size * size, -1, np.int64)
+    texel_face = np.full(h * w, -1, np.int64)
     texel_face[atlas.flat] = atlas.face
-    src = ri.ravel()[new] * size + ci.ravel()[new]
+    src = ri.ravel()[new] * w + ci.ravel()[new]
     face = texel_face[src]
-    bary = _texel_bary(uv_to_pixel(atlas.uv[face].astype(np.float64), (size, size)), new, size)
+    bary = _texel_bary(uv_to_pixel(atlas.uv[face].astype(np.float64), (h, w)), new, w)
     flat = np.concatenate([atlas.flat, new])
     face_all = np.concatenate([atlas.face, face.astype(np.int32)])
     bary_all = np.concatenate([atlas.bary, bary.astype(np.float32)])
     order = np.argsort(face_all, kind="stable")
     offsets = np.searchsorted(face_all[order], np.arange(len(atlas.uv) + 1))
-    return UVAtlas(size, atlas.uv, flat.astype(np.int64), face_all, bary_all, order, offsets,
-                   n_inside=len(atlas.flat))
+    return UVAtlas(atlas.size, atlas.uv, flat.astype(np.int64), face_all, bary_all, order, offsets,
+                   n_inside=len(atlas.flat), width=atlas.width)
 
 
 def face_adjacency(faces: np.ndarray):

@@ -40,6 +40,90 @@ def data_dir() -> Path:
     return d
 
 
+class AutosaveSlot:
+    """One window's autosave file, <data dir>/autosave/<start time>-<pid>-<n>.bodymap, locked
+    (an OS file lock on the .lock beside it) while its window lives: two windows never write
+    the same file, and a file whose lock nobody holds was left by a window that did not close
+    cleanly (a crash), which the next start offers back (``orphaned_autosaves``). The lock dies
+    with the process, so a crash never leaves a file looking alive."""
+
+    _count = 0
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder else data_dir() / "autosave"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        AutosaveSlot._count += 1
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{AutosaveSlot._count}"
+        self.path = self.folder / f"{name}{SUFFIX}"
+        self.lock = _Lock(self.folder / f"{name}.lock")
+        if not self.lock.acquire():  # cannot happen for a fresh name, but never share a file
+            raise OSError(f"{self.lock.path}: autosave slot already in use")
+
+    def save(self, project: "Project") -> Path:
+        """Write project to this slot's file (atomically)."""
+        return project.save(self.path)
+
+    def close(self, keep: bool) -> None:
+        """Release the slot; keep: leave the file (unsaved work) for the next start to offer."""
+        if not keep:
+            self.path.unlink(missing_ok=True)
+        self.lock.release(remove=not keep)
+
+
+class _Lock:
+    """An exclusive, non-blocking OS lock on a file (fcntl.flock; on Windows msvcrt.locking);
+    released by the OS when the process ends."""
+
+    def __init__(self, path: Path):
+        self.path, self._fh = Path(path), None
+
+    def acquire(self) -> bool:
+        fh = open(self.path, "a+")
+        try:
+            if os.name == "nt":  # pragma: no cover
+                import msvcrt
+
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def release(self, remove: bool = True) -> None:
+        if self._fh is not None:
+            if remove:
+                self.path.unlink(missing_ok=True)
+            self._fh.close()  # closing drops the lock
+            self._fh = None
+
+
+def orphaned_autosaves(folder: str | Path | None = None) -> list[tuple[Path, "_Lock"]]:
+    """Autosave files no living window owns (left by a crash), newest first, each with its lock
+    now held by the caller (so two starting windows never both recover one file): release it
+    with ``lock.release()`` when done (after deleting the file, or to leave it for later).
+    Includes the single autosave.bodymap of older BodyMap versions."""
+    folder = Path(folder) if folder else data_dir() / "autosave"
+    out = []
+    files = sorted(folder.glob(f"*{SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    legacy = data_dir() / f"autosave{SUFFIX}"
+    if legacy.is_file():
+        files.append(legacy)
+    for f in files:
+        lock = _Lock(f.with_suffix(".lock"))
+        if lock.acquire():
+            out.append((f, lock))
+    return out
+
+
 @dataclasses.dataclass
 class VisitState:
     """One visit in a project. scan_path: the mesh file; analysis_dir: the folder analyze wrote
@@ -75,11 +159,15 @@ class VisitState:
                 "diagnoses": {str(k): v for k, v in self.diagnoses.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict, base: Path | None) -> "VisitState":
+    def from_dict(cls, d: dict, base: Path | None, source="project") -> "VisitState":
         from bodymap.lesions import LesionSet
 
         ls = d.get("lesions")
-        lesions = None if ls is None else LesionSet.from_dict(ls)
+        if ls is not None and not (isinstance(ls, dict) and isinstance(ls.get("lesions"), list)):
+            raise ValueError("a visit's 'lesions' is not a lesion list")
+        if not isinstance(d.get("scan"), str) or not isinstance(d.get("diagnoses", {}), dict):
+            raise ValueError("a visit has no scan path, or malformed diagnoses")
+        lesions = None if ls is None else LesionSet.from_dict(ls, source)
         return cls(_resolve(d["scan"], d.get("scan_abs"), base), lesions,
                    _resolve(d["analysis_dir"], d.get("analysis_dir_abs"), base) if d.get("analysis_dir") else None,
                    d.get("title", ""), {int(k): v for k, v in d.get("diagnoses", {}).items()})
@@ -166,11 +254,20 @@ class Project:
                                f"{FORMAT_VERSION}); update BodyMap to open it")
         try:
             rv = d.get("reviews") or {}
-            reviews = Reviews({int(a): int(b) for a, b in rv.get("confirmed", [])},
-                              {(int(a), int(b)) for a, b in rv.get("rejected", [])}, {int(a) for a in rv.get("new", [])})
-            visits = [VisitState.from_dict(x, path.parent) for x in d["visits"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProjectError(f"{path}: the project file is corrupt ({type(e).__name__}: {e})") from None
+            if not isinstance(rv, dict):
+                raise ValueError("'reviews' is not a record")
+            reviews = Reviews.from_dict(rv, "reviews")
+            visits = d.get("visits")
+            if not isinstance(visits, list) or not all(isinstance(x, dict) for x in visits):
+                raise ValueError("'visits' is not a list of visit records")
+            if len(visits) > 2:
+                raise ValueError(f"{len(visits)} visits; a project holds one or two")
+            visits = [VisitState.from_dict(x, path.parent, path) for x in visits]
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            msg = str(e).replace(f"{path}: ", "")
+            if isinstance(e, KeyError):
+                msg = f"missing {e}"
+            raise ProjectError(f"{path}: the project file is corrupt ({msg})") from None
         return cls(visits, reviews, d.get("tracking"), d.get("notes", ""), path)
 
 

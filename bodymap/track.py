@@ -89,6 +89,7 @@ class Reviews:
     def confirm(self, id2: int, id1: int) -> None:
         """Keep the pair (id2 of visit 2 is id1 of visit 1); reassigning is confirming another id1."""
         self.new.discard(id2)
+        self.rejected.discard((int(id2), int(id1)))  # a later confirmation overrides an earlier rejection
         for k in [k for k, v in self.confirmed.items() if v == id1 and k != id2]:
             del self.confirmed[k]  # id1 can have one partner only
         self.confirmed[int(id2)] = int(id1)
@@ -116,8 +117,32 @@ class Reviews:
     def load(cls, path: str | Path) -> "Reviews":
         """Read reviews written by save(). Raises ValueError naming the file when it is not one."""
         d = read_json(path, REVIEW_SCHEMA, "reviews file")
-        return cls({int(a): int(b) for a, b in d.get("confirmed", [])},
-                   {(int(a), int(b)) for a, b in d.get("rejected", [])}, {int(a) for a in d.get("new", [])})
+        return cls.from_dict(d, path)
+
+    @classmethod
+    def from_dict(cls, d: dict, source="reviews") -> "Reviews":
+        """Reviews from to_dict()'s form; ValueError naming source and the field when malformed."""
+        def ints(v, n: int, field: str) -> list:
+            if not isinstance(v, list):
+                raise ValueError(f"{source}: '{field}' is not a list (corrupt reviews file?)")
+            out = []
+            for x in v:
+                t = x if n > 1 else [x]
+                if not isinstance(t, list) or len(t) != n or not all(
+                        isinstance(y, int) and not isinstance(y, bool) and y >= 0 for y in t):
+                    want = "[visit-2 id, visit-1 id] pairs" if n == 2 else "lesion ids"
+                    raise ValueError(f"{source}: '{field}' holds {x!r}; expected {want} (corrupt reviews file?)")
+                out.append(tuple(t) if n > 1 else t[0])
+            return out
+
+        rv = cls()
+        for j, i in ints(d.get("confirmed", []), 2, "confirmed"):
+            rv.confirm(j, i)
+        for j, i in ints(d.get("rejected", []), 2, "rejected"):
+            rv.rejected.add((j, i))
+        for j in ints(d.get("new", []), 1, "new"):
+            rv.new.add(j)
+        return rv
 
 
 @dataclasses.dataclass
@@ -171,7 +196,9 @@ class Tracking:
         cols = ["status", "id1", "id2", "confidence", "distance_mm", "reviewed", "diameter1_mm", "diameter2_mm",
                 "diameter_change_mm", "diameter_change_pct", "area1_mm2", "area2_mm2", "colour_delta_e", "region",
                 "flags"]
-        with open(path, "w", newline="") as fh:
+        from bodymap.atomic import open_atomic
+
+        with open_atomic(path, "w", newline="") as fh:
             w = csv.DictWriter(fh, cols, extrasaction="ignore")
             w.writeheader()
             for p in self.pairs:
@@ -536,7 +563,7 @@ def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarra
             # confidence as in _assign, against the next candidate of either lesion
             s = min(np.delete(C[:, ci], ri).min(initial=np.inf), np.delete(C[ri], ci).min(initial=np.inf),
                     o.leftover_cost)
-            out[lost[ci]] = (int(free1[ri]), float(np.exp(-C[ri, ci] / 4) * (1 - np.exp(-(s - C[ri, ci])))))
+            out[lost[ci]] = (int(free1[ri]), _confidence(C[ri, ci], s))
     return out
 
 
@@ -571,9 +598,19 @@ def _assign(C: np.ndarray, fixed: dict, max_cost: float):
         row = np.delete(C[i], j)
         s = min(col.min(initial=np.inf), row.min(initial=np.inf), max_cost)
         second[j] = s
-        # high when the pair is cheap and clearly better than the next candidate or no partner
-        conf[j] = float(np.exp(-C[i, j] / 4) * (1 - np.exp(-(s - C[i, j]))))
+        conf[j] = _confidence(C[i, j], s)
     return assign, conf, second
+
+
+def _confidence(cost: float, second: float) -> float:
+    """A pair's confidence in [0, 1]: high when the pair is cheap and clearly better than the next
+    candidate or no partner (second: the cheaper of those). A pair the one-to-one assignment
+    forced although a cheaper alternative exists (second < cost, e.g. after a rejection) gets 0,
+    never a negative number; an infinite cost gets 0."""
+    if not np.isfinite(cost):
+        return 0.0
+    margin = max(float(second) - float(cost), 0.0)
+    return float(np.clip(np.exp(-cost / 4) * (1 - np.exp(-margin)), 0.0, 1.0))
 
 
 def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: bool) -> dict:

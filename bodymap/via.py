@@ -75,7 +75,9 @@ def write_via_csv(path: str | Path, xyxy: np.ndarray, filename: str, attributes:
     region_attributes dict per box (e.g. {"lesion_id": "3"})."""
     xyxy = np.asarray(xyxy, np.float64).reshape(-1, 4)
     attributes = attributes or [{} for _ in range(len(xyxy))]
-    with open(path, "w", newline="") as fh:
+    from bodymap.atomic import open_atomic
+
+    with open_atomic(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(HEADER)
         for i, (b, a) in enumerate(zip(xyxy, attributes)):

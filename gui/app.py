@@ -9,7 +9,7 @@ def main(argv: list[str] | None = None) -> int:
     """Start the application; opens PATH when given. Returns the exit code."""
     t0 = time.perf_counter()
     argv = sys.argv if argv is None else argv
-    from PySide6 import QtCore, QtWidgets
+    from PySide6 import QtWidgets
 
     from gui.mainwindow import MainWindow
 
@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("BodyMap")
     app.setOrganizationName("BodyMap")
     args = [a for a in argv[1:] if not a.startswith("-")]
-    w = MainWindow(recover=not args)
+    # autosaves left by a crash are offered back even when a scan is opened at start
+    w = MainWindow(recover="--startup-check" not in argv, path=args[0] if args else None)
     w.show()
     if "--startup-check" in argv:
         # for benchmarks/gui.py and the tests: time until the window is on screen and painted
@@ -33,8 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         w.view.ready.connect(lambda: (print(f"3D view ready in {time.perf_counter() - t0:.2f} s", flush=True),
                                       app.quit()))
         return app.exec()
-    if args:
-        QtCore.QTimer.singleShot(0, lambda: w.open_path(args[0]))
     return app.exec()
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from bodymap.session import (SUFFIX, AddLesion, DeleteLesion, History, Project, ProjectError, Review, SetField,
-                             VisitState, data_dir, manual_lesion, region_for_site)
+from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, History, Project, ProjectError, Review,
+                             SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
 from gui.compare import CompareWidget, marks
 from gui.detail import DetailPanel
 from gui.lesiontable import LesionTable, change_status
@@ -24,11 +24,6 @@ from gui.workers import Job, JobRunner
 
 MESH_EXT = (".obj", ".ply", ".off", ".glb", ".gltf")
 MAX_RECENT = 8
-
-
-def autosave_path() -> Path:
-    """The autosave file (one per user): written after every change, removed on a clean exit."""
-    return data_dir() / f"autosave{SUFFIX}"
 
 
 def analysis_dir_for(scan_path: str) -> Path:
@@ -42,9 +37,14 @@ def analysis_dir_for(scan_path: str) -> Path:
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    """The BodyMap window. recover: offer to restore an autosave found at start."""
+    """The BodyMap window. recover: offer to restore autosaves left by windows that did not
+    close cleanly (checked once the window is shown, also when a path is opened at start)."""
 
-    def __init__(self, recover: bool = True):
+    _open_windows: list = []  # windows made to hold recovered work (kept alive here)
+    # first-run notices of the body model (cache build, kernel compile) come from worker threads
+    notice = QtCore.Signal(str)
+
+    def __init__(self, recover: bool = True, path: str | Path | None = None):
         super().__init__()
         self.setWindowTitle("BodyMap")
         self.resize(1500, 950)
@@ -61,11 +61,28 @@ class MainWindow(QtWidgets.QMainWindow):
         self.runner = JobRunner(self)
         self._renderers: dict = {}
         self.settings = QtCore.QSettings("BodyMap", "BodyMap")
+        # this window's own autosave file (locked while it lives: two windows never share one)
+        self.autosave_slot = AutosaveSlot()
+        self._recovering = None  # (orphaned autosave, its lock) until this window's autosave holds the work
         self._build()
         self._update_actions()
         self.statusBar().showMessage("Open a scan, an analysis folder or a project (File > Open)")
-        if recover:
-            QtCore.QTimer.singleShot(0, self.offer_recovery)
+        self.notice.connect(lambda m: self.statusBar().showMessage(m, 120000))
+        from bodymap.synth import body as _body  # light: numpy only until a body is built
+
+        _body.notice = self.notice.emit  # "building the body model cache (first run, ...)" in the status bar
+        self._startup_path = path  # opened after the recovery question (recovered work then gets its own window)
+        self._recover_at_start = recover
+        if recover or path:
+            QtCore.QTimer.singleShot(0, self._start)
+
+    def _start(self) -> None:
+        """At start: offer autosaves left by a crash, then open the path given on the command line."""
+        if self._recover_at_start:
+            self.offer_recovery()
+        path, self._startup_path = self._startup_path, None
+        if path:
+            self.open_path(path)
 
     # ================================================================== layout
     def _build(self) -> None:
@@ -212,18 +229,37 @@ class MainWindow(QtWidgets.QMainWindow):
             self.view.init_vtk()
 
     def offer_recovery(self, always: bool = False) -> bool:
-        """Offer to restore the autosave left by a session that did not end cleanly."""
-        p = autosave_path()
-        if not p.exists():
-            if always:
-                QtWidgets.QMessageBox.information(self, "Recover", "There is no autosave.")
-            return False
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime))
-        ans = QtWidgets.QMessageBox.question(self, "Recover unsaved work",
-                                             f"BodyMap did not close cleanly. Restore the work autosaved at {when}?")
-        if ans == QtWidgets.QMessageBox.StandardButton.Yes:
-            return bool(self.open_project(p, recovered=True))
-        return False
+        """Offer to restore each autosave left by a window that did not close cleanly (newest
+        first): Yes restores it (here when this window is empty, else in a new window), No keeps
+        it for the next start, Discard deletes it. Returns whether any was restored."""
+        Btn = QtWidgets.QMessageBox.StandardButton
+        orphans = orphaned_autosaves()
+        if not orphans and always:
+            QtWidgets.QMessageBox.information(self, "Recover", "There is no autosave.")
+        restored = False
+        for p, lock in orphans:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.stat().st_mtime))
+            ans = QtWidgets.QMessageBox.question(
+                self, "Recover unsaved work",
+                f"BodyMap did not close cleanly. Restore the work autosaved at {when} ({_autosave_titles(p)})?",
+                Btn.Yes | Btn.No | Btn.Discard)
+            if ans == Btn.Yes:
+                busy = bool(self.project.visits) or self.runner.running or self._startup_path is not None
+                target = self if not busy else MainWindow(recover=False)
+                if target is not self:
+                    target._no_prompts = getattr(self, "_no_prompts", False)
+                    MainWindow._open_windows.append(target)
+                    target.show()
+                if target.open_project(p, recovered=True):
+                    target._recovering = (p, lock)  # deleted once target's own autosave holds it
+                    restored = True
+                    continue
+            if ans == Btn.Discard:
+                p.unlink(missing_ok=True)
+                lock.release(remove=True)
+            else:
+                lock.release(remove=False)  # kept: offered again next time
+        return restored
 
     # ================================================================== opening
     def open_dialog(self) -> None:
@@ -658,13 +694,20 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== saving
     def autosave(self) -> None:
-        """Write the project to the autosave file (atomic); never raises."""
+        """Write the project to this window's autosave file (atomic); never raises. Once it
+        holds recovered work, the recovered file is deleted."""
         if not self.project.visits:
             return
         try:
-            self.project.save(autosave_path())
+            self.autosave_slot.save(self.project)
         except OSError as e:
             self.statusBar().showMessage(f"autosave failed: {e}", 10000)
+            return
+        if self._recovering is not None:
+            p, lock = self._recovering
+            p.unlink(missing_ok=True)
+            lock.release(remove=True)
+            self._recovering = None
 
     def save(self) -> bool:
         if self.project.path is None:
@@ -710,9 +753,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.runner.cancel_all()
         self.runner.wait(30000)
-        # a clean exit: nothing to recover next time
-        if not self.history.dirty:
-            autosave_path().unlink(missing_ok=True)
+        # a clean exit: nothing to recover next time (unsaved work stays for the next start)
+        self.autosave_slot.close(keep=self.history.dirty and bool(self.project.visits))
+        if self._recovering is not None:  # recovered but never autosaved here: leave it to offer again
+            self._recovering[1].release(remove=False)
+            self._recovering = None
         self.view.close_vtk()
         self.compare.view1.close_vtk()
         self.compare.view2.close_vtk()
@@ -767,7 +812,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
             progress(f"writing {path.name}", 0.1)
             if kind == "png":
-                report.region_map(scan, labels, lesions).save(path)
+                report.write_region_png(scan, labels, lesions, path)
             elif kind == "svg":
                 report.write_region_svg(scan, labels, lesions, path)
             elif kind in ("glb", "ply"):
@@ -841,6 +886,18 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.photo.open_photo(str(p))
             else:
                 self.open_path(p)
+
+
+def _autosave_titles(path: Path) -> str:
+    """The visits an autosave holds, for the recovery question (file names; '?' if unreadable)."""
+    import json
+
+    try:
+        d = json.loads(path.read_text())
+        names = [v.get("title") or Path(v.get("scan", "?")).name for v in d.get("visits", [])]
+        return ", ".join(names) or "no visits"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return "unreadable"
 
 
 def _title(path: str) -> str:

@@ -1,32 +1,163 @@
-"""Shared fixtures: synthetic patients generated once per test session."""
+"""Shared fixtures: synthetic patients generated once per test session, and a sandbox.
+
+The sandbox: every test runs with its own home, settings, data and cache folders ($HOME, the
+XDG folders, BODYMAP_HOME, Qt's settings, matplotlib's and ultralytics' configuration) and in
+its own current folder, so `make test` never reads or writes the user's real settings, recent
+files, autosaves or review store, and a default output (./bodymap-out/) lands in a temporary
+folder. The body model's caches (anny's, about 800 MB and a minute to build; warp's compiled
+kernels) are kept between runs in .test-cache/ under the repository (ignored by git), filled on
+the first run from the user's own caches when they exist (read only: hard links or copies).
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_meshes"
 EXTERNAL = ROOT.parent / "shared" / "external"
 
+#: The user's real home, as it was before the sandbox (tests check it stays untouched).
+REAL_HOME = Path(os.path.expanduser("~")).resolve()
+SANDBOX = Path(tempfile.mkdtemp(prefix="bodymap-tests-"))
+TEST_CACHE = Path(os.environ.get("BODYMAP_TEST_CACHE") or ROOT / ".test-cache")
+
+
+def _seed(src: Path, dst: Path) -> None:
+    """Fill the test cache dst from a user's cache src once (hard links, else copies); never
+    writes into src."""
+    if dst.exists() or not src.is_dir():
+        return
+    tmp = dst.with_name(dst.name + f".{os.getpid()}.part")
+    try:
+        shutil.copytree(src, tmp, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(".*"))  # another run's temporary files
+        os.replace(tmp, dst)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link_or_copy(a, b):
+    try:
+        os.link(a, b)
+    except OSError:
+        shutil.copy2(a, b)
+
+
+def _sandbox() -> None:
+    """Point every per-user location at SANDBOX (and the body-model caches at TEST_CACHE). Runs
+    when pytest loads this file, before any test module imports bodymap, Qt, matplotlib,
+    anny, warp or ultralytics."""
+    home = SANDBOX / "home"
+    env = {
+        "HOME": home,
+        "XDG_CONFIG_HOME": home / ".config",
+        "XDG_DATA_HOME": home / ".local" / "share",
+        "XDG_CACHE_HOME": home / ".cache",
+        "XDG_STATE_HOME": home / ".local" / "state",
+        "BODYMAP_HOME": SANDBOX / "bodymap-home",
+        "MPLCONFIGDIR": home / ".config" / "matplotlib",
+        "YOLO_CONFIG_DIR": home / ".config" / "Ultralytics",
+        "TORCH_HOME": home / ".cache" / "torch",
+    }
+    for k, v in env.items():
+        Path(v).mkdir(parents=True, exist_ok=True)
+        os.environ[k] = str(v)
+    os.environ["YOLO_OFFLINE"] = "1"
+    if "ANNY_CACHE_DIR" not in os.environ:
+        _seed(REAL_HOME / ".cache" / "anny", TEST_CACHE / "anny")
+        os.environ["ANNY_CACHE_DIR"] = str(TEST_CACHE / "anny")
+    if "WARP_CACHE_PATH" not in os.environ:
+        _seed(REAL_HOME / ".cache" / "warp", TEST_CACHE / "warp")
+        os.environ["WARP_CACHE_PATH"] = str(TEST_CACHE / "warp")
+
+
+_sandbox()
+
+import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SANDBOX, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _own_folder(tmp_path, monkeypatch):
+    """Each test runs in a folder of its own: default outputs (./bodymap-out) land there."""
+    monkeypatch.chdir(tmp_path)
+
+
+# What a synthetic patient depends on: the generator, the mesh writer and the body model.
+_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io.py", "bodymap/scan.py", "bodymap/project.py",
+                  "bodymap/colour.py", "bodymap/taxonomy.py", "bodymap/anatomy/template.py", "bodymap/data/*.npz")
+
+
+def synthetic_patient(seed: int, opts, out: Path) -> list[Path]:
+    """synthesize_patient(seed, opts, out), taken from .test-cache/synth/ when a patient was
+    generated there with the same seed, options, generator source code (every file it depends
+    on, hashed) and library versions; copied, so a test may change its copy. The generator is
+    deterministic: a cached patient is the one it would make now (test_synth generates afresh)."""
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    from bodymap.synth.patient import synthesize_patient
+
+    h = hashlib.sha256(json.dumps([seed, opts.to_dict(), [version(p) for p in ("numpy", "scipy", "anny", "torch",
+                                                                             "pillow", "trimesh")]]).encode())
+    for pattern in _SYNTH_SOURCES:
+        for f in sorted(ROOT.glob(pattern)):
+            h.update(f.read_bytes())
+    cached = TEST_CACHE / "synth" / f"{seed}-{h.hexdigest()[:20]}"
+    if not (cached / "complete").exists():
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.part")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synthesize_patient(seed, opts, tmp)
+        (tmp / "complete").touch()
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
+    pid = next(p for p in cached.iterdir() if p.is_dir())
+    shutil.copytree(pid, out / pid.name)
+    return sorted((out / pid.name).glob("visit*"))
+
 
 @pytest.fixture(scope="session")
 def small_patient(tmp_path_factory) -> list[Path]:
     """Two visits of a small patient (fast): 40 lesions, 512 texture, ~20k faces."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    from bodymap.synth.patient import SynthOptions
 
     out = tmp_path_factory.mktemp("synth_small")
     opts = SynthOptions(n_lesions=40, texture_size=512, target_faces=20_000, visits=2,
                         poses=("a-pose", "arms-raised"), new_fraction=0.1, removed_fraction=0.1,
                         grown_fraction=0.2, darker_fraction=0.2)
-    return synthesize_patient(3, opts, out)
+    return synthetic_patient(3, opts, out)
 
 
 @pytest.fixture(scope="session")
 def big_patient(tmp_path_factory) -> Path:
-    """One visit of a patient with 300 lesions on a 4096 texture (about 1.5 min)."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    """One visit of a patient with 300 lesions on a 4096 texture (about 1.5 min to generate;
+    kept in .test-cache between runs while the generator does not change)."""
+    from bodymap.synth.patient import SynthOptions
 
     out = tmp_path_factory.mktemp("synth_big")
     opts = SynthOptions(n_lesions=300, texture_size=4096, target_faces=60_000, visits=1)
-    return synthesize_patient(5, opts, out)[0]
+    return synthetic_patient(5, opts, out)[0]
+
+
+@pytest.fixture(scope="session")
+def small_analysed(small_patient, tmp_path_factory) -> list[Path]:
+    """Analysis folders of both visits of the small patient, made through the CLI with one
+    registration per visit, shared by the anatomy, detection, tracking and review tests:
+    visit 2 by `bodymap label` and then `bodymap analyze` into the same folder (which reuses the
+    label run's registration), visit 1 by `bodymap analyze`. Returns [folder1, folder2]."""
+    from bodymap.cli import main
+
+    out = tmp_path_factory.mktemp("small_analysed")
+    v1, v2 = small_patient
+    d1, d2 = out / "visit1", out / "visit2"
+    assert main(["label", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
+    assert main(["analyze", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
+    assert main(["analyze", str(v1 / "scan.obj"), "--out", str(d1), "--quiet"]) == 0
+    return [d1, d2]

@@ -10,7 +10,6 @@ from bodymap.anatomy.evaluate import score
 from bodymap.anatomy.labels import RegionIndex, RegionLabels, label_scan
 from bodymap.anatomy.register import Correspondence, RegistrationError, register
 from bodymap.anatomy.template import load_template
-from bodymap.cli import main
 from bodymap.io import load_scan
 from bodymap.scan import Scan
 from bodymap.synth.truth import read_visit_truth
@@ -20,12 +19,10 @@ PART_TO_MACRO = {"trunk": "trunk", "head": "head", "neck": "head", "arm": "arm",
 
 
 @pytest.fixture(scope="module")
-def labelled(small_patient, tmp_path_factory):
-    """Visit 2 of the small patient (arms raised), labelled through the CLI."""
-    vdir = small_patient[1]
-    out = tmp_path_factory.mktemp("label")
-    assert main(["label", str(vdir / "scan.obj"), "--out", str(out), "--quiet"]) == 0
-    return vdir, out
+def labelled(small_patient, small_analysed):
+    """Visit 2 of the small patient (arms raised), labelled through the CLI (`bodymap label`,
+    then `bodymap analyze` into the same folder: conftest.small_analysed)."""
+    return small_patient[1], small_analysed[1]
 
 
 def test_labels_agree_with_the_truth(labelled):
@@ -42,6 +39,9 @@ def test_labels_agree_with_the_truth(labelled):
     assert s["corr_median_mm"] < 8 and s["corr_p95_mm"] < 25
     record = json.loads((out / "regions.json").read_text())
     assert record["fit"]["median_residual_mm"] < 5
+    # the analysis in the same folder reused the label run's registration (no second fit)
+    timings = json.loads((out / "lesions.json").read_text())["info"]["timings"]
+    assert timings.get("registration_reused") and timings["anatomy_s"] < 5
     total = sum(record["area_mm2_by_region"].values()) / 1e6
     assert total == pytest.approx(scan.surface_area_mm2 / 1e6, rel=1e-3)
     for name in ("regions.ply", "regions.glb", "regions_bodymap.png", "regions_atlas.png"):
@@ -65,13 +65,23 @@ def test_region_at_names_where_each_lesion_is(labelled):
 
 
 def test_a_shape_that_is_not_a_body_fails_loudly():
+    """Refused in about a second by the plausibility check, before any fitting (it used to be
+    refused by registration after minutes: register's own "does not fit" check stays as the
+    last guard for shapes the plausibility check lets through)."""
+    import time
+
     import trimesh
+
+    from bodymap.scan import ScanError
 
     sphere = trimesh.creation.icosphere(subdivisions=4, radius=850.0)
     scan = Scan(np.asarray(sphere.vertices) + [0, 0, 850], np.asarray(sphere.faces))
     scan.meta.source = "ball.ply"
-    with pytest.raises(RegistrationError, match="ball.ply.*does not fit"):
-        register(scan, steps=50)
+    t0 = time.perf_counter()
+    with pytest.raises(ScanError, match="ball.ply: not a body"):
+        label_scan(scan)
+    assert time.perf_counter() - t0 < 5.0
+    assert issubclass(RegistrationError, ValueError)  # the CLI reports both as one line, exit code 2
 
 
 def test_registration_can_be_cancelled_between_fitting_steps():

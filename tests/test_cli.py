@@ -42,3 +42,24 @@ def test_synth_writes_a_patient(tmp_path, capsys):
     assert p["body"]["sex"] == "male" and p["body"]["age_years"] == 60 and p["skin"]["fitzpatrick"] == 5
     for v in ("visit1", "visit2"):
         assert (tmp_path / "SYN00021" / v / "scan.png").exists()
+
+
+def test_default_outputs_go_under_the_current_folder_never_beside_the_input(tmp_path, capsys):
+    """`detect` (like `label`, `analyze`, `track`) writes to ./bodymap-out/<scan name>/ when no
+    --out is given; the input's folder (package data, a share) is left alone, and a default
+    folder holding another scan's outputs is not overwritten."""
+    import os
+
+    from test_hostile import textured_body
+
+    a = textured_body(tmp_path / "in" / "P1" / "visit1")
+    b = textured_body(tmp_path / "elsewhere" / "P1" / "visit1")  # the same name, another scan
+    before = sorted(p.name for p in a.parent.iterdir())
+    os.chdir(tmp_path)
+    assert main(["detect", str(a), "--quiet"]) == 0
+    assert sorted(p.name for p in a.parent.iterdir()) == before
+    out = tmp_path / "bodymap-out" / "P1_visit1_scan" / "detections"
+    assert (out / "lesions.json").exists() and "bodymap-out" in capsys.readouterr().err
+    assert main(["detect", str(b), "--quiet"]) == 0
+    assert (tmp_path / "bodymap-out" / "P1_visit1_scan-2" / "detections" / "lesions.json").exists()
+    assert json.loads((out / "lesions.json").read_text())["info"]["scan_abs"] == str(a.resolve())

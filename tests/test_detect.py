@@ -27,11 +27,13 @@ from conftest import EXTERNAL
 @pytest.fixture(scope="module")
 def medium_patient(tmp_path_factory):
     """One visit, 2048 texture (texels ~0.5-1.5 mm), 20k faces, 80 lesions, Fitzpatrick II."""
-    from bodymap.synth.patient import SynthOptions, synthesize_patient
+    from bodymap.synth.patient import SynthOptions
+
+    from conftest import synthetic_patient
 
     out = tmp_path_factory.mktemp("synth_medium")
     opts = SynthOptions(n_lesions=80, texture_size=2048, target_faces=20_000, visits=1, fitzpatrick=2)
-    return synthesize_patient(11, opts, out)[0]
+    return synthetic_patient(11, opts, out)[0]
 
 
 @pytest.fixture(scope="module")
@@ -300,9 +302,8 @@ def test_detect_command_writes_the_lesion_table(medium_patient, tmp_path):
     assert len(read_via_csv(tmp_path / "via.csv").xyxy) == len(rows)
 
 
-def test_analyze_locates_lesions_and_suppresses_non_skin(small_patient, tmp_path):
-    out = tmp_path / "an"
-    assert main(["analyze", str(small_patient[0] / "scan.obj"), "--out", str(out), "--quiet"]) == 0
+def test_analyze_locates_lesions_and_suppresses_non_skin(small_analysed):
+    out = small_analysed[0]  # `bodymap analyze` of the small patient's visit 1 (conftest)
     d = json.loads((out / "lesions.json").read_text())
     assert "off_skin" in d["info"] and d["info"]["timings"]["total_s"] > 0
     assert all(l["region"]["code"] and l["on_skin"] and l["suppressed"] is None for l in d["lesions"])
@@ -368,13 +369,15 @@ def test_yolo_trains_on_synthetic_tiles_and_runs_as_a_detector(medium_patient, t
     net.train(data=str(tmp_path / "tiles" / "data.yaml"), epochs=2, imgsz=192, batch=8, device="cpu", workers=0,
               plots=False, amp=False, project=str(tmp_path), name="run", exist_ok=True, val=False, verbose=False)
     last = tmp_path / "run" / "weights" / "last.pt"
-    with pytest.raises(ValueError, match="not a BodyMap lesion-detector checkpoint"):
+    with pytest.raises(ValueError, match="--trust-weights"):  # a pickle BodyMap did not ship: not loaded
         YoloDetector(weights=last)
+    with pytest.raises(ValueError, match="not a BodyMap lesion-detector checkpoint"):
+        YoloDetector(weights=last, trust=True)
     ck = torch.load(str(last), map_location="cpu", weights_only=False)
     ck["bodymap"] = {"task": "lesion-detection", "scale": 2, "recipe": {"epochs": 2}}
     torch.save(ck, str(tmp_path / "det.pt"))
-    assert read_checkpoint_info(tmp_path / "det.pt")["recipe"]["epochs"] == 2
-    det = YoloDetector(weights=tmp_path / "det.pt", conf=0.001, device="cpu")
+    assert read_checkpoint_info(tmp_path / "det.pt", trust=True)["recipe"]["epochs"] == 2
+    det = YoloDetector(weights=tmp_path / "det.pt", conf=0.001, device="cpu", trust=True)
     img = np.full((96, 96, 3), 200, np.uint8)
     b = det.detect(img, np.ones((96, 96), bool))
     assert b.xyxy.shape[1] == 4 and len(b.score) == len(b)
@@ -397,7 +400,7 @@ def test_shipped_yolo_weights_load_and_find_lesions(big_patient, medium_patient)
 
     if not SHIPPED.exists():
         pytest.skip("no shipped YOLO weights")
-    info = read_checkpoint_info(SHIPPED)
+    info = read_checkpoint_info(SHIPPED)  # the shipped file: its sha256 is in bodymap/data/SHA256SUMS
     assert info["recipe"]["from"] == "random weights" and "bodymap train detector" in info["recipe"]["command"]
     assert info["data"]["synthetic"] and 5 not in info["data"]["seeds"]
     assert "benchmarks/detection.py" in info.get("held_out", {})

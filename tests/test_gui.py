@@ -263,10 +263,8 @@ def test_edit_and_undo(win, qtbot):
     win.set_add_mode(False)
     win.undo()
     assert len(v.lesions) == n0 and win.history.undone
-    # every change was autosaved
-    from gui.mainwindow import autosave_path
-
-    saved = json.loads(autosave_path().read_text())
+    # every change was autosaved (in this window's own autosave file)
+    saved = json.loads(win.autosave_slot.path.read_text())
     assert len(saved["visits"][0]["lesions"]["lesions"]) == n0
 
 
@@ -576,22 +574,42 @@ def test_drop_and_recent_open_files(win, qtbot, tmp_path):
 
 
 def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
-    """Every edit is autosaved; a window started after a crash offers it back, edits included,
-    and counts it as unsaved work."""
-    from bodymap.session import SetField
-    from gui.mainwindow import autosave_path
+    """Every edit is autosaved in the window's own file; after a crash (the file left with
+    nobody holding its lock), `bodymap-gui OTHER_SCAN` offers it back in a window of its own,
+    edits included, counted as unsaved work, while OTHER_SCAN opens; the recovered file is
+    deleted only once the new window's autosave holds the work. Two windows never share an
+    autosave file."""
+    import shutil
+
+    from bodymap.session import SetField, orphaned_autosaves
 
     lid = win.project.visits[0].lesions.lesions[2].id
     win.edit(SetField(0, lid, "note", "autosaved note"))
-    assert autosave_path().exists()
-    # a new window (as after a crash): it offers the autosave back
+    assert win.autosave_slot.path.exists()
+    assert orphaned_autosaves() == []  # win is alive: its file is not offered to anyone
+    # the crash: a copy of the file with no living owner
+    crashed = win.autosave_slot.folder / "20000101-000000-99999-1.bodymap"
+    shutil.copy(win.autosave_slot.path, crashed)
     monkeypatch.setattr(QtWidgets.QMessageBox, "question",
                         lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Yes)
-    w2 = make_window(qtbot)
-    assert w2.offer_recovery()
+    from gui.mainwindow import MainWindow
+
+    n_windows = len(MainWindow._open_windows)
+    w2 = MainWindow(recover=True, path=str(V2))  # as `bodymap-gui OTHER_SCAN` starts
+    w2._no_prompts = True
+    qtbot.addWidget(w2)
+    w2.show()
+    qtbot.waitUntil(lambda: len(MainWindow._open_windows) > n_windows, timeout=10000)
+    w3 = MainWindow._open_windows[-1]  # the recovered work, in its own window
     wait_jobs(w2, qtbot)
-    assert w2.project.visits[0].lesion(lid).note == "autosaved note"
-    assert len(w2.project.visits) == len(win.project.visits) and w2.history.dirty
-    w2.history.mark_clean()
-    w2.close()
+    wait_jobs(w3, qtbot)
+    assert w3.project.visits[0].lesion(lid).note == "autosaved note" and w3.history.dirty
+    assert [Path(v.analysis_dir).name for v in w2.project.visits] == [V2.name]  # OTHER_SCAN opened too
+    assert not crashed.exists()  # now held by w3's own autosave
+    paths = {win.autosave_slot.path, w2.autosave_slot.path, w3.autosave_slot.path}
+    assert len(paths) == 3 and json.loads(w3.autosave_slot.path.read_text())["visits"]
+    for w in (w2, w3):
+        w.history.mark_clean()
+        w.close()
+    MainWindow._open_windows.remove(w3)
     win.undo()

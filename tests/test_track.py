@@ -40,15 +40,19 @@ def test_geodesics_on_a_sphere_follow_great_circles():
 
 
 @pytest.fixture(scope="module")
-def tracked(small_patient):
+def tracked(small_patient, small_analysed):
     """The small patient's two visits (a-pose -> arms raised, remeshed) tracked with the true
-    lesion lists; registration runs inside track()."""
+    lesion lists; the registrations are those `bodymap analyze` saved (conftest.small_analysed,
+    shared with the anatomy and detection tests; track() registering by itself is covered by
+    the FAUST test)."""
+    from bodymap.anatomy.labels import load_correspondence
     from bodymap.io import load_scan
 
     v1, v2 = small_patient
     s1, s2 = load_scan(v1 / "scan.obj"), load_scan(v2 / "scan.obj")
     L1, L2 = truth_lesion_set(v1), truth_lesion_set(v2)
-    visit1, visit2 = Visit(s1, L1), Visit(s2, L2)
+    c1, c2 = (load_correspondence(d / "labels.npz", s.n_vertices) for d, s in zip(small_analysed, (s1, s2)))
+    visit1, visit2 = Visit(s1, L1, c1), Visit(s2, L2, c2)
     result = track(visit1, visit2)
     return visit1, visit2, result
 

@@ -45,27 +45,33 @@ class RegionLabels:
         if correspondence is not None:
             extra = {"template_face": correspondence.template_face.astype(np.int32),
                      "template_bary": correspondence.template_bary}
-        np.savez_compressed(path, site=self.site, side=self.side, ear=self.ear, residual_mm=self.residual_mm,
-                            site_codes=np.array([s.code for s in tx.SITES]), **extra)
+        from bodymap.atomic import atomic_write
+
+        with atomic_write(path) as tmp:  # a kill mid-write leaves the previous labels whole
+            np.savez_compressed(tmp, site=self.site, side=self.side, ear=self.ear, residual_mm=self.residual_mm,
+                                site_codes=np.array([s.code for s in tx.SITES]), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "RegionLabels":
         """Read labels written by save(). Site codes are checked against this taxonomy."""
-        with np.load(path) as z:
-            codes = [str(c) for c in z["site_codes"]]
-            if codes != [s.code for s in tx.SITES][:len(codes)]:
-                raise ValueError(f"{path}: written with another site taxonomy")
-            return cls(z["site"], z["side"], z["ear"], z["residual_mm"])
+        z = _read_npz(path, ("site", "side", "ear", "residual_mm", "site_codes"))
+        codes = [str(c) for c in z["site_codes"]]
+        if codes != [s.code for s in tx.SITES][:len(codes)]:
+            raise ValueError(f"{path}: written with another site taxonomy")
+        n = len(z["site"])
+        if any(len(z[k]) != n for k in ("side", "ear", "residual_mm")) or (n and int(z["site"].max()) >= len(tx.SITES)):
+            raise ValueError(f"{path}: corrupt labels file (arrays of different lengths or unknown sites)")
+        return cls(z["site"], z["side"], z["ear"], z["residual_mm"])
 
 
 def load_correspondence(path: str | Path, n_vertices: int | None = None) -> Correspondence | None:
     """The template correspondence saved with labels (RegionLabels.save(path, correspondence)),
     or None when the file has none or it was made for a scan with another vertex count.
     fitted_vertices is not stored (empty); info holds the source file."""
-    with np.load(path) as z:
-        if "template_face" not in z.files:
-            return None
-        tf, tb, res = z["template_face"].astype(np.int64), z["template_bary"], z["residual_mm"]
+    z = _read_npz(path, ("residual_mm",))
+    if "template_face" not in z or "template_bary" not in z:
+        return None
+    tf, tb, res = z["template_face"].astype(np.int64), z["template_bary"], z["residual_mm"]
     if n_vertices is not None and len(tf) != n_vertices:
         return None
     return Correspondence(tf, tb, res, np.zeros((0, 3)), {"loaded_from": str(path)})
@@ -119,14 +125,47 @@ def summary(labels: RegionLabels, face_areas: np.ndarray, faces: np.ndarray) -> 
 
 
 def write_json(path: str | Path, data: dict) -> None:
-    """Write a JSON record (indented)."""
-    Path(path).write_text(json.dumps(data, indent=1))
+    """Write a JSON record (indented), atomically."""
+    from bodymap.atomic import write_text
+
+    write_text(path, json.dumps(data, indent=1))
+
+
+def _read_npz(path: str | Path, need: tuple[str, ...]) -> dict:
+    """The arrays of a labels file (all of them, read now). Raises ValueError naming the file for
+    a truncated, corrupt or foreign file (instead of numpy's BadZipFile / pickle messages)."""
+    import zipfile
+    import zlib
+
+    broken = "truncated or corrupt (not a readable .npz archive); run `bodymap analyze` again to rebuild it"
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not a BodyMap labels file")
+        with z:
+            missing = [k for k in need if k not in z.files]
+            if missing:
+                raise ValueError(f"not a BodyMap labels file (no {', '.join(missing)})")
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: labels file not found") from None
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"{path}: {broken}") from e
+    except ValueError as e:
+        msg = broken if "pickle" in str(e) else str(e)
+        raise ValueError(f"{path}: {msg}") from None
+    except KeyError:
+        raise ValueError(f"{path}: {broken}") from None
 
 
 def label_scan(scan, progress=None) -> tuple[Correspondence, RegionLabels]:
-    """Register the template to scan (mm) and transfer its labels. progress(stage, fraction)."""
+    """Register the template to scan (mm) and transfer its labels. progress(stage, fraction).
+    A mesh that cannot be a body is refused first, in about a second (bodymap.bodycheck:
+    ScanError), instead of after minutes of fitting."""
     from bodymap.anatomy.register import register
     from bodymap.anatomy.template import load_template
+    from bodymap.bodycheck import check_body
 
+    check_body(scan)
     corr = register(scan, progress=progress)
     return corr, transfer_labels(corr, load_template())

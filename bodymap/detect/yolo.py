@@ -17,18 +17,87 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.atomic import atomic_write, write_text
 from bodymap.detect import Boxes
 
 TILE = 192  # texels per tile side
 SCALE = 2  # enlargement for the network (input TILE * SCALE)
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "detector_yolo.pt"
+#: sha256 of every weights file BodyMap ships (sha256sum format); only these, or files the user
+#: explicitly trusts, are unpickled (a YOLO checkpoint is a pickle: loading one runs its code).
+SHA256SUMS = SHIPPED.parent / "SHA256SUMS"
+
+
+class UntrustedWeights(ValueError):
+    """Weights that are not the shipped ones and that the user did not say to trust."""
+
+
+def offline_env() -> None:
+    """Tell ultralytics, before it is first imported (also by torch.load of one of its
+    checkpoints), that it must not touch the network: its import otherwise resolves DNS names to
+    decide whether it is online (seconds where DNS packets are dropped)."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "false")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_hashes() -> dict[str, str]:
+    """{sha256: file name} of the weights BodyMap ships (bodymap/data/SHA256SUMS)."""
+    if not SHA256SUMS.is_file():
+        return {}
+    out = {}
+    for line in SHA256SUMS.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out[parts[0].lower()] = parts[1].lstrip("*")
+    return out
+
+
+def record_shipped_hash(path: str | Path = SHIPPED) -> str:
+    """Record a shipped weights file's sha256 in SHA256SUMS (after training or re-scoring the
+    shipped file; scripts/ship_weights.py). Returns the hash."""
+    path = Path(path)
+    h = sha256_file(path)
+    keep = {k: v for k, v in shipped_hashes().items() if v != path.name}
+    keep[h] = path.name
+    write_text(SHA256SUMS, "".join(f"{k}  {v}\n" for k, v in sorted(keep.items(), key=lambda kv: kv[1])))
+    return h
+
+
+def check_trusted(path: str | Path, trust: bool = False) -> None:
+    """Allow unpickling `path` only when it is byte for byte weights BodyMap ships (sha256 in
+    SHA256SUMS) or the user trusts it (trust=True, `--trust-weights`). UntrustedWeights
+    (a ValueError naming the file) otherwise; FileNotFoundError when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no YOLO weights (train them with `bodymap train detector`, "
+                                "or use the classical detector)")
+    if trust:
+        return
+    if sha256_file(path) in shipped_hashes():
+        return
+    shipped = path.resolve() == SHIPPED.resolve()
+    raise UntrustedWeights(
+        f"{path}: " + ("the shipped detector weights do not match their recorded sha256 (bodymap/data/SHA256SUMS): "
+                       "replaced or damaged; after shipping new weights run scripts/ship_weights.py"
+                       if shipped else
+                       "not BodyMap's shipped detector weights. A YOLO checkpoint is a Python pickle that can run "
+                       "any code when loaded, so other weights are loaded only with --trust-weights (weights you "
+                       "trained yourself or got from someone you trust)"))
 
 
 def _quiet_ultralytics() -> None:
     """No downloads, no telemetry, no auto-install: nothing may leave this machine."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    os.environ.setdefault("YOLO_VERBOSE", "false")
+    offline_env()
     from ultralytics.utils import SETTINGS
 
     try:
@@ -51,21 +120,20 @@ def _quiet_ultralytics() -> None:
 class YoloDetector:
     """Runs a trained YOLO checkpoint on image tiles. weights: path (default: the shipped file);
     conf: score threshold (None: the checkpoint's operating point `conf`, chosen on development
-    patients, else 0.25); device: 'cpu', 'cuda' or None (GPU when present)."""
+    patients, else 0.25); device: 'cpu', 'cuda' or None (GPU when present); trust: load weights
+    other than the shipped ones (a checkpoint is a pickle: only for weights you trust)."""
 
     weights: str | Path | None = None
     conf: float | None = None
     device: str | None = None
+    trust: bool = False  # unpickle weights that are not the shipped ones (see check_trusted)
     tile: int = TILE
     overlap: int = 24
     name: str = "yolo"
 
     def __post_init__(self):
         path = Path(self.weights) if self.weights else SHIPPED
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no YOLO weights (train them with `bodymap train detector`, "
-                                    "or use the classical detector)")
-        self.info = read_checkpoint_info(path)
+        self.info = read_checkpoint_info(path, trust=self.trust)
         _quiet_ultralytics()
         from ultralytics import YOLO
 
@@ -127,9 +195,13 @@ def texel_mm(scans) -> float:
     return float(np.median(out))
 
 
-def read_checkpoint_info(path: str | Path) -> dict:
-    """The ``bodymap`` entry of a YOLO checkpoint. Raises ValueError naming the file if it is not
-    a BodyMap lesion-detector checkpoint."""
+def read_checkpoint_info(path: str | Path, trust: bool = False) -> dict:
+    """The ``bodymap`` entry of a YOLO checkpoint. Only the shipped weights or a file the caller
+    trusts are unpickled (check_trusted); ultralytics is told to stay offline first (unpickling
+    imports it). Raises ValueError naming the file if it is not a BodyMap lesion-detector
+    checkpoint or not trusted."""
+    offline_env()
+    check_trusted(path, trust)
     import torch
 
     try:
@@ -196,17 +268,18 @@ def build_dataset(visits: list[Path], out: Path, val_fraction: float = 0.15, see
         for img, boxes in tiles_of_visit(vdir, rng, tile=tile, scale=scale):
             split = "val" if rng.random() < val_fraction else "train"
             name = f"t{n:06d}"
-            Image.fromarray(img).save(out / "images" / split / f"{name}.jpg", quality=95)
+            with atomic_write(out / "images" / split / f"{name}.jpg", fsync=False) as tmp:
+                Image.fromarray(img).save(tmp, quality=95)
             s = img.shape[0]
             lines = [f"0 {(b[0] + b[2]) / 2 / s:.6f} {(b[1] + b[3]) / 2 / s:.6f} {(b[2] - b[0]) / s:.6f} "
                      f"{(b[3] - b[1]) / s:.6f}" for b in boxes]
             text = "\n".join(lines)
-            (out / "labels" / split / f"{name}.txt").write_text(text)
+            write_text(out / "labels" / split / f"{name}.txt", text, fsync=False)
             h.update(text.encode())
             counts[split] += 1
             counts["boxes"] += len(boxes)
             n += 1
-    (out / "data.yaml").write_text(f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: lesion\n")
+    write_text(out / "data.yaml", f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: lesion\n")
     return {**counts, "labels_sha256": h.hexdigest(), "visits": [str(v) for v in visits]}
 
 
@@ -261,10 +334,20 @@ def train_detector(out: Path, patients: int = 6, seed: int = 500, epochs: int = 
         "trained_on": "synthetic patients from bodymap synth (not clinical images)",
     }
     path = out / "detector_yolo.pt"
-    torch.save(ck, str(path))
-    (out / "detector_yolo.json").write_text(json.dumps(ck["bodymap"], indent=1))
+    _save_checkpoint(ck, path)
+    write_text(out / "detector_yolo.json", json.dumps(ck["bodymap"], indent=1))
     say("done", 1.0)
     return path
+
+
+def _save_checkpoint(ck: dict, path: str | Path) -> None:
+    """torch.save atomically: a kill mid-write leaves the previous checkpoint whole."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(ck, str(tmp))
+    if Path(path).resolve() == SHIPPED.resolve():  # the shipped file changed: record its new hash
+        record_shipped_hash(path)
 
 
 def record_scores(path: str | Path, key: str, scores: dict) -> None:
@@ -272,10 +355,10 @@ def record_scores(path: str | Path, key: str, scores: dict) -> None:
     ``bodymap.held_out[key]`` in a lesion-detector checkpoint, so the file says what it scored."""
     import torch
 
-    read_checkpoint_info(path)  # refuses files that are not ours
+    read_checkpoint_info(path, trust=True)  # refuses files that are not ours (a developer's own file)
     ck = torch.load(str(path), map_location="cpu", weights_only=False)
     ck["bodymap"].setdefault("held_out", {})[key] = scores
-    torch.save(ck, str(path))
+    _save_checkpoint(ck, path)
 
 
 def set_operating_point(path: str | Path, conf: float, chosen_on: str) -> None:
@@ -283,8 +366,8 @@ def set_operating_point(path: str | Path, conf: float, chosen_on: str) -> None:
     chosen (``bodymap.conf_chosen_on``: which patients, by which command) in a checkpoint."""
     import torch
 
-    read_checkpoint_info(path)
+    read_checkpoint_info(path, trust=True)
     ck = torch.load(str(path), map_location="cpu", weights_only=False)
     ck["bodymap"]["conf"] = float(conf)
     ck["bodymap"]["conf_chosen_on"] = chosen_on
-    torch.save(ck, str(path))
+    _save_checkpoint(ck, path)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.atomic import write_bytes
 from bodymap.scan import Scan
 
 MARKER_RGB = (230, 20, 40)
@@ -81,12 +82,12 @@ def write_annotated_mesh(scan: Scan, lesions, path: str | Path, labels=None, col
         for l, m in zip(lesions.lesions, markers):
             scene.add_geometry(m, node_name=f"lesion_{l.id}", geom_name=f"lesion_{l.id}")
         scene.metadata["bodymap"] = {"units": "mm", "lesions": [l.id for l in lesions.lesions]}
-        path.write_bytes(scene.export(file_type="glb"))
+        write_bytes(path, scene.export(file_type="glb"))
     elif ext == ".ply":
         body = trimesh.Trimesh(scan.vertices, scan.faces, process=False, validate=False)
         body.visual = trimesh.visual.ColorVisuals(body, vertex_colors=_vertex_rgb(scan, labels))
         merged = trimesh.util.concatenate([body, *markers]) if markers else body
-        path.write_bytes(merged.export(file_type="ply"))
+        write_bytes(path, merged.export(file_type="ply"))
     else:
         raise ValueError(f"{path}: annotated mesh must be .glb or .ply, not {ext or '(no extension)'}")
     return path

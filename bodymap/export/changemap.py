@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bodymap.atomic import atomic_write
 from bodymap.scan import Scan
 
 COLOURS = {"matched": (30, 150, 60), "grown": (240, 130, 0), "new": (220, 20, 30), "missing": (90, 90, 230)}
@@ -97,5 +98,7 @@ def change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, width: in
 def write_change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, path: str | Path) -> Path:
     """Write change_map(...) as a PNG; returns the path."""
     path = Path(path)
-    change_map(scan1, lesions1, scan2, lesions2, tracking).save(path)
+    page = change_map(scan1, lesions1, scan2, lesions2, tracking)
+    with atomic_write(path) as tmp:
+        page.save(tmp)
     return path

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap import taxonomy as tx
+from bodymap.atomic import atomic_write
 from bodymap.export.record import ExportVisit, lesion_region, lesion_status, stable_uid
 
 MANUFACTURER = "BodyMap"
@@ -260,9 +261,8 @@ def write_dicom(visit: ExportVisit, out: str | Path, body_maps: bool = True, pro
             raise ValueError(f"{path}: not a valid DICOM object ({'; '.join(problems)})")
     for path, ds in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        ds.save_as(tmp, enforce_file_format=True)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
     # a re-export into the same folder replaces the last one: its close-ups of lesions that are
     # gone now (deleted, merged) would otherwise read back as part of this visit
     written = {p for p, _ in files}

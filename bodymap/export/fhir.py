@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from bodymap import taxonomy as tx
+from bodymap.atomic import write_text
 from bodymap.export.record import ExportVisit, lesion_region, lesion_status, stable_uid
 
 UCUM = "http://unitsofmeasure.org"
@@ -189,9 +190,7 @@ def write_fhir(visit: ExportVisit, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     d = bundle(visit)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(d, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(d, indent=1))
     return path
 
 

@@ -128,8 +128,8 @@ def load_export_visit(analysis: str | Path, patient: str | Path | None = None, p
     """Gather an analysis folder for export (see ExportVisit and export_visit).
 
     patient: a patient.json (default: the one found beside the scan, see find_patient);
-    previous: an earlier visit's analysis folder (tracked now, respecting the reviews in
-    analysis/reviews.json) or tracking: a folder with tracking.json (from `bodymap track` or
+    previous: an earlier visit's analysis folder (tracked now, respecting every review of the two
+    visits: bodymap.reviewfiles.gather) or tracking: a folder with tracking.json (from `bodymap track` or
     `analyze --previous`) for the change since the earlier visit."""
     from bodymap.anatomy.labels import RegionLabels
     from bodymap.pipeline import load_visit, track_visits
@@ -155,7 +155,10 @@ def load_export_visit(analysis: str | Path, patient: str | Path | None = None, p
     elif previous:
         say("tracking", 0.1)
         before = load_visit(previous, units=units)
-        tr = track_visits(before, v, reviews=folder / "reviews.json")
+        from bodymap.reviewfiles import gather
+
+        rv, _, _ = gather(before, v, [folder, Path(previous)])  # every review of the two visits (the store too)
+        tr = track_visits(before, v, reviews=rv)
         prev_source, prev_date = before.scan.meta.source, visit_date_of(before.scan)
     return export_visit(v.scan, v.lesions, folder, labels, v.correspondence, patient, tr, prev_source, prev_date,
                         progress=lambda stage, f: say(stage, 0.3 + 0.7 * f))

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from bodymap import taxonomy as tx
 from bodymap.anatomy.labels import RegionLabels
+from bodymap.atomic import atomic_write
 from bodymap.scan import Scan
 
 SITE_COLOURS = np.array([s.colour for s in tx.SITES], np.uint8)
@@ -61,16 +62,20 @@ def write_region_maps(scan: Scan, labels: RegionLabels, out_dir: str | Path, ste
     page.paste(views, (0, 0))
     page.paste(leg, (views.width, 0))
     paths.append(out / f"{stem}_bodymap.png")
-    page.save(paths[-1])
+    with atomic_write(paths[-1]) as tmp:
+        page.save(tmp)
     if scan.uv is not None:
         from bodymap.project import rasterize_uv
 
-        size = min(scan.texture.shape[0] if scan.texture is not None else 2048, 2048)
-        atlas = rasterize_uv(scan.uv, size)
+        H, W = scan.texture.shape[:2] if scan.texture is not None else (2048, 2048)
+        k = min(1.0, 2048 / max(H, W))  # the texture's proportions, at most 2048 a side
+        h, w = max(1, round(H * k)), max(1, round(W * k))
+        atlas = rasterize_uv(scan.uv, (h, w))
         f = scan.faces[atlas.face]
         corner = f[np.arange(len(f)), np.argmax(atlas.bary, axis=1)]
-        img = np.full((size * size, 3), 255, np.uint8)
+        img = np.full((h * w, 3), 255, np.uint8)
         img[atlas.flat] = col[corner]
         paths.append(out / f"{stem}_atlas.png")
-        Image.fromarray(img.reshape(size, size, 3)).save(paths[-1])
+        with atomic_write(paths[-1]) as tmp:
+            Image.fromarray(img.reshape(h, w, 3)).save(tmp)
     return paths

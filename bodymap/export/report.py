@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bodymap.atomic import atomic_write, write_text
 from bodymap.scan import Scan
 
 LESION_RGB = (220, 20, 30)
@@ -63,6 +64,14 @@ def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720)
         d.text((k * width + 8, 5), side, fill="black")
     page.paste(leg, (2 * width, top))
     return page
+
+
+def write_region_png(scan: Scan, labels, lesions, path: str | Path) -> Path:
+    """Write region_map(scan, labels, lesions) as a PNG (atomically); returns the path."""
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        region_map(scan, labels, lesions).save(tmp, format="PNG")
+    return path
 
 
 def _lesion_svg_marks(lesions, cam, depth: np.ndarray, dx: int, dy: int) -> list[str]:
@@ -116,7 +125,7 @@ def write_region_svg(scan: Scan, labels, lesions, path: str | Path, width: int =
            f'font-family="sans-serif">\n<rect width="{W}" height="{H}" fill="white"/>\n'
            + "\n".join(images + parts) + "\n</svg>\n")
     path = Path(path)
-    path.write_text(svg)
+    write_text(path, svg)
     return path
 
 
@@ -197,7 +206,7 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
     head = [f"patient: {patient or scan.meta.patient_id or '-'}    scan: {_source(scan)}",
             f"made: {time.strftime('%Y-%m-%d %H:%M')}    lesions: {len(lesions)}"
             + (f"    >= 6 mm: {int((lesions.diameters >= 6).sum())}" if len(lesions) else "")]
-    with PdfPages(path) as pdf:
+    with atomic_write(path) as tmp, PdfPages(tmp) as pdf:
         say("body maps", 0.1)
         _image_page(pdf, title, head, visit_map(scan, lesions, title="visit" if comparison is None else "visit 2"))
         if comparison is not None:

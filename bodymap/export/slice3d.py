@@ -14,6 +14,7 @@ import csv
 import math
 from pathlib import Path
 
+from bodymap.atomic import atomic_write, open_atomic
 from bodymap.export.record import ExportVisit, lesion_region
 
 # The columns of the ISIC 2024 SLICE-3D metadata BodyMap writes (issue 19), in this order; then
@@ -182,7 +183,8 @@ def write_tiles(visit: ExportVisit, folder: str | Path, field_mm: float = TILE_F
             progress("tiles", k / max(n, 1))
         img, _, _ = cu(l.point_mm, l.normal, field_mm, size_px)
         name = f"{isic_like_id(visit, l.id)}.jpg"
-        Image.fromarray(img).save(folder / name, quality=92)
+        with atomic_write(folder / name) as tmp:
+            Image.fromarray(img).save(tmp, format="JPEG", quality=92)
         out[l.id] = name
     return out
 
@@ -193,12 +195,10 @@ def write_slice3d(visit: ExportVisit, path: str | Path, tiles: str | Path | None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = write_tiles(visit, tiles, progress=progress) if tiles else None
-    tmp = path.with_name(path.name + ".tmp")  # renamed over the target: never a half-written table
-    with open(tmp, "w", newline="") as fh:
+    with open_atomic(path, "w", newline="") as fh:  # never a half-written table
         w = csv.DictWriter(fh, list(COLUMNS) + list(EXTRA_COLUMNS))
         w.writeheader()
         w.writerows(rows(visit, names))
-    tmp.replace(path)
     return [path] + ([Path(tiles) / n for n in names.values()] if names else [])
 
 

@@ -14,10 +14,10 @@ gives them back as fp32.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 import zipfile
 from pathlib import Path
+
+from bodymap.atomic import atomic_write
 
 FORMAT = "bodymap-checkpoint"
 VERSION = 1
@@ -59,18 +59,8 @@ def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[st
            "torch": str(torch.__version__)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(obj, str(tmp))
 
 
 def load_checkpoint(path, task: str) -> dict:
@@ -79,8 +69,6 @@ def load_checkpoint(path, task: str) -> dict:
     Raises CheckpointError (naming the file) for a missing file, a file that is not a BodyMap
     checkpoint (e.g. a YOLO .pt or any other file), a checkpoint of another task, or a newer
     format version."""
-    import torch
-
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such file")
@@ -88,6 +76,10 @@ def load_checkpoint(path, task: str) -> dict:
         raise CheckpointError(path, "is a folder, not a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "empty file, not a BodyMap checkpoint")
+    if not zipfile.is_zipfile(path):  # save_checkpoint writes torch's zip format: say so before importing torch
+        raise CheckpointError(path, "not a BodyMap checkpoint (not a PyTorch file)")
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # never unpickle arbitrary objects: weights_only refuses them
@@ -135,16 +127,5 @@ def record_metrics(path, task: str, updates: dict) -> None:
     load_checkpoint(path, task)  # the same checks as a load: refuses foreign files
     obj = torch.load(path, map_location="cpu", weights_only=True)
     obj["metrics"] = {**obj.get("metrics", {}), **updates}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)

@@ -827,7 +827,9 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
 
     def log(msg: str) -> None:
         lines.append(f"{time.strftime('%H:%M:%S')} {msg}")
-        (out / "training_log.txt").write_text("\n".join(lines) + "\n")
+        from bodymap.atomic import write_text
+
+        write_text(out / "training_log.txt", "\n".join(lines) + "\n")
 
     rname = recipe or ("real" if csv else "synthetic")
     rec = dict(RECIPES[rname])
@@ -954,7 +956,9 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
                       "seconds": round(time.perf_counter() - t0, 1)},
             keep_fp32=("ood_",))
         paths[name] = p
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=1))
+    from bodymap.atomic import write_text
+
+    write_text(out / "evaluation.json", json.dumps(summary, indent=1))
     return {"A": paths["A"], "B": paths["B"], "evaluation": summary, "log": lines}
 
 
@@ -1128,7 +1132,7 @@ def diagnose_photos(paths: list, sites: list[str | None], model: DiagnosisModel,
         quals.append(check_photo(img, p))
         crops.append(np.asarray(Image.fromarray(img).resize((size_px, size_px), Image.BILINEAR, reducing_gap=2.0)))
         names.append(Path(p).stem)
-    return names, crops, quals, model.predict(crops, sites)
+    return _unique_names(names), crops, quals, model.predict(crops, sites)
 
 
 def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128):
@@ -1150,10 +1154,13 @@ def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: l
 
     from PIL import Image
 
+    from bodymap.atomic import atomic_write, open_atomic, write_text
+
     out = Path(out)
     (out / "saliency").mkdir(parents=True, exist_ok=True)
     paths = [out / "diagnoses.csv", out / "diagnoses.json"]
-    with open(paths[0], "w", newline="") as f:
+    names = _unique_names(names)  # two photos called mole.jpg in two folders: two saliency maps
+    with open_atomic(paths[0], "w", newline="") as f:
         w = _csv.writer(f)
         w.writerow(["name", "label", "site", "out_of_distribution", *model.classes])
         for n, d in zip(names, diagnoses):
@@ -1162,13 +1169,26 @@ def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: l
     for i, (n, c, d) in enumerate(zip(names, crops, diagnoses)):
         png = out / "saliency" / f"{n}.png"
         if d.saliency is not None:
-            Image.fromarray(np.concatenate([c, overlay(c, d.saliency)], 1)).save(png)
+            with atomic_write(png) as tmp:
+                Image.fromarray(np.concatenate([c, overlay(c, d.saliency)], 1)).save(tmp)
             paths.append(png)
         items.append({"name": n, **d.to_dict(), "saliency_png": str(png) if d.saliency is not None else None,
                       **((extra or [{}] * len(names))[i])})
-    paths[1].write_text(json.dumps({"model": model.description, "card": model.card, "checkpoint": model.path,
-                                    "classes": model.classes, "items": items}, indent=1))
+    write_text(paths[1], json.dumps({"model": model.description, "card": model.card, "checkpoint": model.path,
+                                     "classes": model.classes, "items": items}, indent=1))
     return paths
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    """names made unique by a numeric suffix on repeats (mole, mole_2, ...), keeping order."""
+    seen, out = set(), []
+    for n in names:
+        m, k = n, 2
+        while m in seen:
+            m, k = f"{n}_{k}", k + 1
+        seen.add(m)
+        out.append(m)
+    return out
 
 
 EXTERNAL = Path(__file__).resolve().parents[3] / "shared" / "external"

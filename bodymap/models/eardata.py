@@ -104,9 +104,10 @@ def cached_ear_dataset(cache: Path, n_bodies: int, views_per_ear: int, size: int
             return {"images": z["images"], "masks": z["masks"], "description": json.loads(str(z["description"]))}
     d = render_ear_dataset(n_bodies, views_per_ear, size, seed, progress)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, images=d["images"], masks=d["masks"], description=json.dumps(d["description"]))
-    tmp.replace(f)
+    from bodymap.atomic import atomic_write
+
+    with atomic_write(f) as tmp:  # unique temporary: two trainings may fill the cache at once
+        np.savez(tmp, images=d["images"], masks=d["masks"], description=json.dumps(d["description"]))
     return d
 
 

@@ -183,9 +183,10 @@ def cached_macro_dataset(cache: Path, n_bodies: int, views: int, size: int, seed
             return {"images": z["images"], "labels": z["labels"], "description": json.loads(str(z["description"]))}
     d = render_macro_dataset(n_bodies, views, size, seed, progress)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez(tmp, images=d["images"], labels=d["labels"], description=json.dumps(d["description"]))
-    tmp.replace(f)
+    from bodymap.atomic import atomic_write
+
+    with atomic_write(f) as tmp:  # unique temporary: two trainings may fill the cache at once
+        np.savez(tmp, images=d["images"], labels=d["labels"], description=json.dumps(d["description"]))
     return d
 
 

@@ -58,6 +58,10 @@ class PhotoQuality:
         return where + ("photo quality ok" if self.ok else "; ".join(self.problems))
 
 
+# Smaller than this a side, a photograph cannot show a lesion (a 1x1 image is not a photo).
+MIN_PHOTO_SIDE = 16
+
+
 def load_photo(path) -> np.ndarray:
     """Read a photograph as (H, W, 3) uint8 RGB (EXIF orientation applied). Raises ValueError
     naming the file when it is missing, empty or not an image."""
@@ -68,12 +72,20 @@ def load_photo(path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file, not a photo")
+    from bodymap.io import _image_to_rgb8  # 16-bit and float images scaled, not clipped to white
+
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
+            a = _image_to_rgb8(im)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: refused: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable image ({e.__class__.__name__})") from None
+    if min(a.shape[:2]) < MIN_PHOTO_SIDE:
+        raise ValueError(f"{path}: the photo is {a.shape[1]}x{a.shape[0]} pixels, too small to show a lesion "
+                         f"(at least {MIN_PHOTO_SIDE} pixels a side)")
+    return a
 
 
 def check_photo(image: np.ndarray, path=None) -> PhotoQuality:

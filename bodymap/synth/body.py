@@ -121,15 +121,18 @@ class BodyModel:
 
     def __init__(self):
         import torch  # heavy: imported only when a body is needed
-        import warp
 
-        warp.config.quiet = True  # its start-up and kernel-cache log lines would garble the progress bar
-        warp.config.log_level = getattr(warp, "LOG_ERROR", 40)
+        _init_warp()
         import anny
 
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         self._torch = torch
+        first = _prepare_anny_cache()
+        if first:
+            notice(f"building the body model cache (first run, about a minute; kept in {first})")
         self._model = anny.Anny().to(dtype=torch.float32)
+        if first:
+            notice("body model cache built")
         self._root = Path(anny.__file__).resolve().parent / "data"
         self.bone_labels: list[str] = list(self._model.bone_labels)
         self.faces = self._model.faces.numpy().astype(np.int64)
@@ -213,6 +216,111 @@ class BodyModel:
         inv[self.base_index] = np.arange(len(self.base_index))
         out = inv[idx[idx < len(inv)]]
         return out[out >= 0]
+
+
+def notice(message: str) -> None:
+    """Say what a long first-run step is doing (stderr, above any progress bar). The GUI may
+    replace this function to show the message in its status bar."""
+    import sys
+
+    try:
+        from tqdm import tqdm
+
+        tqdm.write(f"bodymap: {message}", file=sys.stderr)
+    except ImportError:
+        print(f"bodymap: {message}", file=sys.stderr)
+
+
+def _init_warp() -> None:
+    """Import and initialise warp (anny's skinning kernels) quietly: its start-up prints "Warp
+    CUDA warning: Could not find or load the NVIDIA CUDA driver" from C on every run of a machine
+    without a GPU (inside the progress bar). That line is dropped; anything else warp prints at
+    start-up is passed on. The first run also compiles the kernels: say so."""
+    import sys
+    import tempfile
+
+    import warp
+
+    warp.config.quiet = True  # its start-up and kernel-cache log lines would garble the progress bar
+    warp.config.log_level = getattr(warp, "LOG_ERROR", 40)
+    if getattr(warp, "_bodymap_initialised", False):
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture (a windowed app): nothing would show anyway
+        warp.init()
+        saved = None
+    if saved is not None:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                warp.init()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", "replace").splitlines():
+                if line.strip() and "Could not find or load the NVIDIA CUDA driver" not in line:
+                    print(line, file=sys.stderr)
+    warp._bodymap_initialised = True
+    try:  # the kernels anny uses are compiled on first use (tens of seconds on a CPU)
+        cache = Path(warp.config.kernel_cache_dir or "")
+        if cache.is_dir() and not any(p.name.startswith("wp_anny") for p in cache.iterdir()):
+            notice("compiling the body model's kernels (first run, about 10 s)")
+    except Exception:  # noqa: BLE001 - a notice only
+        pass
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """The file holds its whole safetensors header and data (a killed write leaves less)."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = struct.unpack("<Q", fh.read(8))[0]
+            if n > size:
+                return False
+            head = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in head.items() if k != "__metadata__"), default=0)
+        return size >= 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return False
+
+
+def _prepare_anny_cache() -> str | None:
+    """Make anny's model cache safe: its files are written atomically (a unique temporary then a
+    rename: a kill mid-write used to leave a truncated file that broke every later run), and a
+    truncated file left by an older version is removed (it is rebuilt). Returns the cache
+    folder when it holds no model yet (the first run builds it, about a minute), else None."""
+    from anny.models import model_data
+    from anny.paths import get_anny_cache_path
+
+    cls = model_data.ModelData
+    if not getattr(cls, "_bodymap_atomic", False):
+        original = cls.save_safetensors
+
+        def save_atomic(self, path):
+            from bodymap.atomic import atomic_write
+
+            with atomic_write(path) as tmp:
+                original(self, str(tmp))
+
+        cls.save_safetensors = save_atomic
+        cls._bodymap_atomic = True
+    root = get_anny_cache_path()
+    if root is None:
+        return None
+    folder = Path(root) / f"v{model_data.CURRENT_DATA_VERSION}"
+    # (".name.tmp.safetensors": another process's write in progress, not ours to judge)
+    files = sorted(f for f in folder.glob("*.safetensors") if not f.name.startswith(".")) if folder.is_dir() else []
+    for f in files:
+        if not _safetensors_complete(f):
+            notice(f"{f}: truncated body model cache file removed (it is rebuilt)")
+            f.unlink(missing_ok=True)
+    return None if any(f.exists() for f in files) else str(folder)
 
 
 @functools.lru_cache(maxsize=1)

@@ -214,7 +214,9 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
         truth_io.write_visit_truth(vdir, truth, mesh, tissue_img, label_img.reshape(size, size))
         visit_dirs.append(vdir)
         history[k + 1] = {"n_lesions": len(current)}
-    (out / "patient.json").write_text(json.dumps({
+    from bodymap.atomic import write_text
+
+    write_text(out / "patient.json", json.dumps({
         "patient_id": pid, "seed": seed, "options": options.to_dict(), "body": dataclasses.asdict(body),
         "skin": dataclasses.asdict(skin), "visits": [p.name for p in visit_dirs]}, indent=1))
     say("done", 1.0)

@@ -85,14 +85,17 @@ def build_visit_truth(*, scan, mesh, painter, visit, patient_id, seed, options, 
 
 def write_visit_truth(vdir: Path, truth: dict, mesh, tissue: np.ndarray, lesion_label: np.ndarray) -> None:
     """Write truth.json and truth.npz into vdir."""
-    (Path(vdir) / "truth.json").write_text(json.dumps(truth, indent=1))
-    np.savez_compressed(
-        Path(vdir) / "truth.npz",
-        vertex_template_face=mesh.base_face.astype(np.int32),
-        vertex_template_bary=mesh.base_bary.astype(np.float32),
-        tissue=tissue.astype(np.uint8),
-        lesion_label=lesion_label.astype(np.int32),
-    )
+    from bodymap.atomic import atomic_write, write_text
+
+    write_text(Path(vdir) / "truth.json", json.dumps(truth, indent=1))
+    with atomic_write(Path(vdir) / "truth.npz") as tmp:
+        np.savez_compressed(
+            tmp,
+            vertex_template_face=mesh.base_face.astype(np.int32),
+            vertex_template_bary=mesh.base_bary.astype(np.float32),
+            tissue=tissue.astype(np.uint8),
+            lesion_label=lesion_label.astype(np.int32),
+        )
 
 
 def read_visit_truth(vdir: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
