@@ -362,6 +362,19 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def _init_worker(threads: int | None) -> None:
+    """A local worker's start: its thread share, and (Linux) death with the batch that spawned
+    it, so a killed batch leaves no worker finishing an item behind the next run's back."""
+    _limit_threads(threads)
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MB (Linux: ru_maxrss in KiB)."""
     try:
@@ -511,7 +524,7 @@ class LocalExecutor:
                 self._env[k] = os.environ.get(k)
                 os.environ[k] = str(threads or 1)
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_limit_threads, initargs=(threads or 1,))
+                                                initializer=_init_worker, initargs=(threads or 1,))
         self.description = (f"{self.workers} local worker process{'es' if self.workers != 1 else ''}"
                             if self.workers else "in this process") + f", {threads or 1} thread(s) each"
 
@@ -530,7 +543,7 @@ class LocalExecutor:
         if self.workers:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_limit_threads, initargs=(self.threads or 1,))
+                                                initializer=_init_worker, initargs=(self.threads or 1,))
 
     def close(self, cancel: bool = False) -> None:
         if self.workers:
@@ -555,9 +568,14 @@ class RayExecutor:
         except ImportError:
             raise RuntimeError("--ray needs Ray: pip install 'bodymap[cluster]'") from None
         self.ray, self.threads = ray, threads or 1
-        if not ray.is_initialized():
-            ray.init(address=None if address == "local" else address, runtime_env=runtime_env,
-                     include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        self._own = not ray.is_initialized()
+        if self._own:
+            try:
+                ray.init(address=None if address == "local" else address, runtime_env=runtime_env,
+                         include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                raise RuntimeError(f"--ray {address}: no Ray cluster there ({one_line(e)}); start one with "
+                                   "`ray start --head`, or use --ray local") from None
         res = ray.cluster_resources()
         self.slots = max(int(res.get("CPU", 1) // self.threads), 1)
         self._task = ray.remote(run_item).options(num_cpus=self.threads)
@@ -583,6 +601,8 @@ class RayExecutor:
         for a in self._actors:
             self.ray.kill(a)
         self._actors = []
+        if self._own:  # disconnect (a cluster started elsewhere keeps running)
+            self.ray.shutdown()
 
 
 class _ModelActor:

@@ -519,12 +519,14 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.where and args.sql:
         raise ValueError("give a WHERE clause or --sql, not both")
     try:
-        res = query(args.folder, where=args.where, sql=args.sql)
+        # the printed table needs a few columns (fetching all ~70 of many rows takes seconds)
+        shown = None if (args.sql or args.csv) else SHOWN
+        res = query(args.folder, where=args.where, sql=args.sql, columns=shown)
     except QueryError as e:
         raise ValueError(f"query: {e}") from None
     if args.csv:
         res.write_csv(args.csv)
-        print(f"{len(res.rows)} rows -> {args.csv}")
+        print(f"{len(res)} rows -> {args.csv}")
     else:
         print(res.table(None if args.sql else SHOWN, limit=args.limit or None))
     return 0

@@ -151,20 +151,30 @@ def build_index(out: str | Path) -> Path:
     patients = sorted({r.get("patient") or "" for r in recs if r["kind"] in ("scan", "photo")} - {""})
     for pid in patients:
         mine = sorted((r for r in scans if r["patient"] == pid), key=lambda r: (r.get("date") or "9999", r["visit"]))
-        done = [r for r in mine if r["status"] == "done" and (out / r["dest"] / "lesions.json").is_file()]
+        done, sets = [], []
         for r in mine:
-            if r not in done:
-                rows["visits"].append({"patient_id": pid, "visit_id": r["visit"], "visit_date": r.get("date") or None,
-                                       "visit_index": None, "status": r["status"], "error": r.get("error") or None,
-                                       "lesions": None, "scan_path": r.get("path"), "analysis_dir": None})
-        sets = [LesionSet.load_json(out / r["dest"] / "lesions.json") for r in done]
+            error = r.get("error") or None
+            if r["status"] == "done":
+                try:
+                    sets.append(LesionSet.load_json(out / r["dest"] / "lesions.json"))
+                    done.append(r)
+                    continue
+                except ValueError as e:  # its outputs were damaged since: the visit is out of the chain
+                    error = str(e)
+            rows["visits"].append({"patient_id": pid, "visit_id": r["visit"], "visit_date": r.get("date") or None,
+                                   "visit_index": None, "status": "failed", "error": error, "lesions": None,
+                                   "scan_path": r.get("path"), "analysis_dir": None})
         trackings, tdirs = [], []
         for a, b in zip(done, done[1:]):
             t = by_id.get(f"track/{pid}/{a['visit']}--{b['visit']}")
             f = out / t["dest"] / "tracking.json" if t and t["status"] == "done" else None
-            trackings.append(Tracking.load_json(f) if f is not None and f.is_file() else None)
+            try:
+                trackings.append(Tracking.load_json(f) if f is not None else None)
+            except ValueError:
+                trackings.append(None)
             tdirs.append(t["dest"] if t else None)
         series = chain_ids([[l.id for l in s.lesions] for s in sets], trackings)
+        (out / "patients" / safe_name(pid)).mkdir(parents=True, exist_ok=True)
         write_json(out / "patients" / safe_name(pid) / "series.json", {
             "schema": "bodymap.series/1", "patient": pid,
             "visits": [{"visit": r["visit"], "date": r.get("date") or "", "analysis": r["dest"],
@@ -296,22 +306,53 @@ def _sort_key(v):
     return (v is None, str(v) if not isinstance(v, (int, float)) else "", v if isinstance(v, (int, float)) else 0)
 
 
+# columns that differ from run to run of the same batch (timing, memory, machine)
+RUN_COLUMNS = {"items": ("seconds", "peak_rss_mb", "host", "finished")}
+
+
+def snapshot(path: str | Path, patients: set | None = None) -> dict[str, list[tuple]]:
+    """Every table of an index as sorted rows, without RUN_COLUMNS: two runs over the same
+    inputs give equal snapshots. patients: keep only these patients' rows."""
+    import duckdb
+
+    con = duckdb.connect(str(index_path(path)), read_only=True)
+    try:
+        out = {}
+        for name in tables():
+            cols = [c for c, _ in tables()[name] if c not in RUN_COLUMNS.get(name, ())]
+            rows = con.execute(f"SELECT {', '.join(cols)} FROM {name}").fetchall()
+            if patients is not None:
+                rows = [r for r in rows if r[cols.index("patient_id")] in patients]
+            out[name] = sorted(rows, key=repr)
+        return out
+    finally:
+        con.close()
+
+
 # ----------------------------------------------------------------------------- queries
 class QueryError(ValueError):
     """A query that cannot run: not one SELECT statement, or DuckDB's complaint (one line)."""
 
 
-@dataclasses.dataclass
 class QueryResult:
-    """columns: names; rows: tuples (paths absolute); sql: the statement run."""
+    """A query's answer, held by column. columns: names; data: {name: list of values} (paths
+    absolute); sql: the statement run. rows: the same as tuples (made on first use)."""
 
-    columns: list[str]
-    rows: list[tuple]
-    sql: str
+    def __init__(self, columns: list[str], data: dict[str, list], sql: str):
+        self.columns, self.data, self.sql = columns, data, sql
+        self._rows = None
+
+    def __len__(self) -> int:
+        return len(self.data[self.columns[0]]) if self.columns else 0
+
+    @property
+    def rows(self) -> list[tuple]:
+        if self._rows is None:
+            self._rows = list(zip(*(self.data[c] for c in self.columns)))
+        return self._rows
 
     def column(self, name: str) -> list:
-        i = self.columns.index(name)
-        return [r[i] for r in self.rows]
+        return self.data[name]
 
     def write_csv(self, path: str | Path) -> None:
         """All columns and rows as CSV."""
@@ -325,16 +366,15 @@ class QueryResult:
     def table(self, columns: list[str] | None = None, limit: int | None = 50) -> str:
         """A plain-text table of the given columns (default all), at most limit rows."""
         cols = [c for c in (columns or self.columns) if c in self.columns]
-        idx = [self.columns.index(c) for c in cols]
-        shown = self.rows if limit is None else self.rows[:limit]
-        cells = [[_fmt(r[i]) for i in idx] for r in shown]
+        n = len(self) if limit is None else min(limit, len(self))
+        cells = [[_fmt(self.data[c][k]) for c in cols] for k in range(n)]
         widths = [max([len(c)] + [len(row[j]) for row in cells]) for j, c in enumerate(cols)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)),
                  "  ".join("-" * w for w in widths)]
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-        if len(self.rows) > len(shown):
-            lines.append(f"... {len(self.rows) - len(shown)} more rows (--csv writes them all)")
-        lines.append(f"{len(self.rows)} row{'s' if len(self.rows) != 1 else ''}")
+        if len(self) > n:
+            lines.append(f"... {len(self) - n} more rows (--csv writes them all)")
+        lines.append(f"{len(self)} row{'s' if len(self) != 1 else ''}")
         return "\n".join(lines)
 
 
@@ -365,20 +405,29 @@ def connect(folder: str | Path):
     return con
 
 
-def lesion_sql(where: str | None, order: str = "patient_id, visit_date, visit_id, lesion_id") -> str:
-    """SELECT over lesion_view with a WHERE clause (None: every lesion)."""
+def lesion_sql(where: str | None, columns: list[str] | None = None,
+               order: str = "patient_id, visit_date, visit_id, lesion_id") -> str:
+    """SELECT of columns (default all) over lesion_view with a WHERE clause (None: every lesion)."""
     w = f"WHERE ({where})" if where and where.strip() else ""
-    return f"SELECT * FROM lesion_view {w} ORDER BY {order}"
+    cols = ", ".join(columns) if columns else "*"
+    return f"SELECT {cols} FROM lesion_view {w} ORDER BY {order}"
 
 
-def query(folder: str | Path, where: str | None = None, sql: str | None = None, con=None) -> QueryResult:
+def query(folder: str | Path, where: str | None = None, sql: str | None = None, columns: list[str] | None = None,
+          con=None) -> QueryResult:
     """Run a lesion query on a batch folder's index: a WHERE clause over lesion_view (e.g.
-    "site = 'ear' and diameter_mm >= 4 and status = 'grown'"), or one plain SELECT statement
-    (sql). Path columns (*_path, *_dir) come back absolute. con: an open connection (else one
-    is opened and closed). Raises QueryError for anything but one SELECT, or a DuckDB error."""
+    "site = 'ear' and diameter_mm >= 4 and status = 'grown'") returning columns (default every
+    column of lesion_view), or one plain SELECT statement (sql). Path columns (*_path, *_dir)
+    come back absolute. con: an open connection (else one is opened and closed). Raises
+    QueryError for anything but one SELECT, or a DuckDB error."""
     import duckdb
 
-    text = sql if sql is not None else lesion_sql(where)
+    if columns:
+        known = {c for c, _ in lesion_columns()}
+        bad = [c for c in columns if c not in known]
+        if bad:
+            raise QueryError(f"lesion_view has no column {', '.join(bad)}")
+    text = sql if sql is not None else lesion_sql(where, columns)
     own = con is None
     con = connect(folder) if own else con
     try:
@@ -390,19 +439,32 @@ def query(folder: str | Path, where: str | None = None, sql: str | None = None, 
             raise QueryError("a query is one SELECT statement (the index opens read-only)")
         try:
             cur = con.execute(text)
-            rows = cur.fetchall()
+            cols = [d[0] for d in cur.description]
+            types = [str(d[1]) for d in cur.description]
+            if len(set(cols)) != len(cols):
+                raise QueryError(f"the result has two columns named alike ({', '.join(cols)}): name them apart")
+            arrays = cur.fetchnumpy()  # by column: far faster than rows of Python objects
         except duckdb.Error as e:
             raise QueryError(_one(e)) from None
-        cols = [d[0] for d in cur.description]
     finally:
         if own:
             con.close()
-    base = index_path(folder).parent
-    pcols = [i for i, c in enumerate(cols) if c.endswith("_path") or c.endswith("_dir")]
-    if pcols:
-        rows = [tuple(str(base / v) if i in pcols and isinstance(v, str) and v and not os.path.isabs(v) else v
-                      for i, v in enumerate(r)) for r in rows]
-    return QueryResult(cols, rows, text)
+    data = {c: _values(arrays[c], t) for c, t in zip(cols, types)}
+    base = str(index_path(folder).parent)
+    for c in cols:
+        if c.endswith("_path") or c.endswith("_dir"):
+            data[c] = [os.path.join(base, v) if isinstance(v, str) and v and not os.path.isabs(v) else v
+                       for v in data[c]]
+    return QueryResult(cols, data, text)
+
+
+def _values(a, dtype: str) -> list:
+    """A fetched column (numpy, masked where NULL) as Python values: None for NULL,
+    datetime.date for a DATE column."""
+    vals = a.tolist()
+    if dtype == "DATE":
+        vals = [v.date() if v is not None and hasattr(v, "date") else v for v in vals]
+    return vals
 
 
 def _one(e: Exception) -> str:

@@ -147,22 +147,8 @@ def expected_status(truth: dict) -> dict:
     return out
 
 
-VOLATILE = {"items": ("seconds", "peak_rss_mb", "host", "finished")}
-
-
 def index_rows(path: Path) -> dict:
     """Every table of an index as sorted rows, without the columns that differ run to run."""
-    import duckdb
+    from bodymap.index import snapshot
 
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        out = {}
-        for (t,) in con.execute("SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
-                                ).fetchall():
-            cols = [c for (c,) in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-                [t]).fetchall() if c not in VOLATILE.get(t, ())]
-            out[t] = sorted(con.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall(), key=repr)
-        return out
-    finally:
-        con.close()
+    return snapshot(path)
