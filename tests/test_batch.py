@@ -223,6 +223,8 @@ def test_local_worker_processes_give_the_same_index(tmp_path, fake_run):
 
 @pytest.mark.slow
 def test_ray_cluster_of_two_nodes_gives_the_same_index(tmp_path, fake_run):
+    """The same batch as Ray tasks on a local two-node cluster started here: the same index as
+    the local executor's."""
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
@@ -231,7 +233,8 @@ def test_ray_cluster_of_two_nodes_gives_the_same_index(tmp_path, fake_run):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                             "object_store_memory": 80 << 20})
-    cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+    # the second node declares a GPU (Ray's resources are logical): photos go to a model actor there
+    cluster.add_node(num_cpus=2, num_gpus=1, object_store_memory=80 << 20)
     try:
         s = run_batch(root / "arch", tmp_path / "out", ray=cluster.address, steps=STEPS, progress=False,
                       runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
@@ -240,9 +243,9 @@ def test_ray_cluster_of_two_nodes_gives_the_same_index(tmp_path, fake_run):
         ray.shutdown()
         cluster.shutdown()
     print(f"Ray, 2 nodes: {time.perf_counter() - t0:.1f} s with the cluster's start")
-    assert s.counts["done"] == 30 and "2 node(s), 2 CPUs" in s.executor
-    hosts = {(r["host"], r["pid"]) for r in s.records}
-    assert len(hosts) >= 2  # items ran in more than one Ray worker
+    assert s.counts["done"] == 30 and "2 node(s), 3 CPUs, 1 GPU(s)" in s.executor
+    pids = {k: {r["pid"] for r in s.records if r["kind"] == k and r.get("pid")} for k in ("scan", "photo")}
+    assert len(pids["photo"]) == 1 and not pids["photo"] & pids["scan"]  # one actor held the photo models
     assert index_rows(tmp_path / "out" / "index.duckdb") == index_rows(root / "out" / "index.duckdb")
 
 
