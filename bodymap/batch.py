@@ -784,7 +784,8 @@ def _schedule(executor, tasks: list[dict], order: dict, out: Path, options: dict
     closed: set = set()
     n_links = sum(max(len(v) - 1, 0) for v in order.values())
     bar = tqdm(total=sum(COST[t["kind"]] for t in tasks) + n_links * COST["track"], disable=not progress,
-               file=sys.stderr, bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left")
+               file=sys.stderr, bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left",
+               desc="batch")
     tally = {"done": 0, "failed": 0, "skipped": 0, "total": len(tasks) + n_links}
 
     def show():
@@ -853,11 +854,20 @@ def _schedule(executor, tasks: list[dict], order: dict, out: Path, options: dict
     for t in tasks:
         add(t)
     running: dict[cf.Future, dict] = {}
+    # items in flight when a worker process died: run again one at a time, so that the one that
+    # kills its worker is found (and recorded as failed) and the others finish
+    suspects: list[dict] = []
     try:
-        while running or any(queue.values()):
-            while len(running) < 2 * executor.slots and any(queue.values()):
-                t = next(queue[k].pop(0) for k in ("track", "scan", "photo") if queue[k])
-                running[executor.submit(t)] = t
+        while running or any(queue.values()) or suspects:
+            if suspects:
+                if not running:
+                    t = suspects.pop(0)
+                    t["alone"] = True
+                    running[executor.submit(t)] = t
+            else:
+                while len(running) < 2 * executor.slots and any(queue.values()):
+                    t = next(queue[k].pop(0) for k in ("track", "scan", "photo") if queue[k])
+                    running[executor.submit(t)] = t
             if not running:
                 continue
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -866,19 +876,20 @@ def _schedule(executor, tasks: list[dict], order: dict, out: Path, options: dict
                 t = running.pop(f)
                 try:
                     rec = f.result()
-                except Exception as e:  # noqa: BLE001 - the worker died (memory?), Ray lost the node
+                except Exception as e:  # noqa: BLE001 - a worker died (memory?), Ray could not run the task
                     if isinstance(e, cf.process.BrokenProcessPool):
                         broken = True
-                        t["attempts"] = t.get("attempts", 0) + 1
-                        if t["attempts"] < 2:  # which item killed the worker is unknown: each gets a second go
-                            queue[t["kind"]].insert(0, t)
+                        if not t.get("alone"):
+                            suspects.append(t)
                             continue
-                    rec = _failed_record(t, f"worker died: {one_line(e)}")
+                        why = "its worker process died (out of memory?)"
+                    else:
+                        why = f"its worker failed: {one_line(e)}"
+                    rec = _failed_record(t, why)
                     write_record(out, rec)
                 finish(rec)
             if broken:  # the pool is gone with every item in it
-                for f, t in list(running.items()):
-                    queue[t["kind"]].insert(0, t)
+                suspects += list(running.values())
                 running.clear()
                 executor.restart()
     finally:

@@ -20,7 +20,6 @@ other files. Paths in the tables are relative to OUT; ``query`` returns them abs
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path

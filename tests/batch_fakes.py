@@ -152,3 +152,13 @@ def index_rows(path: Path) -> dict:
     from bodymap.index import snapshot
 
     return snapshot(path)
+
+
+def crashing_scan_step(task: dict, work: Path) -> dict:
+    """fake_scan_step, except that a scan file reading 'crash' kills its worker process (as the
+    kernel's out-of-memory killer would)."""
+    import os
+
+    if Path(task["path"]).read_text() == "crash":
+        os._exit(9)
+    return fake_scan_step(task, work)

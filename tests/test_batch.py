@@ -221,6 +221,17 @@ def test_local_worker_processes_give_the_same_index(tmp_path, fake_run):
     assert index_rows(tmp_path / "out" / "index.duckdb") == index_rows(root / "out" / "index.duckdb")
 
 
+def test_a_worker_that_dies_costs_its_item_only(tmp_path):
+    """A worker process killed while running an item (out of memory): the item is tried once
+    more, then recorded as failed; the pool is replaced and the other items finish."""
+    make_archive(tmp_path / "arch", patients=2, visits=1, photos=0)
+    (tmp_path / "arch" / "P03" / "2021-03-10").mkdir(parents=True)
+    (tmp_path / "arch" / "P03" / "2021-03-10" / "scan.obj").write_text("crash")
+    steps = {**STEPS, "scan": "tests.batch_fakes:crashing_scan_step"}
+    s = run_batch(tmp_path / "arch", tmp_path / "out", workers=1, threads=1, steps=steps, progress=False)
+    assert s.counts["done"] == 2 and s.failed == [("scan/P03/2021-03-10", "its worker process died (out of memory?)")]
+
+
 @pytest.mark.slow
 def test_ray_cluster_of_two_nodes_gives_the_same_index(tmp_path, fake_run):
     """The same batch as Ray tasks on a local two-node cluster started here: the same index as
