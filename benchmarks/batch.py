@@ -147,18 +147,19 @@ def timed_run(manifest: Path, out: Path, workers: int, steps: dict | None) -> di
 
 
 def resumed_run(manifest: Path, out: Path, steps: dict | None) -> dict:
-    """`bodymap batch --workers 2` killed (its whole process group, SIGKILL) once half the items
-    have records, then run again to the end."""
+    """`bodymap batch --workers 2` killed (its whole process group, SIGKILL) once half the scans
+    have records (photos, fast, are done by then), then run again to the end."""
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
-    n_items = sum(1 for _ in open(manifest)) - 1
+    with open(manifest) as fh:
+        n_scans = sum(Path(r["path"]).suffix.lower() == ".obj" for r in csv.DictReader(fh))
     code = ("import sys, json; from bodymap.batch import run_batch; "
             f"run_batch({str(manifest)!r}, {str(out)!r}, workers=2, threads=1, progress=False, "
             f"steps=json.loads({json.dumps(json.dumps(steps or {}))}))")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
-    while proc.poll() is None and len(list((out / "items").glob("*.json"))) < n_items // 2:
+    while proc.poll() is None and len(list((out / "items").glob("scan~*.json"))) < max(n_scans // 2, 1):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -43,7 +43,6 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 ITEM_SCHEMA = "bodymap.batch-item/1"
 DIAGNOSES_SCHEMA = "bodymap.batch-diagnoses/1"
@@ -56,8 +55,6 @@ CLOSEUP_PX = 128
 PHOTO_CROP_PX = 256
 # relative cost of the item kinds, for the progress bar's time left (a scan = 1)
 COST = {"scan": 1.0, "track": 0.4, "photo": 0.03, "error": 0.0}
-
-Progress = Callable[[str, float], None]
 
 
 def version() -> str:
@@ -248,8 +245,9 @@ def safe_name(text: str) -> str:
 
 
 def record_path(out: Path, item_id: str) -> Path:
-    """OUT/items/<item id with '/' as '~'>.json: where an item's record lives."""
-    return Path(out) / "items" / (safe_name(item_id.replace("/", "~")) + ".json")
+    """OUT/items/<item id, '/' as '~'>.json: where an item's record lives."""
+    name = re.sub(r"[^A-Za-z0-9._~#-]", "_", item_id.replace("/", "~"))
+    return Path(out) / "items" / (name[:200] + ".json")
 
 
 def read_record(out: Path, item_id: str) -> dict | None:
