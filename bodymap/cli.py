@@ -21,6 +21,8 @@ the input). A scan is checked to be a body (bodymap.bodycheck) before any long w
     bodymap evaluate ear|macro [--weights PT] [--json OUT]
     bodymap photo PHOTO... [--site SITE...] [--json]   (photo mode: kind, site, ears, diagnosis)
     bodymap train earfind --out DIR [--negatives CSV...] | photokind --out DIR --dermoscopy CSV --clinical CSV
+    bodymap batch MANIFEST --out DIR [--workers N | --ray ADDRESS|auto|local] [--threads T] [--detector D]
+    bodymap query DIR ["WHERE CLAUSE" | --sql "SELECT ..."] [--csv OUT] [--limit N]
 """
 from __future__ import annotations
 
@@ -763,6 +765,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """Analyse, track and index an archive (bodymap.batch.run_batch); a summary at the end.
+    Exit code 0 when every item is done, 1 when some failed (they are in the summary and the
+    index), 2 for a manifest that cannot be read."""
+    from bodymap.batch import run_batch
+
+    try:
+        summary = run_batch(args.manifest, args.out, workers=args.workers, ray=args.ray, threads=args.threads,
+                            detector=args.detector, progress=not args.quiet)
+    except RuntimeError as e:  # another batch holds the folder, Ray missing or unreachable
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary.text())
+    return 1 if summary.failed else 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    """Lesions of a batch's index matching a WHERE clause over lesion_view (or one SELECT with
+    --sql): a table on stdout or every column as CSV."""
+    from bodymap.index import SHOWN, QueryError, query
+
+    if args.where and args.sql:
+        raise ValueError("give a WHERE clause or --sql, not both")
+    try:
+        # the printed table needs a few columns (fetching all ~70 of many rows takes seconds)
+        shown = None if (args.sql or args.csv) else SHOWN
+        res = query(args.folder, where=args.where, sql=args.sql, columns=shown)
+    except QueryError as e:
+        raise ValueError(f"query: {e}") from None
+    if args.csv:
+        res.write_csv(args.csv)
+        print(f"{len(res)} rows -> {args.csv}")
+    else:
+        print(res.table(None if args.sql else SHOWN, limit=args.limit or None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``bodymap`` command."""
     p = argparse.ArgumentParser(prog="bodymap", description="3D total-body skin-lesion mapping")
@@ -959,6 +998,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="these pairs are wrong: never match ID1 of visit 1 with ID2 of visit 2")
     q.add_argument("--new", type=int, nargs="+", metavar="ID2", help="these visit-2 lesions are new (no partner)")
     q.set_defaults(func=cmd_review)
+
+    q = sub.add_parser("batch", help="analyse an archive: every scan and photo of a manifest, each patient's visits "
+                                     "tracked, a lesion index (resumable)")
+    q.add_argument("manifest", help="CSV (patient_id, visit_date, path or scan / photo, site) or a folder PATIENT/VISIT/")
+    q.add_argument("--out", required=True, help="output folder (analysis folders, tracking, index.duckdb); "
+                                                "a re-run skips finished items")
+    g = q.add_mutually_exclusive_group()
+    g.add_argument("--workers", type=int, default=1, help="local worker processes (0: in this process)")
+    g.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: auto (the cluster of `ray start`), "
+                                                   "HOST:PORT, or local (start one here); needs bodymap[cluster]")
+    q.add_argument("--threads", type=int, help="CPU threads per item (default: the cores shared among the workers)")
+    q.add_argument("--detector", choices=["classical", "yolo"], default="classical")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=cmd_batch)
+
+    q = sub.add_parser("query", help="query the lesion index of a batch folder (read-only)")
+    q.add_argument("folder", help="the --out folder of `bodymap batch` (or its index.duckdb)")
+    q.add_argument("where", nargs="?", help="WHERE clause over lesion_view, e.g. \"site = 'ear' and diameter_mm >= 4 "
+                                            "and status = 'grown'\" (default: every lesion)")
+    q.add_argument("--sql", help="one SELECT statement instead (tables: patients, visits, lesions, tracks, photos, "
+                                 "items; view lesion_view)")
+    q.add_argument("--csv", metavar="OUT", help="write every column of the result to this CSV")
+    q.add_argument("--limit", type=int, default=50, help="rows printed (0: all; the CSV has all)")
+    q.set_defaults(func=cmd_query)
 
     for name, helptext in (("detect", "detect lesions on a scan's texture; write the lesion table (CSV, JSON)"),
                            ("analyze", "the main job: anatomic regions, lesions, lesion table and region maps")):

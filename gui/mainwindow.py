@@ -172,6 +172,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recent_menu = f.addMenu("Open &recent")
         add(f, "compare", "&Compare with a later visit…", self.compare_dialog)
         add(f, "photo", "Open &photo…", lambda: (self.tabs.setCurrentWidget(self.photo), self.photo.open_dialog()))
+        add(f, "archive", "Search an &archive (bodymap batch)…", lambda: self.open_archive())
         f.addSeparator()
         add(f, "save", "&Save project", self.save, QtGui.QKeySequence.StandardKey.Save)
         add(f, "save_as", "Save project &as…", self.save_as, QtGui.QKeySequence.StandardKey.SaveAs)
@@ -288,6 +289,28 @@ class MainWindow(QtWidgets.QMainWindow):
             return self._load_visits([str(path)], replace=True)
         self.error("Open", f"{path}: not a scan ({', '.join(MESH_EXT)}), analysis folder or project ({SUFFIX})")
         return None
+
+    def open_archive(self, folder: str | Path | None = None):
+        """The archive dialog (gui.archive) over a batch folder's lesion index; a double-click
+        opens the lesion's visit here and selects the lesion. Returns the dialog."""
+        from gui.archive import ArchiveDialog
+
+        if getattr(self, "archive", None) is None:
+            self.archive = ArchiveDialog(parent=self)
+            self.archive.open_visit.connect(self._open_from_archive)
+        if folder is not None:
+            self.archive.set_folder(folder)
+        self.archive.show()
+        self.archive.raise_()
+        if folder is None and self.archive.folder is None:
+            self.archive.browse()
+        return self.archive
+
+    def _open_from_archive(self, analysis_dir: str, lesion_id: int):
+        job = self.open_path(analysis_dir)
+        if isinstance(job, Job):
+            job.signals.done.connect(lambda _r: self.select_lesion(lesion_id, "archive"))
+        return job
 
     def _load_visits(self, paths: list[str], replace: bool, states: list[VisitState] | None = None,
                      before_show=None) -> Job:

@@ -613,3 +613,33 @@ def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
         w.close()
     MainWindow._open_windows.remove(w3)
     win.undo()
+
+
+def test_archive_search_opens_the_visit_of_a_lesion(win, qtbot, tmp_path):
+    """File > Search an archive: a batch folder's lesion index (here one whose lesions point at
+    the SYN00101 visit-2 analysis folder); the query filters the table; a double-click opens
+    that visit through the window's open path and selects the lesion."""
+    import json
+
+    from bodymap.index import write_tables
+
+    lesions = json.loads((V2 / "lesions.json").read_text())["lesions"][:5]
+    rows = [{"patient_id": "SYN00101", "visit_id": "visit2", "visit_date": "2025-01-01", "lesion_id": l["id"],
+             "persistent_id": k + 1, "status": "stable", "site": l["region"].get("name"),
+             "diameter_mm": l["diameter_mm"], "analysis_dir": str(V2)} for k, l in enumerate(lesions)]
+    write_tables(tmp_path / "index.duckdb", {"lesions": rows})
+    dlg = win.open_archive(tmp_path)
+    assert dlg.table.rowCount() == 5 and "5 lesions" in dlg.status.text()
+    big = max(lesions, key=lambda l: l["diameter_mm"])
+    dlg.query_edit.setText(f"diameter_mm >= {big['diameter_mm']}")
+    dlg.search()
+    assert dlg.table.rowCount() == 1
+    dlg.query_edit.setText("no_such_column = 1")
+    dlg.search()
+    assert "query:" in dlg.status.text() and dlg.table.rowCount() == 1
+    dlg._double_clicked(0, 0)
+    wait_jobs(win, qtbot)
+    assert Path(win.project.visits[0].analysis_dir) == V2.resolve() and win.selected_id() == big["id"]
+    dlg.close()
+    win.open_path(V1)  # as the other tests found it
+    wait_jobs(win, qtbot)
