@@ -252,7 +252,10 @@ def test_lesion_set_round_trips_and_rejects_other_json(detected, tmp_path):
         LesionSet.load_json(tmp_path / "x.json")
     ls.save_csv(tmp_path / "l.csv")
     rows = list(csv.DictReader(open(tmp_path / "l.csv")))
-    assert len(rows) == len(ls) and float(rows[0]["diameter_mm"]) == pytest.approx(ls.lesions[0].diameter_mm, abs=0.01)
+    counted = [r for r in rows if not r["suppressed"]]  # suppressed candidates follow, with their reason
+    assert len(counted) == len(ls) and float(rows[0]["diameter_mm"]) == pytest.approx(ls.lesions[0].diameter_mm, abs=0.01)
+    assert [r["suppressed"] for r in rows[len(ls):]] == [l.suppressed for l in ls.suppressed]
+    assert [l.to_dict() for l in back.suppressed] == [l.to_dict() for l in ls.suppressed]
 
 
 def test_via_export_then_import_places_the_same_lesions(detected, tmp_path):
