@@ -54,7 +54,8 @@ def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> np.ndarr
     mf, mb, _ = map_between(tp_a, scan_a.faces, vc_a // 3, np.eye(3)[vc_a % 3], tp_b, scan_b)
     g = SurfaceGeodesics(scan_b.vertices, scan_b.faces)
     fields = g.from_points(vc_b // 3, np.eye(3)[vc_b % 3], 300.0)  # from each true partner
-    return np.array([g.at_points(fields[k], mf[[k]], mb[[k]])[0, 0] for k in range(len(sample))])
+    e = np.array([g.at_points(fields[k], mf[[k]], mb[[k]])[0, 0] for k in range(len(sample))])
+    return np.where(np.isnan(e), np.inf, e)  # a point the mapping lost counts as a failure
 
 
 def real(a) -> None:

@@ -1,7 +1,8 @@
 """Fit the tracking confidence model: the probability that a proposed pair is right, from its
 features (bodymap.track.FEATURES), by logistic regression on development visit pairs.
 
-    python scripts/calibrate_tracking.py [--seeds 301 302 ...] [--faces 60000] [--out bodymap/data/tracking_calibration.json]
+    python scripts/calibrate_tracking.py [--seeds 301 302 ...] [--faces 60000] [--cache DIR]
+        [--out bodymap/data/tracking_calibration.json]
 
 Development pairs are synthetic patients (seeds never used for the held-out figures), both
 visits in varied clinic poses, with the lesions the classical detector finds on each visit (so
@@ -89,21 +90,26 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[301, 302, 303, 304, 305, 306])
     p.add_argument("--faces", type=int, default=60_000)
     p.add_argument("--out", default=str(CALIBRATION_FILE))
-    p.add_argument("--cache", help="reuse / store the collected features here (.npz)")
+    p.add_argument("--cache", help="folder: each patient's collected pairs are stored and reused there")
     a = p.parse_args()
-    if a.cache and Path(a.cache).exists():
-        z = np.load(a.cache)
-        X, y = z["X"], z["y"]
-    else:
-        Xs, ys = [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            for k, seed in enumerate(a.seeds):
+    # each patient's pairs are kept in the cache folder as they are collected, so an interrupted
+    # run resumes where it stopped and a rerun fits again without collecting
+    cache = Path(a.cache) if a.cache else None
+    Xs, ys = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, seed in enumerate(a.seeds):
+            f = cache / f"seed{seed}_{a.faces}.npz" if cache else None
+            if f is not None and f.exists():
+                z = np.load(f)
+                x, t = z["X"], z["y"]
+            else:
                 x, t = collect(seed, POSE_PAIRS[k % len(POSE_PAIRS)], a.faces, Path(tmp))
-                Xs.append(x)
-                ys.append(t)
-        X, y = np.concatenate(Xs), np.concatenate(ys)
-        if a.cache:
-            np.savez(a.cache, X=X, y=y)
+                if f is not None:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    np.savez(f, X=x, y=t)
+            Xs.append(x)
+            ys.append(t)
+    X, y = np.concatenate(Xs), np.concatenate(ys)
     model = fit_logistic(X, y)
     z = ((X - np.array(model["mean"])) / np.array(model["scale"])) @ np.array(model["weights"]) + model["bias"]
     cal = calibration(1 / (1 + np.exp(-z)), y)
