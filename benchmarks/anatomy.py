@@ -1,16 +1,23 @@
-"""Anatomy benchmark: registration and labels on synthetic scans not used while developing.
+"""Anatomy benchmark: registration and labels on synthetic scans not used while developing, and
+on real meshes made by others.
 
-    python benchmarks/anatomy.py [--faces 300000] [--quick]
+    python benchmarks/anatomy.py [--faces 300000] [--quick] [--no-synthetic] [--no-real]
 
-New seeds, unseen phenotypes (a child, a heavy body, an older man, a random adult), unseen random
-poses, remeshed with noise and holes; one scan is turned to y-up. Prints per-scan figures and
-the pooled result against the targets of issue 3.
+Synthetic: new seeds, unseen phenotypes (a child, a heavy body, an older man, a random adult),
+unseen random poses, remeshed with noise and holes; one scan is turned to y-up. Prints per-scan
+figures and the pooled result against the targets.
+Real (../shared/external): FAUST tr_reg_000..003 (one person in four poses, same vertex order):
+dense correspondence through registration (each vertex of pose A carried through both
+registrations to pose B; geodesic distance on B to its true partner) for all 12 ordered pairs,
+and level-2 label consistency across the four poses; the fit-quality report of every real mesh
+(FAUST, SMPL man / woman / SMPL-X neutral, the textured doorman).
 """
 import argparse
 import os
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -32,12 +39,91 @@ CASES = [  # (seed, body, poses, y-up)
 ]
 
 
+EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external"
+
+
+def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> np.ndarray:
+    """(k,) mm: for vertices `sample` of scan a, the geodesic distance on scan b between where
+    the two registrations carry each vertex and the same-index vertex of b (meshes in dense
+    correspondence); inf beyond 300 mm."""
+    from bodymap.geodesic import SurfaceGeodesics
+    from bodymap.track import map_between, template_positions
+
+    tp_a, tp_b = template_positions(scan_a, corr_a), template_positions(scan_b, corr_b)
+    vc_a, vc_b = scan_a.vertex_corners[sample], scan_b.vertex_corners[sample]
+    mf, mb, _ = map_between(tp_a, scan_a.faces, vc_a // 3, np.eye(3)[vc_a % 3], tp_b, scan_b)
+    g = SurfaceGeodesics(scan_b.vertices, scan_b.faces)
+    fields = g.from_points(vc_b // 3, np.eye(3)[vc_b % 3], 300.0)  # from each true partner
+    e = np.array([g.at_points(fields[k], mf[[k]], mb[[k]])[0, 0] for k in range(len(sample))])
+    return np.where(np.isnan(e), np.inf, e)  # a point the mapping lost counts as a failure
+
+
+def real(a) -> None:
+    """FAUST dense correspondence and label consistency; fit quality of every real mesh."""
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.labels import transfer_labels
+    from bodymap.anatomy.register import RegistrationError, register
+
+    template = load_template()
+    faust = EXTERNAL / "faust_fundcg"
+    poses = (0, 1, 2, 3)
+    scans, corrs = {}, {}
+    for p in poses:
+        scans[p] = load_scan(faust / f"tr_reg_{p:03d}.off")
+        t0 = time.perf_counter()
+        corrs[p] = register(scans[p], refine=not a.no_refine)
+        q = corrs[p].info["quality"]
+        print(f"FAUST tr_reg_{p:03d}: {time.perf_counter() - t0:.1f} s; fit "
+              f"{q['verdict']}: model within 5 / 10 mm {q['model_within_5mm']:.3f} / {q['model_within_10mm']:.3f}, "
+              f"surface within 5 mm {q['within_5mm']:.3f}", flush=True)
+    l2 = {p: tx.level_lut(2)[transfer_labels(corrs[p], template).site] for p in poses}
+    same = np.all([l2[p] == l2[poses[0]] for p in poses], axis=0)
+    print(f"FAUST level-2 label consistency across the 4 poses: {same.mean():.4f} of vertices (target >= 0.97)")
+    sample = np.random.default_rng(0).choice(scans[0].n_vertices, 1000, replace=False)
+    worst_med, worst_p95 = 0.0, 0.0
+    for x in poses:
+        for y in poses:
+            if x == y:
+                continue
+            e = dense_errors(scans[x], corrs[x], scans[y], corrs[y], sample)
+            med, p95 = float(np.median(e)), float(np.percentile(e, 95))
+            worst_med, worst_p95 = max(worst_med, med), max(worst_p95, p95)
+            print(f"FAUST dense {x:03d} -> {y:03d}: median {med:.1f} mm, p95 {p95:.1f} mm, within 10 mm "
+                  f"{np.mean(e <= 10):.3f}", flush=True)
+    print(f"FAUST dense correspondence: worst median {worst_med:.1f} mm (target < 5), worst p95 {worst_p95:.1f} mm "
+          f"(< 20)")
+    if a.faust_only:
+        return
+    others = [faust / "tr_reg_010.off", faust / "tr_reg_031.off",
+              *sorted((EXTERNAL / "human_ccby_odedstein").glob("*.obj")),
+              EXTERNAL / "textured_doorman_vtkdata" / "doorman.obj"]
+    for f in others:
+        try:
+            scan = load_scan(f)
+            c = register(scan)
+        except (RegistrationError, ValueError) as e:
+            print(f"{f.name}: refused: {e}")
+            continue
+        q = c.info["quality"]
+        print(f"{f.name}: fit {q['verdict']} ({q['reason']}); model within 10 mm {q['model_within_10mm']:.3f}, "
+              f"surface within 5 mm {q['within_5mm']:.3f}, body coverage {q['body_coverage']:.3f}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--faces", type=int, default=300_000)
     p.add_argument("--quick", action="store_true", help="three cases only")
     p.add_argument("--seeds", type=int, nargs="+", help="only these cases")
+    p.add_argument("--no-synthetic", action="store_true")
+    p.add_argument("--no-real", action="store_true", help="skip FAUST / SMPL / doorman (../shared/external)")
+    p.add_argument("--no-refine", action="store_true", help="registration without the surface fit (ablation)")
+    p.add_argument("--faust-only", action="store_true", help="real: the four FAUST poses only")
     a = p.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores", flush=True)
+    if not a.no_real and EXTERNAL.exists():
+        real(a)
+    if a.no_synthetic:
+        return
     template = load_template()
     rows, times = [], []
     cases = CASES[:3] if a.quick else CASES

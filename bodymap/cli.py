@@ -189,6 +189,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     paths = write_anatomy(scan, corr, labels, out, source=str(args.scan), seconds=round(elapsed, 1))
     print(f"labelled {scan.n_vertices} vertices in {elapsed:.1f} s "
           f"(median distance to the fitted body {corr.info['median_residual_mm']} mm)")
+    _fit_verdict(corr)
     for p in paths:
         print(f"  {p}")
     return 0
@@ -246,6 +247,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     t = result.timings
     print(f"{len(result.lesions)} lesions on {scan.n_faces} faces in {t['total_s']:.1f} s "
           f"(anatomy {t.get('anatomy_s', 0):.1f} s, detection {t['detection_s']:.1f} s)")
+    if result.correspondence is not None:
+        _fit_verdict(result.correspondence)
     if args.previous:
         from bodymap.track import Visit
 
@@ -255,6 +258,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for p in paths:
         print(f"  {p}")
     return 0
+
+
+def _fit_verdict(corr) -> None:
+    """Print the registration's fit verdict; a fit that is not good is a warning (stderr)."""
+    from bodymap.anatomy.register import fit_summary
+
+    line = fit_summary(corr.info)
+    verdict = corr.info.get("quality", {}).get("verdict")
+    print(f"warning: {line}" if verdict in ("fair", "poor") else line, file=sys.stderr if verdict in ("fair", "poor") else sys.stdout)
 
 
 def _warn(lesion_set) -> None:
@@ -313,11 +325,19 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
 
 def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
     from bodymap.pipeline import write_tracking
+    from bodymap.track import UNCERTAIN
 
     flagged = tracking.flagged
     print(f"{len(tracking.pairs)} matched, {len(tracking.new)} new, {len(tracking.missing)} missing; "
           f"{len(flagged)} flagged ({sum('grown' in p['flags'] for p in tracking.pairs)} grown) in "
           f"{tracking.info['timings']['total_s']:.1f} s")
+    unsure = tracking.info.get("uncertain", 0)
+    if unsure:
+        print(f"{unsure} of the matches are uncertain (confidence < {UNCERTAIN:g}): review them "
+              f"(tracking.csv status 'uncertain'; `bodymap review`)")
+    for k, verdict in enumerate(tracking.info.get("fit") or [], 1):
+        if verdict in ("fair", "poor"):
+            print(f"warning: visit {k}'s body fit is {verdict}: matches there are less reliable", file=sys.stderr)
     return write_tracking(tracking, out, v1, v2)
 
 

@@ -15,6 +15,7 @@ are kept and respected on every run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,14 @@ GROWN_MM = 1.0
 GROWN_FRACTION = 0.20
 NEW_FLAG_MM = 3.0
 COLOUR_FLAG_DE = 10.0  # CIELAB Delta E of the lesion's mean colour
+# A pair's confidence is the calibrated probability that it is right (see calibrated_confidence);
+# below UNCERTAIN it is shown as "uncertain, please review" instead of as a match, and from
+# CONFIDENT up it may be trusted without review.
+UNCERTAIN = 0.5
+CONFIDENT = 0.9
+CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "tracking_calibration.json"
+# what a pair's confidence is computed from (pair_features)
+FEATURES = ("cost", "margin", "support", "agreeing", "distance", "leftover")
 
 
 @dataclasses.dataclass
@@ -202,7 +211,7 @@ class Tracking:
             w = csv.DictWriter(fh, cols, extrasaction="ignore")
             w.writeheader()
             for p in self.pairs:
-                w.writerow({**p, "status": "matched", "flags": ";".join(p["flags"])})
+                w.writerow({**p, "status": p.get("status", "matched"), "flags": ";".join(p["flags"])})
             for p in self.new:
                 w.writerow({**p, "status": "new", "diameter2_mm": p["diameter_mm"], "flags": ";".join(p["flags"])})
             for p in self.missing:
@@ -335,14 +344,19 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
             if j not in fixed and second[j] - C[i, j] > 1.0 and C[i, j] < 0.5 * o.max_cost:
                 anchors[j] = i
     extra = _leftover_pairs(assign, X, a, b, D1, D2, anchors, banned, o)
-    for j, (i, c) in extra.items():
+    costs = {j: (float(C[i, j]), float(min(second[j], o.max_cost) - C[i, j])) for j, i in assign.items()}
+    for j, (i, c, cost, margin) in extra.items():
         assign[j] = i
-        conf[j] = c
+        costs[j] = (cost, margin)
+    feats = pair_features(assign, costs, X, gate, D1, D2, anchors, set(extra), o)
+    prob = calibrated_confidence(feats)
     times["matching_s"] = time.perf_counter() - t1
     say("changes", 0.95)
     pairs, new, missing = [], [], []
     for j, i in sorted(assign.items(), key=lambda t: b["ids"][t[0]]):
-        pairs.append(_pair(a, b, i, j, float(X[i, j]), float(conf[j]), j in fixed))
+        p = _pair(a, b, i, j, float(X[i, j]), 1.0 if j in fixed else float(prob[j]), j in fixed)
+        p["features"] = [round(float(x), 4) for x in feats[j]]
+        pairs.append(p)
     matched1 = set(assign.values())
     for j in range(k2):
         if j not in assign:
@@ -358,7 +372,10 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
             "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
             "anchors": len(anchors), "leftover_pairs": len(extra), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
-            "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None}
+            "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None,
+            # each visit's registration verdict: a fair or poor fit makes every match there less sure
+            "fit": [(v.correspondence.info.get("quality") or {}).get("verdict") for v in (visit1, visit2)],
+            "uncertain": sum(p["status"] == "uncertain" for p in pairs)}
     say("done", 1.0)
     return Tracking(pairs, new, missing, m, mf, mb, info)
 
@@ -517,7 +534,7 @@ def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.n
 
 def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarray, D2: np.ndarray,
                     anchors: dict, banned: np.ndarray, o: TrackOptions) -> dict:
-    """Pairs among the lesions the rounds left without a partner {j: (i, confidence)}.
+    """Pairs among the lesions the rounds left without a partner {j: (i, confidence, cost, margin)}.
 
     A persistent lesion whose placement went wrong (too few anchors around it, or anchors in a
     row along a limb, so that trilateration mirrors it) is left out of the gate, and would be
@@ -563,7 +580,60 @@ def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarra
             # confidence as in _assign, against the next candidate of either lesion
             s = min(np.delete(C[:, ci], ri).min(initial=np.inf), np.delete(C[ri], ci).min(initial=np.inf),
                     o.leftover_cost)
-            out[lost[ci]] = (int(free1[ri]), _confidence(C[ri, ci], s))
+            out[lost[ci]] = (int(free1[ri]), _confidence(C[ri, ci], s),
+                             float(C[ri, ci]), float(s - C[ri, ci]))
+    return out
+
+
+def pair_features(assign: dict, costs: dict, X: np.ndarray, gate: np.ndarray, D1: np.ndarray, D2: np.ndarray,
+                  anchors: dict, leftover: set, o: TrackOptions) -> dict:
+    """{j: (len(FEATURES),) array} for each assigned pair j -> i: its cost and margin to the next
+    choice (costs {j: (cost, margin)}), how many anchors lie near it on scan 2 (of
+    o.neighbours) and the share of those whose geodesic distances agree on both scans, its
+    distance after mapping over the gate, and whether the leftover pass made it."""
+    j_a = np.fromiter(anchors.keys(), np.int64, len(anchors))
+    i_a = np.fromiter(anchors.values(), np.int64, len(anchors))
+    out = {}
+    for j, i in assign.items():
+        cost, margin = costs[j]
+        support = agree = 0.0
+        if len(j_a):
+            d2 = np.where(j_a == j, np.inf, D2[j, j_a])
+            near = np.argsort(d2)[:o.neighbours]
+            near = near[np.isfinite(d2[near])]
+            if len(near):
+                d1 = D1[i, i_a[near]]
+                ok = np.abs(np.where(np.isfinite(d1), d1, 1e9) - d2[near]) <= o.consistency_mm + 0.04 * d2[near]
+                support, agree = len(near) / o.neighbours, float(ok.mean())
+        out[j] = np.array([min(cost, o.max_cost), min(max(margin, 0.0), o.max_cost), support, agree,
+                           min(float(X[i, j] / gate[i, j]), 2.0) if np.isfinite(X[i, j]) else 2.0,
+                           float(j in leftover)])
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _calibration() -> dict | None:
+    """The fitted confidence model (scripts/calibrate_tracking.py), or None when absent."""
+    if not CALIBRATION_FILE.exists():
+        return None
+    d = read_json(CALIBRATION_FILE, "bodymap.tracking-calibration/1", "tracking calibration")
+    if tuple(d["features"]) != FEATURES:
+        raise ValueError(f"{CALIBRATION_FILE}: made for features {d['features']}, this BodyMap has {list(FEATURES)}")
+    return d
+
+
+def calibrated_confidence(features: dict) -> dict:
+    """{j: probability the pair is right} from pair_features: a logistic model fitted on
+    development visit pairs (its file records the data and its measured calibration). Without
+    the file: the cost-and-margin heuristic (high when cheap and clearly better than the next)."""
+    cal = _calibration()
+    out = {}
+    for j, f in features.items():
+        if cal is None:
+            out[j] = _confidence(f[0], f[0] + f[1])
+        else:
+            z = float(np.dot(cal["weights"], (f - cal["mean"]) / cal["scale"]) + cal["bias"])
+            out[j] = float(1.0 / (1.0 + np.exp(-z)))
     return out
 
 
@@ -624,7 +694,9 @@ def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: 
         flags.append("grown")
     if np.isfinite(de) and de >= COLOUR_FLAG_DE:
         flags.append("colour change")
+    conf = float(np.clip(conf, 0.0, 1.0))
     return {"id1": int(a["ids"][i]), "id2": int(b["ids"][j]), "confidence": round(conf, 3),
+            "status": "matched" if reviewed or conf >= UNCERTAIN else "uncertain",
             "distance_mm": round(dist, 2) if np.isfinite(dist) else None, "reviewed": reviewed,
             "diameter1_mm": round(d1, 2), "diameter2_mm": round(d2, 2), "diameter_change_mm": round(dd, 2),
             "diameter_change_pct": round(pct, 1), "area1_mm2": round(float(a["area"][i]), 2),

@@ -15,6 +15,12 @@ from bodymap.geodesic import SurfaceGeodesics
 from bodymap.lesions import Lesion, LesionSet
 
 
+# Visit pairs in the poses a clinic meets (bodymap.synth.poses), for the tracking benchmark and
+# the confidence calibration: both visits off the A-pose, arms and trunk moved between them
+CLINIC_POSE_PAIRS = [("arms-crossed", "hands-on-hips"), ("bent-forward", "arms-raised"), ("seated", "arms-down"),
+                     ("hands-on-head", "a-pose"), ("kneeling", "arms-forward"), ("hands-to-face", "random")]
+
+
 def truth_lesion_set(vdir: str | Path, min_diameter_mm: float = 0.0) -> LesionSet:
     """The true lesions of a synthetic visit that are on the scan, as a LesionSet with the true
     ids (the same lesion keeps its id across visits); colour unknown."""
@@ -37,31 +43,39 @@ def _pr(pred: set, true: set) -> tuple[float, float]:
     return (tp / len(pred) if pred else 1.0), (tp / len(true) if true else 1.0)
 
 
-def score_tracking(tracking, lesions1: LesionSet, lesions2: LesionSet, geo1: SurfaceGeodesics) -> dict:
-    """Figures of a tracking run whose lesion ids are the truth (same id = same lesion).
-    geo1: geodesics of scan 1 (for the localisation error). JSON-ready dict."""
+def score_tracking(tracking, lesions1: LesionSet, lesions2: LesionSet, geo1: SurfaceGeodesics,
+                   truth: dict | None = None) -> dict:
+    """Figures of a tracking run against the truth: truth {id2: id1} of the persistent lesions,
+    or None when the ids are the truth (same id = same lesion). geo1: geodesics of scan 1 (for
+    the localisation error). JSON-ready dict; pair_confidence / pair_correct list every
+    proposed pair's confidence and whether it was right (for calibration)."""
     ids1 = {l.id for l in lesions1.lesions}
     ids2 = {l.id for l in lesions2.lesions}
-    persistent = sorted(ids1 & ids2)
+    if truth is None:
+        truth = {i: i for i in ids1 & ids2}
+    persistent = sorted(truth)  # visit-2 ids of the persistent lesions
     partner = tracking.partner()
-    correct = sum(partner.get(i) == i for i in persistent)
-    new_p, new_r = _pr({n["id2"] for n in tracking.new}, ids2 - ids1)
-    mis_p, mis_r = _pr({n["id1"] for n in tracking.missing}, ids1 - ids2)
+    correct = sum(partner.get(j) == truth[j] for j in persistent)
+    new_p, new_r = _pr({n["id2"] for n in tracking.new}, ids2 - set(truth))
+    mis_p, mis_r = _pr({n["id1"] for n in tracking.missing}, ids1 - set(truth.values()))
     # localisation: mapped visit-2 point vs the same lesion's true point on scan 1
     order2 = {l.id: k for k, l in enumerate(lesions2.lesions)}
     by1 = {l.id: l for l in lesions1.lesions}
     k = np.array([order2[i] for i in persistent], np.int64)
     err = np.full(len(k), np.inf)
     if len(k):
-        f1 = np.array([by1[i].face for i in persistent])
-        b1 = np.array([by1[i].bary for i in persistent], np.float64)
+        f1 = np.array([by1[truth[j]].face for j in persistent])
+        b1 = np.array([by1[truth[j]].bary for j in persistent], np.float64)
         d = geo1.between(tracking.mapped_face[k], tracking.mapped_bary[k], f1, b1, limit_mm=150.0)
         err = np.diagonal(d).copy()
     fin = err[np.isfinite(err)]
     return {"persistent": len(persistent), "correct": int(correct),
             "match_accuracy": correct / max(len(persistent), 1),
-            "new_true": len(ids2 - ids1), "new_found": len(tracking.new), "new_precision": new_p, "new_recall": new_r,
-            "missing_true": len(ids1 - ids2), "missing_found": len(tracking.missing),
+            "new_true": len(ids2 - set(truth)), "new_found": len(tracking.new), "new_precision": new_p,
+            "new_recall": new_r, "missing_true": len(ids1 - set(truth.values())),
+            "missing_found": len(tracking.missing),
+            "pair_confidence": [float(p["confidence"]) for p in tracking.pairs],
+            "pair_correct": [bool(truth.get(p["id2"]) == p["id1"]) for p in tracking.pairs],
             "missing_precision": mis_p, "missing_recall": mis_r,
             "localisation_median_mm": float(np.median(err)) if len(err) else float("nan"),
             "localisation_within_10mm": float(np.mean(err <= 10.0)) if len(err) else float("nan"),
@@ -106,12 +120,14 @@ def shuffled(scan, rng: np.random.Generator):
 
 
 def placed_lesions(scan1, scan2, perm1: np.ndarray, perm2: np.ndarray, n: int, rng: np.random.Generator,
-                   new_fraction: float = 0.06, removed_fraction: float = 0.04, grown_fraction: float = 0.12,
-                   min_spacing_mm: float = 8.0) -> tuple[LesionSet, LesionSet]:
+                   new_fraction: float = 0.10, removed_fraction: float = 0.10, grown_fraction: float = 0.12,
+                   min_spacing_mm: float = 30.0, shuffle_ids: bool = True) -> tuple[LesionSet, LesionSet, dict]:
     """Lesions placed at chosen vertices of two meshes in dense correspondence (the same
     original vertex index is the same body point), seen through shuffled copies (perm1, perm2
     from `shuffled`). n lesions at visit 1, at least min_spacing_mm apart; some removed, some
-    new, some grown at visit 2; the same lesion keeps its id. Diameters 1.5-8 mm (log-uniform)."""
+    new, some grown at visit 2. Diameters 1.5-8 mm (log-uniform). Visit 2's ids are a random
+    relabelling when shuffle_ids (nothing but geometry links the two lists). Returns both
+    lesion sets and the truth {id2: id1} of the persistent lesions."""
     n_orig = len(perm1)
     v1 = scan1.vertices[perm1]  # original order
     chosen: list[int] = []
@@ -148,4 +164,31 @@ def placed_lesions(scan1, scan2, perm1: np.ndarray, perm2: np.ndarray, n: int, r
                               confidence=1.0, source=source))
         return LesionSet(out, scan=scan.meta.source, detector="placed")
 
-    return lesion_set(scan1, perm1, first, diam, "placed"), lesion_set(scan2, perm2, second, diam2, "placed")
+    L1, L2 = lesion_set(scan1, perm1, first, diam, "placed"), lesion_set(scan2, perm2, second, diam2, "placed")
+    relabel = {int(i): int(i) for i in ids}
+    if shuffle_ids:
+        relabel = dict(zip(ids.tolist(), (1000 + rng.permutation(len(ids))).tolist()))
+        for l in L2.lesions:
+            l.id = relabel[l.id]
+        L2.lesions.sort(key=lambda l: l.id)
+    ids1, ids2 = {l.id for l in L1.lesions}, {l.id for l in L2.lesions}
+    truth = {relabel[i]: i for i in ids.tolist() if i in ids1 and relabel[i] in ids2}
+    return L1, L2, truth
+
+
+def calibration(confidence, correct, bins: int = 10, confident: float = 0.9) -> dict:
+    """How well pair confidences predict correctness. confidence (k,) in [0, 1], correct (k,)
+    bool. Expected calibration error over equal-width bins (|mean confidence - accuracy|
+    weighted by the bin's share), and the accuracy of the pairs at or above `confident`."""
+    c = np.asarray(confidence, np.float64)
+    ok = np.asarray(correct, bool)
+    if not len(c):
+        return {"pairs": 0, "ece": float("nan"), "confident_share": float("nan"), "confident_accuracy": float("nan")}
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(c, edges[1:-1]), 0, bins - 1)
+    ece = sum(abs(c[which == b].mean() - ok[which == b].mean()) * np.mean(which == b)
+              for b in range(bins) if np.any(which == b))
+    hi = c >= confident
+    return {"pairs": int(len(c)), "ece": float(ece), "accuracy": float(ok.mean()),
+            "confident_share": float(hi.mean()),
+            "confident_accuracy": float(ok[hi].mean()) if hi.any() else float("nan")}

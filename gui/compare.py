@@ -9,13 +9,14 @@ from gui.view3d import View3D
 
 PALETTE = [(44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194), (23, 190, 207), (188, 189, 34),
            (0, 128, 128), (100, 60, 160), (60, 120, 60), (90, 90, 90)]
-STATUS_RGB = {"new": (230, 20, 40), "grown": (255, 140, 0), "missing": (60, 60, 230)}
+STATUS_RGB = {"new": (230, 20, 40), "grown": (255, 140, 0), "missing": (60, 60, 230), "uncertain": (200, 0, 200)}
 
 
 def marks(tracking) -> tuple[dict, dict, dict, dict]:
     """Marker colours and labels of both visits from a Tracking: (colours1, labels1, colours2,
     labels2), each {lesion id: ...}. A matched pair shares its visit-1 number and a colour; a
-    grown one is orange with '↑', a new one red 'N<id>', a missing one blue '<id>?'."""
+    grown one is orange with '↑', a new one red 'N<id>', a missing one blue '<id>?', an uncertain
+    match (tracking confidence below bodymap.track.UNCERTAIN) magenta '<id>~' until reviewed."""
     c1, l1, c2, l2 = {}, {}, {}, {}
     if tracking is None:
         return c1, l1, c2, l2
@@ -23,6 +24,8 @@ def marks(tracking) -> tuple[dict, dict, dict, dict]:
         grown = "grown" in p["flags"]
         col = STATUS_RGB["grown"] if grown else PALETTE[p["id1"] % len(PALETTE)]
         text = f"{p['id1']}↑" if grown else str(p["id1"])
+        if p.get("status") == "uncertain":
+            col, text = STATUS_RGB["uncertain"], f"{p['id1']}~"
         c1[p["id1"]] = c2[p["id2"]] = col
         l1[p["id1"]] = l2[p["id2"]] = text
     for n in tracking.new:
@@ -133,9 +136,12 @@ class CompareWidget(QtWidgets.QWidget):
                              f"<b style='color:#c01020'>{len(tracking.new)} new</b>, "
                              f"<b style='color:#3c3ce6'>{len(tracking.missing)} missing</b>; "
                              f"{len(tracking.flagged)} flagged")
+        unsure = sum(p.get("status") == "uncertain" for p in tracking.pairs)
+        if unsure:
+            self.summary.setText(self.summary.text() + f"; <b style='color:#c000c0'>{unsure} uncertain: please review</b>")
         rows = []
         for p in tracking.pairs:
-            st = "grown" if "grown" in p["flags"] else "matched"
+            st = "uncertain" if p.get("status") == "uncertain" else "grown" if "grown" in p["flags"] else "matched"
             rows.append([st, p["id2"], p["id1"], p.get("region", ""), p["diameter1_mm"], p["diameter2_mm"],
                          p["diameter_change_mm"], ", ".join(p["flags"]), p["confidence"], "yes" if p["reviewed"] else ""])
         for n in tracking.new:

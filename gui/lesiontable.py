@@ -14,12 +14,17 @@ ID_ROLE = QtCore.Qt.ItemDataRole.UserRole + 2
 
 def change_status(tracking, visit: int) -> dict:
     """{lesion id: (text, status)} for visit 0 (earlier) or 1 (later) from a Tracking; status
-    one of matched, grown, new, missing (what the change column and the markers show)."""
+    one of matched, grown, new, missing, uncertain (a match the tracker is unsure of: to review;
+    what the change column and the markers show)."""
     out = {}
     if tracking is None:
         return out
     for p in tracking.pairs:
         st = "grown" if "grown" in p["flags"] else "matched"
+        if p.get("status") == "uncertain":
+            out[p["id2" if visit == 1 else "id1"]] = (f"uncertain match #{p['id1' if visit == 1 else 'id2']}: review",
+                                                       "uncertain")
+            continue
         if visit == 1:
             txt = f"{st} (#{p['id1']}, {p['diameter_change_mm']:+.1f} mm)" if st == "grown" else f"matched #{p['id1']}"
             if "colour change" in p["flags"]:
@@ -131,7 +136,7 @@ class LesionFilter(QtCore.QSortFilterProxyModel):
             return False
         st = m.changes.get(l.id, ("", ""))[1]
         if self.change == "flagged":
-            return st in ("grown", "new")
+            return st in ("grown", "new", "uncertain")
         return not self.change or st == self.change
 
 
@@ -154,7 +159,7 @@ class LesionTable(QtWidgets.QWidget):
         self.type_combo = QtWidgets.QComboBox()
         self.type_combo.addItems(["any type", "detected", "manual"])
         self.change_combo = QtWidgets.QComboBox()
-        self.change_combo.addItems(["any change", "flagged", "new", "grown", "matched", "missing"])
+        self.change_combo.addItems(["any change", "flagged", "new", "grown", "matched", "uncertain", "missing"])
         self.conf_spin = QtWidgets.QDoubleSpinBox(minimum=0, maximum=1, singleStep=0.1, decimals=2)
         self.conf_spin.setPrefix("conf ≥ ")
         self.suppressed_check = QtWidgets.QCheckBox("suppressed")

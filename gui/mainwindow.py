@@ -581,7 +581,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tracking = None
             self._refresh_all()
             self.autosave()
-            self.statusBar().showMessage(f"{len(r.lesions)} lesions found in {r.timings.get('total_s', 0):.0f} s", 10000)
+            fit = ""
+            if r.correspondence is not None:
+                from bodymap.anatomy.register import fit_summary
+
+                fit = f"; {fit_summary(r.correspondence.info)}"
+            self.statusBar().showMessage(f"{len(r.lesions)} lesions found in {r.timings.get('total_s', 0):.0f} s{fit}",
+                                         30000)
             if len(self.scans) == 2 and all(x.lesions is not None for x in self.project.visits):
                 self.run_tracking()
 

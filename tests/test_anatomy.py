@@ -39,6 +39,9 @@ def test_labels_agree_with_the_truth(labelled):
     assert s["corr_median_mm"] < 8 and s["corr_p95_mm"] < 25
     record = json.loads((out / "regions.json").read_text())
     assert record["fit"]["median_residual_mm"] < 5
+    q = record["fit"]["quality"]  # the fit-quality report the user sees
+    assert q["verdict"] == "good" and q["model_within_10mm"] >= 0.9 and q["within_5mm"] >= q["model_within_5mm"]
+    assert {"trunk", "head"} <= set(q["per_region"]) and q["body_coverage"] > 0.8
     # the analysis in the same folder reused the label run's registration (no second fit)
     timings = json.loads((out / "lesions.json").read_text())["info"]["timings"]
     assert timings.get("registration_reused") and timings["anatomy_s"] < 5
@@ -48,6 +51,41 @@ def test_labels_agree_with_the_truth(labelled):
         assert (out / name).stat().st_size > 1000
     coloured = load_scan(out / "regions.ply")
     assert coloured.n_vertices == scan.n_vertices and coloured.vertex_colors is not None
+
+
+def test_correspondence_keeps_a_hand_resting_on_the_thigh_on_the_hand():
+    """A scan point on a palm lying 1.5 mm above the thigh: the thigh is closer, but it faces the
+    other way; the point must take the palm's face (whose normal agrees), not the thigh's."""
+    from bodymap.anatomy.register import closest_compatible
+
+    g = np.linspace(0, 40, 9)
+    xx, yy = np.meshgrid(g, g)
+    grid = np.stack([xx.ravel(), yy.ravel()], 1)
+    thigh = np.c_[grid, np.zeros(len(grid))]  # faces up (+z)
+    palm = np.c_[grid, np.full(len(grid), 5.0)]  # faces down (-z)
+    quads = [(r * 9 + c, r * 9 + c + 1, (r + 1) * 9 + c + 1, (r + 1) * 9 + c) for r in range(8) for c in range(8)]
+    up = np.array([[a, b, c] for a, b, c, d in quads] + [[a, c, d] for a, b, c, d in quads])
+    faces = np.vstack([up, up[:, ::-1] + len(grid)])
+    body = np.vstack([thigh, palm])
+    pts = np.array([[20.0, 20.0, 1.5], [10.0, 30.0, 1.0]])
+    down, upn = np.tile([0.0, 0.0, -1.0], (2, 1)), np.tile([0.0, 0.0, 1.0], (2, 1))
+    f, _, d = closest_compatible(pts, down, body, faces)
+    assert (f >= len(up)).all() and (d < 5.5).all()  # the palm's faces
+    f, _, d = closest_compatible(pts, upn, body, faces)
+    assert (f < len(up)).all() and np.allclose(d, pts[:, 2])  # a thigh point stays on the thigh
+
+
+def test_fit_quality_verdicts():
+    from bodymap.anatomy.register import fit_quality, fit_summary
+
+    site = np.zeros(1000, int)
+    good = fit_quality(np.full(1000, 1.0), np.full(1000, 3.0), site, 0.99, False)
+    assert good["verdict"] == "good" and good["within_5mm"] == 1.0
+    off = np.r_[np.full(600, 3.0), np.full(400, 35.0)]  # 40 % of the scan 35 mm from the body
+    poor = fit_quality(off, off, site, 0.9, True)
+    assert poor["verdict"] == "poor" and "60%" in poor["reason"] and "partial" in poor["reason"]
+    assert fit_summary({"quality": poor}).startswith("body fit poor:")
+    assert fit_summary({}) == "body fit: not recorded"
 
 
 def test_region_at_names_where_each_lesion_is(labelled):

@@ -71,6 +71,13 @@ def test_tracking_with_true_lesion_lists(tracked):
         grew = p["diameter2_mm"] - p["diameter1_mm"] >= 1.0 or p["diameter_change_pct"] >= 20.0
         assert ("grown" in p["flags"]) == grew
     assert all(0.0 <= p["confidence"] <= 1.0 for p in result.pairs)
+    # below UNCERTAIN a pair is "uncertain, please review", and says so in the CSV
+    from bodymap.track import UNCERTAIN
+
+    assert all(p["status"] == ("matched" if p["confidence"] >= UNCERTAIN or p["reviewed"] else "uncertain")
+               for p in result.pairs)
+    right = [p["confidence"] for p in result.pairs if p["id1"] == p["id2"]]
+    assert np.mean(right) >= 0.8 and result.info["uncertain"] == sum(p["status"] == "uncertain" for p in result.pairs)
 
 
 @pytest.mark.slow
@@ -185,9 +192,9 @@ def test_faust_poses_as_unrelated_scans():
     rng = np.random.default_rng(11)
     s1, p1 = shuffled(load_scan(folder / "tr_reg_000.off"), rng)
     s2, p2 = shuffled(load_scan(folder / "tr_reg_002.off"), rng)
-    L1, L2 = placed_lesions(s1, s2, p1, p2, 120, rng)
+    L1, L2, truth = placed_lesions(s1, s2, p1, p2, 120, rng)
     result = track(Visit(s1, L1), Visit(s2, L2))
-    s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces))
+    s = score_tracking(result, L1, L2, SurfaceGeodesics(s1.vertices, s1.faces), truth)
     assert s["match_accuracy"] >= 0.85
     assert s["localisation_within_10mm"] >= 0.8
 

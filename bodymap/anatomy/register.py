@@ -41,6 +41,10 @@ COARSE_STEPS = 30
 COARSE_KEEP = 1.5
 PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
+# Quality verdicts: the share of the scan within 10 mm of the body model (before the surface
+# fit, which can lay the template on anything) that a good / fair fit reaches
+GOOD_WITHIN_10 = 0.90
+FAIR_WITHIN_10 = 0.75
 
 
 class RegistrationError(ValueError):
@@ -308,6 +312,149 @@ def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray, tick: Callable[
     return best
 
 
+# ----------------------------------------------------------------------------- surface fit
+
+def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """(n, 3) unit area-weighted vertex normals."""
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+def _umbrella(n: int, f: np.ndarray):
+    """(n, n) sparse uniform Laplacian I - D^-1 A of a triangle mesh."""
+    import scipy.sparse as sp
+
+    i = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    j = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    A = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    A.data[:] = 1.0
+    deg = np.asarray(A.sum(1)).ravel()
+    return sp.identity(n, format="csr") - sp.diags(1.0 / np.maximum(deg, 1)) @ A
+
+
+def surface_fit(body: np.ndarray, faces: np.ndarray, scan_vertices: np.ndarray, scan_normals: np.ndarray,
+                schedule=((30.0, 25.0), (10.0, 15.0), (3.0, 10.0), (1.0, 8.0))) -> np.ndarray:
+    """The fitted body (n, 3) mm moved onto the scan by a smooth displacement field.
+
+    Each round pairs every body vertex with its closest scan vertex (s, 3) when they lie within
+    the round's distance and their normals (scan_normals (s, 3)) agree, targets the foot of the
+    vertex on the scan's tangent plane there (so the surface may slide along itself: only the
+    gap across it is closed), and solves  min sum w |x - q|^2 + lam |L (x - body)|^2  (L: the
+    mesh's uniform Laplacian; lam and the distance shrink each round). Vertices without a
+    partner (holes, a part the scan lacks) follow their neighbours smoothly.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import splu
+
+    n = len(body)
+    L = _umbrella(n, faces)
+    K = (L.T @ L).tocsc()
+    tree = cKDTree(scan_vertices)
+    x = body.copy()
+    Kb = K @ body
+    for lam, tau in schedule:
+        nx = _vertex_normals(x, faces)
+        d, j = tree.query(x)
+        ok = (d < tau) & ((nx * scan_normals[j]).sum(1) > 0.5)
+        sn = scan_normals[j]
+        q = x - ((x - scan_vertices[j]) * sn).sum(1, keepdims=True) * sn
+        w = ok.astype(np.float64)
+        solve = splu((sp.diags(w) + lam * K).tocsc())
+        x = solve.solve(w[:, None] * q + lam * Kb)
+    return x
+
+
+# ----------------------------------------------------------------------------- correspondence
+
+def closest_compatible(points: np.ndarray, normals: np.ndarray, body: np.ndarray, faces: np.ndarray,
+                       k: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closest point of the body surface (body (n, 3), faces) to each point (p, 3) whose
+    normal agrees with the point's own (normals (p, 3)): face (p,), bary (p, 3), distance (p,) mm.
+
+    The plain closest point is kept where its face faces the same way as the point; elsewhere
+    (a hand resting on the thigh: the thigh is closest, but faces the palm) the nearest of the k
+    closest body vertices whose normal agrees is taken, as that vertex's corner of a face.
+    """
+    import gpytoolbox as gp
+
+    sqd, I, Lb = gp.squared_distance(points, body, F=faces, use_cpp=True, use_aabb=True)
+    I = np.asarray(I, np.int64).ravel()
+    B = clean_barycentric(Lb)
+    dist = np.sqrt(np.asarray(sqd).ravel())
+    fn = np.cross(body[faces[:, 1]] - body[faces[:, 0]], body[faces[:, 2]] - body[faces[:, 0]])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+    bad = np.flatnonzero((fn[I] * normals).sum(1) < 0.0)
+    if len(bad):
+        vn = _vertex_normals(body, faces)
+        dk, vk = cKDTree(body).query(points[bad], k=k)
+        agree = (vn[vk] * normals[bad][:, None]).sum(2) > 0.2
+        has = agree.any(1)
+        first = np.argmax(agree, axis=1)
+        rows = bad[has]
+        v = vk[has, first[has]]
+        # a face with that vertex as a corner, the point at that corner
+        corner_face = np.full(len(body), -1, np.int64)
+        corner_slot = np.zeros(len(body), np.int64)
+        for c in range(3):
+            corner_face[faces[:, c]] = np.arange(len(faces))
+            corner_slot[faces[:, c]] = c
+        I[rows] = corner_face[v]
+        B[rows] = np.eye(3)[corner_slot[v]]
+        dist[rows] = dk[has, first[has]]
+    return I, B, dist
+
+
+# ----------------------------------------------------------------------------- quality
+
+def fit_quality(residual_mm: np.ndarray, model_residual_mm: np.ndarray, site_l1: np.ndarray,
+                coverage: float, partial: bool) -> dict:
+    """The fit-quality report of one registration (JSON-ready).
+
+    residual_mm (n,): each scan vertex's distance to the final fitted surface;
+    model_residual_mm (n,): to the body model before the surface fit (how well a human body
+    explains the scan: the surface fit can lay the template on anything, so the verdict reads
+    this one); site_l1 (n,) level-1 site index of each vertex; coverage: share of the body's
+    surface with scan within 15 mm. verdict "good" / "fair" / "poor" and a sentence saying why.
+    """
+    from bodymap import taxonomy as tx
+
+    within = lambda r, t: round(float(np.mean(r <= t)), 4) if len(r) else None  # noqa: E731
+    per = {}
+    for s in np.unique(site_l1):
+        m = site_l1 == s
+        per[tx.SITES[int(s)].name] = {"vertices": int(m.sum()), "within_5mm": within(residual_mm[m], 5.0),
+                                      "within_10mm": within(residual_mm[m], 10.0),
+                                      "model_within_10mm": within(model_residual_mm[m], 10.0)}
+    w10 = float(np.mean(model_residual_mm <= 10.0))
+    worst = min(per.items(), key=lambda kv: kv[1]["model_within_10mm"])[0] if per else None
+    if w10 >= GOOD_WITHIN_10:
+        verdict, why = "good", f"{w10:.0%} of the scan lies within 10 mm of the fitted body"
+    elif w10 >= FAIR_WITHIN_10:
+        verdict, why = "fair", (f"only {w10:.0%} of the scan lies within 10 mm of the fitted body "
+                                f"(worst: {worst}); check the regions there")
+    else:
+        verdict, why = "poor", (f"only {w10:.0%} of the scan lies within 10 mm of the fitted body "
+                                f"(worst: {worst}): regions and tracking here are unreliable")
+    if partial:
+        why += f"; a partial scan (it shows {coverage:.0%} of the body)"
+    return {"verdict": verdict, "reason": why, "within_5mm": within(residual_mm, 5.0),
+            "within_10mm": within(residual_mm, 10.0), "model_within_5mm": within(model_residual_mm, 5.0),
+            "model_within_10mm": round(w10, 4), "body_coverage": round(float(coverage), 4),
+            "per_region": per}
+
+
+def fit_summary(info: dict) -> str:
+    """One line for the user about a registration's fit (Correspondence.info): its verdict and
+    why, e.g. "body fit good: 97% of the scan lies within 10 mm of the fitted body"."""
+    q = info.get("quality")
+    if not q:
+        return "body fit: not recorded"
+    return f"body fit {q['verdict']}: {q['reason']}"
+
+
 def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
     """n points (n, 3) mm on the scan surface, area-weighted."""
     p = scan.face_areas / scan.face_areas.sum()
@@ -319,7 +466,7 @@ def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000, steps: int = 400,
-             seed: int = 0) -> Correspondence:
+             seed: int = 0, refine: bool = True) -> Correspondence:
     """Register the template to ``scan`` (mm). Returns the dense Correspondence.
 
     Raises RegistrationError when the scan is not a body the template can fit.
@@ -389,21 +536,40 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
     fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
     fitted_scan = refine_ears(fitted_scan, scan.vertices)
-    say("correspondence", 0.9)
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.template import load_template
     from bodymap.synth.body import body_model
 
     faces = body_model().faces
-    sqd, I, L = gp.squared_distance(scan.vertices, fitted_scan, F=faces, use_cpp=True, use_aabb=True)
-    L = clean_barycentric(L)  # degenerate fitted triangles give nan
-    resid = np.sqrt(np.asarray(sqd).ravel())
+    # how well a human body explains the scan: the distance to the body model itself (the
+    # surface fit below can lay the template on anything, so the verdict reads this one)
+    model_d = np.sqrt(np.asarray(gp.squared_distance(scan.vertices, fitted_scan, F=faces, use_cpp=True,
+                                                     use_aabb=True)[0]).ravel())
+    if np.median(model_d) > 40.0:
+        raise RegistrationError(src, f"the body model does not fit this scan (median distance "
+                                     f"{np.median(model_d):.0f} mm after fitting): it may not be a whole "
+                                     f"human body, or a pose the fit cannot reach")
+    say("fitting the surface", 0.85)
+    sn = scan.vertex_normals
+    sv_all, sn_all = scan.vertices, sn
+    if len(sv_all) > 60_000:
+        keep = rng.choice(len(sv_all), 60_000, replace=False)
+        sv_all, sn_all = sv_all[keep], sn_all[keep]
+    # refine: the template surface laid onto the scan (a smooth displacement), so gaps the body
+    # model leaves (clothing-free anatomy it lacks, hair, soft tissue) do not shift correspondence
+    surface = surface_fit(fitted_scan, faces, sv_all, sn_all) if refine else fitted_scan
+    say("correspondence", 0.9)
+    I, B, resid = closest_compatible(scan.vertices, sn, surface, faces)
+    t = load_template()
+    site = tx.level_lut(1)[t.site[faces[I, np.argmax(B, axis=1)]]]
+    cover = float(np.mean(cKDTree(scan.vertices).query(surface, distance_upper_bound=15.0)[0] < 15.0))
+    quality = fit_quality(resid, model_d, site, cover, partial)
     info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
             "coarse_scan_to_body_mm": round(coarse_scan_to_body, 2),
             "coarse_trials_mm": [round(float(t[0]), 2) for t in trials],
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
-            "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()}}
-    if np.median(resid) > 40.0:
-        raise RegistrationError(src, f"the body model does not fit this scan (median distance "
-                                     f"{np.median(resid):.0f} mm): is it a human body in mm?")
+            "model_median_residual_mm": round(float(np.median(model_d)), 2),
+            "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
+            "quality": quality}
     say("done", 1.0)
-    return Correspondence(np.asarray(I).ravel().astype(np.int64), L.astype(np.float32),
-                          resid.astype(np.float32), fitted_scan, info)
+    return Correspondence(I, B.astype(np.float32), resid.astype(np.float32), surface, info)

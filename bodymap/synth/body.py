@@ -22,7 +22,12 @@ import numpy as np
 _AGE_YEARS = np.array([0.0, 1.0, 11.0, 25.0, 90.0])
 _AGE_PARAM = np.array([-1 / 3, 0.0, 1 / 3, 2 / 3, 1.0])
 
-POSES = ("a-pose", "arms-down", "arms-raised", "random")
+# Poses a clinic meets beyond the standing ones; each visit draws its own variation (joints
+# jittered by up to JITTER_DEG) of the named pose (bodymap.synth.poses.START_POSES).
+CLINIC_POSES = ("arms-crossed", "hands-on-hips", "hands-on-head", "hands-to-face", "arms-forward", "bent-forward",
+                "seated", "kneeling")
+POSES = ("a-pose", "arms-down", "arms-raised", "random") + CLINIC_POSES
+JITTER_DEG = 15.0
 
 
 @dataclasses.dataclass
@@ -77,7 +82,8 @@ def _rot(axis: str, deg: float) -> np.ndarray:
 def pose_rotations(pose: str, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Bone rotations (3x3, world-aligned, anny 'local-ref' parameterization) for a named pose.
 
-    pose : one of POSES. "random" perturbs the A-pose within plausible ranges (needs rng).
+    pose : one of POSES. "random" perturbs the A-pose within plausible ranges (needs rng);
+    a clinic pose (CLINIC_POSES) is jittered by up to JITTER_DEG per joint when rng is given.
     The rest pose of anny is an A-pose with the arms about 50 degrees below horizontal;
     a positive rotation about +y lowers the left arm (+x side) and raises the right.
     """
@@ -88,6 +94,17 @@ def pose_rotations(pose: str, rng: np.random.Generator | None = None) -> dict[st
         r["upperarm01.L"], r["upperarm01.R"] = _rot("y", 36), _rot("y", -36)
     elif pose == "arms-raised":
         r["upperarm01.L"], r["upperarm01.R"] = _rot("y", -85), _rot("y", 85)
+    elif pose in CLINIC_POSES:
+        from bodymap.synth.poses import START_POSES
+
+        r = {k: np.asarray(v, float) for k, v in START_POSES[pose].items()}
+        if rng is not None:
+            from scipy.spatial.transform import Rotation
+
+            for bone in list(r) + ["spine03", "neck01"]:
+                axis = rng.normal(size=3)
+                jit = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.deg2rad(rng.uniform(0, JITTER_DEG)))
+                r[bone] = jit.as_matrix() @ r.get(bone, np.eye(3))
     elif pose == "random":
         if rng is None:
             raise ValueError("pose 'random' needs a random generator")

@@ -16,7 +16,7 @@ import numpy as np
 
 from bodymap.scan import Scan, ScanMeta
 from bodymap.synth import truth as truth_io
-from bodymap.synth.body import PARTS, POSES, BodySpec, body_model, landmark_weights, pose_rotations, vertex_parts
+from bodymap.synth.body import CLINIC_POSES, PARTS, POSES, BodySpec, body_model, landmark_weights, pose_rotations, vertex_parts
 from bodymap.synth.lesions import CONFOUNDER_TYPES, LesionPainter, LesionSpec, sample_lesions
 from bodymap.synth.scanner import remesh, scanner_artifacts, subdivide
 from bodymap.synth.skin import SkinSpec, draw_hair, paint_skin
@@ -124,7 +124,7 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
         if k > 0:
             spec.weight = float(np.clip(body.weight + rng.uniform(-1, 1) * options.weight_change, 0.0, 1.0))
         pose = options.poses[min(k, len(options.poses) - 1)]
-        rot = pose_rotations(pose, rng if pose == "random" else None)
+        rot = pose_rotations(pose, rng if pose == "random" or pose in CLINIC_POSES else None)
         visit_bodies.append((spec, pose, rot, bm.vertices(spec, rot)))
     v1 = visit_bodies[0][3]
     lesions = sample_lesions(options.n_lesions, v1, faces, fparts, face_allowed, rng)
