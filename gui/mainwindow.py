@@ -15,7 +15,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, History, Project, ProjectError, Review,
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
-from gui.compare import CompareWidget, marks
+from gui.compare import CompareWidget, legend_html, marks
 from gui.detail import DetailPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
@@ -389,8 +389,10 @@ class MainWindow(QtWidgets.QMainWindow):
         tracking = None
         if pr.tracking:
             try:
-                tracking = _tracking_from_dict(pr.tracking)
-            except Exception:  # an old tracking can always be computed again; the edits matter
+                from bodymap.track import Tracking
+
+                tracking = Tracking.from_dict(pr.tracking, path)
+            except ValueError:  # an old tracking can always be computed again; the edits matter
                 tracking = None
         states = list(pr.visits)
 
@@ -490,8 +492,7 @@ class MainWindow(QtWidgets.QMainWindow):
         n = len(v.lesions) if v is not None and v.lesions is not None else 0
         mk = f"<b>{n}</b> lesions (markers numbered as in the table"
         if len(self.scans) == 2 and self.tracking is not None:
-            mk += "; <span style='color:#e61428'>● new</span>, <span style='color:#ff8c00'>● grown</span>, " \
-                  "<span style='color:#3c3ce6'>● missing</span>, other colours: matched (as in Compare)"
+            mk += "; " + legend_html()
         self.legend.setText(mk + ")" + ("<br>" + sw if sw else ""))
 
     def set_overlay(self, mode: str) -> None:
@@ -934,13 +935,3 @@ def _title(path: str) -> str:
     if p.is_dir():
         return p.name
     return f"{p.parent.name}/{p.name}"
-
-
-def _tracking_from_dict(d: dict):
-    """A Tracking from its to_dict() form (as kept in the project file)."""
-    from bodymap.track import Tracking
-
-    m = d.get("mapped", [])
-    return Tracking(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
-                    np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
-                    d.get("info", {}))
