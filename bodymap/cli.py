@@ -306,9 +306,10 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
     """Track v2 against v1 with every review of the pair (bodymap.reviewfiles: the folders'
     reviews.json, the per-user store, --reviews); the merged reviews are kept in out and the store."""
     from bodymap import reviewfiles
-    from bodymap.pipeline import track_visits
+    from bodymap.workspace import Workspace
 
-    rv, used, notes = reviewfiles.gather(v1, v2, folders, getattr(args, "reviews", None))
+    ws = Workspace.of(v1, v2)  # the GUI's application layer: the same reviews, the same tracking
+    rv, used, notes = ws.gather_reviews(folders, explicit=getattr(args, "reviews", None))
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if used:
@@ -316,7 +317,7 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
               f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
     bar = _Bar("tracking", enabled=not args.quiet)
     try:
-        t = track_visits(v1, v2, reviews=rv, progress=bar)
+        t = ws.compute_tracking(bar, reviews=rv)
     finally:
         bar.close()
     reviewfiles.keep(rv, v1, v2, [out])
