@@ -306,9 +306,10 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
     """Track v2 against v1 with every review of the pair (bodymap.reviewfiles: the folders'
     reviews.json, the per-user store, --reviews); the merged reviews are kept in out and the store."""
     from bodymap import reviewfiles
-    from bodymap.pipeline import track_visits
+    from bodymap.workspace import Workspace
 
-    rv, used, notes = reviewfiles.gather(v1, v2, folders, getattr(args, "reviews", None))
+    ws = Workspace.of(v1, v2)  # the GUI's application layer: the same reviews, the same tracking
+    rv, used, notes = ws.gather_reviews(folders, explicit=getattr(args, "reviews", None))
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if used:
@@ -316,7 +317,7 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
               f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
     bar = _Bar("tracking", enabled=not args.quiet)
     try:
-        t = track_visits(v1, v2, reviews=rv, progress=bar)
+        t = ws.compute_tracking(bar, reviews=rv)
     finally:
         bar.close()
     reviewfiles.keep(rv, v1, v2, [out])
@@ -325,13 +326,10 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
 
 def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
     from bodymap.pipeline import write_tracking
-    from bodymap.track import UNCERTAIN
+    from bodymap.records import UNCERTAIN, Status, counts, summary
 
-    flagged = tracking.flagged
-    print(f"{len(tracking.pairs)} matched, {len(tracking.new)} new, {len(tracking.missing)} missing; "
-          f"{len(flagged)} flagged ({sum('grown' in p['flags'] for p in tracking.pairs)} grown) in "
-          f"{tracking.info['timings']['total_s']:.1f} s")
-    unsure = tracking.info.get("uncertain", 0)
+    print(f"{summary(tracking)} in {tracking.info['timings']['total_s']:.1f} s")
+    unsure = counts(tracking)[Status.UNCERTAIN]
     if unsure:
         print(f"{unsure} of the matches are uncertain (confidence < {UNCERTAIN:g}): review them "
               f"(tracking.csv status 'uncertain'; `bodymap review`)")
@@ -390,8 +388,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     if not tfile.is_file():
         raise FileNotFoundError(f"{folder}: no tracking.json here; give the folder `bodymap track` wrote")
     t = Tracking.load_json(tfile)
-    ids1 = {int(p["id1"]) for p in t.pairs} | {int(p["id1"]) for p in t.missing}
-    ids2 = {int(p["id2"]) for p in t.pairs} | {int(p["id2"]) for p in t.new}
+    ids1 = {p.id1 for p in t.pairs} | {p.id1 for p in t.missing}
+    ids2 = {p.id2 for p in t.pairs} | {p.id2 for p in t.new}
     bad = []
     pairs = [("confirm", p) for p in args.confirm or []] + [("reassign", p) for p in args.reassign or []] \
         + [("reject", p) for p in args.reject or []]

@@ -21,6 +21,8 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Sequence
 
+from bodymap.records import Status, change_word
+
 Progress = Callable[[str, float], None]
 
 
@@ -50,14 +52,6 @@ class Series:
         return [(k, i) for k, d in enumerate(self.ids) for i, p in d.items() if p == pid]
 
 
-def pair_status(flags: Sequence[str]) -> str:
-    """One word for a matched lesion's change from its flags (bodymap.track): 'grown',
-    'changed' (any other flag, e.g. colour change) or 'stable'."""
-    if "grown" in flags:
-        return "grown"
-    return "changed" if flags else "stable"
-
-
 def chain_ids(lesion_ids: Sequence[Sequence[int]], trackings: Sequence) -> Series:
     """Persistent ids from pairwise tracking results.
 
@@ -75,16 +69,16 @@ def chain_ids(lesion_ids: Sequence[Sequence[int]], trackings: Sequence) -> Serie
     for k, lids in enumerate(lesion_ids):
         tr = trackings[k - 1] if k else None
         partner = tr.partner() if tr is not None else {}
-        flags = {int(p["id2"]): list(p.get("flags", [])) for p in tr.pairs} if tr is not None else {}
+        flags = {int(p.id2): p.flags for p in tr.pairs} if tr is not None else {}
         cur, st, prev = {}, {}, {}
         for i in sorted(int(x) for x in lids):
             j = partner.get(i)
             if j is not None and int(j) in ids[k - 1]:
                 cur[i], prev[i] = ids[k - 1][int(j)], int(j)
-                st[i] = pair_status(flags.get(i, []))
+                st[i] = change_word(flags.get(i, []))
             else:
                 cur[i], next_id = next_id, next_id + 1
-                st[i] = "new" if tr is not None else "untracked"
+                st[i] = Status.NEW.value if tr is not None else "untracked"
         ids.append(cur)
         status.append(st)
         previous.append(prev)

@@ -186,14 +186,14 @@ def build_index(out: str | Path) -> Path:
                                    "scan_path": r.get("path"), "analysis_dir": r["dest"]})
             diag = _read_json(out / r["dest"] / "diagnoses.json").get("lesions", {})
             tr = trackings[k - 1] if k else None
-            pairs = {int(p["id2"]): p for p in tr.pairs} if tr is not None else {}
+            pairs = {p.id2: p for p in tr.pairs} if tr is not None else {}
             years = _years(done[k - 1].get("date"), r.get("date")) if k else None
             for l in ls.lesions:
                 reg = l.region or {}
                 site, l1, l2, l3 = _site_levels(reg.get("code", ""))
                 p = pairs.get(l.id)
                 d = diag.get(str(l.id)) or {}
-                dd = p.get("diameter_change_mm") if p else None
+                dd = p.diameter_change_mm if p else None
                 m = l.measures or {}
                 row = {"patient_id": pid, "visit_id": r["visit"], "visit_date": r.get("date") or None,
                        "visit_index": k, "lesion_id": l.id, "persistent_id": series.ids[k][l.id],
@@ -203,12 +203,12 @@ def build_index(out: str | Path) -> Path:
                        "ear_region": reg.get("ear") if reg.get("ear") not in (None, "non_ear") else None,
                        "region": reg.get("description"), "diameter_mm": _rnd(l.diameter_mm),
                        "area_mm2": _rnd(l.area_mm2), "diameter_change_mm": dd,
-                       "area_change_mm2": _rnd(p["area2_mm2"] - p["area1_mm2"], 3) if p and p.get("area1_mm2")
-                       is not None and p.get("area2_mm2") is not None else None,
-                       "colour_delta_e": p.get("colour_delta_e") if p else None,
+                       "area_change_mm2": _rnd(p.area2_mm2 - p.area1_mm2, 3) if p and p.area1_mm2
+                       is not None and p.area2_mm2 is not None else None,
+                       "colour_delta_e": p.colour_delta_e if p else None,
                        "growth_mm_per_year": _rnd(dd / years, 3) if dd is not None and years else None,
-                       "track_confidence": p.get("confidence") if p else None,
-                       "flags": ";".join(p.get("flags", [])) if p else None,
+                       "track_confidence": p.confidence if p else None,
+                       "flags": ";".join(p.flags) if p else None,
                        "diagnosis": d.get("label"), "diagnosis_prob": _rnd((d.get("probs") or {}).get(d.get("label"))),
                        "scan_x_mm": _rnd(l.point_mm[0], 3), "scan_y_mm": _rnd(l.point_mm[1], 3),
                        "scan_z_mm": _rnd(l.point_mm[2], 3), "colour_l": _rnd(l.colour_lab[0]),
@@ -229,21 +229,20 @@ def build_index(out: str | Path) -> Path:
             base = {"patient_id": pid, "visit_from": a["visit"], "visit_to": b["visit"],
                     "date_from": a.get("date") or None, "date_to": b.get("date") or None, "tracking_dir": tdirs[k - 1]}
             for p in tr.pairs:
-                rows["tracks"].append({**base, "persistent_id": series.ids[k][int(p["id2"])], "status": "matched",
-                                       "lesion_from": p["id1"], "lesion_to": p["id2"],
-                                       "confidence": p.get("confidence"), "distance_mm": p.get("distance_mm"),
-                                       "diameter_from_mm": p.get("diameter1_mm"), "diameter_to_mm": p.get("diameter2_mm"),
-                                       "diameter_change_mm": p.get("diameter_change_mm"),
-                                       "colour_delta_e": p.get("colour_delta_e"), "flags": ";".join(p.get("flags", [])),
-                                       "reviewed": bool(p.get("reviewed"))})
+                rows["tracks"].append({**base, "persistent_id": series.ids[k][p.id2], "status": p.status.value,
+                                       "lesion_from": p.id1, "lesion_to": p.id2,
+                                       "confidence": p.confidence, "distance_mm": p.distance_mm,
+                                       "diameter_from_mm": p.diameter1_mm, "diameter_to_mm": p.diameter2_mm,
+                                       "diameter_change_mm": p.diameter_change_mm,
+                                       "colour_delta_e": p.colour_delta_e, "flags": ";".join(p.flags),
+                                       "reviewed": p.reviewed})
             for p in tr.new:
-                rows["tracks"].append({**base, "persistent_id": series.ids[k].get(int(p["id2"])), "status": "new",
-                                       "lesion_to": p["id2"], "diameter_to_mm": p.get("diameter_mm"),
-                                       "flags": ";".join(p.get("flags", []))})
+                rows["tracks"].append({**base, "persistent_id": series.ids[k].get(p.id2), "status": p.status.value,
+                                       "lesion_to": p.id2, "diameter_to_mm": p.diameter_mm, "flags": ";".join(p.flags)})
             for p in tr.missing:
-                rows["tracks"].append({**base, "persistent_id": series.ids[k - 1].get(int(p["id1"])),
-                                       "status": "missing", "lesion_from": p["id1"],
-                                       "diameter_from_mm": p.get("diameter_mm"), "flags": ";".join(p.get("flags", []))})
+                rows["tracks"].append({**base, "persistent_id": series.ids[k - 1].get(p.id1),
+                                       "status": p.status.value, "lesion_from": p.id1,
+                                       "diameter_from_mm": p.diameter_mm, "flags": ";".join(p.flags)})
         photos = [r for r in recs if r["kind"] == "photo" and r["patient"] == pid]
         for r in photos:
             if r["status"] != "done":

@@ -28,6 +28,8 @@ from bodymap.geodesic import SurfaceGeodesics
 from bodymap.jsonfile import read_json, write_json
 from bodymap.lesions import LesionSet
 from bodymap.project import clean_barycentric
+from bodymap.records import (CONFIDENT, FLAG_COLOUR, FLAG_GROWN, UNCERTAIN, MissingLesion, NewLesion,  # noqa: F401
+                             Status, TrackedPair, flag_new)
 from bodymap.scan import Scan
 
 Progress = Callable[[str, float], None]
@@ -40,10 +42,8 @@ GROWN_FRACTION = 0.20
 NEW_FLAG_MM = 3.0
 COLOUR_FLAG_DE = 10.0  # CIELAB Delta E of the lesion's mean colour
 # A pair's confidence is the calibrated probability that it is right (see calibrated_confidence);
-# below UNCERTAIN it is shown as "uncertain, please review" instead of as a match, and from
-# CONFIDENT up it may be trusted without review.
-UNCERTAIN = 0.5
-CONFIDENT = 0.9
+# below UNCERTAIN (bodymap.records) it is shown as "uncertain, please review" instead of as a
+# match, and from CONFIDENT up it may be trusted without review.
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "tracking_calibration.json"
 # what a pair's confidence is computed from (pair_features)
 FEATURES = ("cost", "margin", "support", "agreeing", "distance", "leftover")
@@ -156,34 +156,53 @@ class Reviews:
 
 @dataclasses.dataclass
 class Tracking:
-    """The result. pairs: one dict per matched lesion (id1, id2, confidence, distance_mm after
-    mapping, reviewed, diameters and change, flags); new: visit-2 lesions without a partner
-    (id2, diameter_mm, flags); missing: visit-1 lesions without a partner (id1, diameter_mm);
-    mapped: (k2, 3) mm, each visit-2 lesion's position on scan 1; info: parameters, timings."""
+    """The result. pairs: TrackedPair per matched lesion (bodymap.records); new: NewLesion per
+    visit-2 lesion without a partner; missing: MissingLesion per visit-1 lesion without one;
+    mapped: (k2, 3) mm, each visit-2 lesion's position on scan 1 (mapped_face (k2,),
+    mapped_bary (k2, 3)); info: parameters, timings. Records given as dicts (to_dict()'s
+    form) are read into records."""
 
-    pairs: list[dict]
-    new: list[dict]
-    missing: list[dict]
+    pairs: list[TrackedPair]
+    new: list[NewLesion]
+    missing: list[MissingLesion]
     mapped: np.ndarray
     mapped_face: np.ndarray
     mapped_bary: np.ndarray
     info: dict = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self):
+        self.pairs = [p if isinstance(p, TrackedPair) else TrackedPair.from_dict(p) for p in self.pairs]
+        self.new = [n if isinstance(n, NewLesion) else NewLesion.from_dict(n) for n in self.new]
+        self.missing = [m if isinstance(m, MissingLesion) else MissingLesion.from_dict(m) for m in self.missing]
+
     def partner(self) -> dict:
         """{id2: id1} of the matched pairs."""
-        return {p["id2"]: p["id1"] for p in self.pairs}
+        return {p.id2: p.id1 for p in self.pairs}
 
     @property
-    def flagged(self) -> list[dict]:
+    def flagged(self) -> list:
         """Pairs and new lesions with at least one flag."""
-        return [p for p in self.pairs + self.new if p["flags"]]
+        return [p for p in [*self.pairs, *self.new] if p.flags]
 
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "info": self.info, "pairs": self.pairs, "new": self.new, "missing": self.missing,
+        return {"schema": SCHEMA, "info": self.info, "pairs": [p.to_dict() for p in self.pairs],
+                "new": [n.to_dict() for n in self.new], "missing": [m.to_dict() for m in self.missing],
                 "mapped": [{"id2": i, "point_mm": [round(float(x), 3) for x in p], "face": int(f),
                             "bary": [round(float(x), 6) for x in b]}
                            for i, p, f, b in zip(self.info.get("ids2", []), self.mapped, self.mapped_face,
                                                  self.mapped_bary)]}
+
+    @classmethod
+    def from_dict(cls, d: dict, source="tracking") -> "Tracking":
+        """A Tracking from to_dict()'s form (also as kept in a project file, and files of older
+        versions). ValueError naming source when a record is malformed."""
+        try:
+            m = d.get("mapped", [])
+            return cls(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m], float).reshape(-1, 3),
+                       np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m], float).reshape(-1, 3),
+                       d.get("info", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{source}: not a readable tracking ({type(e).__name__}: {e})") from None
 
     def save_json(self, path: str | Path) -> None:
         """Write the result as JSON (schema bodymap.tracking/1)."""
@@ -192,14 +211,11 @@ class Tracking:
     @classmethod
     def load_json(cls, path: str | Path) -> "Tracking":
         """Read a file written by save_json. Raises ValueError naming the file when it is not one."""
-        d = read_json(path, SCHEMA, "tracking file")
-        m = d.get("mapped", [])
-        return cls(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
-                   np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
-                   d.get("info", {}))
+        return cls.from_dict(read_json(path, SCHEMA, "tracking file"), path)
 
     def save_csv(self, path: str | Path) -> None:
-        """One row per lesion of either visit: status (matched, new, missing), ids, sizes, change, flags."""
+        """One row per lesion of either visit: status (matched, grown, uncertain, new, missing),
+        ids, sizes, change, flags."""
         import csv
 
         cols = ["status", "id1", "id2", "confidence", "distance_mm", "reviewed", "diameter1_mm", "diameter2_mm",
@@ -211,11 +227,11 @@ class Tracking:
             w = csv.DictWriter(fh, cols, extrasaction="ignore")
             w.writeheader()
             for p in self.pairs:
-                w.writerow({**p, "status": p.get("status", "matched"), "flags": ";".join(p["flags"])})
+                w.writerow({**p.to_dict(), "flags": ";".join(p.flags)})
             for p in self.new:
-                w.writerow({**p, "status": "new", "diameter2_mm": p["diameter_mm"], "flags": ";".join(p["flags"])})
+                w.writerow({**p.to_dict(), "diameter2_mm": p.diameter_mm, "flags": ";".join(p.flags)})
             for p in self.missing:
-                w.writerow({**p, "status": "missing", "diameter1_mm": p["diameter_mm"], "flags": ";".join(p["flags"])})
+                w.writerow({**p.to_dict(), "diameter1_mm": p.diameter_mm, "flags": ";".join(p.flags)})
 
 
 def _arrays(ls: LesionSet) -> dict:
@@ -355,19 +371,17 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     pairs, new, missing = [], [], []
     for j, i in sorted(assign.items(), key=lambda t: b["ids"][t[0]]):
         p = _pair(a, b, i, j, float(X[i, j]), 1.0 if j in fixed else float(prob[j]), j in fixed)
-        p["features"] = [round(float(x), 4) for x in feats[j]]
+        p.features = [round(float(x), 4) for x in feats[j]]
         pairs.append(p)
     matched1 = set(assign.values())
     for j in range(k2):
         if j not in assign:
             d = float(b["diameter"][j])
-            new.append({"id2": int(b["ids"][j]), "diameter_mm": round(d, 2), "region": b["region"][j],
-                        "reviewed": int(b["ids"][j]) in rv.new,
-                        "flags": [f"new >= {NEW_FLAG_MM:g} mm"] if d >= NEW_FLAG_MM else []})
+            new.append(NewLesion(int(b["ids"][j]), round(d, 2), b["region"][j], int(b["ids"][j]) in rv.new,
+                                 [flag_new(NEW_FLAG_MM)] if d >= NEW_FLAG_MM else []))
     for i in range(k1):
         if i not in matched1:
-            missing.append({"id1": int(a["ids"][i]), "diameter_mm": round(float(a["diameter"][i]), 2),
-                            "region": a["region"][i], "flags": ["missing"]})
+            missing.append(MissingLesion(int(a["ids"][i]), round(float(a["diameter"][i]), 2), a["region"][i]))
     times["total_s"] = time.perf_counter() - t0
     info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
             "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
@@ -375,7 +389,7 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
             "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None,
             # each visit's registration verdict: a fair or poor fit makes every match there less sure
             "fit": [(v.correspondence.info.get("quality") or {}).get("verdict") for v in (visit1, visit2)],
-            "uncertain": sum(p["status"] == "uncertain" for p in pairs)}
+            "uncertain": sum(p.status is Status.UNCERTAIN for p in pairs)}
     say("done", 1.0)
     return Tracking(pairs, new, missing, m, mf, mb, info)
 
@@ -683,7 +697,7 @@ def _confidence(cost: float, second: float) -> float:
     return float(np.clip(np.exp(-cost / 4) * (1 - np.exp(-margin)), 0.0, 1.0))
 
 
-def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: bool) -> dict:
+def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: bool) -> TrackedPair:
     """The record of one matched pair: sizes, change and the flags a clinician acts on."""
     d1, d2 = float(a["diameter"][i]), float(b["diameter"][j])
     dd = d2 - d1
@@ -691,15 +705,11 @@ def _pair(a: dict, b: dict, i: int, j: int, dist: float, conf: float, reviewed: 
     de = float(np.linalg.norm(a["lab"][i] - b["lab"][j]))
     flags = []
     if dd >= GROWN_MM or pct >= 100 * GROWN_FRACTION:
-        flags.append("grown")
+        flags.append(FLAG_GROWN)
     if np.isfinite(de) and de >= COLOUR_FLAG_DE:
-        flags.append("colour change")
-    conf = float(np.clip(conf, 0.0, 1.0))
-    return {"id1": int(a["ids"][i]), "id2": int(b["ids"][j]), "confidence": round(conf, 3),
-            "status": "matched" if reviewed or conf >= UNCERTAIN else "uncertain",
-            "distance_mm": round(dist, 2) if np.isfinite(dist) else None, "reviewed": reviewed,
-            "diameter1_mm": round(d1, 2), "diameter2_mm": round(d2, 2), "diameter_change_mm": round(dd, 2),
-            "diameter_change_pct": round(pct, 1), "area1_mm2": round(float(a["area"][i]), 2),
-            "area2_mm2": round(float(b["area"][j]), 2), "area_change_mm2": round(float(b["area"][j] - a["area"][i]), 2),
-            "colour_delta_e": round(de, 2) if np.isfinite(de) else None, "region": b["region"][j] or a["region"][i],
-            "flags": flags}
+        flags.append(FLAG_COLOUR)
+    return TrackedPair(int(a["ids"][i]), int(b["ids"][j]), round(float(np.clip(conf, 0.0, 1.0)), 3),
+                       round(dist, 2) if np.isfinite(dist) else None, reviewed, round(d1, 2), round(d2, 2), round(dd, 2),
+                       round(pct, 1), round(float(a["area"][i]), 2), round(float(b["area"][j]), 2),
+                       round(float(b["area"][j] - a["area"][i]), 2), round(de, 2) if np.isfinite(de) else None,
+                       b["region"][j] or a["region"][i], flags)

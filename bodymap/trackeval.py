@@ -56,8 +56,8 @@ def score_tracking(tracking, lesions1: LesionSet, lesions2: LesionSet, geo1: Sur
     persistent = sorted(truth)  # visit-2 ids of the persistent lesions
     partner = tracking.partner()
     correct = sum(partner.get(j) == truth[j] for j in persistent)
-    new_p, new_r = _pr({n["id2"] for n in tracking.new}, ids2 - set(truth))
-    mis_p, mis_r = _pr({n["id1"] for n in tracking.missing}, ids1 - set(truth.values()))
+    new_p, new_r = _pr({n.id2 for n in tracking.new}, ids2 - set(truth))
+    mis_p, mis_r = _pr({n.id1 for n in tracking.missing}, ids1 - set(truth.values()))
     # localisation: mapped visit-2 point vs the same lesion's true point on scan 1
     order2 = {l.id: k for k, l in enumerate(lesions2.lesions)}
     by1 = {l.id: l for l in lesions1.lesions}
@@ -74,8 +74,8 @@ def score_tracking(tracking, lesions1: LesionSet, lesions2: LesionSet, geo1: Sur
             "new_true": len(ids2 - set(truth)), "new_found": len(tracking.new), "new_precision": new_p,
             "new_recall": new_r, "missing_true": len(ids1 - set(truth.values())),
             "missing_found": len(tracking.missing),
-            "pair_confidence": [float(p["confidence"]) for p in tracking.pairs],
-            "pair_correct": [bool(truth.get(p["id2"]) == p["id1"]) for p in tracking.pairs],
+            "pair_confidence": [float(p.confidence) for p in tracking.pairs],
+            "pair_correct": [bool(truth.get(p.id2) == p.id1) for p in tracking.pairs],
             "missing_precision": mis_p, "missing_recall": mis_r,
             "localisation_median_mm": float(np.median(err)) if len(err) else float("nan"),
             "localisation_within_10mm": float(np.mean(err <= 10.0)) if len(err) else float("nan"),

@@ -1,38 +1,25 @@
-"""Compare two visits side by side: linked cameras, matched lesions with the same number and
-colour on both bodies, new ones in red, grown ones in orange, missing ones in blue; a match
-table where the clinician confirms, rejects or reassigns a match or marks a lesion new."""
+"""Compare two visits side by side: linked cameras, lesions marked by status (bodymap.records:
+a matched pair with the same number on both bodies, grown, uncertain, new and missing each in
+its colour); a match table where the clinician confirms, rejects or reassigns a match or marks
+a lesion new."""
 from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from bodymap.records import STYLES, Status, counts, markers
 from gui.view3d import View3D
 
-PALETTE = [(44, 160, 44), (148, 103, 189), (140, 86, 75), (227, 119, 194), (23, 190, 207), (188, 189, 34),
-           (0, 128, 128), (100, 60, 160), (60, 120, 60), (90, 90, 90)]
-STATUS_RGB = {"new": (230, 20, 40), "grown": (255, 140, 0), "missing": (60, 60, 230), "uncertain": (200, 0, 200)}
 
 
 def marks(tracking) -> tuple[dict, dict, dict, dict]:
-    """Marker colours and labels of both visits from a Tracking: (colours1, labels1, colours2,
-    labels2), each {lesion id: ...}. A matched pair shares its visit-1 number and a colour; a
-    grown one is orange with '↑', a new one red 'N<id>', a missing one blue '<id>?', an uncertain
-    match (tracking confidence below bodymap.track.UNCERTAIN) magenta '<id>~' until reviewed."""
-    c1, l1, c2, l2 = {}, {}, {}, {}
-    if tracking is None:
-        return c1, l1, c2, l2
-    for p in tracking.pairs:
-        grown = "grown" in p["flags"]
-        col = STATUS_RGB["grown"] if grown else PALETTE[p["id1"] % len(PALETTE)]
-        text = f"{p['id1']}↑" if grown else str(p["id1"])
-        if p.get("status") == "uncertain":
-            col, text = STATUS_RGB["uncertain"], f"{p['id1']}~"
-        c1[p["id1"]] = c2[p["id2"]] = col
-        l1[p["id1"]] = l2[p["id2"]] = text
-    for n in tracking.new:
-        c2[n["id2"]], l2[n["id2"]] = STATUS_RGB["new"], f"N{n['id2']}"
-    for m in tracking.missing:
-        c1[m["id1"]], l1[m["id1"]] = STATUS_RGB["missing"], f"{m['id1']}?"
-    return c1, l1, c2, l2
+    """Marker colours and labels of both visits (bodymap.records.markers: one palette for the
+    GUI, the maps and the PDF)."""
+    return markers(tracking)
+
+
+def legend_html() -> str:
+    """The status legend: a coloured dot and text per status (bodymap.records.STYLES)."""
+    return " &nbsp; ".join(f"<span style='color:{s.hex}'>●</span> {s.legend}" for s in STYLES.values())
 
 
 MATCH_COLUMNS = ["status", "visit 2", "visit 1", "region", "diam. 1", "diam. 2", "change mm", "flags", "confidence",
@@ -65,10 +52,7 @@ class CompareWidget(QtWidgets.QWidget):
         tl.addWidget(self.view1, 1, 0)
         tl.addWidget(self.view2, 1, 1)
         tl.setRowStretch(1, 1)
-        self.legend = QtWidgets.QLabel(
-            "<span style='color:#2ca02c'>●</span> matched (same number and colour on both visits) &nbsp; "
-            "<span style='color:#ff8c00'>●</span> grown (↑) &nbsp; <span style='color:#e61428'>●</span> new (N…) "
-            "&nbsp; <span style='color:#3c3ce6'>●</span> missing (…?) &nbsp; cameras are linked")
+        self.legend = QtWidgets.QLabel(legend_html() + " &nbsp; cameras are linked")
         tl.addWidget(self.legend, 2, 0, 1, 2)
         split.addWidget(top)
         bottom = QtWidgets.QWidget()
@@ -131,27 +115,26 @@ class CompareWidget(QtWidgets.QWidget):
         if tracking is None:
             self.table.setRowCount(0)
             return
-        grown = sum("grown" in p["flags"] for p in tracking.pairs)
-        self.summary.setText(f"<b>{len(tracking.pairs)}</b> matched (<b style='color:#d07000'>{grown} grown</b>), "
-                             f"<b style='color:#c01020'>{len(tracking.new)} new</b>, "
-                             f"<b style='color:#3c3ce6'>{len(tracking.missing)} missing</b>; "
-                             f"{len(tracking.flagged)} flagged")
-        unsure = sum(p.get("status") == "uncertain" for p in tracking.pairs)
-        if unsure:
-            self.summary.setText(self.summary.text() + f"; <b style='color:#c000c0'>{unsure} uncertain: please review</b>")
+        n = counts(tracking)
+        col = {st: STYLES[st].hex for st in Status}
+        text = (f"<b>{len(tracking.pairs)}</b> matched (<b style='color:{col[Status.GROWN]}'>{n[Status.GROWN]} grown</b>), "
+                f"<b style='color:{col[Status.NEW]}'>{n[Status.NEW]} new</b>, "
+                f"<b style='color:{col[Status.MISSING]}'>{n[Status.MISSING]} missing</b>; {len(tracking.flagged)} flagged")
+        if n[Status.UNCERTAIN]:
+            text += f"; <b style='color:{col[Status.UNCERTAIN]}'>{n[Status.UNCERTAIN]} uncertain: please review</b>"
+        self.summary.setText(text)
         rows = []
         for p in tracking.pairs:
-            st = "uncertain" if p.get("status") == "uncertain" else "grown" if "grown" in p["flags"] else "matched"
-            rows.append([st, p["id2"], p["id1"], p.get("region", ""), p["diameter1_mm"], p["diameter2_mm"],
-                         p["diameter_change_mm"], ", ".join(p["flags"]), p["confidence"], "yes" if p["reviewed"] else ""])
+            rows.append([p.status.value, p.id2, p.id1, p.region, p.diameter1_mm, p.diameter2_mm,
+                         p.diameter_change_mm, ", ".join(p.flags), p.confidence, "yes" if p.reviewed else ""])
         for n in tracking.new:
-            rows.append(["new", n["id2"], "", n.get("region", ""), "", n["diameter_mm"], "", ", ".join(n["flags"]), "",
-                         "yes" if n.get("reviewed") else ""])
+            rows.append([n.status.value, n.id2, "", n.region, "", n.diameter_mm, "", ", ".join(n.flags), "",
+                         "yes" if n.reviewed else ""])
         for m in tracking.missing:
-            rows.append(["missing", "", m["id1"], m.get("region", ""), m["diameter_mm"], "", "", "missing", "", ""])
+            rows.append([m.status.value, "", m.id1, m.region, m.diameter_mm, "", "", ", ".join(m.flags), "", ""])
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(rows))
-        colours = {"new": "#c01020", "grown": "#d07000", "missing": "#4040c0"}
+        colours = {st.value: STYLES[st].hex for st in Status if st is not Status.MATCHED}
         for r, row in enumerate(rows):
             for c, v in enumerate(row):
                 it = QtWidgets.QTableWidgetItem()

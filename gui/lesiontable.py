@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap.lesions import suppression_text
+from bodymap.records import ATTENTION, STYLES, Status, changes
 
 COLUMNS = ["#", "region", "diameter mm", "area mm²", "type", "change", "confidence", "note"]
 SORT_ROLE = QtCore.Qt.ItemDataRole.UserRole + 1
@@ -13,32 +14,9 @@ ID_ROLE = QtCore.Qt.ItemDataRole.UserRole + 2
 
 
 def change_status(tracking, visit: int) -> dict:
-    """{lesion id: (text, status)} for visit 0 (earlier) or 1 (later) from a Tracking; status
-    one of matched, grown, new, missing, uncertain (a match the tracker is unsure of: to review;
-    what the change column and the markers show)."""
-    out = {}
-    if tracking is None:
-        return out
-    for p in tracking.pairs:
-        st = "grown" if "grown" in p["flags"] else "matched"
-        if p.get("status") == "uncertain":
-            out[p["id2" if visit == 1 else "id1"]] = (f"uncertain match #{p['id1' if visit == 1 else 'id2']}: review",
-                                                       "uncertain")
-            continue
-        if visit == 1:
-            txt = f"{st} (#{p['id1']}, {p['diameter_change_mm']:+.1f} mm)" if st == "grown" else f"matched #{p['id1']}"
-            if "colour change" in p["flags"]:
-                txt += ", colour"
-            out[p["id2"]] = (txt, st)
-        else:
-            out[p["id1"]] = (f"matched #{p['id2']}" if st == "matched" else f"grown (#{p['id2']})", st)
-    if visit == 1:
-        for n in tracking.new:
-            out[n["id2"]] = ("new" + (" (flagged)" if n["flags"] else ""), "new")
-    else:
-        for n in tracking.missing:
-            out[n["id1"]] = ("missing", "missing")
-    return out
+    """{lesion id: (text, status)} for visit 0 (earlier) or 1 (later) from a Tracking
+    (bodymap.records.changes; status a bodymap.records.Status)."""
+    return changes(tracking, visit)
 
 
 class LesionModel(QtCore.QAbstractTableModel):
@@ -90,12 +68,12 @@ class LesionModel(QtCore.QAbstractTableModel):
                     self.lesion_type(l), change[0], f"{l.confidence:.2f}", l.note][c]
         if role == SORT_ROLE:
             return [l.id, (l.region or {}).get("description", ""), l.diameter_mm, l.area_mm2, self.lesion_type(l),
-                    change[1], l.confidence, l.note][c]
+                    str(change[1]), l.confidence, l.note][c]
         if role == QtCore.Qt.ItemDataRole.ForegroundRole and l.suppressed:
             return QtGui.QBrush(QtGui.QColor("#808080"))
         if role == QtCore.Qt.ItemDataRole.ForegroundRole and c == 5:
-            col = {"new": "#c01020", "grown": "#d07000", "missing": "#4040c0"}.get(change[1])
-            return QtGui.QBrush(QtGui.QColor(col)) if col else None
+            st = change[1]
+            return QtGui.QBrush(QtGui.QColor(STYLES[st].hex)) if st and st is not Status.MATCHED else None
         if role == QtCore.Qt.ItemDataRole.TextAlignmentRole and c in (0, 2, 3, 6):
             return int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         return None
@@ -136,7 +114,7 @@ class LesionFilter(QtCore.QSortFilterProxyModel):
             return False
         st = m.changes.get(l.id, ("", ""))[1]
         if self.change == "flagged":
-            return st in ("grown", "new", "uncertain")
+            return st in ATTENTION
         return not self.change or st == self.change
 
 
@@ -159,7 +137,7 @@ class LesionTable(QtWidgets.QWidget):
         self.type_combo = QtWidgets.QComboBox()
         self.type_combo.addItems(["any type", "detected", "manual"])
         self.change_combo = QtWidgets.QComboBox()
-        self.change_combo.addItems(["any change", "flagged", "new", "grown", "matched", "uncertain", "missing"])
+        self.change_combo.addItems(["any change", "flagged", *(s.value for s in Status)])
         self.conf_spin = QtWidgets.QDoubleSpinBox(minimum=0, maximum=1, singleStep=0.1, decimals=2)
         self.conf_spin.setPrefix("conf ≥ ")
         self.suppressed_check = QtWidgets.QCheckBox("suppressed")

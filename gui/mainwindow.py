@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, History, Project, ProjectError, Review,
+from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, Project, ProjectError, Review,
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
-from gui.compare import CompareWidget, marks
+from gui.compare import CompareWidget, legend_html, marks
 from gui.detail import DetailPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
@@ -49,17 +49,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setWindowTitle("BodyMap")
         self.resize(1500, 950)
         self.setAcceptDrops(True)
-        self.project = Project()
-        self.history = History(self.project)
-        self.history.listeners.append(self._changed)
-        self.scans: list = []  # Scan per visit (None until read)
-        self.labels: list = []  # RegionLabels per visit (None before analysis)
-        self.tracking = None  # bodymap.track.Tracking
-        self.pending_reviews = 0
+        self._new_project(Project())
         self.current = 0  # the visit shown in the Visit tab
         self.add_mode = False
         self.runner = JobRunner(self)
-        self._renderers: dict = {}
         self.settings = QtCore.QSettings("BodyMap", "BodyMap")
         # this window's own autosave file (locked while it lives: two windows never share one)
         self.autosave_slot = AutosaveSlot()
@@ -318,46 +311,25 @@ class MainWindow(QtWidgets.QMainWindow):
         labels), or a VisitState of a project. replace: a new project; else appended (compare)."""
 
         def run(progress):
-            from bodymap.anatomy.labels import RegionLabels
-            from bodymap.io import load_scan
-            from bodymap.pipeline import load_visit
+            from bodymap.workspace import read_visit
+            from gui.view3d import prepare_display
 
             out = []
             items = states if states is not None else [None] * len(paths)
             for k, (p, st) in enumerate(zip(paths, items)):
                 progress(f"reading {Path(p).name}", k / len(paths))
-                if st is None and Path(p).is_dir():
-                    v = load_visit(p)
-                    st = VisitState(v.scan.meta.source, v.lesions, str(Path(p).resolve()), title=_title(p))
-                    scan = v.scan
-                else:
-                    st = st or VisitState(str(Path(p).resolve()), title=_title(p))
-                    scan = load_scan(st.scan_path)
-                    if st.lesions is not None:
-                        bad = [l.id for l in st.lesions.lesions if not 0 <= l.face < scan.n_faces]
-                        if bad:
-                            raise ValueError(f"{st.scan_path}: the saved lesions {bad[:5]} lie on faces this scan "
-                                             "does not have: the scan file changed since the project was saved")
+                v = read_visit(p, state=st)  # the CLI's reader and checks
                 progress(f"preparing the display of {Path(p).name}", (k + 0.7) / len(paths))
-                from gui.view3d import prepare_display
-
-                prepare_display(scan)
-                labels = None
-                if st.analysis_dir and (Path(st.analysis_dir) / "labels.npz").exists():
-                    labels = RegionLabels.load(Path(st.analysis_dir) / "labels.npz")
-                    if len(labels.site) != scan.n_vertices:
-                        labels = None
-                out.append((st, scan, labels))
+                prepare_display(v.scan)
+                out.append(v)
             progress("done", 1.0)
             return out
 
         def done(items):
             if replace:
                 self._new_project(Project())
-            for st, scan, labels in items:
-                self.project.visits.append(st)
-                self.scans.append(scan)
-                self.labels.append(labels)
+            for v in items:
+                self.ws.add(v)
             if before_show is not None:
                 before_show()
             else:
@@ -386,18 +358,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         if recovered:
             pr.path = None
-        tracking = None
-        if pr.tracking:
-            try:
-                tracking = _tracking_from_dict(pr.tracking)
-            except Exception:  # an old tracking can always be computed again; the edits matter
-                tracking = None
         states = list(pr.visits)
 
         def before_show():
             self.project.reviews, self.project.notes, self.project.path = pr.reviews, pr.notes, pr.path
-            self.project.tracking = pr.tracking if tracking is not None else None
-            self.tracking = tracking
+            self.project.tracking = pr.tracking
+            self.ws.load_tracking()  # an unreadable old tracking is dropped: it can be computed again
             if recovered:
                 self.history.clean_index = -1  # recovered work is unsaved work: closing asks to save it
 
@@ -418,18 +384,24 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def add_visit(self, path: str) -> Job:
         """Open a later visit beside the current one (the comparison); replaces an earlier second visit."""
-        del self.project.visits[1:], self.scans[1:], self.labels[1:]
-        self.tracking = None
-        self.project.tracking = None
+        self.ws.truncate(1)
         return self._load_visits([path], replace=False)
 
     def _new_project(self, p: Project) -> None:
-        self.project = p
-        self.history = History(p)
+        """A new session: a bodymap.workspace.Workspace over project p."""
+        from bodymap.workspace import Workspace
+
+        self.ws = Workspace(p)
         self.history.listeners.append(self._changed)
-        self.scans, self.labels, self.tracking, self.pending_reviews = [], [], None, 0
-        self._renderers.clear()
+        self.pending_reviews = 0
         self.current = 0
+
+    # the window's view of its Workspace (the visits, their scans and labels, the tracking)
+    project = property(lambda self: self.ws.project)
+    history = property(lambda self: self.ws.history)
+    scans = property(lambda self: self.ws.scans)
+    labels = property(lambda self: self.ws.labels)
+    tracking = property(lambda self: self.ws.tracking)
 
     # ================================================================== showing
     def _refresh_visits(self) -> None:
@@ -490,8 +462,7 @@ class MainWindow(QtWidgets.QMainWindow):
         n = len(v.lesions) if v is not None and v.lesions is not None else 0
         mk = f"<b>{n}</b> lesions (markers numbered as in the table"
         if len(self.scans) == 2 and self.tracking is not None:
-            mk += "; <span style='color:#e61428'>● new</span>, <span style='color:#ff8c00'>● grown</span>, " \
-                  "<span style='color:#3c3ce6'>● missing</span>, other colours: matched (as in Compare)"
+            mk += "; " + legend_html()
         self.legend.setText(mk + ")" + ("<br>" + sw if sw else ""))
 
     def set_overlay(self, mode: str) -> None:
@@ -527,15 +498,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self._closeup(k, l)
 
     def _closeup(self, k: int, lesion) -> None:
-        scan = self.scans[k]
+        visit = self.ws.visits[k]
 
         def run(progress):
-            from renderers import RaycastRenderer
             from renderers.camera import point_camera
 
-            r = self._renderers.get(id(scan))
-            if r is None:
-                r = self._renderers[id(scan)] = RaycastRenderer(scan)
+            r = visit.renderer()
             cam = point_camera(np.asarray(lesion.point_mm), np.asarray(lesion.normal),
                                max(25.0, 5 * lesion.diameter_mm), 192, 192)
             return r.render(cam, ambient=0.6).rgb
@@ -557,28 +525,18 @@ class MainWindow(QtWidgets.QMainWindow):
                     self, "Analysis", "This visit has edited lesions. Analyse again and replace them? "
                     "(Save the project first to keep a copy.)") != QtWidgets.QMessageBox.StandardButton.Yes:
                 return None
-        scan = self.scans[k]
+        visit = self.ws.visits[k]
         out = analysis_dir_for(v.scan_path)
 
         def run(progress):
-            from bodymap.pipeline import analyze, write_result
+            from bodymap.workspace import analyse_visit
 
-            scan.require_texture()
-            r = analyze(scan, progress=progress, anatomy=anatomy)
-            progress("writing results", 0.99)
-            write_result(r, out)
-            return r
+            return analyse_visit(visit, out, progress, anatomy=anatomy)
 
         def done(r):
-            v.lesions, v.diagnoses = r.lesions, {}
-            if r.labels is not None:
-                v.analysis_dir = str(out)
-                self.labels[k] = r.labels
-            self.history = History(self.project)  # earlier edits referred to the old lesion list
-            self.history.listeners.append(self._changed)
+            self.ws.set_analysis(k, r, out)  # new lesion list: the undo history and the tracking start again
             self.view.set_scan(self.scans[k], self.labels[k]) if k == self.current else None
             self.view.set_overlay(self.overlay_combo.currentText())
-            self.tracking = None
             self._refresh_all()
             self.autosave()
             fit = ""
@@ -599,26 +557,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if len(self.scans) != 2 or any(v.lesions is None for v in self.project.visits):
             self.error("Compare", "Two analysed visits are needed (File > Compare with a later visit).")
             return None
-        from copy import deepcopy
-
-        vs = [(self.scans[k], deepcopy(self.project.visits[k].lesions), self.project.visits[k].analysis_dir)
-              for k in range(2)]
-        reviews = deepcopy(self.project.ensure_reviews())
-
-        def run(progress):
-            from bodymap.anatomy.labels import load_correspondence
-            from bodymap.track import Visit, track
-
-            visits = []
-            for scan, ls, d in vs:
-                corr = load_correspondence(Path(d) / "labels.npz", scan.n_vertices) if d and (
-                    Path(d) / "labels.npz").exists() else None
-                visits.append(Visit(scan, ls, corr))
-            return track(visits[0], visits[1], reviews=reviews, progress=progress)
+        # copies the lesion lists and reviews now; every review of the pair is applied (the
+        # project's, the analysis folders', the per-user store's), as by `bodymap track`
+        run = self.ws.tracking_job()
 
         def done(t):
-            self.tracking = t
-            self.project.tracking = t.to_dict()
+            self.ws.set_tracking(t)
             self.pending_reviews = 0
             self._refresh_all()
             self.autosave()
@@ -629,7 +573,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def review(self, action: str, id2: int, id1: int) -> None:
         """A clinician's decision on a match (undoable; applied by the next re-match)."""
-        self.edit(Review(action, id2, None if id1 < 0 else id1))
+        self.edit(Review(action, id2, None if id1 < 0 else id1))  # = self.ws.review, with the window's error message
         self.pending_reviews += 1
         self.compare.set_pending(self.pending_reviews)
 
@@ -927,20 +871,3 @@ def _autosave_titles(path: Path) -> str:
         return ", ".join(names) or "no visits"
     except (OSError, ValueError, AttributeError, TypeError):
         return "unreadable"
-
-
-def _title(path: str) -> str:
-    p = Path(path)
-    if p.is_dir():
-        return p.name
-    return f"{p.parent.name}/{p.name}"
-
-
-def _tracking_from_dict(d: dict):
-    """A Tracking from its to_dict() form (as kept in the project file)."""
-    from bodymap.track import Tracking
-
-    m = d.get("mapped", [])
-    return Tracking(d["pairs"], d["new"], d["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
-                    np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
-                    d.get("info", {}))

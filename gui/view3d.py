@@ -11,6 +11,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from bodymap import taxonomy as tx
+from bodymap.records import LESION_RGB
 
 # standard views: (direction from the body centre to the camera, view up), body frame z up, facing -y
 VIEWS = {
@@ -256,7 +257,7 @@ class View3D(QtWidgets.QWidget):
             cloud = pv.PolyData(pts)
             # small dots beside the numbers: the lesion itself stays visible around its marker
             cloud.point_data["radius"] = np.array([float(np.clip(0.2 * l.diameter_mm, 1.2, 2.5)) for l in L])
-            cloud.point_data["rgb"] = np.array([self.marker_colours.get(l.id, (230, 20, 40)) for l in L], np.uint8)
+            cloud.point_data["rgb"] = np.array([self.marker_colours.get(l.id, LESION_RGB) for l in L], np.uint8)
             glyphs = cloud.glyph(scale="radius", geom=pv.Sphere(radius=1.0, theta_resolution=10, phi_resolution=10),
                                  orient=False)
             self._marker_actors.append(p.add_mesh(glyphs, scalars="rgb", rgb=True, pickable=False,
@@ -264,7 +265,7 @@ class View3D(QtWidgets.QWidget):
             # numbers in their marker's colour (one label actor per colour: new ones red, grown
             # orange), lifted off the skin along the normal so the body hides those behind it
             text = np.array([self.marker_labels.get(l.id, str(l.id)) for l in L], dtype=object)
-            cols = [tuple(self.marker_colours.get(l.id, (230, 20, 40))) for l in L]
+            cols = [tuple(self.marker_colours.get(l.id, LESION_RGB)) for l in L]
             lab_pts = self.lesions.points + 6.0 * np.array([l.normal for l in L])
             for k, col in enumerate(sorted(set(cols))):
                 sel = np.array([c == col for c in cols])

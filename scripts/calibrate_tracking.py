@@ -54,8 +54,8 @@ def collect(seed: int, poses: tuple, faces: int, tmp: Path) -> tuple[np.ndarray,
     result = track(*visits)
     X, y = [], []
     for p in result.pairs:
-        t1, t2 = links[0].get(p["id1"]), links[1].get(p["id2"])
-        X.append(p["features"])
+        t1, t2 = links[0].get(p.id1), links[1].get(p.id2)
+        X.append(p.features)
         y.append(t1 is not None and t1 == t2)
     print(f"seed {seed} {poses}: {len(y)} pairs, {sum(y)} right", flush=True)
     return np.array(X, float).reshape(-1, 6), np.array(y, bool)

@@ -74,8 +74,8 @@ def main() -> int:
     # visit 2 in the Visit tab: the grown lesions stand out in the change column
     w.tabs.setCurrentIndex(0)
     w.show_visit(1)
-    grown = sorted((p for p in w.tracking.pairs if "grown" in p["flags"]), key=lambda p: -p["diameter2_mm"])
-    lid = grown[0]["id2"] if grown else w.project.visits[1].lesions.lesions[0].id
+    grown = sorted((p for p in w.tracking.pairs if p.grown), key=lambda p: -p.diameter2_mm)
+    lid = grown[0].id2 if grown else w.project.visits[1].lesions.lesions[0].id
     w.table.view.sortByColumn(2, QtCore.Qt.SortOrder.DescendingOrder)
     w.select_lesion(lid, source="table")
     les = w.project.visits[1].lesion(lid)

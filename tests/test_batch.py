@@ -24,11 +24,13 @@ class _Tr:
     """The public face of bodymap.track.Tracking that chain_ids uses."""
 
     def __init__(self, pairs, new=(), missing=()):
-        self.pairs = [{"id1": a, "id2": b, "flags": list(f)} for a, b, *f in pairs]
-        self.new, self.missing = [{"id2": j} for j in new], [{"id1": i} for i in missing]
+        from bodymap.records import MissingLesion, NewLesion, TrackedPair
+
+        self.pairs = [TrackedPair(a, b, flags=list(f)) for a, b, *f in pairs]
+        self.new, self.missing = [NewLesion(j) for j in new], [MissingLesion(i) for i in missing]
 
     def partner(self):
-        return {p["id2"]: p["id1"] for p in self.pairs}
+        return {p.id2: p.id1 for p in self.pairs}
 
 
 def test_chain_ids_keeps_a_lesion_its_id_across_visits():

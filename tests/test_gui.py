@@ -34,6 +34,7 @@ except RuntimeError as e:  # pragma: no cover
 
 from PySide6 import QtCore, QtWidgets  # noqa: E402
 from PySide6.QtTest import QTest  # noqa: E402
+from bodymap.records import STYLES, Status  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -277,29 +278,31 @@ def test_compare_two_visits_and_review(win, qtbot):
     assert win.compare.table.rowCount() == len(t.pairs) + len(t.new) + len(t.missing)
     # matched lesions share number and colour; new ones are red N<id>
     p = t.pairs[0]
-    assert win.compare.view1.marker_labels[p["id1"]] == win.compare.view2.marker_labels[p["id2"]]
-    assert win.compare.view1.marker_colours[p["id1"]] == win.compare.view2.marker_colours[p["id2"]]
+    assert win.compare.view1.marker_labels[p.id1] == win.compare.view2.marker_labels[p.id2]
+    assert win.compare.view1.marker_colours[p.id1] == win.compare.view2.marker_colours[p.id2]
     if t.new:
-        assert win.compare.view2.marker_labels[t.new[0]["id2"]].startswith("N")
-    grown = [q for q in t.pairs if "grown" in q["flags"]]
-    assert grown and win.compare.view2.marker_labels[grown[0]["id2"]].endswith("↑")
+        assert win.compare.view2.marker_labels[t.new[0].id2].startswith("N")
+    grown = [q for q in t.pairs if q.status is Status.GROWN]
+    assert grown and win.compare.view2.marker_labels[grown[0].id2].endswith("↑")
+    # one palette: a grown pair has the same colour in the views, the table and the exported map
+    assert win.compare.view2.marker_colours[grown[0].id2] == STYLES[Status.GROWN].rgb
     # linked cameras: moving one moves the other (relative to each body)
     win.compare.view1.plotter.camera.Azimuth(30)
     s1, s2 = win.compare.view1.camera_state(), win.compare.view2.camera_state()
     assert np.allclose(s1["position"], s2["position"], atol=1e-3)
     # review: reject one pair, confirm another through the buttons; re-match applies them
     a, b = t.pairs[0], t.pairs[1]
-    assert win.compare.select_pair(id2=a["id2"])
+    assert win.compare.select_pair(id2=a.id2)
     win.compare.reject_btn.click()
-    assert win.compare.select_pair(id2=b["id2"])
+    assert win.compare.select_pair(id2=b.id2)
     win.compare.confirm_btn.click()
-    assert (a["id2"], a["id1"]) in win.project.reviews.rejected and win.project.reviews.confirmed[b["id2"]] == b["id1"]
+    assert (a.id2, a.id1) in win.project.reviews.rejected and win.project.reviews.confirmed[b.id2] == b.id1
     assert "not applied" in win.compare.pending.text()
     win.compare.rematch_btn.click()
     wait_jobs(win, qtbot, timeout=600)
     t2 = win.tracking
-    assert t2.partner().get(a["id2"]) != a["id1"]
-    assert next(q for q in t2.pairs if q["id2"] == b["id2"])["reviewed"]
+    assert t2.partner().get(a.id2) != a.id1
+    assert next(q for q in t2.pairs if q.id2 == b.id2).reviewed
     # the visit tab of visit 2 shows the change column
     win.show_visit(1)
     changes = [win.table.model.index(r, 5).data() for r in range(win.table.model.rowCount())]

@@ -68,16 +68,17 @@ def test_tracking_with_true_lesion_lists(tracked):
     assert s["localisation_median_mm"] < 5.0
     # every pair that grew by >= 1 mm or 20 % is flagged, and no other
     for p in result.pairs:
-        grew = p["diameter2_mm"] - p["diameter1_mm"] >= 1.0 or p["diameter_change_pct"] >= 20.0
-        assert ("grown" in p["flags"]) == grew
-    assert all(0.0 <= p["confidence"] <= 1.0 for p in result.pairs)
+        grew = p.diameter2_mm - p.diameter1_mm >= 1.0 or p.diameter_change_pct >= 20.0
+        assert p.grown == grew
+    assert all(0.0 <= p.confidence <= 1.0 for p in result.pairs)
     # below UNCERTAIN a pair is "uncertain, please review", and says so in the CSV
+    from bodymap.records import Status
     from bodymap.track import UNCERTAIN
 
-    assert all(p["status"] == ("matched" if p["confidence"] >= UNCERTAIN or p["reviewed"] else "uncertain")
-               for p in result.pairs)
-    right = [p["confidence"] for p in result.pairs if p["id1"] == p["id2"]]
-    assert np.mean(right) >= 0.8 and result.info["uncertain"] == sum(p["status"] == "uncertain" for p in result.pairs)
+    assert all(p.status == (Status.UNCERTAIN if p.confidence < UNCERTAIN and not p.reviewed else
+                            Status.GROWN if p.grown else Status.MATCHED) for p in result.pairs)
+    right = [p.confidence for p in result.pairs if p.id1 == p.id2]
+    assert np.mean(right) >= 0.8 and result.info["uncertain"] == sum(p.status is Status.UNCERTAIN for p in result.pairs)
 
 
 @pytest.mark.slow
@@ -96,8 +97,8 @@ def test_reviews_are_respected_when_tracking_again(tracked):
     assert again[j_conf] == wrong
     assert j_new not in again
     assert list(again.values()).count(wrong) == 1  # one partner per lesion
-    reviewed = [p for p in track(visit1, visit2, reviews=rv).pairs if p["reviewed"]]
-    assert [p["id2"] for p in reviewed] == [j_conf]
+    reviewed = [p for p in track(visit1, visit2, reviews=rv).pairs if p.reviewed]
+    assert [p.id2 for p in reviewed] == [j_conf]
 
 
 def test_tracking_and_review_files_round_trip(tmp_path):
@@ -110,12 +111,13 @@ def test_tracking_and_review_files_round_trip(tmp_path):
                  mapped_bary=np.array([[1.0, 0, 0], [0, 1.0, 0]]), info={"ids2": [3, 4]})
     t.save_json(tmp_path / "t.json")
     back = Tracking.load_json(tmp_path / "t.json")
-    assert back.partner() == {3: 1} and back.new[0]["id2"] == 4 and back.missing[0]["id1"] == 2
+    assert back.partner() == {3: 1} and back.new[0].id2 == 4 and back.missing[0].id1 == 2
+    assert back.pairs == t.pairs and back.new == t.new and back.missing == t.missing
     np.testing.assert_allclose(back.mapped, t.mapped)
     t.save_csv(tmp_path / "t.csv")
     rows = (tmp_path / "t.csv").read_text().strip().splitlines()
     assert rows[0].startswith("status,id1,id2") and len(rows) == 4
-    assert rows[1].startswith("matched,1,3") and "grown" in rows[1]
+    assert rows[1].startswith("grown,1,3") and rows[2].startswith("new,,4") and rows[3].startswith("missing,2,")
     rv = Reviews()
     rv.confirm(3, 1)
     rv.reject(5, 2)

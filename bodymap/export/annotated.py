@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.atomic import write_bytes
+from bodymap.records import LESION_RGB
 from bodymap.scan import Scan
-
-MARKER_RGB = (230, 20, 40)
 
 
 def marker_mesh(lesions, colours: dict | None = None):
     """One small sphere per lesion (trimesh.Trimesh list, in lesion order): radius
     max(2, diameter/2 + 1) mm, centred on the surface point lifted by half its radius along
-    the normal; vertex colours from colours {lesion id: (r, g, b)} or MARKER_RGB."""
+    the normal; vertex colours from colours {lesion id: (r, g, b)} or LESION_RGB."""
     import trimesh
 
     out = []
@@ -28,7 +27,7 @@ def marker_mesh(lesions, colours: dict | None = None):
         r = max(2.0, 0.5 * l.diameter_mm + 1.0)
         m = unit.copy()
         m.vertices = m.vertices * r + np.asarray(l.point_mm) + 0.5 * r * np.asarray(l.normal)
-        col = np.array([*(colours or {}).get(l.id, MARKER_RGB), 255], np.uint8)
+        col = np.array([*(colours or {}).get(l.id, LESION_RGB), 255], np.uint8)
         m.visual = trimesh.visual.ColorVisuals(m, vertex_colors=np.tile(col, (len(m.vertices), 1)))
         out.append(m)
     return out

@@ -1,7 +1,7 @@
 """The comparison body map: both visits from the front and the back, every lesion circled and
-numbered by its status (matched, grown, new, missing), so a clinician sees at a glance what
-changed and where. Matched lesions carry the visit-1 number on both visits; new lesions are
-numbered N<visit-2 id>."""
+numbered by its status (matched, grown, uncertain, new, missing: colours and labels from
+bodymap.records.STYLES, as in the GUI), so a clinician sees at a glance what changed and where.
+Matched lesions carry the visit-1 number on both visits; new lesions are numbered N<visit-2 id>."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,23 +10,26 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bodymap.atomic import atomic_write
+from bodymap.records import STYLES, counts, markers
 from bodymap.scan import Scan
 
-COLOURS = {"matched": (30, 150, 60), "grown": (240, 130, 0), "new": (220, 20, 30), "missing": (90, 90, 230)}
+
+def font(size: int = 12):
+    """A font with the status markers' glyphs ('↑'): DejaVu Sans (matplotlib ships it), else PIL's default."""
+    from PIL import ImageFont
+
+    try:
+        import matplotlib
+
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    except (ImportError, OSError):
+        return ImageFont.load_default()
 
 
 def _marks(tracking) -> tuple[dict, dict]:
-    """{visit-1 id: (label, status)}, {visit-2 id: (label, status)}."""
-    m1, m2 = {}, {}
-    for p in tracking.pairs:
-        st = "grown" if "grown" in p["flags"] else "matched"
-        m1[p["id1"]] = (str(p["id1"]), st)
-        m2[p["id2"]] = (str(p["id1"]), st)
-    for n in tracking.new:
-        m2[n["id2"]] = (f"N{n['id2']}", "new")
-    for n in tracking.missing:
-        m1[n["id1"]] = (str(n["id1"]), "missing")
-    return m1, m2
+    """{visit-1 id: (label, rgb)}, {visit-2 id: (label, rgb)} (bodymap.records.markers)."""
+    c1, l1, c2, l2 = markers(tracking)
+    return {i: (l1[i], c1[i]) for i in c1}, {i: (l2[i], c2[i]) for i in c2}
 
 
 def visible_lesions(lesions, cam, depth: np.ndarray):
@@ -50,7 +53,8 @@ def visible_lesions(lesions, cam, depth: np.ndarray):
 
 
 def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height: int) -> Image.Image:
-    """One rendered view with the visible lesions circled and numbered."""
+    """One rendered view with the visible lesions circled and numbered; marks {lesion id:
+    (label, rgb)} (lesions not in it are left out)."""
     from renderers import RaycastRenderer
     from renderers.camera import body_view
 
@@ -58,13 +62,13 @@ def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height:
     r = RaycastRenderer(scan).render(cam)
     img = Image.fromarray(r.rgb)
     d = ImageDraw.Draw(img)
+    f = font(11)
     for l, x, y, rad in visible_lesions(lesions, cam, r.depth):
         if l.id not in marks:
             continue
-        label, status = marks[l.id]
-        col = COLOURS[status]
+        label, col = marks[l.id]
         d.ellipse([x - rad, y - rad, x + rad, y + rad], outline=col, width=2)
-        d.text((x + rad + 1, y - rad - 2), label, fill=col)
+        d.text((x + rad + 1, y - rad - 2), label, fill=col, font=f)
     return img
 
 
@@ -83,15 +87,13 @@ def change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, width: in
     for k, (img, title) in enumerate(panels):
         page.paste(img, (k * width, top))
         d.text((k * width + 8, 5), title, fill="black")
-    n_grown = sum("grown" in p["flags"] for p in tracking.pairs)
-    counts = {"matched": len(tracking.pairs) - n_grown, "grown": n_grown, "new": len(tracking.new),
-              "missing": len(tracking.missing)}
-    x = 8
-    for status, col in COLOURS.items():
-        d.ellipse([x, height + top + 14, x + 12, height + top + 26], outline=col, width=2)
-        text = f"{status} ({counts[status]})"
-        d.text((x + 18, height + top + 14), text, fill="black")
-        x += 30 + 7 * len(text)
+    n = counts(tracking)
+    x, f = 8, font(11)
+    for status, style in STYLES.items():
+        d.ellipse([x, height + top + 14, x + 12, height + top + 26], outline=style.rgb, width=2)
+        text = f"{status.value} ({n[status]})"
+        d.text((x + 18, height + top + 13), text, fill="black", font=f)
+        x += 30 + int(d.textlength(text, font=f))
     return page
 
 

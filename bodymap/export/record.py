@@ -14,6 +14,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from bodymap.records import Status, change_word
+
+
 @dataclasses.dataclass
 class Patient:
     """The patient record. id; name (or pseudonym); sex 'F', 'M', 'O' or '' (unknown);
@@ -82,7 +85,7 @@ class ExportVisit:
         lesion it continues, else itself. Its tracking UID is derived from this, so an export of
         the earlier visit and one of this visit give a lesion the same tracking UID."""
         c = self.change.get(lesion_id)
-        if c and c.get("status") == "matched" and self.previous_id:
+        if c and c.get("status") == Status.MATCHED and self.previous_id:
             return self.previous_id, int(c["id1"])
         return self.visit_id, int(lesion_id)
 
@@ -220,18 +223,17 @@ def add_change(out: ExportVisit, tr) -> None:
         days = (datetime.date.fromisoformat(out.visit_date) - datetime.date.fromisoformat(out.previous_date)).days
         years = days / 365.25 if days > 0 else None
     for p in tr.pairs:
-        dd = p.get("diameter_change_mm")
-        a1, a2 = p.get("area1_mm2"), p.get("area2_mm2")
-        out.change[int(p["id2"])] = {
-            "status": "matched", "id1": int(p["id1"]), "diameter_change_mm": dd,
+        dd = p.diameter_change_mm
+        a1, a2 = p.area1_mm2, p.area2_mm2
+        out.change[p.id2] = {
+            "status": Status.MATCHED.value, "id1": p.id1, "diameter_change_mm": dd,
             "area_change_mm2": round(a2 - a1, 3) if a1 is not None and a2 is not None else None,
-            "colour_delta_e": p.get("colour_delta_e"),
+            "colour_delta_e": p.colour_delta_e,
             "growth_mm_per_year": round(dd / years, 3) if dd is not None and years else None,
-            "flags": list(p.get("flags", []))}
+            "flags": list(p.flags)}
     for p in tr.new:
-        out.change[int(p["id2"])] = {"status": "new", "id1": None, "diameter_change_mm": None, "area_change_mm2": None,
-                                     "colour_delta_e": None, "growth_mm_per_year": None,
-                                     "flags": list(p.get("flags", []))}
+        out.change[p.id2] = {"status": Status.NEW.value, "id1": None, "diameter_change_mm": None, "area_change_mm2": None,
+                             "colour_delta_e": None, "growth_mm_per_year": None, "flags": list(p.flags)}
 
 
 def lesion_status(change: dict | None) -> str:
@@ -239,12 +241,9 @@ def lesion_status(change: dict | None) -> str:
     or shape flagged), 'stable', or 'untracked' (no earlier visit given)."""
     if not change:
         return "untracked"
-    if change["status"] == "new":
-        return "new"
-    flags = change.get("flags", [])
-    if "grown" in flags:
-        return "grown"
-    return "changed" if flags else "stable"
+    if change["status"] == Status.NEW:
+        return Status.NEW.value
+    return change_word(change.get("flags", []))
 
 
 def lesion_region(l) -> tuple[str, str, str]:

@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bodymap.atomic import atomic_write, write_text
+from bodymap.records import LESION_RGB
 from bodymap.scan import Scan
 
-LESION_RGB = (220, 20, 30)
 
-
-def _numbered(lesions, status: str = "matched") -> dict:
-    return {l.id: (str(l.id), status) for l in lesions.lesions}
+def _numbered(lesions) -> dict:
+    """{lesion id: (its number, LESION_RGB)}: marks of a visit shown without a tracking."""
+    return {l.id: (str(l.id), LESION_RGB) for l in lesions.lesions}
 
 
 def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: str = "") -> Image.Image:
@@ -34,7 +34,7 @@ def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: s
     (2 * width, height + 22)."""
     from bodymap.export.changemap import _panel
 
-    marks = _numbered(lesions, "new")  # red circles: what a clinician looks for on a map
+    marks = _numbered(lesions)
     top = 22
     page = Image.new("RGB", (2 * width, height + top), "white")
     d = ImageDraw.Draw(page)
@@ -53,7 +53,7 @@ def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720)
 
     coloured = Scan(scan.vertices, scan.faces, vertex_colors=vertex_colours(labels), meta=scan.meta, validate=False)
     top = 22
-    marks = _numbered(lesions, "new") if lesions is not None else {}
+    marks = _numbered(lesions) if lesions is not None else {}
     empty = type("NoLesions", (), {"__len__": lambda self: 0, "lesions": []})()
     leg = legend(labels)
     page = Image.new("RGB", (2 * width + leg.width, max(height + top, leg.height + top)), "white")
@@ -211,25 +211,21 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
         _image_page(pdf, title, head, visit_map(scan, lesions, title="visit" if comparison is None else "visit 2"))
         if comparison is not None:
             from bodymap.export.changemap import change_map
+            from bodymap.records import TrackedPair, summary
 
             scan1, lesions1, tracking = comparison
             say("change map", 0.4)
-            grown = sum("grown" in p["flags"] for p in tracking.pairs)
-            lines = [f"visit 1: {_source(scan1)}", f"visit 2: {_source(scan)}",
-                     f"{len(tracking.pairs)} matched ({grown} grown), {len(tracking.new)} new, "
-                     f"{len(tracking.missing)} missing; {len(tracking.flagged)} flagged"]
+            lines = [f"visit 1: {_source(scan1)}", f"visit 2: {_source(scan)}", summary(tracking)]
             _image_page(pdf, "Changes since the previous visit", lines,
                         change_map(scan1, lesions1, scan, lesions, tracking, 300, 600))
             cols = ["visit 2", "visit 1", "status", "region", "diam. 1", "diam. 2", "change mm", "flags"]
             rows = []
-            for p in tracking.pairs:
-                if p["flags"]:
-                    rows.append([p["id2"], p["id1"], "matched", p.get("region", ""), p["diameter1_mm"],
-                                 p["diameter2_mm"], f"{p['diameter_change_mm']:+.1f}", ", ".join(p["flags"])])
-            for p in tracking.new:
-                if p["flags"]:
-                    rows.append([p["id2"], "", "new", p.get("region", ""), "", p["diameter_mm"], "",
-                                 ", ".join(p["flags"])])
+            for p in tracking.flagged:
+                if isinstance(p, TrackedPair):
+                    rows.append([p.id2, p.id1, p.status.value, p.region, p.diameter1_mm, p.diameter2_mm,
+                                 f"{p.diameter_change_mm:+.1f}", ", ".join(p.flags)])
+                else:
+                    rows.append([p.id2, "", p.status.value, p.region, "", p.diameter_mm, "", ", ".join(p.flags)])
             _table_pages(pdf, "Flagged changes", cols, rows)
         say("lesion table", 0.8)
         cols, rows = lesion_rows(lesions, diagnoses)
