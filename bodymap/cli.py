@@ -304,7 +304,7 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
               f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
     bar = _Bar("tracking", enabled=not args.quiet)
     try:
-        t = track_visits(v1, v2, reviews=rv, progress=bar)
+        t = track_visits(v1, v2, reviews=rv, progress=bar, second_look=not getattr(args, "no_second_look", False))
     finally:
         bar.close()
     reviewfiles.keep(rv, v1, v2, [out])
@@ -318,6 +318,10 @@ def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
     print(f"{len(tracking.pairs)} matched, {len(tracking.new)} new, {len(tracking.missing)} missing; "
           f"{len(flagged)} flagged ({sum('grown' in p['flags'] for p in tracking.pairs)} grown) in "
           f"{tracking.info['timings']['total_s']:.1f} s")
+    sl = tracking.info.get("second_look")
+    if sl and (sl["visit1"] or sl["visit2"]):
+        print(f"second look: {len(sl['visit1'])} lesions found on visit 1 and {len(sl['visit2'])} on visit 2 where "
+              f"the other visit had one (listed in visit1_lesions.json / visit2_lesions.json)")
     return write_tracking(tracking, out, v1, v2)
 
 
@@ -956,6 +960,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reviews", help="also apply this reviews file (reviews of the two visits are found in "
                                      "the output folder and the per-user review store anyway)")
     q.add_argument("--units", choices=UNITS, help="units of the files (default: detect)")
+    q.add_argument("--no-second-look", action="store_true",
+                   help="call lesions new / missing without looking for them on the other scan first")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_track)
 
@@ -1040,6 +1046,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "analyze":
             q.add_argument("--previous", metavar="VISIT",
                            help="an earlier visit (analysis folder or scan): also track lesions against it")
+            q.add_argument("--no-second-look", action="store_true",
+                           help="with --previous: call lesions new / missing without looking for them on the "
+                                "other scan first")
             q.add_argument("--register", action="store_true",
                            help="fit the body again even when the output folder holds this scan's registration")
         if name == "detect":

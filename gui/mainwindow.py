@@ -601,16 +601,27 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def run(progress):
             from bodymap.anatomy.labels import load_correspondence
-            from bodymap.track import Visit, track
+            from bodymap.pipeline import track_visits
+            from bodymap.track import Visit
 
             visits = []
             for scan, ls, d in vs:
                 corr = load_correspondence(Path(d) / "labels.npz", scan.n_vertices) if d and (
                     Path(d) / "labels.npz").exists() else None
                 visits.append(Visit(scan, ls, corr))
-            return track(visits[0], visits[1], reviews=reviews, progress=progress)
+            return track_visits(visits[0], visits[1], reviews=reviews, progress=progress)
 
         def done(t):
+            # lesions the second look found (bodymap.secondlook) join the visits' lists, so every
+            # id of the tracking is a row of the table
+            for k, key in enumerate(("visit1", "visit2")):
+                added = {r["id"] for r in t.info.get("second_look", {}).get(key, [])}
+                ls = self.project.visits[k].lesions
+                have = {l.id for l in ls.all}
+                for l in vs[k][1].lesions:
+                    if l.id in added and l.id not in have:
+                        ls.lesions.append(l)
+                        ls.info["max_id"] = max(int(ls.info.get("max_id", 0)), l.id)
             self.tracking = t
             self.project.tracking = t.to_dict()
             self.pending_reviews = 0
