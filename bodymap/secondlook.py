@@ -35,7 +35,8 @@ SOURCE = "second look"
 @dataclasses.dataclass
 class SecondLookOptions:
     """window_mm / window_diameters: the searched window's side on the body is the larger of
-    window_mm and window_diameters x the lesion's diameter (mm); gate_mm: a candidate's centre
+    window_mm and window_diameters x the lesion's diameter (mm), and at least min_window_px
+    texels (the detector needs skin around a lesion to know the skin's colour); gate_mm: a candidate's centre
     lies within max(gate_mm, the lesion's diameter) of the expected point (mm, 3D); size_ratio:
     its diameter within [1 / size_ratio, size_ratio] x the lesion's, or within size_slack_mm of
     it; low / high / k_low / k_high: the contrast detector's thresholds (lower than a whole-scan
@@ -45,6 +46,7 @@ class SecondLookOptions:
 
     window_mm: float = 30.0
     window_diameters: float = 5.0
+    min_window_px: int = 48
     gate_mm: float = 8.0
     size_ratio: float = 2.0
     size_slack_mm: float = 1.0
@@ -172,13 +174,13 @@ def _look_on(visit, looks: list, o: SecondLookOptions, suppressed_log: list, k: 
 def _window(scan: Scan, face: int, bary: np.ndarray, diameter_mm: float, o: SecondLookOptions):
     """The texture window (x0, y0, x1, y1) pixels searched around surface point (face, bary
     (3,)): max(window_mm, window_diameters x diameter_mm) on the body, through the face's texel
-    size; None where the face has no texture."""
+    size, at least min_window_px; None where the face has no texture."""
     texel = float(scan.texel_density[face])
     if not np.isfinite(texel) or texel <= 0:
         return None
     uv = scan.uv_from_barycentric(np.array([face]), bary[None])
     x, y = uv_to_pixel(uv, scan.texture.shape)[0]
-    half = 0.5 * max(o.window_mm, o.window_diameters * diameter_mm) / texel
+    half = max(0.5 * max(o.window_mm, o.window_diameters * diameter_mm) / texel, 0.5 * o.min_window_px)
     H, W = scan.texture.shape[:2]
     X0, Y0 = int(max(0, np.floor(x - half))), int(max(0, np.floor(y - half)))
     X1, Y1 = int(min(W, np.ceil(x + half) + 1)), int(min(H, np.ceil(y + half) + 1))
