@@ -372,8 +372,9 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
 
 def _second_look(t, visit1, visit2, rv, o, progress: Progress | None):
     """The second look (bodymap.secondlook) after tracking t: recovered lesions added to the
-    visits, tracked again; a recovered lesion the new tracking leaves unpaired was no partner
-    and is taken out again (and the visits tracked once more). Returns the final Tracking."""
+    visits, tracked again; a recovered lesion the new tracking does not pair with the lesion
+    that led to it was no find and is taken out again (and the visits tracked once more).
+    Returns the final Tracking."""
     import time as _time
 
     from bodymap.secondlook import second_look
@@ -385,9 +386,11 @@ def _second_look(t, visit1, visit2, rv, o, progress: Progress | None):
            "dropped": {"visit1": [], "visit2": []}}
     if added["visit1"] or added["visit2"]:
         t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.3, 0.9))
-        pairs1, pairs2 = {p["id1"] for p in t.pairs}, {p["id2"] for p in t.pairs}
-        drop = {"visit1": [r["id"] for r in added["visit1"] if r["id"] not in pairs1],
-                "visit2": [r["id"] for r in added["visit2"] if r["id"] not in pairs2]}
+        # a recovered lesion must pair with the lesion that led to it: one left unpaired, or
+        # paired with another (taking a persistent lesion's partner), was no find
+        partner = t.partner()  # {id2: id1}
+        drop = {"visit1": [r["id"] for r in added["visit1"] if partner.get(r["from_id"]) != r["id"]],
+                "visit2": [r["id"] for r in added["visit2"] if partner.get(r["id"]) != r["from_id"]]}
         if drop["visit1"] or drop["visit2"]:
             for v, key in ((visit1, "visit1"), (visit2, "visit2")):
                 gone = set(drop[key])
