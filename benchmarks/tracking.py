@@ -149,7 +149,8 @@ def main() -> None:
     p.add_argument("--lesions", type=int, nargs="+", default=[100, 300, 500])
     p.add_argument("--seed", type=int, default=9201,
                    help="first synthetic patient's seed (one patient per lesion count; development used 201-206; "
-                        "9101-9103 were held out before the leftover pass and have been looked at since)")
+                        "9101-9103 were held out before the leftover pass and have been looked at since; the second "
+                        "look was developed on 501-502 and 9501)")
     p.add_argument("--no-e2e", action="store_true", help="skip detection (true lesion lists only)")
     p.add_argument("--no-faust", action="store_true")
     p.add_argument("--no-synthetic", action="store_true")
