@@ -317,9 +317,10 @@ def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
               f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
     bar = _Bar("tracking", enabled=not args.quiet)
     try:
-        t = ws.compute_tracking(bar, reviews=rv)
+        t = ws.compute_tracking(bar, reviews=rv, second_look=not getattr(args, "no_second_look", False))
     finally:
         bar.close()
+    ws.set_tracking(t)  # lesions the second look found join v1 / v2's lists (written with the tracking)
     reviewfiles.keep(rv, v1, v2, [out])
     return t
 
@@ -336,6 +337,10 @@ def _write_tracking(tracking, out: Path, v1, v2) -> list[Path]:
     for k, verdict in enumerate(tracking.info.get("fit") or [], 1):
         if verdict in ("fair", "poor"):
             print(f"warning: visit {k}'s body fit is {verdict}: matches there are less reliable", file=sys.stderr)
+    sl = tracking.info.get("second_look")
+    if sl and (sl["visit1"] or sl["visit2"]):
+        print(f"second look: {len(sl['visit1'])} lesions found on visit 1 and {len(sl['visit2'])} on visit 2 where "
+              f"the other visit had one (listed in visit1_lesions.json / visit2_lesions.json)")
     return write_tracking(tracking, out, v1, v2)
 
 
@@ -974,6 +979,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reviews", help="also apply this reviews file (reviews of the two visits are found in "
                                      "the output folder and the per-user review store anyway)")
     q.add_argument("--units", choices=UNITS, help="units of the files (default: detect)")
+    q.add_argument("--no-second-look", action="store_true",
+                   help="call lesions new / missing without looking for them on the other scan first")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_track)
 
@@ -1058,6 +1065,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "analyze":
             q.add_argument("--previous", metavar="VISIT",
                            help="an earlier visit (analysis folder or scan): also track lesions against it")
+            q.add_argument("--no-second-look", action="store_true",
+                           help="with --previous: call lesions new / missing without looking for them on the "
+                                "other scan first")
             q.add_argument("--register", action="store_true",
                            help="fit the body again even when the output folder holds this scan's registration")
         if name == "detect":

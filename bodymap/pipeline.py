@@ -340,13 +340,17 @@ def load_visit(path: str | Path, lesions: str | Path | None = None, units: str |
     return Visit(scan, ls, corr)
 
 
-def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None, **options):
+def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None, second_look: bool = True,
+                 **options):
     """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting a clinician's
     reviews (confirmed, rejected, reassigned matches, lesions marked new): a bodymap.track.Reviews
     (see bodymap.reviewfiles.gather for finding every review of two visits), a reviews file, or
-    None. Visits without lesions must have been analysed first. Returns the Tracking; its info
-    records both visits (scan file and each lesion's point), which `bodymap review` checks ids
-    against and keys the reviews by."""
+    None. Visits without lesions must have been analysed first. With second_look (default),
+    lesions called new or missing are looked for on the other scan (bodymap.secondlook): those
+    found are added to visit1.lesions / visit2.lesions (in place) and the visits tracked again,
+    so they pair by the normal path; info["second_look"] records them. Returns the Tracking;
+    its info records both visits (scan file and each lesion's point), which `bodymap review`
+    checks ids against and keys the reviews by."""
     from bodymap.reviewfiles import VisitIds, read_reviews
     from bodymap.track import Reviews, TrackOptions, track
 
@@ -357,15 +361,57 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
         rv = read_reviews(reviews)[0] if Path(reviews).exists() else Reviews()
     else:
         rv = reviews or Reviews()
-    t = track(visit1, visit2, reviews=rv, options=TrackOptions(**options), progress=progress)
+    o = TrackOptions(**options)
+    look = second_look and all(v.scan.texture is not None for v in (visit1, visit2))
+    t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.0, 0.8 if look else 1.0))
+    if look:
+        t = _second_look(t, visit1, visit2, rv, o, _sub(progress, 0.8, 1.0))
     t.info["visit1"], t.info["visit2"] = VisitIds.of(visit1).to_dict(), VisitIds.of(visit2).to_dict()
+    return t
+
+
+def _second_look(t, visit1, visit2, rv, o, progress: Progress | None):
+    """The second look (bodymap.secondlook) after tracking t: recovered lesions added to the
+    visits, tracked again; a recovered lesion the new tracking does not pair with the lesion
+    that led to it was no find and is taken out again (and the visits tracked once more).
+    Returns the final Tracking."""
+    import time as _time
+
+    from bodymap.secondlook import second_look
+    from bodymap.track import track
+
+    t0 = _time.perf_counter()
+    added = second_look(t, visit1, visit2, progress=_sub(progress, 0.0, 0.3))
+    rec = {"visit1": added["visit1"], "visit2": added["visit2"], "suppressed_there": added["suppressed"],
+           "dropped": {"visit1": [], "visit2": []}}
+    if added["visit1"] or added["visit2"]:
+        t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.3, 0.9))
+        # a recovered lesion must pair with the lesion that led to it: one left unpaired, or
+        # paired with another (taking a persistent lesion's partner), was no find
+        partner = t.partner()  # {id2: id1}
+        drop = {"visit1": [r["id"] for r in added["visit1"] if partner.get(r["from_id"]) != r["id"]],
+                "visit2": [r["id"] for r in added["visit2"] if partner.get(r["id"]) != r["from_id"]]}
+        if drop["visit1"] or drop["visit2"]:
+            for v, key in ((visit1, "visit1"), (visit2, "visit2")):
+                gone = set(drop[key])
+                v.lesions.lesions = [l for l in v.lesions.lesions if l.id not in gone]
+                rec[key] = [r for r in rec[key] if r["id"] not in gone]
+            rec["dropped"] = drop
+            t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.9, 1.0))
+    for v, key in ((visit1, "visit1"), (visit2, "visit2")):
+        if rec[key]:
+            v.lesions.info["second_look"] = [r["id"] for r in rec[key]]
+    rec["seconds"] = round(_time.perf_counter() - t0, 2)
+    t.info["second_look"] = rec
     return t
 
 
 def write_tracking(tracking, out: str | Path, visit1=None, visit2=None) -> list[Path]:
     """Write tracking.json and tracking.csv (matched, new, missing; change and flags) under out/
     and, given the two visits, tracking_bodymap.png (both visits front and back, lesions
-    circled and numbered by status)."""
+    circled and numbered by status) and the two lesion lists the tracking's ids refer to,
+    visit1_lesions.json / visit2_lesions.json (+ .csv): the visits' lists with any lesions the
+    second look added (an analysis folder's own lesions.json is never rewritten)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tracking.save_json(out / "tracking.json")
@@ -374,6 +420,12 @@ def write_tracking(tracking, out: str | Path, visit1=None, visit2=None) -> list[
     if visit1 is not None and visit2 is not None:
         from bodymap.export.changemap import write_change_map
 
+        for k, v in enumerate((visit1, visit2), 1):
+            rel, absolute = scan_record(v.scan.meta.source or v.lesions.scan, out)
+            dataclasses.replace(v.lesions, scan=rel, info={**v.lesions.info, "scan_abs": absolute}).save_json(
+                out / f"visit{k}_lesions.json")
+            v.lesions.save_csv(out / f"visit{k}_lesions.csv")
+            paths += [out / f"visit{k}_lesions.json", out / f"visit{k}_lesions.csv"]
         paths.append(write_change_map(visit1.scan, visit1.lesions, visit2.scan, visit2.lesions, tracking,
                                       out / "tracking_bodymap.png"))
     return paths

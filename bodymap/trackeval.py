@@ -87,7 +87,9 @@ def score_end_to_end(tracking, det1: LesionSet, det2: LesionSet, truth1: LesionS
                      min_diameter_mm: float = 2.0) -> dict:
     """End-to-end figure: of the persistent true lesions >= min_diameter_mm (at visit 2), the
     share whose detections on both visits were paired with each other. Detections are linked
-    to truth per visit by bodymap.detect.evaluate.match (3D distance <= max(3 mm, radius))."""
+    to truth per visit by bodymap.detect.evaluate.match (3D distance <= max(3 mm, radius)).
+    Also new / missing precision and recall end to end (every size; see below). det1 / det2:
+    the lesion lists the tracking's ids refer to (with any lesions the second look added)."""
     from bodymap.detect.evaluate import match
 
     def link(det: LesionSet, truth: LesionSet) -> dict:
@@ -100,8 +102,29 @@ def score_end_to_end(tracking, det1: LesionSet, det2: LesionSet, truth1: LesionS
     partner = tracking.partner()
     ok = sum(1 for t in pers if t in l1 and t in l2 and partner.get(l2[t]) == l1[t])
     both = sum(1 for t in pers if t in l1 and t in l2)
+    # new / missing, end to end: a detection called new is truly new when the true lesion it is
+    # (linked as above) is not on scan 1; a true lesion detected on visit 2 and absent from
+    # scan 1 should be called new (recall). Detections linked to no true lesion (detector false
+    # positives) are counted apart: no tracking can say whether they are new.
+    t_of2 = {d: t for t, d in l2.items()}
+    t_of1 = {d: t for t, d in l1.items()}
+    ids2 = {l.id for l in truth2.lesions}
+    new_called = [n.id2 for n in tracking.new]
+    mis_called = [m.id1 for m in tracking.missing]
+    new_linked = [t_of2[d] for d in new_called if d in t_of2]
+    mis_linked = [t_of1[d] for d in mis_called if d in t_of1]
+    new_tp = sum(t not in ids1 for t in new_linked)
+    mis_tp = sum(t not in ids2 for t in mis_linked)
+    new_true = [t for t in l2 if t not in ids1]  # truly new and detected on visit 2
+    mis_true = [t for t in l1 if t not in ids2]  # truly gone and detected on visit 1
     return {"persistent_big": len(pers), "detected_both": both, "correct": ok,
-            "accuracy": ok / max(len(pers), 1), "accuracy_given_detected": ok / max(both, 1)}
+            "accuracy": ok / max(len(pers), 1), "accuracy_given_detected": ok / max(both, 1),
+            "new_called": len(new_called), "new_linked": len(new_linked), "new_tp": new_tp,
+            "new_detected_true": len(new_true), "missing_called": len(mis_called), "missing_linked": len(mis_linked),
+            "missing_tp": mis_tp, "missing_detected_true": len(mis_true),
+            "new_precision": new_tp / max(len(new_linked), 1), "new_recall": new_tp / max(len(new_true), 1),
+            "missing_precision": mis_tp / max(len(mis_linked), 1),
+            "missing_recall": mis_tp / max(len(mis_true), 1)}
 
 
 def shuffled(scan, rng: np.random.Generator):

@@ -245,6 +245,13 @@ class Workspace:
             rv = reviews if reviews is not None else pair.gather_reviews(folders, own)[0]
             tv = [v.for_tracking(ls) for v, ls in zip(visits, lesions)]
             t = track_visits(*tv, reviews=rv, progress=progress, **options)
+            # lesions the second look added to the copies travel with the tracking (set_tracking
+            # adds them to the visits, so every id of the tracking is a lesion of its visit)
+            sl = t.info.get("second_look")
+            if sl:
+                for k, x in enumerate(tv, 1):
+                    ids = {r["id"] for r in sl.get(f"visit{k}", [])}
+                    sl[f"visit{k}_lesions"] = [l.to_dict() for l in x.lesions.lesions if l.id in ids]
             for v, x in zip(visits, tv):  # a registration track() had to make is kept for next time
                 with v._lock:
                     v._correspondence = v._correspondence or x.correspondence
@@ -257,7 +264,21 @@ class Workspace:
         return self.tracking_job(folders, reviews, **options)(progress)
 
     def set_tracking(self, tracking) -> None:
-        """The tracking shown and saved with the project (None: none, or out of date)."""
+        """The tracking shown and saved with the project (None: none, or out of date). Lesions
+        its second look found (bodymap.secondlook) join their visits' lesion lists."""
+        if tracking is not None:
+            from bodymap.lesions import Lesion
+
+            sl = tracking.info.get("second_look") or {}
+            for k, v in enumerate(self.visits[:2], 1):
+                ls = v.state.lesions
+                if ls is None:
+                    continue
+                have = {l.id for l in ls.all}
+                for d in sl.get(f"visit{k}_lesions", []):
+                    if d["id"] not in have:
+                        ls.lesions.append(Lesion.from_dict(d))
+                        ls.info["max_id"] = max(int(ls.info.get("max_id", 0)), int(d["id"]))
         self.tracking = tracking
         self.project.tracking = tracking.to_dict() if tracking is not None else None
         self.emit("tracking", tracking)

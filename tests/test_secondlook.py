@@ -1,0 +1,79 @@
+"""The second look (bodymap.secondlook): a lesion the detector missed on one visit is found
+where its partner says it should be, and paired; a truly new lesion stays new."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bodymap.pipeline import load_visit, track_visits
+
+
+@pytest.fixture(scope="module")
+def detected(small_analysed, small_patient):
+    """Both visits of the small patient with their detected lesions and registrations
+    (conftest.small_analysed), tracked once without the second look, and each visit's true
+    lesions (bodymap.trackeval.truth_lesion_set)."""
+    from bodymap.trackeval import truth_lesion_set
+
+    v1, v2 = (load_visit(d) for d in small_analysed)
+    t = track_visits(v1, v2, second_look=False)
+    return v1, v2, t, [truth_lesion_set(p) for p in small_patient]
+
+
+def _copy(v):
+    import copy
+
+    from bodymap.track import Visit
+
+    return Visit(v.scan, copy.deepcopy(v.lesions), v.correspondence)
+
+
+def _visible_pair(v1, t) -> dict:
+    """A confidently paired, clearly visible lesion (what a detector may still miss on one visit)."""
+    by1 = {l.id: l for l in v1.lesions.lesions}
+    return max((p for p in t.pairs if p.confidence > 0.5 and by1[p.id1].box_px is not None),
+               key=lambda p: min(p.diameter1_mm, p.diameter2_mm) * by1[p.id1].contrast_de)
+
+
+def test_a_lesion_deleted_from_one_visit_is_found_again_and_paired(detected):
+    v1, v2, t, _ = detected
+    p = _visible_pair(v1, t)
+    gone = next(l for l in v1.lesions.lesions if l.id == p.id1)
+    a, b = _copy(v1), _copy(v2)
+    a.lesions.lesions = [l for l in a.lesions.lesions if l.id != gone.id]
+    before = track_visits(_copy(a), _copy(b), second_look=False)
+    assert p.id2 in {n.id2 for n in before.new}  # without the second look: called new
+    after = track_visits(a, b)
+    rec = after.info["second_look"]["visit1"]
+    assert [r["from_id"] for r in rec].count(p.id2) == 1
+    rid = next(r["id"] for r in rec if r["from_id"] == p.id2)
+    assert after.partner()[p.id2] == rid
+    found = next(l for l in a.lesions.lesions if l.id == rid)
+    assert found.source == "second look" and str(p.id2) in found.note
+    assert np.linalg.norm(np.subtract(found.point_mm, gone.point_mm)) < 2.0
+    assert abs(found.diameter_mm - gone.diameter_mm) < 0.5 * gone.diameter_mm and found.region
+    assert rid > max(l.id for l in v1.lesions.all)  # a new id, never one of the list's
+    assert p.id2 not in {n.id2 for n in after.new}
+
+
+def test_a_truly_new_lesion_stays_new(detected):
+    """The same lesion, deleted from visit 1's list and painted over on scan 1's texture (skin
+    there now, as for a lesion that appeared since): the second look finds nothing and it stays new."""
+    from bodymap.track import Visit
+
+    v1, v2, t, _ = detected
+    p = _visible_pair(v1, t)
+    gone = next(l for l in v1.lesions.lesions if l.id == p.id1)
+    scan = v1.scan.copy()
+    tex = scan.texture
+    x0, y0, x1, y1 = (int(round(c)) for c in gone.box_px)
+    m = max(3, (x1 - x0) // 2)
+    X0, Y0, X1, Y1 = max(0, x0 - m), max(0, y0 - m), x1 + m + 1, y1 + m + 1
+    ring = np.concatenate([tex[Y0:Y1, X0], tex[Y0:Y1, X1 - 1], tex[Y0, X0:X1], tex[Y1 - 1, X0:X1]])
+    tex[Y0:Y1, X0:X1] = np.median(ring, axis=0).astype(np.uint8)  # skin where the lesion was
+    a = _copy(v1)
+    a = Visit(scan, a.lesions, a.correspondence)
+    a.lesions.lesions = [l for l in a.lesions.lesions if l.id != gone.id]
+    after = track_visits(a, _copy(v2))
+    assert p.id2 in {n.id2 for n in after.new}
+    assert p.id2 not in {r["from_id"] for r in after.info["second_look"]["visit1"]}
