@@ -686,15 +686,29 @@ def region_for_site(code: str, side: str = "midline", ear: str = "non_ear") -> d
             "reliable": True, "manual": True}
 
 
-def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None) -> "Lesion":  # noqa: F821
-    """A lesion the clinician placed by hand at surface point (face, bary (3,)) of scan (mm):
-    colour sampled from the texture there, region from labels (RegionLabels) when given,
-    confidence 1, source 'manual'. diameter_mm: the size to record (default 3 mm)."""
+def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None,
+                  measure: bool = True) -> "Lesion":  # noqa: F821
+    """A lesion the clinician placed by hand at surface point (face, bary (3,)) of scan (mm),
+    confidence 1, source 'manual', region from labels (RegionLabels) when given. measure: the
+    lesion under the click is segmented and measured like a detected one (bodymap.manual:
+    outline, diameter, area, colour, measures); when nothing stands out there (or measure is
+    False) it is a dot of diameter_mm (the clinician's size) with the texture's colour there."""
     from bodymap.colour import srgb_to_lab
     from bodymap.lesions import Lesion
 
     bary = np.asarray(bary, np.float64)
     bary = np.clip(bary, 0, None) / max(bary.clip(0).sum(), 1e-12)
+    if measure:
+        from bodymap.manual import measure_at
+
+        m = measure_at(scan, face, bary, diameter_mm)
+        if m is not None:
+            m.id = int(lid)
+            if labels is not None:
+                from bodymap.anatomy.labels import RegionIndex
+
+                m.region = RegionIndex(scan.vertices, scan.faces, labels).region_at(np.asarray(m.point_mm))[0]
+            return m
     point = scan.points_from_barycentric(np.array([face]), bary[None])[0]
     normal = scan.face_normals[face]
     lab = [0.0, 0.0, 0.0]
