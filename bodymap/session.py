@@ -463,6 +463,39 @@ class _StoredTracking:
         return {int(p["id2"]): int(p["id1"]) for p in self.pairs}
 
 
+def patient_project(folder: str | Path, analyses: list | None = None) -> Project:
+    """A new project of a patient folder: FOLDER/patient.json (BodyMap's record or a synthetic
+    patient's from `bodymap synth`) and one sub-folder per visit holding its scan (scan.obj,
+    .ply, .glb, .gltf or .off); each visit's date from its truth.json (synthetic visits) when
+    there is one; visits in date order. analyses: an analysis folder per visit (same order as
+    the sorted sub-folders) or None. ValueError naming the folder when it holds no visit."""
+    from bodymap.export.record import Patient as Record, _truth_date
+
+    folder = Path(folder)
+    visits = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        scan = next((d / f"scan{e}" for e in (".obj", ".ply", ".glb", ".gltf", ".off") if (d / f"scan{e}").is_file()),
+                    None)
+        if scan is not None:
+            visits.append(VisitState(str(scan), title=d.name, date=_truth_date(d)))
+    if not visits:
+        raise ValueError(f"{folder}: no visit folders with a scan (VISIT/scan.obj)")
+    if analyses is not None:
+        if len(analyses) != len(visits):
+            raise ValueError(f"{folder}: {len(visits)} visits but {len(analyses)} analysis folders")
+        for v, a in zip(visits, analyses):
+            v.analysis_dir = str(a) if a else None
+    p = Project()
+    if (folder / "patient.json").is_file():
+        r = Record.from_json(folder / "patient.json")
+        dates = [v.date for v in visits if v.date]
+        birth = r.birth_year or (int(min(dates)[:4]) - int(round(r.age_years)) if dates and r.age_years else None)
+        p.patient = Patient(r.id, r.name, {"F": "female", "M": "male", "O": "other"}.get(r.sex, ""), birth, r.notes)
+    for v in visits:
+        p.add_visit(v)
+    return p
+
+
 # ---------------------------------------------------------------------------------- edits
 class Command:
     """One undoable change of a Project. text: what the Edit menu shows."""

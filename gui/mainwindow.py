@@ -17,6 +17,7 @@ from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, Hist
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
 from gui.compare import CompareWidget, marks
 from gui.detail import DetailPanel
+from gui.history import HistoryPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
 from gui.view3d import OVERLAYS, View3D, legend_items
@@ -141,6 +142,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.addTab(self.compare, "Compare")
         self.photo = PhotoWidget(self.runner)
         self.tabs.addTab(self.photo, "Photo")
+        self.history_panel = HistoryPanel(self.runner, self.edit)
+        self.tabs.addTab(self.history_panel, "History")
         # links
         self.table.selected.connect(lambda i: self.select_lesion(i, source="table"))
         self.view.lesion_clicked.connect(lambda i: self.select_lesion(i, source="view") if not self.add_mode else None)
@@ -523,6 +526,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ch = self._changes(k).get(lid, ("", ""))[0] if l is not None else ""
         self.detail.show_lesion(self.scans[k] if l is not None else None, l, ch,
                                 v.diagnoses.get(lid) if l is not None else None)
+        self.history_panel.show_lesion(self.project, self.scans, k, lid if l is not None else None)
         if l is not None:
             self._closeup(k, l)
 

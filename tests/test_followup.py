@@ -13,7 +13,7 @@ import pytest
 
 from bodymap.lesions import Lesion, LesionSet
 from bodymap.session import (FORMAT_VERSION, Attach, History, Patient, Project, ProjectError, Review, SetPatient,
-                             SetStatus, VisitState)
+                             SetStatus, VisitState, patient_project)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -99,6 +99,23 @@ def test_patient_with_four_dated_visits(tmp_path):
     (tmp_path / "bad.bodymap").write_text(json.dumps(bad))
     with pytest.raises(ProjectError, match="birth year"):
         Project.load(tmp_path / "bad.bodymap")
+
+
+def test_a_synthetic_patient_folder_opens_as_one_patient(tmp_path):
+    """`bodymap synth --visits 4` writes PATIENT/patient.json and visit1..4: one project, the
+    patient's record, the visits in date order with their dates."""
+    pdir = tmp_path / "SYN1"
+    dates = ["2025-02-01", "2025-09-03", "2026-04-20", "2027-01-05"]
+    for k, d in enumerate(dates, 1):
+        (pdir / f"visit{k}").mkdir(parents=True)
+        (pdir / f"visit{k}" / "scan.obj").write_text("# placeholder\n")
+        (pdir / f"visit{k}" / "truth.json").write_text(json.dumps({"visit_date": d}))
+    (pdir / "patient.json").write_text(json.dumps({"patient_id": "SYN1", "body": {"sex": "male", "age_years": 50.0},
+                                                   "visits": [f"visit{k}" for k in range(1, 5)]}))
+    p = patient_project(pdir)
+    assert p.patient == Patient("SYN1", "", "male", 1975, "")
+    assert [v.date for v in p.visits] == dates and [v.title for v in p.visits] == ["visit1", "visit2", "visit3", "visit4"]
+    assert p.series().ids == [{}, {}, {}, {}]
 
 
 # ----------------------------------------------------------------------------- history
