@@ -172,12 +172,14 @@ class Step:
 @dataclasses.dataclass
 class LesionHistory:
     """Persistent lesion pid over the visits: sightings in visit order, steps between
-    consecutive sightings, field_mm of every close-up."""
+    consecutive sightings, field_mm of every close-up; body_up: every close-up has the body's
+    up at the top (all visits registered), else some have the scan's +z."""
 
     pid: int
     sightings: list[Sighting]
     steps: list[Step]
     field_mm: float
+    body_up: bool = False
 
     @property
     def diameter_rate_mm_per_year(self) -> float | None:
@@ -286,7 +288,8 @@ def lesion_history(visits: list[HistoryVisit], series, pid: int, closeups: bool 
         steps.append(Step(a.visit, b.visit, yrs, b.diameter_mm - a.diameter_mm, b.area_mm2 - a.area_mm2,
                           float(delta_e(a.lab, b.lab)), rate_per_year(a.diameter_mm, b.diameter_mm, yrs),
                           rate_per_year(a.area_mm2, b.area_mm2, yrs)))
-    return LesionHistory(int(pid), out, steps, float(field_mm))
+    return LesionHistory(int(pid), out, steps, float(field_mm),
+                         all(visits[k].correspondence is not None for k, _ in lesions))
 
 
 def flagged(series, last_only: bool = True) -> list[int]:
@@ -296,3 +299,72 @@ def flagged(series, last_only: bool = True) -> list[int]:
     ids = series.ids[-1:] if last_only and series.ids else series.ids
     out = {ids[k][lid] for k, st in enumerate(visits) for lid, s in st.items() if s in ("new", "grown", "changed")}
     return sorted(out)
+
+
+def flagged_histories(visits: list[HistoryVisit], series, pids: list[int] | None = None,
+                      progress=None, size_px: int = 192) -> list[LesionHistory]:
+    """The histories (with close-ups) of pids, default the lesions flagged at the last visit
+    (``flagged``): what the PDF report gets a page for. progress(stage, fraction) optional."""
+    pids = flagged(series) if pids is None else pids
+    out = []
+    for k, pid in enumerate(pids):
+        if progress:
+            progress(f"lesion history {k + 1}/{len(pids)}", k / max(len(pids), 1))
+        out.append(lesion_history(visits, series, pid, size_px=size_px))
+    return out
+
+
+def write_project_report(project, path, progress=None) -> "Path":  # noqa: F821
+    """The PDF report of a project's last analysed visit (bodymap.session.Project): body maps and
+    lesion table, the change since the visit before when that link was tracked, and a page per
+    flagged lesion with its close-ups over every visit (scans read from the project's paths,
+    registrations from the analysis folders). Returns path."""
+    from pathlib import Path
+
+    from bodymap.export.report import write_report
+    from bodymap.io import load_scan
+
+    say = progress or (lambda s, f: None)
+    vs = project.visits
+    done = [k for k, v in enumerate(vs) if v.lesions is not None]
+    if not done:
+        raise ValueError(f"{project.path or 'project'}: no analysed visit to report")
+    visits = []
+    for k, v in enumerate(vs):
+        say(f"reading visit {k + 1}", 0.3 * k / len(vs))
+        if v.lesions is None:
+            visits.append(None)
+            continue
+        scan = load_scan(v.scan_path)
+        corr = None
+        if v.analysis_dir and (Path(v.analysis_dir) / "labels.npz").is_file():
+            from bodymap.anatomy.labels import load_correspondence
+
+            corr = load_correspondence(Path(v.analysis_dir) / "labels.npz", scan.n_vertices)
+        from bodymap.export.record import visit_date_of
+
+        visits.append(HistoryVisit(scan, v.lesions, v.date or visit_date_of(scan) or None, corr,
+                                   v.title or f"visit {k + 1}"))
+    series = project.series()
+    for k, v in enumerate(visits):
+        if v is None:
+            series.ids[k] = {}
+    last = done[-1]
+    series.ids, series.status = series.ids[:last + 1], series.status[:last + 1]
+    hs = flagged_histories(visits[:last + 1], series, progress=lambda s, f: say(s, 0.3 + 0.4 * f))
+    comparison = None
+    tr = project.link_tracking(last) if last >= 1 and visits[last - 1] is not None else None
+    if tr:
+        from bodymap.track import Tracking
+
+        m = tr.get("mapped", [])
+        t = Tracking(tr["pairs"], tr["new"], tr["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
+                     np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
+                     tr.get("info", {}))
+        comparison = (visits[last - 1].scan, visits[last - 1].lesions, t)
+    pt = project.patient
+    who = f"{pt.id} {pt.name}".strip() if pt is not None else ""
+    title = f"BodyMap report: {visits[last].title}" + (f" ({visits[last].date})" if visits[last].date else "")
+    return write_report(path, visits[last].scan, visits[last].lesions, title=title, patient=who,
+                        comparison=comparison, diagnoses=vs[last].diagnoses, histories=hs,
+                        progress=lambda s, f: say(s, 0.7 + 0.3 * f))

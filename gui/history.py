@@ -152,7 +152,7 @@ class HistoryPanel(QtWidgets.QWidget):
         self.history = h
         rate = h.diameter_rate_mm_per_year
         self.title.setText(f"<b>Lesion {h.pid}</b> over {len(h.sightings)} visit(s); close-ups {h.field_mm:.0f} mm "
-                           f"wide, the body's up at the top; diameter "
+                           f"wide, {'the body' if h.body_up else 'the scan'}'s up at the top; diameter "
                            + (f"{rate:+.2f} mm/year since the first visit" if rate is not None else
                               "rate unknown (visit dates missing)"))
         for s in h.sightings:

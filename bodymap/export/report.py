@@ -183,7 +183,8 @@ def _history_page(pdf, h) -> None:
     fig.text(0.04, 0.95, f"Lesion {h.pid}: history over {len(h.sightings)} visits", fontsize=15, weight="bold")
     fig.text(0.04, 0.915, f"now #{last.lesion_id} ({last.status}), {last.diameter_mm:.1f} mm; diameter "
              + (f"{rate:+.2f} mm/year since the first visit" if rate is not None else "rate unknown (dates missing)")
-             + f"; close-ups {h.field_mm:.0f} mm wide, up = the body's up", fontsize=9)
+             + f"; close-ups {h.field_mm:.0f} mm wide, up = "
+             + ("the body's up" if h.body_up else "the scan's up (a visit is not registered)"), fontsize=9)
     ax = fig.add_axes([0.02, 0.52, 0.96, 0.37])
     ax.imshow(np.asarray(h.strip()))
     ax.axis("off")
