@@ -360,6 +360,23 @@ class Project:
         self._set_all_links(links)
         return i
 
+    def track_links(self, visits: list, progress=None, retrack: bool = False) -> list[int]:
+        """Track every link not tracked yet (all with retrack) with its own reviews respected
+        (bodymap.pipeline.track_visits) and record the results. visits: bodymap.track.Visit per
+        project visit (same order; scan + lesions, correspondence when analysed). Returns the
+        links tracked. progress(stage, fraction) over all of them."""
+        from bodymap.pipeline import track_visits
+
+        if len(visits) != len(self.visits):
+            raise ValueError(f"track_links: {len(self.visits)} visits in the project, {len(visits)} given")
+        todo = [k for k in range(1, len(self.visits)) if retrack or self.link_tracking(k) is None]
+        for n, k in enumerate(todo):
+            sub = (lambda s, f, n=n, k=k: progress(f"visit {k + 1} against {k}: {s}", (n + f) / len(todo))
+                   if progress else None)
+            t = track_visits(visits[k - 1], visits[k], reviews=self.link_reviews(k), progress=sub)
+            self.set_link(k, t.to_dict())
+        return todo
+
     def series(self):
         """bodymap.followup.Series of the visits from the recorded link trackings (a link not
         tracked yet numbers the later visit's lesions anew, status 'untracked'). Visits without

@@ -205,20 +205,23 @@ class HistoryPanel(QtWidgets.QWidget):
         self.edit(SetStatus(k, lid, None if status.startswith("(") else status, date))
         self._notes(project)
 
-    def attach_dialog(self, path: str | None = None, kind: str | None = None) -> None:
-        """Attach a photograph to the selected lesion (a file dialog unless path is given)."""
+    def attach_dialog(self, path: str | None = None, kind: str | None = None) -> bool:
+        """Attach a photograph to the selected lesion (a file dialog unless path is given; photo
+        mode gives its photo and kind). Returns whether one was attached (False: no lesion
+        selected, or cancelled)."""
         if self.request is None:
-            return
+            return False
         project, _, k, lid = self.request
         if path is None:
             path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Attach a photograph", "",
                                                             "Images (*.jpg *.jpeg *.png *.tif *.tiff *.bmp)")
             if not path:
-                return
+                return False
         if kind is None:
             kind, ok = QtWidgets.QInputDialog.getItem(self, "Attach", "kind of photograph:",
                                                       ["dermoscopy", "clinical", "other"], 0, False)
             if not ok:
-                return
+                return False
         self.edit(Attach(k, lid, path, kind, datetime.date.today().isoformat()))
         self._notes(project)
+        return True

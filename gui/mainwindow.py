@@ -144,6 +144,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.addTab(self.photo, "Photo")
         self.history_panel = HistoryPanel(self.runner, self.edit)
         self.tabs.addTab(self.history_panel, "History")
+        self.photo.attach.connect(lambda path, kind: self.history_panel.attach_dialog(path, kind) or self.statusBar(
+            ).showMessage("Select a lesion in the Visit tab to attach the photo to", 5000))
         # links
         self.table.selected.connect(lambda i: self.select_lesion(i, source="table"))
         self.view.lesion_clicked.connect(lambda i: self.select_lesion(i, source="view") if not self.add_mode else None)

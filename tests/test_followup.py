@@ -101,6 +101,36 @@ def test_patient_with_four_dated_visits(tmp_path):
         Project.load(tmp_path / "bad.bodymap")
 
 
+def test_track_links_respects_each_links_reviews(tmp_path, monkeypatch):
+    """Untracked links are tracked with their own reviews; tracked ones are left alone."""
+    import bodymap.pipeline as pl
+
+    p = Project()
+    for k in range(4):
+        p.add_visit(_visit(tmp_path, f"v{k + 1}", f"202{k}-05-01"))
+    p.set_link(1, _tracking([(1, 1, []), (2, 2, []), (3, 3, [])]))
+    History(p).push(Review("reject", 2, 2, link=3))
+    seen = []
+
+    class T:
+        def __init__(self, rv):
+            self.rv = rv
+
+        def to_dict(self):
+            return _tracking([(i, i, []) for i in (1, 2, 3) if (i, i) not in self.rv.rejected],
+                             new=[i for i in (1, 2, 3) if (i, i) in self.rv.rejected])
+
+    def fake(v1, v2, reviews=None, progress=None):
+        seen.append((v1, v2, reviews))
+        return T(reviews)
+
+    monkeypatch.setattr(pl, "track_visits", fake)
+    assert p.track_links(["a", "b", "c", "d"]) == [2, 3]
+    assert [s[:2] for s in seen] == [("b", "c"), ("c", "d")] and seen[1][2].rejected == {(2, 2)}
+    s = p.series()
+    assert s.ids[3] == {1: 1, 2: 4, 3: 3} and s.status[3][2] == "new"
+
+
 def test_a_synthetic_patient_folder_opens_as_one_patient(tmp_path):
     """`bodymap synth --visits 4` writes PATIENT/patient.json and visit1..4: one project, the
     patient's record, the visits in date order with their dates."""

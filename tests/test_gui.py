@@ -376,11 +376,12 @@ def test_history_panel_status_and_photo(win, qtbot, tmp_path):
     assert h.sightings[0].closeup.shape == h.sightings[1].closeup.shape and h.sightings[0].mm_per_px == h.sightings[1].mm_per_px
     assert win.history_panel.table.rowCount() == 2 and "mm/year" in win.history_panel.title.text()
     win.history_panel.set_status("biopsied", "2026-03-01")
-    photo = tmp_path / "dermoscopy.png"
+    photo = tmp_path / "dermoscopy.png"  # the kind comes from photo mode's result ("other": none here)
     from PIL import Image
 
     Image.new("RGB", (8, 8), "brown").save(photo)
-    win.history_panel.attach_dialog(str(photo), "dermoscopy")
+    win.photo.path, win.photo.result = str(photo), None  # photo mode's "Attach to selected lesion"
+    win.photo.attach_btn.click()
     assert "biopsied" in win.history_panel.notes.text() and "dermoscopy.png" in win.history_panel.notes.text()
     path = tmp_path / "p.bodymap"
     assert win.save_to(path)
