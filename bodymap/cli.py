@@ -758,7 +758,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             before = load_visit(args.previous, units=args.units)
             comparison = (before.scan, before.lesions, _track(args, before, v, Path(args.analysis),
                                                               [Path(args.analysis), Path(args.previous)]))
-        report.write_report(out, v.scan, v.lesions, comparison=comparison)
+        hs = None
+        if comparison is not None:  # a page per flagged lesion: its close-ups at both visits
+            from bodymap.history import HistoryVisit, flagged_histories
+            from bodymap.followup import chain_ids
+
+            from bodymap.export.record import visit_date_of
+
+            hv = [HistoryVisit(x.scan, x.lesions, visit_date_of(x.scan) or None, x.correspondence) for x in (before, v)]
+            hs = flagged_histories(hv, chain_ids([[l.id for l in x.lesions.lesions] for x in hv], [comparison[2]]))
+        report.write_report(out, v.scan, v.lesions, comparison=comparison, histories=hs)
     elif ext == ".svg":
         report.write_region_svg(v.scan, labels, v.lesions, out)
     elif ext == ".png":

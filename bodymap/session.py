@@ -1,7 +1,10 @@
 """A clinician's working session, with no Qt in it: the project file and undoable edits.
 
-    Project: the scans of one or two visits, their lesion lists (with every edit), the tracking
-             result and the clinician's reviews; saved as one JSON file (atomically)
+    Project: a patient (id, name or pseudonym, sex, birth year, notes) and any number of dated
+             visits in date order: their scans, lesion lists (with every edit), each lesion's
+             status (monitor, biopsied, excised, benign by review) and attached photographs, the
+             tracking results and the clinician's reviews of each link between consecutive
+             visits; saved as one JSON file (atomically)
     History: undo / redo of edits (add or delete a lesion, correct a site, add a note, review a match)
 
 The GUI shows a Project and changes it only through History.push(command), so every change can
@@ -24,8 +27,12 @@ from bodymap import taxonomy as tx
 from bodymap.jsonfile import write_json
 
 SCHEMA = "bodymap.project"
-FORMAT_VERSION = 1
+# 2: patient record, visit dates, any number of visits (links 2.. in "links"), lesion statuses and
+# attachments. Format 1 files (one or two visits, no patient) open unchanged.
+FORMAT_VERSION = 2
 SUFFIX = ".bodymap"
+SEXES = ("", "female", "male", "other")
+LESION_STATUSES = ("monitor", "biopsied", "excised", "benign by review")
 
 
 class ProjectError(ValueError):
@@ -135,6 +142,12 @@ class VisitState:
     analysis_dir: str | None = None
     title: str = ""
     diagnoses: dict = dataclasses.field(default_factory=dict)
+    # ISO date of the visit (YYYY-MM-DD; "" unknown)
+    date: str = ""
+    # {lesion id: {"status": one of LESION_STATUSES, "date": ISO date, "note": str}}
+    status: dict = dataclasses.field(default_factory=dict)
+    # {lesion id: [{"path": photo file, "kind": "dermoscopy" | "clinical" | ..., "date", "note"}]}
+    attachments: dict = dataclasses.field(default_factory=dict)
 
     def lesion(self, lid: int) -> "Lesion":  # noqa: F821
         """The lesion with id lid. KeyError when there is none."""
@@ -154,9 +167,12 @@ class VisitState:
         return {"scan": _rel(self.scan_path, base), "scan_abs": str(Path(self.scan_path).resolve()),
                 "analysis_dir": _rel(self.analysis_dir, base) if self.analysis_dir else None,
                 "analysis_dir_abs": str(Path(self.analysis_dir).resolve()) if self.analysis_dir else None,
-                "title": self.title,
+                "title": self.title, "date": self.date,
                 "lesions": None if ls is None else ls.to_dict(),
-                "diagnoses": {str(k): v for k, v in self.diagnoses.items()}}
+                "diagnoses": {str(k): v for k, v in self.diagnoses.items()},
+                "status": {str(k): v for k, v in self.status.items()},
+                "attachments": {str(k): [{**a, "path": _rel(a["path"], base), "path_abs": str(Path(a["path"]).resolve())}
+                                         for a in v] for k, v in self.attachments.items()}}
 
     @classmethod
     def from_dict(cls, d: dict, base: Path | None, source="project") -> "VisitState":
@@ -168,9 +184,67 @@ class VisitState:
         if not isinstance(d.get("scan"), str) or not isinstance(d.get("diagnoses", {}), dict):
             raise ValueError("a visit has no scan path, or malformed diagnoses")
         lesions = None if ls is None else LesionSet.from_dict(ls, source)
+        date = d.get("date") or ""
+        if not isinstance(date, str) or (date and _iso_date(date) is None):
+            raise ValueError(f"a visit's date {date!r} is not a date (YYYY-MM-DD)")
+        status = {int(k): _check_status(v) for k, v in (d.get("status") or {}).items()}
+        att = {}
+        for k, v in (d.get("attachments") or {}).items():
+            if not isinstance(v, list) or not all(isinstance(a, dict) and isinstance(a.get("path"), str) for a in v):
+                raise ValueError(f"the attachments of lesion {k} are not a list of files")
+            att[int(k)] = [{**{x: y for x, y in a.items() if x != "path_abs"},
+                            "path": _resolve(a["path"], a.get("path_abs"), base)} for a in v]
         return cls(_resolve(d["scan"], d.get("scan_abs"), base), lesions,
                    _resolve(d["analysis_dir"], d.get("analysis_dir_abs"), base) if d.get("analysis_dir") else None,
-                   d.get("title", ""), {int(k): v for k, v in d.get("diagnoses", {}).items()})
+                   d.get("title", ""), {int(k): v for k, v in d.get("diagnoses", {}).items()}, date, status, att)
+
+
+def _iso_date(text: str):
+    import datetime
+
+    try:
+        return datetime.date.fromisoformat(str(text)[:10])
+    except ValueError:
+        return None
+
+
+def _check_status(v) -> dict:
+    """A lesion status record, checked: {"status": one of LESION_STATUSES, "date": ISO or "", "note"}."""
+    if not isinstance(v, dict) or v.get("status") not in LESION_STATUSES:
+        raise ValueError(f"lesion status {v!r} is not one of {', '.join(LESION_STATUSES)}")
+    if v.get("date") and _iso_date(v["date"]) is None:
+        raise ValueError(f"lesion status date {v['date']!r} is not a date (YYYY-MM-DD)")
+    return {"status": v["status"], "date": v.get("date") or "", "note": v.get("note") or ""}
+
+
+@dataclasses.dataclass
+class Patient:
+    """The patient of a project: id (the clinic's, or a pseudonym's code), name (a name or a
+    pseudonym), sex (one of SEXES), birth_year (or None), notes."""
+
+    id: str = ""
+    name: str = ""
+    sex: str = ""
+    birth_year: int | None = None
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Patient":
+        """A checked record (ValueError naming the bad field)."""
+        if not isinstance(d, dict):
+            raise ValueError("'patient' is not a record")
+        p = cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        for f in ("id", "name", "notes"):
+            if not isinstance(getattr(p, f), str):
+                raise ValueError(f"patient {f} is not text")
+        if p.sex not in SEXES:
+            raise ValueError(f"patient sex {p.sex!r} is not one of {', '.join(repr(x) for x in SEXES)}")
+        if p.birth_year is not None and (not isinstance(p.birth_year, int) or not 1880 <= p.birth_year <= 2200):
+            raise ValueError(f"patient birth year {p.birth_year!r} is not a year")
+        return p
 
 
 def _rel(p: str | None, base: Path | None) -> str | None:
@@ -196,15 +270,122 @@ def _resolve(p: str, absolute: str | None, base: Path | None) -> str:
 
 @dataclasses.dataclass
 class Project:
-    """Everything a clinician made in a session. visits: one (review) or two (comparison:
-    visits[0] earlier); reviews: bodymap.track.Reviews of visit 2 against visit 1; tracking:
-    the last Tracking as a dict (Tracking.to_dict) or None; path: the file it was saved to."""
+    """Everything a clinician made for one patient. visits: in date order (add_visit keeps it;
+    visits without a date after the dated ones); link k (k = 1 .. len(visits) - 1) is visit k
+    tracked against visit k - 1: link 1's reviews (bodymap.track.Reviews) and tracking
+    (Tracking.to_dict() or None) are the fields reviews and tracking (the pair the Compare tab
+    shows, as in format 1), later links' are in links {k: {"tracking", "reviews"}} (use
+    link_reviews / link_tracking / set_link); detached_reviews: reviews of links a visit added
+    later split (kept, with the two visits' scans, never lost); patient: Patient or None;
+    path: the file it was saved to."""
 
     visits: list[VisitState] = dataclasses.field(default_factory=list)
     reviews: object = None
     tracking: dict | None = None
     notes: str = ""
     path: Path | None = None
+    patient: Patient | None = None
+    links: dict = dataclasses.field(default_factory=dict)
+    detached_reviews: list = dataclasses.field(default_factory=list)
+
+    # --------------------------------------------------------------- visits and links
+    def link_reviews(self, k: int):
+        """The Reviews of link k (visit k against visit k - 1), made on first use."""
+        self._check_link(k)
+        if k == 1:
+            return self.ensure_reviews()
+        rec = self.links.setdefault(k, {"tracking": None, "reviews": None})
+        if rec["reviews"] is None:
+            from bodymap.track import Reviews
+
+            rec["reviews"] = Reviews()
+        return rec["reviews"]
+
+    def link_tracking(self, k: int) -> dict | None:
+        """The tracking of link k (Tracking.to_dict()) or None when not tracked yet."""
+        self._check_link(k)
+        return self.tracking if k == 1 else self.links.get(k, {}).get("tracking")
+
+    def set_link(self, k: int, tracking: dict | None) -> None:
+        """Record link k's tracking (Tracking.to_dict() or None)."""
+        self._check_link(k)
+        if k == 1:
+            self.tracking = tracking
+        else:
+            self.links.setdefault(k, {"tracking": None, "reviews": None})["tracking"] = tracking
+
+    def _check_link(self, k: int) -> None:
+        if not 1 <= k < len(self.visits):
+            raise IndexError(f"link {k}: the project has {len(self.visits)} visits (links 1..{len(self.visits) - 1})")
+
+    def _all_links(self) -> list[dict]:
+        return [{"tracking": self.link_tracking(k),
+                 "reviews": self.reviews if k == 1 else self.links.get(k, {}).get("reviews")}
+                for k in range(1, len(self.visits))]
+
+    def _set_all_links(self, links: list[dict]) -> None:
+        self.reviews = links[0]["reviews"] if links else None
+        self.tracking = links[0]["tracking"] if links else None
+        self.links = {k: dict(rec) for k, rec in enumerate(links[1:], 2)}
+
+    def add_visit(self, visit: VisitState) -> int:
+        """Insert visit in date order (after visits of the same date; undated visits go last)
+        and return its index. A visit landing between two tracked visits splits their link: its
+        tracking is dropped (track again) and its reviews go to detached_reviews."""
+        from bodymap.history import parse_date
+
+        d = parse_date(visit.date)
+        i = len(self.visits)
+        if d is not None:
+            for j, v in enumerate(self.visits):
+                dv = parse_date(v.date)
+                if dv is None or dv > d:
+                    i = j
+                    break
+        links = self._all_links()
+        empty = {"tracking": None, "reviews": None}
+        if i == len(self.visits):
+            links = links + [dict(empty)] if self.visits else links
+        elif i == 0:
+            links = [dict(empty)] + links
+        else:
+            split = links[i - 1]
+            if split["reviews"] is not None and (split["reviews"].confirmed or split["reviews"].rejected
+                                                 or split["reviews"].new):
+                self.detached_reviews.append({"scan1": self.visits[i - 1].scan_path,
+                                              "scan2": self.visits[i].scan_path,
+                                              "reviews": split["reviews"].to_dict()})
+            links = links[:i - 1] + [dict(empty), dict(empty)] + links[i:]
+        self.visits.insert(i, visit)
+        self._set_all_links(links)
+        return i
+
+    def track_links(self, visits: list, progress=None, retrack: bool = False) -> list[int]:
+        """Track every link not tracked yet (all with retrack) with its own reviews respected
+        (bodymap.pipeline.track_visits) and record the results. visits: bodymap.track.Visit per
+        project visit (same order; scan + lesions, correspondence when analysed). Returns the
+        links tracked. progress(stage, fraction) over all of them."""
+        from bodymap.pipeline import track_visits
+
+        if len(visits) != len(self.visits):
+            raise ValueError(f"track_links: {len(self.visits)} visits in the project, {len(visits)} given")
+        todo = [k for k in range(1, len(self.visits)) if retrack or self.link_tracking(k) is None]
+        for n, k in enumerate(todo):
+            sub = (lambda s, f, n=n, k=k: progress(f"visit {k + 1} against {k}: {s}", (n + f) / len(todo))
+                   if progress else None)
+            t = track_visits(visits[k - 1], visits[k], reviews=self.link_reviews(k), progress=sub)
+            self.set_link(k, t.to_dict())
+        return todo
+
+    def series(self):
+        """bodymap.followup.Series of the visits from the recorded link trackings (a link not
+        tracked yet numbers the later visit's lesions anew, status 'untracked'). Visits without
+        a lesion list count as having no lesions."""
+        from bodymap.followup import chain_ids
+
+        ids = [[l.id for l in v.lesions.lesions] if v.lesions is not None else [] for v in self.visits]
+        trs = [_StoredTracking(t) if (t := self.link_tracking(k)) else None for k in range(1, len(self.visits))]
+        return chain_ids(ids, trs)
 
     def ensure_reviews(self):
         """The Reviews, made on first use (bodymap.track is imported then, not at start-up)."""
@@ -217,9 +398,14 @@ class Project:
     def to_dict(self, base: Path | None = None) -> dict:
         """JSON-ready; paths relative to base (the project file's folder) where possible."""
         return {"schema": SCHEMA, "version": FORMAT_VERSION, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "patient": self.patient.to_dict() if self.patient is not None else None,
                 "visits": [v.to_dict(base) for v in self.visits],
                 "reviews": self.reviews.to_dict() if self.reviews is not None else None,
-                "tracking": self.tracking, "notes": self.notes}
+                "tracking": self.tracking, "notes": self.notes,
+                "links": {str(k): {"tracking": r.get("tracking"),
+                                   "reviews": r["reviews"].to_dict() if r.get("reviews") is not None else None}
+                          for k, r in sorted(self.links.items())},
+                "detached_reviews": self.detached_reviews}
 
     def save(self, path: str | Path) -> Path:
         """Write the project (atomically: a crash mid-write leaves the previous file whole)."""
@@ -260,15 +446,71 @@ class Project:
             visits = d.get("visits")
             if not isinstance(visits, list) or not all(isinstance(x, dict) for x in visits):
                 raise ValueError("'visits' is not a list of visit records")
-            if len(visits) > 2:
-                raise ValueError(f"{len(visits)} visits; a project holds one or two")
+            if v < 2 and len(visits) > 2:
+                raise ValueError(f"{len(visits)} visits; a format-1 project holds one or two")
             visits = [VisitState.from_dict(x, path.parent, path) for x in visits]
+            patient = Patient.from_dict(d["patient"]) if d.get("patient") is not None else None
+            links = {}
+            raw = d.get("links") or {}
+            if not isinstance(raw, dict):
+                raise ValueError("'links' is not a record")
+            for k, rec in raw.items():
+                if not isinstance(rec, dict) or not 2 <= int(k) < len(visits):
+                    raise ValueError(f"link {k} does not join two of the {len(visits)} visits")
+                links[int(k)] = {"tracking": rec.get("tracking"),
+                                 "reviews": Reviews.from_dict(rec["reviews"], "reviews") if rec.get("reviews") else None}
+            detached = d.get("detached_reviews") or []
+            if not isinstance(detached, list):
+                raise ValueError("'detached_reviews' is not a list")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             msg = str(e).replace(f"{path}: ", "")
             if isinstance(e, KeyError):
                 msg = f"missing {e}"
             raise ProjectError(f"{path}: the project file is corrupt ({msg})") from None
-        return cls(visits, reviews, d.get("tracking"), d.get("notes", ""), path)
+        return cls(visits, reviews, d.get("tracking"), d.get("notes", ""), path, patient, links, detached)
+
+
+class _StoredTracking:
+    """A tracking as the project stores it (Tracking.to_dict()), with what chain_ids reads."""
+
+    def __init__(self, d: dict):
+        self.pairs, self.new, self.missing = d.get("pairs", []), d.get("new", []), d.get("missing", [])
+
+    def partner(self) -> dict:
+        return {int(p["id2"]): int(p["id1"]) for p in self.pairs}
+
+
+def patient_project(folder: str | Path, analyses: list | None = None) -> Project:
+    """A new project of a patient folder: FOLDER/patient.json (BodyMap's record or a synthetic
+    patient's from `bodymap synth`) and one sub-folder per visit holding its scan (scan.obj,
+    .ply, .glb, .gltf or .off); each visit's date from its truth.json (synthetic visits) when
+    there is one; visits in date order. analyses: an analysis folder per visit (same order as
+    the sorted sub-folders) or None. ValueError naming the folder when it holds no visit."""
+    from bodymap.export.record import Patient as Record, _truth_date
+
+    folder = Path(folder)
+    visits = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        scan = next((d / f"scan{e}" for e in (".obj", ".ply", ".glb", ".gltf", ".off") if (d / f"scan{e}").is_file()),
+                    None)
+        if scan is not None:
+            visits.append(VisitState(str(scan), title=d.name, date=_truth_date(d)))
+    if not visits:
+        raise ValueError(f"{folder}: no visit folders with a scan (VISIT/scan.obj)")
+    if analyses is not None:
+        if len(analyses) != len(visits):
+            raise ValueError(f"{folder}: {len(visits)} visits but {len(analyses)} analysis folders")
+        for v, a in zip(visits, analyses):
+            v.analysis_dir = str(a) if a else None
+    p = Project()
+    if (folder / "patient.json").is_file():
+        r = Record.from_json(folder / "patient.json")
+        dates = [v.date for v in visits if v.date]
+        birth = r.birth_year or (int(min(dates)[:4]) - int(round(r.age_years)) if dates and r.age_years else None)
+        p.patient = Patient(r.id, r.name, {"F": "female", "M": "male", "O": "other"}.get(r.sex, ""), birth, r.notes)
+    for v in visits:
+        p.add_visit(v)
+    return p
 
 
 # ---------------------------------------------------------------------------------- edits
@@ -337,27 +579,97 @@ class SetField(Command):
 
 class Review(Command):
     """A clinician's decision on a match of visit 2 (id2) to visit 1 (id1): "confirm" (also
-    reassign: confirm another id1), "reject", or "new" (id1 ignored)."""
+    reassign: confirm another id1), "reject", or "new" (id1 ignored). link: which pair of
+    consecutive visits (k: visit k against visit k - 1; 1 = the first two)."""
 
-    def __init__(self, action: str, id2: int, id1: int | None = None):
+    def __init__(self, action: str, id2: int, id1: int | None = None, link: int = 1):
         if action not in ("confirm", "reject", "new"):
             raise ValueError(f"unknown review action {action!r}")
         self.action, self.id2, self.id1 = action, int(id2), None if id1 is None else int(id1)
+        self.link = int(link)
         self.text = {"confirm": f"confirm {id2} = {id1}", "reject": f"reject {id2} = {id1}",
                      "new": f"mark {id2} new"}[action]
         self._old = None
 
     def apply(self, p):
-        self._old = copy.deepcopy(p.ensure_reviews())
+        rv = p.ensure_reviews() if self.link == 1 else p.link_reviews(self.link)
+        self._old = copy.deepcopy(rv)
         if self.action == "confirm":
-            p.reviews.confirm(self.id2, self.id1)
+            rv.confirm(self.id2, self.id1)
         elif self.action == "reject":
-            p.reviews.reject(self.id2, self.id1)
+            rv.reject(self.id2, self.id1)
         else:
-            p.reviews.mark_new(self.id2)
+            rv.mark_new(self.id2)
 
     def revert(self, p):
-        p.reviews = self._old
+        if self.link == 1:
+            p.reviews = self._old
+        else:
+            p.links[self.link]["reviews"] = self._old
+
+
+class SetStatus(Command):
+    """Set the status of lesion lid of visit k: status one of LESION_STATUSES (or None to
+    clear it), date (ISO, "" unknown), note."""
+
+    def __init__(self, k: int, lid: int, status: str | None, date: str = "", note: str = ""):
+        self.k, self.lid = k, int(lid)
+        self.value = None if status is None else _check_status({"status": status, "date": date, "note": note})
+        self.text = f"set status of lesion {lid}" if status else f"clear status of lesion {lid}"
+        self._old = None
+
+    def apply(self, p):
+        v = p.visits[self.k]
+        v.lesion(self.lid)  # KeyError for a lesion the visit does not have
+        self._old = v.status.get(self.lid)
+        _put(v.status, self.lid, self.value)
+
+    def revert(self, p):
+        _put(p.visits[self.k].status, self.lid, self._old)
+
+
+class Attach(Command):
+    """Attach a photograph (a file: dermoscopy, clinical close-up, ...) to lesion lid of visit k."""
+
+    def __init__(self, k: int, lid: int, path: str | Path, kind: str = "clinical", date: str = "", note: str = ""):
+        if date and _iso_date(date) is None:
+            raise ValueError(f"attachment date {date!r} is not a date (YYYY-MM-DD)")
+        self.k, self.lid = k, int(lid)
+        self.record = {"path": str(Path(path).resolve()), "kind": kind, "date": date, "note": note}
+        self.text = f"attach {Path(path).name} to lesion {lid}"
+
+    def apply(self, p):
+        p.visits[self.k].lesion(self.lid)
+        p.visits[self.k].attachments.setdefault(self.lid, []).append(dict(self.record))
+
+    def revert(self, p):
+        a = p.visits[self.k].attachments
+        a[self.lid].pop()
+        if not a[self.lid]:
+            del a[self.lid]
+
+
+class SetPatient(Command):
+    """Set the project's patient record (a Patient; None clears it)."""
+
+    text = "edit patient"
+
+    def __init__(self, patient: "Patient | None"):
+        self.value = copy.deepcopy(patient)
+        self._old = None
+
+    def apply(self, p):
+        self._old, p.patient = p.patient, copy.deepcopy(self.value)
+
+    def revert(self, p):
+        p.patient = self._old
+
+
+def _put(d: dict, key, value) -> None:
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value
 
 
 class History:
@@ -424,15 +736,29 @@ def region_for_site(code: str, side: str = "midline", ear: str = "non_ear") -> d
             "reliable": True, "manual": True}
 
 
-def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None) -> "Lesion":  # noqa: F821
-    """A lesion the clinician placed by hand at surface point (face, bary (3,)) of scan (mm):
-    colour sampled from the texture there, region from labels (RegionLabels) when given,
-    confidence 1, source 'manual'. diameter_mm: the size to record (default 3 mm)."""
+def manual_lesion(scan, face: int, bary, lid: int, diameter_mm: float = 3.0, labels=None,
+                  measure: bool = True) -> "Lesion":  # noqa: F821
+    """A lesion the clinician placed by hand at surface point (face, bary (3,)) of scan (mm),
+    confidence 1, source 'manual', region from labels (RegionLabels) when given. measure: the
+    lesion under the click is segmented and measured like a detected one (bodymap.manual:
+    outline, diameter, area, colour, measures); when nothing stands out there (or measure is
+    False) it is a dot of diameter_mm (the clinician's size) with the texture's colour there."""
     from bodymap.colour import srgb_to_lab
     from bodymap.lesions import Lesion
 
     bary = np.asarray(bary, np.float64)
     bary = np.clip(bary, 0, None) / max(bary.clip(0).sum(), 1e-12)
+    if measure:
+        from bodymap.manual import measure_at
+
+        m = measure_at(scan, face, bary, diameter_mm)
+        if m is not None:
+            m.id = int(lid)
+            if labels is not None:
+                from bodymap.anatomy.labels import RegionIndex
+
+                m.region = RegionIndex(scan.vertices, scan.faces, labels).region_at(np.asarray(m.point_mm))[0]
+            return m
     point = scan.points_from_barycentric(np.array([face]), bary[None])[0]
     normal = scan.face_normals[face]
     lab = [0.0, 0.0, 0.0]

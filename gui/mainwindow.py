@@ -17,6 +17,7 @@ from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, Proj
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
 from gui.compare import CompareWidget, legend_html, marks
 from gui.detail import DetailPanel
+from gui.history import HistoryPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
 from gui.view3d import OVERLAYS, View3D, legend_items
@@ -134,6 +135,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.addTab(self.compare, "Compare")
         self.photo = PhotoWidget(self.runner)
         self.tabs.addTab(self.photo, "Photo")
+        self.history_panel = HistoryPanel(self.runner, self.edit)
+        self.tabs.addTab(self.history_panel, "History")
+        self.photo.attach.connect(lambda path, kind: self.history_panel.attach_dialog(path, kind) or self.statusBar(
+            ).showMessage("Select a lesion in the Visit tab to attach the photo to", 5000))
         # links
         self.table.selected.connect(lambda i: self.select_lesion(i, source="table"))
         self.view.lesion_clicked.connect(lambda i: self.select_lesion(i, source="view") if not self.add_mode else None)
@@ -494,6 +499,7 @@ class MainWindow(QtWidgets.QMainWindow):
         ch = self._changes(k).get(lid, ("", ""))[0] if l is not None else ""
         self.detail.show_lesion(self.scans[k] if l is not None else None, l, ch,
                                 v.diagnoses.get(lid) if l is not None else None)
+        self.history_panel.show_lesion(self.project, self.scans, k, lid if l is not None else None)
         if l is not None:
             self._closeup(k, l)
 

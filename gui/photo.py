@@ -132,7 +132,11 @@ crop_at = bp.crop_at
 
 
 class PhotoWidget(QtWidgets.QWidget):
-    """Photo mode. runner: the window's JobRunner (workers with progress and cancel)."""
+    """Photo mode. runner: the window's JobRunner (workers with progress and cancel). attach
+    (path, kind) is emitted by "Attach to selected lesion" (the main window attaches the photo
+    to the lesion selected in the Visit tab)."""
+
+    attach = QtCore.Signal(str, str)
 
     def __init__(self, runner, parent=None):
         super().__init__(parent)
@@ -154,9 +158,13 @@ class PhotoWidget(QtWidgets.QWidget):
             self.site_combo.addItem(st.name, st.code)
         self.ear_check = QtWidgets.QCheckBox("ear overlay")
         self.ear_check.setChecked(True)
+        self.attach_btn = QtWidgets.QPushButton("Attach to selected lesion")
+        self.attach_btn.setToolTip("Attach this photo to the lesion selected in the Visit tab (shown in its history)")
+        self.attach_btn.clicked.connect(lambda: self.path and self.attach.emit(self.path, self.photo_kind()))
         bar.addWidget(self.open_btn)
         bar.addWidget(self.site_combo)
         bar.addWidget(self.ear_check)
+        bar.addWidget(self.attach_btn)
         bar.addStretch(1)
         left.addLayout(bar)
         self.photo = PhotoLabel()
@@ -197,6 +205,11 @@ class PhotoWidget(QtWidgets.QWidget):
         self.photo.clicked.connect(self.diagnose_at)
         self.ear_check.toggled.connect(self._toggle_ear)
         self.site_combo.currentIndexChanged.connect(lambda _i: self.reanalyse())
+
+    def photo_kind(self) -> str:
+        """The open photo's kind for an attachment: 'dermoscopy', 'clinical' or 'other'."""
+        k = getattr(getattr(self.result, "kind", None), "label", None) or str(getattr(self.result, "kind", "") or "")
+        return "dermoscopy" if "dermoscopy" in k else "clinical" if k and "other" not in k else "other"
 
     @property
     def site(self) -> str | None:

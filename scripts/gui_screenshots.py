@@ -3,6 +3,7 @@
     gui_main.png     the Visit tab: 3D body with numbered lesions, lesion table, detail panel
     gui_compare.png  the Compare tab: both visits side by side, matches, new and grown lesions
     gui_photo.png    photo mode on a close-up of the ear
+    gui_history.png  the History tab: a grown lesion's close-ups at both visits, measures, rates
 
 Runs on its own virtual display when there is none (Xvfb):
 
@@ -96,6 +97,12 @@ def main() -> int:
             w.compare._linking = False
     settle()
     shot("gui_compare.png")
+    # the grown lesion's history over the visits
+    w.show_visit(1)
+    w.select_lesion(lid, source="table")
+    w.tabs.setCurrentWidget(w.history_panel)
+    settle()
+    shot("gui_history.png")
     # photo mode on a rendered close-up of the left ear (a stand-in for a clinic photograph)
     from PIL import Image
 

@@ -361,6 +361,43 @@ def test_export_offers_the_standards(win, qtbot, tmp_path):
     assert all(not l.measures for l in lesions)  # measured for the export, the project untouched
 
 
+def test_history_panel_status_and_photo(win, qtbot, tmp_path):
+    """The History tab shows a lesion tracked over both visits: two close-ups at one scale,
+    its measures and rate per year; a status and an attached photo are saved in the project."""
+    from bodymap.session import Project
+
+    if len(win.project.visits) != 2 or win.tracking is None:
+        pytest.skip("needs the two tracked visits of test_compare_two_visits_and_review")
+    p = next(q for q in win.tracking.pairs if "grown" in q["flags"])
+    win.show_visit(1)
+    win.select_lesion(p["id2"])
+    win.tabs.setCurrentWidget(win.history_panel)
+    wait_jobs(win, qtbot)
+    h = win.history_panel.history
+    assert h is not None, win.history_panel.title.text()
+    assert [s.lesion_id for s in h.sightings] == [p["id1"], p["id2"]] and h.sightings[1].status == "grown"
+    assert h.sightings[0].closeup.shape == h.sightings[1].closeup.shape and h.sightings[0].mm_per_px == h.sightings[1].mm_per_px
+    assert win.history_panel.table.rowCount() == 2 and "mm/year" in win.history_panel.title.text()
+    win.history_panel.set_status("biopsied", "2026-03-01")
+    photo = tmp_path / "dermoscopy.png"  # the kind comes from photo mode's result ("other": none here)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), "brown").save(photo)
+    win.photo.path, win.photo.result = str(photo), None  # photo mode's "Attach to selected lesion"
+    win.photo.attach_btn.click()
+    assert "biopsied" in win.history_panel.notes.text() and "dermoscopy.png" in win.history_panel.notes.text()
+    path = tmp_path / "p.bodymap"
+    assert win.save_to(path)
+    q = Project.load(path)
+    assert q.visits[1].status[p["id2"]]["status"] == "biopsied"
+    assert Path(q.visits[1].attachments[p["id2"]][0]["path"]) == photo
+    win.undo()
+    win.undo()
+    assert win.project.visits[1].status == {} and win.project.visits[1].attachments == {}
+    win.tabs.setCurrentIndex(0)
+    win.show_visit(0)
+
+
 def test_save_and_reopen_nothing_lost(win, qtbot, tmp_path):
     v0 = win.project.visits[0]
     lid = v0.lesions.lesions[3].id

@@ -130,10 +130,32 @@ def visit1():
 def test_manual_lesion(visit1):
     scan, lesions, labels = visit1
     l0 = lesions.lesions[0]
-    m = manual_lesion(scan, l0.face, l0.bary, 999, 4.0, labels)
+    m = manual_lesion(scan, l0.face, l0.bary, 999, 4.0, labels, measure=False)
     assert np.linalg.norm(np.subtract(m.point_mm, l0.point_mm)) < 1.0
     assert m.region["code"] == l0.region["code"] and m.source == "manual" and m.diameter_mm == 4.0
     assert m.colour_lab[0] > 0
+
+
+def test_manual_lesion_is_measured(visit1):
+    """A click on a lesion segments and measures it like the detector's (same outline, size and
+    measures), also a click off its centre; a click on plain skin keeps the clinician's size."""
+    scan, lesions, labels = visit1
+    l0 = lesions.lesions[0]
+    m = manual_lesion(scan, l0.face, l0.bary, 999, 3.0, labels)
+    assert m.id == 999 and m.source == "manual" and m.confidence == 1.0
+    assert m.diameter_mm == pytest.approx(l0.diameter_mm, rel=0.05)
+    assert m.area_mm2 == pytest.approx(l0.area_mm2, rel=0.05) and m.measures["perimeter_mm"] > 0
+    assert m.region["code"] == l0.region["code"]
+    # a point 1 mm from the centre (inside the lesion): the nearest corner pulled towards it
+    corners = scan.vertices[scan.faces[l0.face]]
+    b = np.asarray(l0.bary) * 0.5 + 0.5 * np.eye(3)[int(np.argmin(np.linalg.norm(corners - l0.point_mm, axis=1)))]
+    off = manual_lesion(scan, l0.face, b, 1000, 3.0)
+    assert off.diameter_mm == pytest.approx(l0.diameter_mm, rel=0.05)
+    c = scan.vertices[scan.faces].mean(1)
+    far = np.min(np.linalg.norm(c[:, None] - lesions.points[None], axis=2), 1) > 25  # plain skin
+    f = int(np.nonzero(far & (np.abs(c[:, 2] - 1000) < 200))[0][0])
+    plain = manual_lesion(scan, f, [1 / 3] * 3, 1001, 3.5)
+    assert plain.diameter_mm == 3.5 and plain.measures == {} and plain.detector == "clinician"
 
 
 def test_exports(visit1, tmp_path):

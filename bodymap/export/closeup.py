@@ -36,15 +36,24 @@ class CloseUps:
             self._rays = RayMeshIntersector(mesh)
         return self._rays
 
-    def __call__(self, point, normal, field_mm: float, size_px: int) -> tuple[np.ndarray, np.ndarray, float]:
+    def __call__(self, point, normal, field_mm: float, size_px: int,
+                 up_dir=None) -> tuple[np.ndarray, np.ndarray, float]:
         """The close-up of the surface around point (3,) mm seen along -normal (3,): image
         (size_px, size_px, 3) uint8, mask (size_px, size_px) bool (pixels that show the
-        surface; others are white) and the pixel spacing (mm per pixel, both axes)."""
+        surface; others are white) and the pixel spacing (mm per pixel, both axes). up_dir
+        (3,): the direction shown upwards, projected on the tangent plane (e.g. the body's up
+        from bodymap.history.body_up); default the scan's +z projected."""
         from renderers.raycast import sample_texture
 
         n = np.asarray(normal, np.float64)
         n = n / max(np.linalg.norm(n), 1e-12)
         up, e2 = tangent_frame(n)
+        if up_dir is not None:
+            u = np.asarray(up_dir, np.float64)
+            u = u - (u @ n) * n
+            if np.linalg.norm(u) > 1e-9:
+                up = u / np.linalg.norm(u)
+                e2 = np.cross(n, up)
         right = -e2  # seen from outside, looking down -n: x right, y down
         g = field_mm / size_px
         off = (np.arange(size_px) - (size_px - 1) / 2) * g

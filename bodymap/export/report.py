@@ -3,8 +3,9 @@
     visit_map(scan, lesions) -> image: front and back views, every visible lesion circled and numbered
     write_region_svg(scan, labels, lesions, path): region map (rendered, embedded) with vector
         lesion circles, numbers and legend (SVG)
-    write_report(path, visit=..., comparison=...): PDF: body maps front and back with numbered
-        lesions, the lesion table, and for a comparison the change map and the flagged changes
+    write_report(path, visit=..., comparison=..., histories=...): PDF: body maps front and back with
+        numbered lesions, the lesion table, for a comparison the change map and the flagged
+        changes, and a page per lesion history (bodymap.history: close-ups over time, plot, table)
 
 The CLI (`bodymap report`) and the GUI's File > Export call these."""
 from __future__ import annotations
@@ -170,6 +171,36 @@ def _image_page(pdf, title: str, lines: list[str], image: Image.Image) -> None:
     pdf.savefig(fig)
 
 
+def _history_page(pdf, h) -> None:
+    """One page (A4 landscape) of a lesion's history (bodymap.history.LesionHistory): its
+    close-ups over time side by side (one scale, the body's up), the plot of its measures over
+    time and the table of measures, changes and growth rates."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11.69, 8.27))
+    rate = h.diameter_rate_mm_per_year
+    last = h.sightings[-1]
+    fig.text(0.04, 0.95, f"Lesion {h.pid}: history over {len(h.sightings)} visits", fontsize=15, weight="bold")
+    fig.text(0.04, 0.915, f"now #{last.lesion_id} ({last.status}), {last.diameter_mm:.1f} mm; diameter "
+             + (f"{rate:+.2f} mm/year since the first visit" if rate is not None else "rate unknown (dates missing)")
+             + f"; close-ups {h.field_mm:.0f} mm wide, up = "
+             + ("the body's up" if h.body_up else "the scan's up (a visit is not registered)"), fontsize=9)
+    ax = fig.add_axes([0.02, 0.52, 0.96, 0.37])
+    ax.imshow(np.asarray(h.strip()))
+    ax.axis("off")
+    ax = fig.add_axes([0.02, 0.02, 0.44, 0.48])
+    ax.imshow(np.asarray(Image.open(io.BytesIO(h.plot_png()))))
+    ax.axis("off")
+    cols, rows = h.rows()
+    ax = fig.add_axes([0.48, 0.04, 0.5, 0.44])
+    ax.axis("off")
+    t = ax.table(cellText=rows, colLabels=cols, loc="upper center", cellLoc="left")
+    t.auto_set_font_size(False)
+    t.set_fontsize(7)
+    t.auto_set_column_width(list(range(len(cols))))
+    pdf.savefig(fig)
+
+
 def lesion_rows(lesions, diagnoses: dict | None = None) -> tuple[list[str], list[list]]:
     """The lesion table of a report: columns and one row per lesion (sizes in mm)."""
     cols = ["#", "region", "diam. mm", "area mm2", "confidence", "source", "diagnosis", "note"]
@@ -193,11 +224,13 @@ def _source(scan: Scan, max_chars: int = 70) -> str:
 
 def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient: str = "",
                  comparison: tuple | None = None, diagnoses: dict | None = None,
-                 progress=None) -> Path:
+                 progress=None, histories: list | None = None) -> Path:
     """Write a PDF report. Visit report: body maps front and back with numbered lesions, counts,
     the lesion table. comparison: (scan1, lesions1, tracking) of the earlier visit (scan and
     lesions are then visit 2): adds the change map of both visits (matched, grown, new,
-    missing) and the flagged changes table. progress(stage, fraction) optional. Returns path."""
+    missing) and the flagged changes table. histories: bodymap.history.LesionHistory list
+    (e.g. of the flagged lesions, bodymap.history.flagged): a page each with its close-ups over
+    time. progress(stage, fraction) optional. Returns path."""
     from matplotlib.backends.backend_pdf import PdfPages
 
     say = progress or (lambda s, f: None)
@@ -230,6 +263,9 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
         say("lesion table", 0.8)
         cols, rows = lesion_rows(lesions, diagnoses)
         _table_pages(pdf, "Lesions" + (" (visit 2)" if comparison is not None else ""), cols, rows)
+        for k, h in enumerate(histories or []):
+            say("lesion histories", 0.85 + 0.15 * k / len(histories))
+            _history_page(pdf, h)
         d = pdf.infodict()
         d["Title"], d["Creator"] = title, "BodyMap"
     say("done", 1.0)

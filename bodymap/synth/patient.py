@@ -196,7 +196,11 @@ def synthesize_patient(seed: int, options: SynthOptions, out_dir: str | Path, pa
             holes = _hole_faces(mesh, template.vertices, faces, fparts, heads)
         mesh = scanner_artifacts(mesh, rng, options.noise_mm, holes)
 
-        visit_date = (start + datetime.timedelta(days=int(k * rng.integers(150, 400)))).isoformat()
+        # 150-400 days after the previous visit (one draw per visit, the first's unused): dates
+        # always increase, however many visits
+        gap = int(rng.integers(150, 400))
+        day = start if k == 0 else day + datetime.timedelta(days=gap)
+        visit_date = day.isoformat()
         meta = ScanMeta(patient_id=pid, visit_date=visit_date, source="", units="mm",
                         extra={"generator": "bodymap synth", "seed": seed, "visit": k + 1})
         scan = Scan(mesh.vertices, mesh.faces, mesh.uv, tex, meta=meta)
