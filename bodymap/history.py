@@ -357,10 +357,7 @@ def write_project_report(project, path, progress=None) -> "Path":  # noqa: F821
     if tr:
         from bodymap.track import Tracking
 
-        m = tr.get("mapped", [])
-        t = Tracking(tr["pairs"], tr["new"], tr["missing"], np.array([x["point_mm"] for x in m]).reshape(-1, 3),
-                     np.array([x["face"] for x in m], np.int64), np.array([x["bary"] for x in m]).reshape(-1, 3),
-                     tr.get("info", {}))
+        t = Tracking.from_dict(tr, project.path or "project")
         comparison = (visits[last - 1].scan, visits[last - 1].lesions, t)
     pt = project.patient
     who = f"{pt.id} {pt.name}".strip() if pt is not None else ""

@@ -368,14 +368,14 @@ def test_history_panel_status_and_photo(win, qtbot, tmp_path):
 
     if len(win.project.visits) != 2 or win.tracking is None:
         pytest.skip("needs the two tracked visits of test_compare_two_visits_and_review")
-    p = next(q for q in win.tracking.pairs if "grown" in q["flags"])
+    p = next(q for q in win.tracking.pairs if "grown" in q.flags)
     win.show_visit(1)
-    win.select_lesion(p["id2"])
+    win.select_lesion(p.id2)
     win.tabs.setCurrentWidget(win.history_panel)
     wait_jobs(win, qtbot)
     h = win.history_panel.history
     assert h is not None, win.history_panel.title.text()
-    assert [s.lesion_id for s in h.sightings] == [p["id1"], p["id2"]] and h.sightings[1].status == "grown"
+    assert [s.lesion_id for s in h.sightings] == [p.id1, p.id2] and h.sightings[1].status == "grown"
     assert h.sightings[0].closeup.shape == h.sightings[1].closeup.shape and h.sightings[0].mm_per_px == h.sightings[1].mm_per_px
     assert win.history_panel.table.rowCount() == 2 and "mm/year" in win.history_panel.title.text()
     win.history_panel.set_status("biopsied", "2026-03-01")
@@ -389,8 +389,8 @@ def test_history_panel_status_and_photo(win, qtbot, tmp_path):
     path = tmp_path / "p.bodymap"
     assert win.save_to(path)
     q = Project.load(path)
-    assert q.visits[1].status[p["id2"]]["status"] == "biopsied"
-    assert Path(q.visits[1].attachments[p["id2"]][0]["path"]) == photo
+    assert q.visits[1].status[p.id2]["status"] == "biopsied"
+    assert Path(q.visits[1].attachments[p.id2][0]["path"]) == photo
     win.undo()
     win.undo()
     assert win.project.visits[1].status == {} and win.project.visits[1].attachments == {}
