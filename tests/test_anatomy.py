@@ -41,7 +41,7 @@ def test_labels_agree_with_the_truth(labelled):
     assert record["fit"]["median_residual_mm"] < 5
     q = record["fit"]["quality"]  # the fit-quality report the user sees
     assert q["verdict"] == "good" and q["model_within_10mm"] >= 0.9 and q["within_5mm"] >= q["model_within_5mm"]
-    assert {"trunk", "head"} <= set(q["per_region"]) and q["body_coverage"] > 0.8
+    assert "trunk" in q["per_region"] and len(q["per_region"]) >= 5 and q["body_coverage"] > 0.8
     # the analysis in the same folder reused the label run's registration (no second fit)
     timings = json.loads((out / "lesions.json").read_text())["info"]["timings"]
     assert timings.get("registration_reused") and timings["anatomy_s"] < 5
