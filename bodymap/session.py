@@ -474,10 +474,14 @@ class _StoredTracking:
     """A tracking as the project stores it (Tracking.to_dict()), with what chain_ids reads."""
 
     def __init__(self, d: dict):
-        self.pairs, self.new, self.missing = d.get("pairs", []), d.get("new", []), d.get("missing", [])
+        from bodymap.records import MissingLesion, NewLesion, TrackedPair
+
+        self.pairs = [TrackedPair.from_dict(p) for p in d.get("pairs", [])]
+        self.new = [NewLesion.from_dict(n) for n in d.get("new", [])]
+        self.missing = [MissingLesion.from_dict(m) for m in d.get("missing", [])]
 
     def partner(self) -> dict:
-        return {int(p["id2"]): int(p["id1"]) for p in self.pairs}
+        return {int(p.id2): int(p.id1) for p in self.pairs}
 
 
 def patient_project(folder: str | Path, analyses: list | None = None) -> Project:

@@ -194,8 +194,10 @@ def test_lesion_history_over_four_visits(sample_visit, tmp_path):
         ls.lesions[0].diameter_mm += k  # grows 1 mm per visit
         visits.append(HistoryVisit(scan, ls, f"{2022 + k}-03-01", corr, f"visit {k + 1}"))
     ids = [[l.id for l in v.lesions.lesions] for v in visits]
-    same = type("T", (), {"pairs": [{"id1": i, "id2": i, "flags": ["grown"] if i == ids[0][0] else []}
-                                    for i in ids[0]], "partner": lambda self: {i: i for i in ids[0]}})()
+    from bodymap.records import TrackedPair
+
+    same = type("T", (), {"pairs": [TrackedPair(i, i, flags=["grown"] if i == ids[0][0] else []) for i in ids[0]],
+                          "partner": lambda self: {i: i for i in ids[0]}})()
     series = chain_ids(ids, [same] * 3)
     pid = series.ids[0][ids[0][0]]
     assert flagged(series) == [pid]
