@@ -84,6 +84,16 @@ class JobRunner(QtCore.QObject):
         self.parent_widget = parent
         self.running: list[Job] = []
 
+    def _tell_failure(self, title: str, message: str) -> None:
+        """A failed job's message in a window that does not block the event loop (a modal box
+        would freeze the window, and any script or test driving it, until dismissed)."""
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, title, message,
+                                    QtWidgets.QMessageBox.StandardButton.Ok, self.parent_widget)
+        box.setWindowModality(QtCore.Qt.WindowModality.NonModal)
+        box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.show()
+        self.last_failure = message
+
     def start(self, job: Job, title: str, on_done: Callable[[object], None],
               on_failed: Callable[[str], None] | None = None, dialog: bool = True,
               on_cancelled: Callable[[], None] | None = None) -> Job:
@@ -107,8 +117,7 @@ class JobRunner(QtCore.QObject):
             job.signals.progress.connect(lambda st, f: status().showMessage(f"{title}: {st} ({100 * f:.0f} %)"))
         # a result that arrives after the user pressed Cancel is dropped: cancel means "not this"
         job.signals.done.connect(lambda r: job.signals.cancelled.emit() if job.is_cancelled else on_done(r))
-        job.signals.failed.connect(on_failed or (lambda m: QtWidgets.QMessageBox.warning(
-            self.parent_widget, title, m)))
+        job.signals.failed.connect(on_failed or (lambda m: self._tell_failure(title, m)))
         if on_cancelled:
             job.signals.cancelled.connect(on_cancelled)
         if status is not None:

@@ -520,7 +520,7 @@ class _Diag:
     checkpoint = {"data": {"name": "HAM10000"}}
 
     def predict(self, crops, sites):
-        assert crops[0].shape == (128, 128, 3)
+        assert crops[0].ndim == 3 and crops[0].shape[2] == 3  # the whole photo: the model squeezes it
         return [type("D", (), {"label": "nevus", "probs": {"nevus": 0.7, "melanoma": 0.2, "seborrheic keratosis": 0.1},
                                "saliency": np.linspace(0, 1, 64 * 64).reshape(64, 64), "ood": False})()]
 
