@@ -16,6 +16,20 @@ from typing import Any
 import numpy as np
 
 
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray, face_cross: np.ndarray | None = None,
+                   eps: float = 1e-12) -> np.ndarray:
+    """(n, 3) unit vertex normals of a triangle mesh (vertices (n, 3), faces (m, 3)): the
+    area-weighted average of the adjacent faces' normals (face_cross (m, 3): the faces' edge
+    cross products, when already computed). A vertex no face uses gets (0, 0, 0)."""
+    v = np.asarray(vertices)
+    if face_cross is None:
+        face_cross = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    acc = np.zeros(v.shape, np.result_type(v.dtype, face_cross.dtype))
+    for k in range(3):
+        np.add.at(acc, faces[:, k], face_cross)
+    return acc / np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), eps)
+
 class ScanError(ValueError):
     """A scan (or a file that should hold one) cannot be used; the message names file and problem."""
 
@@ -218,11 +232,7 @@ class Scan:
     @functools.cached_property
     def vertex_normals(self) -> np.ndarray:
         """(n, 3) float64 unit vertex normals, area-weighted average of adjacent faces."""
-        acc = np.zeros_like(self.vertices)
-        for k in range(3):
-            np.add.at(acc, self.faces[:, k], self._face_cross)
-        n = np.linalg.norm(acc, axis=1, keepdims=True)
-        return acc / np.maximum(n, 1e-30)
+        return vertex_normals(self.vertices, self.faces, self._face_cross, eps=1e-30)
 
     @functools.cached_property
     def vertex_corners(self) -> np.ndarray:

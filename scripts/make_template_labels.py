@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bodymap.scan import vertex_normals
 from bodymap.synth.body import body_model, landmark_weights
 from bodymap.taxonomy import EAR_REGIONS, LATERALITY, SITE_INDEX
 
@@ -54,14 +55,6 @@ def _group_of_bone(name: str) -> str:
     if n.startswith(("foot", "toe")):
         return "foot"
     return "trunk"  # root, pelvis, spine, clavicle
-
-
-def _normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    vn = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(vn, f[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
 def _along(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,7 +117,7 @@ def build() -> dict[str, np.ndarray]:
     tm = bm.template()
     v, f = tm.vertices, tm.faces
     n = len(v)
-    vn = _normals(v, f)
+    vn = vertex_normals(v, f)
     labels, heads = bm.bone_labels, bm.template_bone_heads
     h = lambda b: heads[labels.index(b)]  # noqa: E731
     m = bm._model

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from bodymap.project import clean_barycentric
-from bodymap.scan import Scan
+from bodymap.scan import Scan, vertex_normals
 
 Progress = Callable[[str, float], None]
 
@@ -314,15 +314,6 @@ def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray, tick: Callable[
 
 # ----------------------------------------------------------------------------- surface fit
 
-def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """(n, 3) unit area-weighted vertex normals."""
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-
-
 def _umbrella(n: int, f: np.ndarray):
     """(n, n) sparse uniform Laplacian I - D^-1 A of a triangle mesh."""
     import scipy.sparse as sp
@@ -356,7 +347,7 @@ def surface_fit(body: np.ndarray, faces: np.ndarray, scan_vertices: np.ndarray, 
     x = body.copy()
     Kb = K @ body
     for lam, tau in schedule:
-        nx = _vertex_normals(x, faces)
+        nx = vertex_normals(x, faces)
         d, j = tree.query(x)
         ok = (d < tau) & ((nx * scan_normals[j]).sum(1) > 0.5)
         sn = scan_normals[j]
@@ -388,7 +379,7 @@ def closest_compatible(points: np.ndarray, normals: np.ndarray, body: np.ndarray
     fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
     bad = np.flatnonzero((fn[I] * normals).sum(1) < 0.0)
     if len(bad):
-        vn = _vertex_normals(body, faces)
+        vn = vertex_normals(body, faces)
         dk, vk = cKDTree(body).query(points[bad], k=k)
         agree = (vn[vk] * normals[bad][:, None]).sum(2) > 0.2
         has = agree.any(1)

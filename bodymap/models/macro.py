@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from bodymap.scan import vertex_normals
 from bodymap.taxonomy import MACRO
 
 TASK = "macro"
@@ -65,14 +66,6 @@ def stable_init(model) -> int:
 
 
 # ---------------------------------------------------------------- data
-
-def _vertex_normals(V: np.ndarray, F: np.ndarray) -> np.ndarray:
-    fn = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
-    vn = np.zeros_like(V)
-    for k in range(3):
-        np.add.at(vn, F[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
-
 
 # How much of the body a photograph of each region shows (mm across the field, log-uniform):
 # a clinician frames the region photographed, so a hand fills the picture and a back does too.
@@ -148,7 +141,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
             pose = str(rng.choice(["arms-down", "arms-raised", "a-pose"]))
             V = body_model().vertices(BodySpec.random(rng, adult=bool(rng.random() < 0.85)), pose_rotations(pose))
         br = BodyRenderer(V, skin_colours(rng))
-        N = _vertex_normals(V, t.faces)
+        N = vertex_normals(V, t.faces)
         for _ in range(views):
             c = int(rng.integers(1, len(MACRO)))
             for _try in range(4):
