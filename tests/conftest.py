@@ -90,7 +90,7 @@ def _own_folder(tmp_path, monkeypatch):
 
 
 # What a synthetic patient depends on: the generator, the mesh writer and the body model.
-_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io.py", "bodymap/scan.py", "bodymap/project.py",
+_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io/*.py", "bodymap/scan.py", "bodymap/project.py",
                   "bodymap/colour.py", "bodymap/taxonomy.py", "bodymap/anatomy/template.py", "bodymap/data/*.npz")
 
 
