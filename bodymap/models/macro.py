@@ -123,7 +123,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
     """
     from bodymap.models.eardata import data_hash
     from bodymap.models.synthviews import BodyRenderer, _template, background, finish, random_body, skin_colours
-    from bodymap.synth.body import body_model, pose_rotations
+    from bodymap.anatomy.body import body_model, pose_rotations
     from bodymap.taxonomy import macro_lut
 
     t = _template()
@@ -136,7 +136,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
         if rng.random() < 0.5:
             V = random_body(rng)
         else:  # arms down or raised: hands and arms against the trunk or the head
-            from bodymap.synth.body import BodySpec
+            from bodymap.anatomy.body import BodySpec
 
             pose = str(rng.choice(["arms-down", "arms-raised", "a-pose"]))
             V = body_model().vertices(BodySpec.random(rng, adult=bool(rng.random() < 0.85)), pose_rotations(pose))
