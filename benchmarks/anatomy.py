@@ -26,7 +26,7 @@ from bodymap.anatomy.labels import label_scan
 from bodymap.anatomy.template import load_template
 from bodymap.io import load_scan
 from bodymap.scan import Scan
-from bodymap.synth.body import BodySpec
+from bodymap.anatomy.body import BodySpec
 from bodymap.synth.patient import SynthOptions, synthesize_patient
 from bodymap.synth.truth import read_visit_truth
 

@@ -273,7 +273,7 @@ def main() -> None:
                 t = read_visit_truth(vdir)[0]
                 fitz, sex, seed = t["skin"]["fitzpatrick"], t["body"]["sex"], t["seed"]
             elif not (vdir / "truth.json").exists():
-                from bodymap.synth.body import BodySpec
+                from bodymap.anatomy.body import BodySpec
 
                 body = dataclasses.replace(BodySpec.random(np.random.default_rng(seed)), sex=sex)
                 opts = SynthOptions(n_lesions=a.lesions, texture_size=a.texture, target_faces=a.faces, visits=1,

@@ -36,7 +36,7 @@ def bodycheck() -> None:
         dt = time.perf_counter() - t0
         print(f"| {'/'.join(f.parts[-3:])} | {s.n_faces} | {s.height_mm:.0f} | {c.area_ratio:.2f} | "
               f"{end_ratio(s.vertices):.3f} | {dt:.2f} |")
-    from bodymap.synth.body import BodySpec, body_model
+    from bodymap.anatomy.body import BodySpec, body_model
 
     bm = body_model()
     print("\n| anny body | height mm | end_ratio |\n|---|---|---|")

@@ -144,7 +144,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Generate synthetic patients with ground truth."""
-    from bodymap.synth.body import BodySpec
+    from bodymap.anatomy.body import BodySpec
     from bodymap.synth.patient import SynthOptions, synthesize_patient
 
     body = None

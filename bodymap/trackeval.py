@@ -15,7 +15,7 @@ from bodymap.geodesic import SurfaceGeodesics
 from bodymap.lesions import Lesion, LesionSet
 
 
-# Visit pairs in the poses a clinic meets (bodymap.synth.poses), for the tracking benchmark and
+# Visit pairs in the poses a clinic meets (bodymap.anatomy.poses), for the tracking benchmark and
 # the confidence calibration: both visits off the A-pose, arms and trunk moved between them
 CLINIC_POSE_PAIRS = [("arms-crossed", "hands-on-hips"), ("bent-forward", "arms-raised"), ("seated", "arms-down"),
                      ("hands-on-head", "a-pose"), ("kneeling", "arms-forward"), ("hands-to-face", "random")]

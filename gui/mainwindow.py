@@ -62,7 +62,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_actions()
         self.statusBar().showMessage("Open a scan, an analysis folder or a project (File > Open)")
         self.notice.connect(lambda m: self.statusBar().showMessage(m, 120000))
-        from bodymap.synth import body as _body  # light: numpy only until a body is built
+        from bodymap.anatomy import body as _body  # light: numpy only until a body is built
 
         _body.notice = self.notice.emit  # "building the body model cache (first run, ...)" in the status bar
         self._startup_path = path  # opened after the recovery question (recovered work then gets its own window)

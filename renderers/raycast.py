@@ -46,6 +46,35 @@ def sample_texture(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bot * fy
 
 
+def ray_intersector(scan: Scan):
+    """(trimesh mesh, ray intersector) of a scan, built once per scan: embree when present, else
+    trimesh's pure-python intersector (slow but correct)."""
+    import trimesh
+
+    mesh = trimesh.Trimesh(scan.vertices, scan.faces, process=False, validate=False)
+    try:
+        from trimesh.ray.ray_pyembree import RayMeshIntersector
+
+        return mesh, RayMeshIntersector(mesh)
+    except Exception:  # embree missing or failing
+        from trimesh.ray.ray_triangle import RayMeshIntersector
+
+        return mesh, RayMeshIntersector(mesh)
+
+
+def barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates (k, 3), clipped to the triangle and summing to 1, of points p (k, 3)
+    (ray hits) in triangles tri (k, 3, 3)."""
+    v0, v1, v2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
+    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
+    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
+    den = np.maximum(d00 * d11 - d01 ** 2, 1e-18)
+    b1 = (d11 * d20 - d01 * d21) / den
+    b2 = (d00 * d21 - d01 * d20) / den
+    b = np.clip(np.stack([1 - b1 - b2, b1, b2], 1), 0, 1)
+    return b / b.sum(1, keepdims=True)
+
+
 class RaycastRenderer:
     """Renders one scan from any camera. The acceleration structure is built once per scan.
 
@@ -53,18 +82,8 @@ class RaycastRenderer:
     """
 
     def __init__(self, scan: Scan):
-        import trimesh
-
         self.scan = scan
-        self._mesh = trimesh.Trimesh(scan.vertices, scan.faces, process=False, validate=False)
-        try:
-            from trimesh.ray.ray_pyembree import RayMeshIntersector
-
-            self._rays = RayMeshIntersector(self._mesh)
-        except Exception:  # embree missing: trimesh's pure-python intersector (slow but correct)
-            from trimesh.ray.ray_triangle import RayMeshIntersector
-
-            self._rays = RayMeshIntersector(self._mesh)
+        self._mesh, self._rays = ray_intersector(scan)
 
     def render(self, camera: Camera, ambient: float = 0.35, background=(255, 255, 255)) -> RenderResult:
         """Render the scan from ``camera``. Lambert shading with a light at the camera."""
@@ -75,15 +94,7 @@ class RaycastRenderer:
         face_id[ray_idx] = tri_idx
         scan = self.scan
         tri = scan.vertices[scan.faces[tri_idx]]
-        # barycentric of the hit points
-        v0, v1, v2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], loc - tri[:, 0]
-        d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
-        d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
-        den = np.maximum(d00 * d11 - d01 ** 2, 1e-18)
-        b1 = (d11 * d20 - d01 * d21) / den
-        b2 = (d00 * d21 - d01 * d20) / den
-        b = np.clip(np.stack([1 - b1 - b2, b1, b2], 1), 0, 1)
-        b /= b.sum(1, keepdims=True)
+        b = barycentric(tri, loc)  # of the hit points
         bary = np.zeros((H * W, 3), np.float32)
         bary[ray_idx] = b
         depth = np.full(H * W, np.inf, np.float32)

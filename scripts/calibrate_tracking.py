@@ -31,7 +31,7 @@ def collect(seed: int, poses: tuple, faces: int, tmp: Path) -> tuple[np.ndarray,
     from bodymap.detect.evaluate import match
     from bodymap.io import load_scan
     from bodymap.pipeline import detect_lesions, locate_lesions
-    from bodymap.synth.body import BodySpec
+    from bodymap.anatomy.body import BodySpec
     from bodymap.synth.patient import SynthOptions, synthesize_patient
     from bodymap.track import Visit, track
     from bodymap.trackeval import truth_lesion_set

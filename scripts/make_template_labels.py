@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.scan import vertex_normals
-from bodymap.synth.body import body_model, landmark_weights
+from bodymap.anatomy.body import body_model, landmark_weights
 from bodymap.taxonomy import EAR_REGIONS, LATERALITY, SITE_INDEX
 
 OUT = Path(__file__).resolve().parents[1] / "bodymap" / "data" / "template_labels.npz"

@@ -90,8 +90,9 @@ def _own_folder(tmp_path, monkeypatch):
 
 
 # What a synthetic patient depends on: the generator, the mesh writer and the body model.
-_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io.py", "bodymap/scan.py", "bodymap/project.py",
-                  "bodymap/colour.py", "bodymap/taxonomy.py", "bodymap/anatomy/template.py", "bodymap/data/*.npz")
+_SYNTH_SOURCES = ("bodymap/synth/*.py", "bodymap/io/*.py", "bodymap/scan.py", "bodymap/project.py",
+                  "bodymap/colour.py", "bodymap/taxonomy.py", "bodymap/anatomy/template.py", "bodymap/anatomy/body.py",
+                  "bodymap/anatomy/poses.py", "bodymap/data/*.npz")
 
 
 def synthetic_patient(seed: int, opts, out: Path) -> list[Path]:

@@ -220,14 +220,14 @@ def test_the_tests_run_in_a_sandbox_and_leave_home_untouched(tmp_path):
 def test_the_body_model_starts_quietly_and_repairs_a_truncated_cache(tmp_path):
     """No "Warp CUDA warning" on a machine without a GPU; a truncated file in anny's cache (a
     killed first run) is removed to be rebuilt, not left to break every later run."""
-    r = subprocess.run([sys.executable, "-c", "from bodymap.synth.body import body_model; body_model(); print('ok')"],
+    r = subprocess.run([sys.executable, "-c", "from bodymap.anatomy.body import body_model; body_model(); print('ok')"],
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
     assert "Warp CUDA warning" not in r.stderr and "Warp CUDA warning" not in r.stdout
     from anny.models.model_data import CURRENT_DATA_VERSION
     from anny.paths import get_anny_cache_path, set_anny_cache_path
 
-    from bodymap.synth.body import _prepare_anny_cache
+    from bodymap.anatomy.body import _prepare_anny_cache
 
     real = get_anny_cache_path()
     folder = tmp_path / f"v{CURRENT_DATA_VERSION}"

@@ -94,7 +94,7 @@ def test_shipped_weights_on_unseen_bodies(tiny, tmp_path):
 @needs_shipped
 def test_region_map_of_a_photograph():
     from bodymap.models.synthviews import BodyRenderer, _template, skin_colours
-    from bodymap.synth.body import BodySpec, body_model
+    from bodymap.anatomy.body import BodySpec, body_model
     from renderers.camera import Camera
 
     clf = macro.MacroClassifier.load()

@@ -73,7 +73,7 @@ def test_truth_is_consistent_with_the_scans(small_patient):
         lab = arrays["lesion_label"]
         assert lab.shape == (512, 512) and set(np.unique(lab)) - {0} <= {r["id"] for r in recs}
         # dense scan -> template map: neighbouring scan vertices map to nearby template points
-        from bodymap.synth.body import body_model
+        from bodymap.anatomy.body import body_model
 
         tmpl = body_model().template()
         vf, vb = arrays["vertex_template_face"], arrays["vertex_template_bary"]

@@ -1,1 +1,2 @@
-"""Anatomy: the labelled template body, and (to come) its registration to any scan."""
+"""Anatomy: the body model (``body``, ``poses``), the labelled template, its registration to any
+scan, label transfer and its evaluation."""

@@ -133,7 +133,7 @@ class _Fitter:
                  partial: bool = False, tick: Callable[[], None] | None = None):
         import torch
 
-        from bodymap.synth.body import body_model
+        from bodymap.anatomy.body import body_model
 
         self.torch = torch
         bm = body_model()
@@ -529,7 +529,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     fitted_scan = refine_ears(fitted_scan, scan.vertices)
     from bodymap import taxonomy as tx
     from bodymap.anatomy.template import load_template
-    from bodymap.synth.body import body_model
+    from bodymap.anatomy.body import body_model
 
     faces = body_model().faces
     # how well a human body explains the scan: the distance to the body model itself (the

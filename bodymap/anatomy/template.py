@@ -42,7 +42,7 @@ class LabelledTemplate:
 @functools.lru_cache(maxsize=1)
 def load_template() -> LabelledTemplate:
     """The labelled template (the body model is built on first use; labels from the data file)."""
-    from bodymap.synth.body import body_model
+    from bodymap.anatomy.body import body_model
 
     tm = body_model().template()
     with np.load(LABELS_FILE) as z:
@@ -63,7 +63,7 @@ def non_skin_kind() -> np.ndarray:
     NON_SKIN_KINDS (0 skin; lips, nipples and areolae, nails, eyes), from the body model's morph
     targets, hand geometry and UV segmentation (the same sources scripts/make_template_labels.py
     uses)."""
-    from bodymap.synth.body import body_model, landmark_weights
+    from bodymap.anatomy.body import body_model, landmark_weights
 
     bm = body_model()
     w = landmark_weights(bm)

@@ -77,7 +77,7 @@ def truth_site_class(scan_faces: np.ndarray, faces: np.ndarray, bary: np.ndarray
     scan-vertex -> template correspondence (no registration). scan_faces (m, 3) of the scan;
     faces (k,) + bary (k, 3): the points; truth_arrays: read_visit_truth's arrays."""
     from bodymap.anatomy.template import NON_SKIN_KINDS, non_skin_kind
-    from bodymap.synth.body import PARTS, body_model, landmark_weights, vertex_parts
+    from bodymap.anatomy.body import PARTS, body_model, landmark_weights, vertex_parts
 
     faces = np.asarray(faces, np.int64).reshape(-1)
     if len(faces) == 0:

@@ -26,14 +26,9 @@ class CloseUps:
 
     def _intersector(self):
         if self._rays is None:
-            import trimesh
+            from renderers.raycast import ray_intersector
 
-            mesh = trimesh.Trimesh(self.scan.vertices, self.scan.faces, process=False, validate=False)
-            try:
-                from trimesh.ray.ray_pyembree import RayMeshIntersector
-            except ImportError:  # embree missing: trimesh's pure-python intersector (slow but correct)
-                from trimesh.ray.ray_triangle import RayMeshIntersector
-            self._rays = RayMeshIntersector(mesh)
+            self._rays = ray_intersector(self.scan)[1]
         return self._rays
 
     def __call__(self, point, normal, field_mm: float, size_px: int,
@@ -43,7 +38,7 @@ class CloseUps:
         surface; others are white) and the pixel spacing (mm per pixel, both axes). up_dir
         (3,): the direction shown upwards, projected on the tangent plane (e.g. the body's up
         from bodymap.history.body_up); default the scan's +z projected."""
-        from renderers.raycast import sample_texture
+        from renderers.raycast import barycentric, sample_texture
 
         n = np.asarray(normal, np.float64)
         n = n / max(np.linalg.norm(n), 1e-12)
@@ -71,23 +66,11 @@ class CloseUps:
         rgb[:] = BACKGROUND
         mask = np.zeros(size_px * size_px, bool)
         if len(ray_idx):
-            bary = _barycentric(self.scan.vertices[self.scan.faces[tri_idx]], loc)
+            bary = barycentric(self.scan.vertices[self.scan.faces[tri_idx]], loc)
             uv = np.einsum("kj,kjd->kd", bary, self.scan.uv[tri_idx].astype(np.float64))
             rgb[ray_idx] = np.clip(sample_texture(self.scan.texture, uv) + 0.5, 0, 255).astype(np.uint8)
             mask[ray_idx] = True
         return rgb.reshape(size_px, size_px, 3), mask.reshape(size_px, size_px), float(g)
-
-
-def _barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Barycentric coordinates (k, 3) of points p (k, 3) in triangles tri (k, 3, 3)."""
-    v0, v1, v2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], p - tri[:, 0]
-    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
-    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
-    den = np.maximum(d00 * d11 - d01 ** 2, 1e-18)
-    b1 = (d11 * d20 - d01 * d21) / den
-    b2 = (d00 * d21 - d01 * d20) / den
-    b = np.clip(np.stack([1 - b1 - b2, b1, b2], 1), 0, 1)
-    return b / b.sum(1, keepdims=True)
 
 
 def closeup_field_mm(diameter_mm: float) -> float:

@@ -59,6 +59,44 @@ def crop_field_mm(diameter_mm: float) -> float:
     return max(2.5 * float(diameter_mm), 8.0)
 
 
+def lesion_crop(scan, lesion, size_px: int = 128) -> np.ndarray:
+    """A square crop (size_px, size_px, 3) uint8 of the scan's texture around a lesion.
+
+    scan: a Scan with UVs and a texture; lesion: a bodymap.lesions.Lesion (face, bary,
+    diameter_mm). The crop shows a field of max(2.5 x diameter, 8 mm) on the body (the field the
+    synthetic training crops show), at the texel size of the lesion's face, centred on its UV
+    point, resized bilinearly. Texels beyond the texture's edge repeat the edge. Charts are not
+    followed across UV seams."""
+    from PIL import Image
+
+    from bodymap.scan import uv_to_pixel
+
+    scan.require_texture()
+    face = int(lesion.face)
+    if not 0 <= face < scan.n_faces:
+        raise ValueError(f"lesion {lesion.id}: face {face} is not on this scan ({scan.n_faces} faces)")
+    uv = scan.uv_from_barycentric(np.array([face]), np.array([lesion.bary], np.float64))[0]
+    x, y = uv_to_pixel(uv, scan.texture.shape)
+    texel = float(scan.texel_density[face])
+    if not np.isfinite(texel) or texel <= 0:
+        finite = scan.texel_density[np.isfinite(scan.texel_density)]
+        texel = float(np.median(finite)) if len(finite) else 0.5
+    half = crop_field_mm(lesion.diameter_mm) / texel / 2
+    H, W = scan.texture.shape[:2]
+    box = (x + 0.5 - half, y + 0.5 - half, x + 0.5 + half, y + 0.5 + half)
+    im = Image.fromarray(scan.texture)
+    # PIL's transform samples outside the image as black: pad by edge repetition first
+    pad = int(np.ceil(half)) + 2
+    if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H:
+        padded = np.pad(scan.texture, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+        im = Image.fromarray(padded)
+        box = tuple(v + pad for v in box)
+    return np.asarray(im.resize((size_px, size_px), Image.BILINEAR, box=box))
+
+
+# ----------------------------------------------------------------------------- training
+
+
 def site_probabilities(lesion_type: str) -> dict[str, float]:
     """P(site | type) for synthetic crops: the synth type's density per part x the part's area."""
     from bodymap.synth.lesions import LESION_TYPES
@@ -360,13 +398,12 @@ def visit_dirs(paths: list) -> list[Path]:
 
 
 def scan_crops(visit_dirs: list, size: int = 64, progress: Progress | None = None) -> dict:
-    """Crops cut by ``bodymap.models.diagnosis.lesion_crop`` from the textures of synthetic
+    """Crops cut by ``lesion_crop`` from the textures of synthetic
     patients (``bodymap synth`` output: visit folders holding scan.obj and truth.json), one per
     true lesion on the scan, labelled with its type and with the site of its body part.
     Returns the same dict as ``synthetic_crops`` (classes: the synth lesion types)."""
     from bodymap.io import load_scan
     from bodymap.lesions import Lesion
-    from bodymap.models.diagnosis import lesion_crop
     from bodymap.synth.lesions import LESION_TYPES
     from bodymap.synth.truth import read_visit_truth
 

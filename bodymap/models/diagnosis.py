@@ -44,7 +44,10 @@ from typing import Callable
 
 import numpy as np
 
-from bodymap.models.checkpoint import CheckpointError, load_checkpoint, pick_device, save_checkpoint
+from bodymap.models.base import LoadedModel
+from bodymap.models.checkpoint import pick_device, save_checkpoint
+from bodymap.models.diagdata import lesion_crop  # noqa: F401  (here too: photo mode, the GUI, batch)
+from bodymap.models.preprocess import fit_size, normalise
 
 TASK = "diagnosis"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -198,59 +201,51 @@ def _to_tensor(crops: list[np.ndarray], size: int, norm: dict):
         if c.shape[:2] != (size, size):
             c = np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR))
         arr[i] = c
-    return _normalise(torch.from_numpy(arr), norm)
+    return normalise(torch.from_numpy(arr), norm)
 
 
-def _normalise(u8, norm: dict):
-    """uint8 (B, H, W, 3) tensor -> normalised float (B, 3, H, W)."""
-    import torch
-
-    x = u8.permute(0, 3, 1, 2).float() / 255.0
-    m = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    s = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-class DiagnosisModel:
+class DiagnosisModel(LoadedModel):
     """A loaded diagnosis checkpoint, ready to predict on a device (CPU unless a GPU is present).
 
     model = DiagnosisModel.load()            # the shipped model B (image + site)
     out = model.predict(crops, sites)        # crops: list of (H, W, 3) uint8; sites: str or None
+
+    ``load`` takes a file, a shipped name (``NAMED``: "default", "image_only", "synthetic",
+    "synthetic_image_only") or None (the shipped model B).
     """
 
-    def __init__(self, checkpoint: dict, device=None):
+    TASK = TASK
+    DEFAULT_PATH = DEFAULT_PATH
+    NAMED = NAMED
 
-        self.checkpoint = checkpoint
-        self.path = checkpoint.get("path")
-        self.classes: list[str] = list(checkpoint["classes"])
+    def __init__(self, checkpoint: dict, device=None, model=None):
         self.arch: dict = dict(checkpoint["arch"])
         self.sites: list[str] = list(self.arch.get("sites", [UNKNOWN_SITE]))
-        self.input_size = int(checkpoint["input_size"])
-        self.normalisation = checkpoint["normalisation"]
         recipe = checkpoint.get("training", {}).get("recipe", {})
         self.tta = int(recipe.get("tta", 1))  # test-time views averaged (1 for the synthetic recipe)
         ood = self.arch.get("ood") or {}
         self.ood_threshold: float | None = ood.get("threshold")
-        self.device = pick_device(device)
-        self.net = build_network(self.arch, len(self.classes))
-        try:
-            self.net.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as e:
-            raise CheckpointError(self.path or "checkpoint", f"weights do not fit its architecture ({str(e)[:200]})") from None
-        self.net.to(self.device).eval()
-        for prm in self.net.parameters():  # Grad-CAM needs activation gradients only
+        super().__init__(checkpoint, device, model)
+        self.path = checkpoint.get("path")  # a str (or None): evaluation records put it in JSON
+        for prm in self.model.parameters():  # Grad-CAM needs activation gradients only
             prm.requires_grad_(False)
 
     @classmethod
-    def load(cls, path=None, device=None) -> "DiagnosisModel":
-        """Load a diagnosis checkpoint: a file, a shipped name (``NAMED``: "default",
-        "image_only", "synthetic", "synthetic_image_only") or None (the shipped model B).
-        Raises CheckpointError naming the file for anything that is not one."""
-        if path is None:
-            path = DEFAULT_PATH
-        elif str(path) in NAMED:
-            path = NAMED[str(path)]
-        return cls(load_checkpoint(path, TASK), device)
+    def build(cls, checkpoint: dict):
+        return build_network(dict(checkpoint["arch"]), len(checkpoint["classes"]))
+
+    @property
+    def net(self):
+        """The network (the same object as ``model``)."""
+        return self.model
+
+    @property
+    def checkpoint(self) -> dict:
+        """The checkpoint dict (the same object as ``info``)."""
+        return self.info
+
+    def held_out_line(self) -> str:
+        return held_out_line(self.info.get("metrics", {}))
 
     @property
     def uses_site(self) -> bool:
@@ -376,7 +371,7 @@ class DiagnosisModel:
         sidx = torch.tensor([site_index(s, self.sites) for s in sites], dtype=torch.long)
         out, dists = [], []
         for b0 in range(0, len(images), batch):
-            x = _normalise(torch.from_numpy(np.ascontiguousarray(images[b0:b0 + batch])), self.normalisation)
+            x = normalise(torch.from_numpy(np.ascontiguousarray(images[b0:b0 + batch])), self.normalisation)
             p, d = self._probs(x.to(self.device), sidx[b0:b0 + batch].to(self.device), self.tta if tta is None else tta)
             out.append(p)
             dists.append(np.full(len(p), np.nan) if d is None else d / self.ood_threshold)
@@ -392,7 +387,7 @@ class DiagnosisModel:
         out = []
         with torch.no_grad():
             for b0 in range(0, len(images), batch):
-                x = _normalise(torch.from_numpy(np.ascontiguousarray(images[b0:b0 + batch])), self.normalisation)
+                x = normalise(torch.from_numpy(np.ascontiguousarray(images[b0:b0 + batch])), self.normalisation)
                 out.append(self.net.features(x.to(self.device)).cpu().numpy())
         return np.concatenate(out)
 
@@ -434,43 +429,6 @@ def overlay(crop: np.ndarray, saliency: np.ndarray, alpha: float = 0.45) -> np.n
     return (np.asarray(crop, np.float32) * (1 - a) + 255 * heat * a).astype(np.uint8)
 
 
-def lesion_crop(scan, lesion, size_px: int = 128) -> np.ndarray:
-    """A square crop (size_px, size_px, 3) uint8 of the scan's texture around a lesion.
-
-    scan: a Scan with UVs and a texture; lesion: a bodymap.lesions.Lesion (face, bary,
-    diameter_mm). The crop shows a field of max(2.5 x diameter, 8 mm) on the body (the field the
-    synthetic training crops show), at the texel size of the lesion's face, centred on its UV
-    point, resized bilinearly. Texels beyond the texture's edge repeat the edge. Charts are not
-    followed across UV seams."""
-    from PIL import Image
-
-    from bodymap.models.diagdata import crop_field_mm
-    from bodymap.scan import uv_to_pixel
-
-    scan.require_texture()
-    face = int(lesion.face)
-    if not 0 <= face < scan.n_faces:
-        raise ValueError(f"lesion {lesion.id}: face {face} is not on this scan ({scan.n_faces} faces)")
-    uv = scan.uv_from_barycentric(np.array([face]), np.array([lesion.bary], np.float64))[0]
-    x, y = uv_to_pixel(uv, scan.texture.shape)
-    texel = float(scan.texel_density[face])
-    if not np.isfinite(texel) or texel <= 0:
-        finite = scan.texel_density[np.isfinite(scan.texel_density)]
-        texel = float(np.median(finite)) if len(finite) else 0.5
-    half = crop_field_mm(lesion.diameter_mm) / texel / 2
-    H, W = scan.texture.shape[:2]
-    box = (x + 0.5 - half, y + 0.5 - half, x + 0.5 + half, y + 0.5 + half)
-    im = Image.fromarray(scan.texture)
-    # PIL's transform samples outside the image as black: pad by edge repetition first
-    pad = int(np.ceil(half)) + 2
-    if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H:
-        padded = np.pad(scan.texture, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        im = Image.fromarray(padded)
-        box = tuple(v + pad for v in box)
-    return np.asarray(im.resize((size_px, size_px), Image.BILINEAR, box=box))
-
-
-# ----------------------------------------------------------------------------- training
 def _augment(x, gen):
     """Random flips and 90-degree rotations of a batch (B, 3, S, S) (lesions have no orientation)."""
     import torch
@@ -584,7 +542,7 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
             if rec["augment"] == "strong":
                 x = strong_augment(imgs[idx], size, gen, NORMALISATION)
             else:
-                x = _normalise(imgs[idx], NORMALISATION)
+                x = normalise(imgs[idx], NORMALISATION)
                 if x.shape[-1] != size:
                     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
                 x = _augment(x, gen)
@@ -652,7 +610,7 @@ def fit_ood(net, arch: dict, train: dict, dev: dict | None, size: int, n_max: in
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.permutation(len(train["labels"]))[:n_max])
     model = model_from_net(net, arch, train["classes"], size)
-    f = model.features_of(_fit_size(train["images"][idx], size)).astype(np.float64)
+    f = model.features_of(fit_size(train["images"][idx], size)).astype(np.float64)
     y = np.asarray(train["labels"])[idx]
     k = len(train["classes"])
     means = np.stack([f[y == c].mean(0) if (y == c).any() else f.mean(0) for c in range(k)])
@@ -666,7 +624,7 @@ def fit_ood(net, arch: dict, train: dict, dev: dict | None, size: int, n_max: in
     sd["ood_precision"] = torch.tensor(prec, dtype=torch.float32)
     m = model_from_net(None, new, train["classes"], size, state_dict=sd)
     ref = dev if dev is not None else train
-    fd = m.features_of(_fit_size(ref["images"], size))
+    fd = m.features_of(fit_size(ref["images"], size))
     with torch.no_grad():
         d = m.net.ood_distance(torch.from_numpy(fd)).numpy()
     new["ood"]["threshold"] = float(np.quantile(d, quantile))
@@ -717,7 +675,7 @@ def evaluate(model: DiagnosisModel, data: dict, n_boot: int = 1000, by_group: bo
             raise ValueError(f"evaluation data has classes the model lacks: {', '.join(missing)}")
     ood = None
     if probs is None:
-        probs, ood = model.predict_arrays(_fit_size(data["images"], model.input_size), data["sites"], tta=tta,
+        probs, ood = model.predict_arrays(fit_size(data["images"], model.input_size), data["sites"], tta=tta,
                                           with_ood=True)
     truth = np.array([model.classes.index(classes[i]) for i in data["labels"]])
     image_probs = probs
@@ -740,15 +698,6 @@ def evaluate(model: DiagnosisModel, data: dict, n_boot: int = 1000, by_group: bo
     scores["probs"] = probs.tolist()
     scores["image_probs"] = np.asarray(image_probs).tolist()
     return scores
-
-
-def _fit_size(images: np.ndarray, size: int) -> np.ndarray:
-    """images (n, S, S, 3) uint8 resized to (n, size, size, 3) when S != size."""
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
 
 
 def compare(model_a: DiagnosisModel, model_b: DiagnosisModel, data: dict, n_boot: int = 1000, **kw) -> dict:
@@ -1065,7 +1014,7 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
         raise ValueError(f"{csv}: its diagnoses ({', '.join(names)}) are neither the model's classes nor a "
                          "melanoma flag")
     y = np.asarray(raw["labels"]) == names.index(pos)
-    imgs = _fit_size(raw["images"], b.input_size)
+    imgs = fit_size(raw["images"], b.input_size)
     for k, m in (("A", a), ("B", b)):
         probs, ood = m.predict_arrays(imgs, raw["sites"], with_ood=True)
         out[k] = binary_scores(y, probs[:, m.classes.index(mel)], threshold=op[k], n_boot=n_boot)

@@ -95,20 +95,9 @@ def data_hash(images: np.ndarray, masks: np.ndarray) -> str:
 def cached_ear_dataset(cache: Path, n_bodies: int, views_per_ear: int, size: int, seed: int,
                        progress: Progress | None = None) -> dict:
     """render_ear_dataset, stored as cache/ears_<seed>_<bodies>x<views>_<size>.npz and reused."""
-    import json
+    from bodymap.models.training import cached_dataset
 
-    cache = Path(cache)
-    f = cache / f"ears_{seed}_{n_bodies}x{views_per_ear}_{size}.npz"
-    if f.exists():
-        with np.load(f) as z:
-            return {"images": z["images"], "masks": z["masks"], "description": json.loads(str(z["description"]))}
-    d = render_ear_dataset(n_bodies, views_per_ear, size, seed, progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    from bodymap.atomic import atomic_write
-
-    with atomic_write(f) as tmp:  # unique temporary: two trainings may fill the cache at once
-        np.savez(tmp, images=d["images"], masks=d["masks"], description=json.dumps(d["description"]))
-    return d
+    return cached_dataset(cache, "ears", n_bodies, views_per_ear, size, seed, render_ear_dataset, progress)
 
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

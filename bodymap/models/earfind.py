@@ -35,6 +35,9 @@ from typing import Callable
 
 import numpy as np
 
+from bodymap.models.base import LoadedModel
+from bodymap.models.preprocess import as_rgb, to_tensor
+
 TASK = "earfind"
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "ear_locator.pt"
 ARCH = {"name": "EarNet", "channels": [32, 48, 64, 96]}
@@ -209,20 +212,10 @@ def render_head_dataset(n_bodies: int, views: int, size: int = INPUT, seed: int 
 
 def cached_head_dataset(cache: Path, n_bodies: int, views: int, size: int, seed: int,
                         progress: Progress | None = None) -> dict:
-    """render_head_dataset stored as cache/heads_<seed>_<bodies>x<views>_<size>.npz and reused."""
-    cache = Path(cache)
-    f = cache / f"heads_{seed}_{n_bodies}x{views}_{size}.npz"
-    if f.exists():
-        with np.load(f) as z:
-            return {k: z[k] for k in ("images", "body", "ear", "kinds")} | {
-                "description": json.loads(str(z["description"]))}
-    d = render_head_dataset(n_bodies, views, size, seed, progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, images=d["images"], body=d["body"], ear=d["ear"], kinds=d["kinds"],
-                        description=json.dumps(d["description"]))
-    tmp.replace(f)
-    return d
+    """render_head_dataset stored as cache/heads_<seed>_<bodies>x<views>_<size>.npz (compressed) and reused."""
+    from bodymap.models.training import cached_dataset
+
+    return cached_dataset(cache, "heads", n_bodies, views, size, seed, render_head_dataset, progress, compress=True)
 
 
 # ---------------------------------------------------------------- training
@@ -312,13 +305,6 @@ def _batch(heads: dict, pools: Pools, rng: np.random.Generator, n: int, p_negati
     return np.stack(xs), np.stack(ys)
 
 
-def _to_input(images: np.ndarray, normalisation: dict = NORMALISATION):
-    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float tensor."""
-    from bodymap.models.earseg import to_tensor
-
-    return to_tensor(images, normalisation)
-
-
 def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int = 200, views: int = 16,
                   seed: int = 1, steps: int = 3000, batch: int = 16, lr: float = 2e-3, minutes: float | None = None,
                   p_negative: float = 0.35, threads: int = 1, device: str | None = None,
@@ -338,94 +324,73 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
     from bodymap.models.diagdata import load_images, split_rows
-    from bodymap.models.earseg import _Schedule
+    from bodymap.models.training import Schedule, TrainingLog, fit, training_record
 
+    settings = {"negatives": [str(c) for c in (negatives or [])], "bodies": bodies, "views": views, "seed": seed,
+                "steps": steps, "batch": batch, "lr": lr, "minutes": minutes, "p_negative": p_negative}
     torch.set_num_threads(max(1, threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
     say = progress or (lambda s, f: None)
-    log_path = out / "earfind_train.log"
-    log = open(log_path, "w")
+    with TrainingLog(out / "earfind_train.log", command or "train_locator") as log:
+        heads = cached_head_dataset(cache, bodies, views, INPUT, seed, progress=lambda s, f: say(s, 0.3 * f))
+        log.note(f"renders: {json.dumps(heads['description'])}")
+        # photos taken of the ear (site "ear": skin close-ups, but possibly showing its shape) are
+        # never used as photos without an ear; they are kept for the evaluation
+        neg_rows = [r for c in (negatives or []) for r in split_rows(c, "train") if r["site_code"] != EAR_SITE]
+        real = load_images([r["path"] for r in neg_rows], int(INPUT * 1.25)) if neg_rows else None
+        pools = Pools(real, INPUT, seed=seed)
+        neg_desc = {"csvs": [str(c) for c in (negatives or [])], "part": "train", "images": len(neg_rows),
+                    "sha256": _hash_list([r["path"] for r in neg_rows])}
+        log.note(f"real negatives: {json.dumps(neg_desc)}")
+        dev = pick_device(device)
+        torch.manual_seed(seed)
+        model = build_model().to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        rng = np.random.default_rng(seed)
+        pos_w = torch.tensor(3.0)
 
-    def note(msg: str) -> None:
-        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
-        log.flush()
+        def next_batch(step):
+            xb, yb = _batch(heads, pools, rng, batch, p_negative)
+            return to_tensor(xb, NORMALISATION).to(dev), torch.from_numpy(yb)[:, None].to(dev)
 
-    note(f"command: {command or 'train_locator'}")
-    heads = cached_head_dataset(cache, bodies, views, INPUT, seed, progress=lambda s, f: say(s, 0.3 * f))
-    note(f"renders: {json.dumps(heads['description'])}")
-    # photos taken of the ear (site "ear": skin close-ups, but possibly showing its shape) are
-    # never used as photos without an ear; they are kept for the evaluation
-    neg_rows = [r for c in (negatives or []) for r in split_rows(c, "train") if r["site_code"] != EAR_SITE]
-    real = load_images([r["path"] for r in neg_rows], int(INPUT * 1.25)) if neg_rows else None
-    pools = Pools(real, INPUT, seed=seed)
-    neg_desc = {"csvs": [str(c) for c in (negatives or [])], "part": "train", "images": len(neg_rows),
-                "sha256": _hash_list([r["path"] for r in neg_rows])}
-    note(f"real negatives: {json.dumps(neg_desc)}")
-    dev = pick_device(device)
-    torch.manual_seed(seed)
-    model = build_model().to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = _Schedule(opt, lr, steps, minutes)
-    rng = np.random.default_rng(seed)
-    pos_w = torch.tensor(3.0)
-    t0 = time.perf_counter()
-    losses = []
-    model.train()
-    for step in range(steps):
-        if sched.done():
-            note(f"time budget of {minutes} min reached after {step} steps")
-            break
-        xb, yb = _batch(heads, pools, rng, batch, p_negative)
-        x, y = _to_input(xb).to(dev), torch.from_numpy(yb)[:, None].to(dev)
-        logit = model(x)
-        bce = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pos_w)
-        p = torch.sigmoid(logit)
-        inter = (p * y).sum((1, 2, 3))
-        has = y.sum((1, 2, 3)) > 0
-        dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1)
-        loss = bce + (dice[has].mean() if has.any() else 0.0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0 or step == steps - 1:
-            note(f"step {step + 1}/{steps} loss {np.mean(losses[-20:]):.4f} lr {sched.lr:.2e} "
-                 f"{time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.3 + 0.5 * sched.fraction())
-    train_s = time.perf_counter() - t0
-    model.eval()
-    loc = EarLocator(model, INPUT, NORMALISATION, dev, None, {"thresholds": {}})
-    # decision thresholds from development data: held-out bodies of another seed + real dev parts
-    say("thresholds on development data", 0.85)
-    dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
-    dev_rows = [r for c in (negatives or []) for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
-    thr = choose_thresholds(loc, dv, [r["path"] for r in dev_rows])
-    loc.thresholds = thr
-    note(f"thresholds (dev): {json.dumps(thr)}")
-    say("held-out evaluation", 0.9)
-    ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
-    metrics = {"held_out": synthetic_scores(loc, ho, seed=HELD_OUT["seed"])}
-    note("held-out: " + json.dumps({k: v for k, v in metrics["held_out"].items() if k != "data"}))
-    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes,
-                "batch": batch, "lr": lr, "optimiser": "AdamW, one-cycle", "p_negative": p_negative,
-                "loss": "BCE (ear x3) + soft Dice", "augmentation": "backgrounds (synthetic / real), real skin "
-                "texture, quarter turns, mirror, camera effects", "device": str(dev),
-                "threads": torch.get_num_threads(), "seconds": round(train_s, 1), "from": "random weights",
-                "first_loss": round(float(np.mean(losses[:20])), 4),
-                "final_loss": round(float(np.mean(losses[-20:])), 4), "log": log_path.name}
-    path = out / "ear_locator.pt"
-    save_checkpoint(path, task=TASK, arch={**ARCH, "thresholds": thr}, state_dict=model.state_dict(),
-                    classes=["background", "ear"], input_size=INPUT, normalisation=NORMALISATION,
-                    data={"renders": heads["description"], "real_negatives": neg_desc,
-                          "name": "synthetic head renders + real skin photos without ears (HAM10000, PAD-UFES-20 "
-                                  "training parts)",
-                          "licence": "renders: ours; HAM10000 CC BY-NC 4.0, PAD-UFES-20 CC BY 4.0 (negatives)"},
-                    metrics=metrics, training=training)
-    note(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {train_s:.0f} s")
-    log.close()
+        def loss_of(logit, y):
+            bce = F.binary_cross_entropy_with_logits(logit, y, pos_weight=pos_w)
+            p = torch.sigmoid(logit)
+            inter = (p * y).sum((1, 2, 3))
+            has = y.sum((1, 2, 3)) > 0
+            dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + y.sum((1, 2, 3)) + 1)
+            return bce + (dice[has].mean() if has.any() else 0.0)
+
+        run = fit(model, next_batch, loss_of, opt, Schedule(opt, lr, steps, minutes), steps, log=log, say=say,
+                  log_every=20, span=(0.3, 0.5))
+        model.eval()
+        loc = EarLocator({"classes": ["background", "ear"], "input_size": INPUT, "normalisation": NORMALISATION,
+                          "thresholds": {}}, dev, model)
+        # decision thresholds from development data: held-out bodies of another seed + real dev parts
+        say("thresholds on development data", 0.85)
+        dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
+        dev_rows = [r for c in (negatives or []) for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
+        thr = choose_thresholds(loc, dv, [r["path"] for r in dev_rows])
+        loc.thresholds = thr
+        log.note(f"thresholds (dev): {json.dumps(thr)}")
+        say("held-out evaluation", 0.9)
+        ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
+        metrics = {"held_out": synthetic_scores(loc, ho, seed=HELD_OUT["seed"])}
+        log.note("held-out: " + json.dumps({k: v for k, v in metrics["held_out"].items() if k != "data"}))
+        training = training_record(settings, run, dev, log, command=command, optimiser="AdamW, one-cycle",
+                                   loss="BCE (ear x3) + soft Dice", augmentation="backgrounds (synthetic / real), "
+                                   "real skin texture, quarter turns, mirror, camera effects")
+        path = out / "ear_locator.pt"
+        save_checkpoint(path, task=TASK, arch={**ARCH, "thresholds": thr}, state_dict=model.state_dict(),
+                        classes=["background", "ear"], input_size=INPUT, normalisation=NORMALISATION,
+                        data={"renders": heads["description"], "real_negatives": neg_desc,
+                              "name": "synthetic head renders + real skin photos without ears (HAM10000, "
+                                      "PAD-UFES-20 training parts)",
+                              "licence": "renders: ours; HAM10000 CC BY-NC 4.0, PAD-UFES-20 CC BY 4.0 (negatives)"},
+                        metrics=metrics, training=training)
+        log.note(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {run['seconds']:.0f} s")
     say("done", 1.0)
     return path
 
@@ -452,33 +417,28 @@ class EarSearch:
     prob: np.ndarray
 
 
-@dataclasses.dataclass
-class EarLocator:
-    """A loaded ear-locator checkpoint. Use ``EarLocator.load(path)``."""
+class EarLocator(LoadedModel):
+    """A loaded ear-locator checkpoint. Use ``EarLocator.load(path)``. ``thresholds``: the
+    decision thresholds set on development data (stored in the checkpoint's arch)."""
 
-    model: object
-    input_size: int
-    normalisation: dict
-    device: object
-    path: Path | None
-    info: dict
+    TASK = TASK
+    DEFAULT_PATH = DEFAULT_PATH
+    NAME = "ear locator (small U-Net)"
 
-    def __post_init__(self):
+    def __init__(self, checkpoint: dict, device=None, model=None):
+        super().__init__(checkpoint, device, model)
         self.thresholds = dict((self.info.get("arch") or {}).get("thresholds") or self.info.get("thresholds") or {})
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | None = None) -> "EarLocator":
-        """Load a checkpoint (default: the shipped bodymap/data/ear_locator.pt). CheckpointError
-        names the file if it is missing, not a BodyMap checkpoint, or one for another task."""
-        from bodymap.models.checkpoint import load_checkpoint, pick_device
+    def build(cls, checkpoint: dict):
+        return build_model(checkpoint["arch"])
 
-        path = Path(path) if path is not None else DEFAULT_PATH
-        ck = load_checkpoint(path, TASK)
-        dev = pick_device(device)
-        model = build_model(ck["arch"])
-        model.load_state_dict(ck["state_dict"])
-        model.to(dev).eval()
-        return cls(model, int(ck["input_size"]), ck["normalisation"], dev, path, ck)
+    def held_out_line(self) -> str:
+        ho = (self.info.get("metrics") or {}).get("held_out") or {}
+        if not ho:
+            return ""
+        return (f"ear found on {ho['detection_rate']:.3f} of held-out synthetic photos with an ear, "
+                f"ear pixels precision {ho['pixel_precision']:.2f} / recall {ho['pixel_recall']:.2f}")
 
     def probability(self, image, name: str = "image") -> np.ndarray:
         """(H, W) float32 ear probability of a photo (H, W, 3) uint8 of any size: its long side
@@ -487,13 +447,11 @@ class EarLocator:
         import torch
         import torch.nn.functional as F
 
-        from bodymap.models.earseg import as_rgb
-
         rgb = as_rgb(image, name)
         H, W = rgb.shape[:2]
         s = self.input_size / max(H, W)
         h, w = max(32, round(H * s)), max(32, round(W * s))
-        x = _to_input(rgb[None], self.normalisation)
+        x = to_tensor(rgb[None], self.normalisation)
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
         ph, pw = (-h) % 32, (-w) % 32
         if ph or pw:
@@ -509,19 +467,6 @@ class EarLocator:
         thresholds, set on development data)."""
         prob = self.probability(image, name)
         return decide(prob, self.thresholds)
-
-    @property
-    def card(self) -> dict:
-        """Name, training data, licence and held-out scores (for every prediction shown)."""
-        ho = (self.info.get("metrics") or {}).get("held_out") or {}
-        line = ""
-        if ho:
-            line = (f"ear found on {ho['detection_rate']:.3f} of held-out synthetic photos with an ear, "
-                    f"ear pixels precision {ho['pixel_precision']:.2f} / recall {ho['pixel_recall']:.2f}")
-        data = self.info.get("data") or {}
-        return {"name": "ear locator (small U-Net)", "file": Path(self.path).name if self.path else None,
-                "trained_on": data.get("name", "?"), "licence": data.get("licence"), "held_out": line}
-
 
 def decide(prob: np.ndarray, thresholds: dict) -> EarSearch:
     """Ears from an ear-probability map (H, W): connected regions of prob > 0.5 with area >=
@@ -565,8 +510,6 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     on the found ear (the locator's region, grown by 15% of the ear's size): no ear pixel
     elsewhere, none at all on a photo without an ear."""
     from scipy import ndimage
-
-    from bodymap.models.earseg import as_rgb
 
     rgb = as_rgb(image, name)
     H, W = rgb.shape[:2]

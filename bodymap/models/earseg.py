@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from bodymap.models.base import LoadedModel
+from bodymap.models.preprocess import as_rgb, to_tensor
 from bodymap.taxonomy import EAR_COLOURS, EAR_REGIONS, LATERALITY, SITE_INDEX
 
 TASK = "earseg"
@@ -41,36 +43,6 @@ def build_model(arch: dict = ARCH):
         raise ValueError(f"unsupported ear-segmentation architecture {arch}")
     return smp.Unet(encoder_name=arch["encoder"], encoder_weights=None,
                     decoder_channels=tuple(arch["decoder_channels"]), classes=int(arch["classes"]))
-
-
-def as_rgb(image, name: str = "image") -> np.ndarray:
-    """(H, W, 3) uint8 from a photo array (grey (H, W), RGB or RGBA; uint8 or float in [0, 1]).
-    ValueError names ``name`` for empty, tiny or oddly shaped input."""
-    a = np.asarray(image)
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    if a.ndim != 3 or a.shape[2] not in (3, 4):
-        raise ValueError(f"{name}: expected an (H, W, 3) colour image, got shape {a.shape}")
-    if a.shape[0] < 16 or a.shape[1] < 16:
-        raise ValueError(f"{name}: image is {a.shape[1]}x{a.shape[0]} pixels; at least 16x16 needed")
-    a = a[..., :3]
-    if a.dtype != np.uint8:
-        if not np.isfinite(a).all():
-            raise ValueError(f"{name}: image has NaN or infinite values")
-        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
-    if a.max() == a.min():
-        raise ValueError(f"{name}: image is one flat colour (empty photo?)")
-    return a
-
-
-def to_tensor(images: np.ndarray, normalisation: dict = NORMALISATION):
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 torch tensor, normalised."""
-    import torch
-
-    x = torch.as_tensor(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).float() / float(normalisation["scale"])
-    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def _augment(x, y, gen):
@@ -99,155 +71,75 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     images (the network is fully convolutional: it is used on whole images; crops save CPU
     time), AdamW with a one-cycle learning rate peaking at ``lr``, cross-entropy + Dice loss. Synthetic runs are then scored on held-out rendered ears
     (HELD_OUT) and the scores stored in the checkpoint. ``minutes`` caps the training time (the
-    learning-rate schedule then follows the clock, see _Schedule). ``resume``: start from that
+    learning-rate schedule then follows the clock, see training.Schedule). ``resume``: start from that
     checkpoint's weights (a second training round; its record is kept under "resumed_from").
     Returns the checkpoint path.
     """
+    import segmentation_models_pytorch as smp
     import torch
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
     from bodymap.models.eardata import cached_ear_dataset, load_ear_folder
+    from bodymap.models.training import Schedule, Shuffled, TrainingLog, fit, resume_weights, training_record
 
+    settings = {"folder": None if folder is None else str(folder), "bodies": bodies, "views": views, "size": size,
+                "crop": crop, "seed": seed, "steps": steps, "batch": batch, "lr": lr, "minutes": minutes,
+                "held_out": held_out}
     torch.set_num_threads(max(1, min(2, threads)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda s, f: None)
-    log_path = out / "ear_train.log"
-    log = open(log_path, "w")
+    with TrainingLog(out / "ear_train.log", command or "train_ear") as log:
+        if folder is not None:
+            data = load_ear_folder(folder, size)
+        else:
+            data = cached_ear_dataset(out / "cache", bodies, views, size, seed,
+                                      progress=lambda s, f: say(s, 0.1 * f))
+        log.note(f"data: {json.dumps(data['description'])}")
+        dev = pick_device(device)
+        torch.manual_seed(seed)
+        model = build_model()
+        prev = resume_weights(model, resume, TASK, log.note)
+        model = model.to(dev)
+        images, masks = data["images"], data["masks"]
+        n = len(images)
+        if n < 2:
+            raise ValueError(f"{folder or 'synthetic data'}: {n} training images; at least 2 needed")
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        dice = smp.losses.DiceLoss("multiclass", from_logits=True)
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        batches = Shuffled(n, batch, rng)
 
-    def note(msg: str) -> None:
-        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
-        log.flush()
+        def next_batch(step):
+            idx = batches.next()
+            c = min(crop, size)
+            oy, ox = (int(v) for v in rng.integers(0, size - c + 1, 2))
+            x = to_tensor(images[idx, oy:oy + c, ox:ox + c], NORMALISATION)
+            y = torch.as_tensor(masks[idx, oy:oy + c, ox:ox + c].astype(np.int64))
+            x, y = _augment(x, y, gen)
+            return x.to(dev), y.to(dev)
 
-    note(f"command: {command or 'train_ear'}")
-    if folder is not None:
-        data = load_ear_folder(folder, size)
-    else:
-        data = cached_ear_dataset(out / "cache", bodies, views, size, seed,
-                                  progress=lambda s, f: say(s, 0.1 * f))
-    note(f"data: {json.dumps(data['description'])}")
-    dev = pick_device(device)
-    torch.manual_seed(seed)
-    model = build_model()
-    prev = _resume(model, resume, TASK, note)
-    model = model.to(dev)
-    images, masks = data["images"], data["masks"]
-    n = len(images)
-    if n < 2:
-        raise ValueError(f"{folder or 'synthetic data'}: {n} training images; at least 2 needed")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = _Schedule(opt, lr, steps, minutes)
-    import segmentation_models_pytorch as smp
-
-    dice = smp.losses.DiceLoss("multiclass", from_logits=True)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    pos = 0
-    t0 = time.perf_counter()
-    losses = []
-    model.train()
-    for step in range(steps):
-        if sched.done():
-            note(f"time budget of {minutes} min reached after {step} steps")
-            break
-        if pos + batch > n:
-            order, pos = rng.permutation(n), 0
-        idx = np.sort(order[pos:pos + batch])
-        pos += batch
-        c = min(crop, size)
-        oy, ox = (int(v) for v in rng.integers(0, size - c + 1, 2))
-        x = to_tensor(images[idx, oy:oy + c, ox:ox + c])
-        y = torch.as_tensor(masks[idx, oy:oy + c, ox:ox + c].astype(np.int64))
-        x, y = _augment(x, y, gen)
-        x, y = x.to(dev), y.to(dev)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits, y) + dice(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 10 == 0 or step == steps - 1:
-            note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} lr {sched.lr:.2e} "
-                 f"{time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * sched.fraction())
-    train_s = time.perf_counter() - t0
-    metrics: dict = {}
-    if folder is None:
-        ho = dict(HELD_OUT, **(held_out or {}))
-        say("held-out evaluation", 0.9)
-        hd = cached_ear_dataset(out / "cache", ho["bodies"], ho["views_per_ear"], size, ho["seed"])
-        pred = predict_batches(model.eval(), hd["images"], dev)
-        metrics = {"held_out": dict(pixel_scores(hd["masks"], pred), data=hd["description"])}
-        note("held-out: " + summary_line(metrics["held_out"]))
-    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "crop": crop, "lr": lr, "optimiser": "AdamW, one-cycle",
-                "loss": "cross-entropy + Dice", "augmentation": "horizontal flip, colour jitter",
-                "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights" if prev is None else "resumed", "resumed_from": prev, "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
-                "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
-    path = out / "ear_segmentation.pt"
-    save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(EAR_REGIONS),
-                    input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
-                    training=training, half=True)
-    note(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {train_s:.0f} s")
-    log.close()
+        run = fit(model, next_batch, lambda logits, y: torch.nn.functional.cross_entropy(logits, y) + dice(logits, y),
+                  opt, Schedule(opt, lr, steps, minutes), steps, log=log, say=say)
+        metrics: dict = {}
+        if folder is None:
+            ho = dict(HELD_OUT, **(held_out or {}))
+            say("held-out evaluation", 0.9)
+            hd = cached_ear_dataset(out / "cache", ho["bodies"], ho["views_per_ear"], size, ho["seed"])
+            pred = predict_batches(model.eval(), hd["images"], dev)
+            metrics = {"held_out": dict(pixel_scores(hd["masks"], pred), data=hd["description"])}
+            log.note("held-out: " + summary_line(metrics["held_out"]))
+        training = training_record(settings, run, dev, log, command=command, resumed_from=prev,
+                                   optimiser="AdamW, one-cycle", loss="cross-entropy + Dice",
+                                   augmentation="horizontal flip, colour jitter")
+        path = out / "ear_segmentation.pt"
+        save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(EAR_REGIONS),
+                        input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
+                        training=training, half=True)
+        log.note(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {run['seconds']:.0f} s")
     say("done", 1.0)
     return path
-
-
-def _resume(model, path, task: str, note) -> dict | None:
-    """Load a checkpoint's weights into model (for a further training round); returns its
-    training record (with its held-out metrics and path) or None when path is None."""
-    if path is None:
-        return None
-    from bodymap.models.checkpoint import load_checkpoint
-
-    ck = load_checkpoint(path, task)
-    model.load_state_dict(ck["state_dict"])
-    note(f"resumed from {path} (trained by: {ck['training'].get('command')})")
-    return {"path": str(path), "training": ck["training"], "data_sha256": ck["data"].get("sha256"),
-            "metrics": {k: {kk: v.get(kk) for kk in ("mean_ear", "mean_ap", "mean_precision", "mean_sensitivity")
-                            if kk in v} for k, v in ck["metrics"].items()}}
-
-
-class _Schedule:
-    """One-cycle learning rate (15% linear warm-up from lr/25, cosine down to lr/1000) over
-    ``steps`` steps or, when ``minutes`` is given, over whichever of the two ends first: the
-    schedule follows max(step / steps, elapsed / budget), so a time-limited run still anneals."""
-
-    def __init__(self, opt, lr: float, steps: int, minutes: float | None = None):
-        self.opt, self.peak, self.steps = opt, lr, max(1, steps)
-        self.budget = None if minutes is None else 60.0 * minutes
-        self.t0 = time.perf_counter()
-        self.n = 0
-        self._set()
-
-    def fraction(self) -> float:
-        """Progress through the schedule, 0..1."""
-        f = self.n / self.steps
-        if self.budget is not None:
-            f = max(f, (time.perf_counter() - self.t0) / self.budget)
-        return min(f, 1.0)
-
-    def done(self) -> bool:
-        """True once the steps or the time budget are used up."""
-        return self.fraction() >= 1.0
-
-    def _set(self) -> None:
-        f = self.fraction()
-        if f < 0.15:
-            self.lr = self.peak / 25 + (self.peak - self.peak / 25) * f / 0.15
-        else:
-            c = (f - 0.15) / 0.85
-            self.lr = self.peak / 1000 + 0.5 * (self.peak - self.peak / 1000) * (1 + np.cos(np.pi * c))
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr
-
-    def step(self) -> None:
-        """After an optimiser step: count it and set the next learning rate."""
-        self.n += 1
-        self._set()
 
 
 def predict_batches(model, images: np.ndarray, device=None, batch: int = 16,
@@ -411,41 +303,22 @@ def benchmark_text(res: dict) -> str:
             f"(per body {cb['per_body']})"] if cb else []))
 
 
-@dataclasses.dataclass
-class EarSegmenter:
+class EarSegmenter(LoadedModel):
     """A loaded ear-segmentation checkpoint. Use ``EarSegmenter.load(path)``."""
 
-    model: object
-    input_size: int
-    normalisation: dict
-    classes: list
-    device: object
-    path: Path
-    info: dict
+    TASK = TASK
+    DEFAULT_PATH = DEFAULT_PATH
+    NAME = "ear regions (U-Net, ResNet-18)"
+    TRAINED_ON = "synthetic ear close-ups (no real photos)"
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | None = None) -> "EarSegmenter":
-        """Load a checkpoint (default: the shipped bodymap/data/ear_segmentation.pt) on ``device``
-        (default: a GPU when present, else the CPU). CheckpointError names the file if it is
-        missing, not a BodyMap checkpoint, or one for another task."""
-        from bodymap.models.checkpoint import load_checkpoint, pick_device
+    def build(cls, checkpoint: dict):
+        return build_model(checkpoint["arch"])
 
-        path = Path(path) if path is not None else DEFAULT_PATH
-        ck = load_checkpoint(path, TASK)
-        dev = pick_device(device)
-        model = build_model(ck["arch"])
-        model.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
-        model.to(dev).eval()
-        return cls(model, int(ck["input_size"]), ck["normalisation"], list(ck["classes"]), dev, path, ck)
-
-    @property
-    def card(self) -> dict:
-        """Name, training data and held-out scores (shown with every prediction)."""
+    def held_out_line(self) -> str:
         ho = ((self.info.get("metrics") or {}).get("held_out") or {}).get("mean_ear") or {}
-        line = (f"12 regions: pixel precision {ho['precision']:.2f} / sensitivity {ho['sensitivity']:.2f} on held-out "
+        return (f"12 regions: pixel precision {ho['precision']:.2f} / sensitivity {ho['sensitivity']:.2f} on held-out "
                 "synthetic ear close-ups" if ho else "")
-        return {"name": "ear regions (U-Net, ResNet-18)", "file": Path(self.path).name,
-                "trained_on": "synthetic ear close-ups (no real photos)", "licence": None, "held_out": line}
 
     def probabilities(self, image, name: str = "image") -> np.ndarray:
         """(H, W, 13) float32 class probabilities for a photo (H, W, 3) uint8 of any size: the

@@ -23,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from bodymap.models.base import LoadedModel
+from bodymap.models.preprocess import as_rgb, fit_size, to_tensor
 from bodymap.scan import vertex_normals
 from bodymap.taxonomy import MACRO
 
@@ -123,7 +125,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
     """
     from bodymap.models.eardata import data_hash
     from bodymap.models.synthviews import BodyRenderer, _template, background, finish, random_body, skin_colours
-    from bodymap.synth.body import body_model, pose_rotations
+    from bodymap.anatomy.body import body_model, pose_rotations
     from bodymap.taxonomy import macro_lut
 
     t = _template()
@@ -136,7 +138,7 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
         if rng.random() < 0.5:
             V = random_body(rng)
         else:  # arms down or raised: hands and arms against the trunk or the head
-            from bodymap.synth.body import BodySpec
+            from bodymap.anatomy.body import BodySpec
 
             pose = str(rng.choice(["arms-down", "arms-raised", "a-pose"]))
             V = body_model().vertices(BodySpec.random(rng, adult=bool(rng.random() < 0.85)), pose_rotations(pose))
@@ -169,30 +171,12 @@ def render_macro_dataset(n_bodies: int, views: int, size: int = 96, seed: int = 
 def cached_macro_dataset(cache: Path, n_bodies: int, views: int, size: int, seed: int,
                          progress: Progress | None = None) -> dict:
     """render_macro_dataset stored as cache/macro_<seed>_<bodies>x<views>_<size>.npz and reused."""
-    cache = Path(cache)
-    f = cache / f"macro_{seed}_{n_bodies}x{views}_{size}.npz"
-    if f.exists():
-        with np.load(f) as z:
-            return {"images": z["images"], "labels": z["labels"], "description": json.loads(str(z["description"]))}
-    d = render_macro_dataset(n_bodies, views, size, seed, progress)
-    cache.mkdir(parents=True, exist_ok=True)
-    from bodymap.atomic import atomic_write
+    from bodymap.models.training import cached_dataset
 
-    with atomic_write(f) as tmp:  # unique temporary: two trainings may fill the cache at once
-        np.savez(tmp, images=d["images"], labels=d["labels"], description=json.dumps(d["description"]))
-    return d
+    return cached_dataset(cache, "macro", n_bodies, views, size, seed, render_macro_dataset, progress)
 
 
 # ---------------------------------------------------------------- training and scores
-
-def resize_patches(images: np.ndarray, size: int) -> np.ndarray:
-    """(N, s, s, 3) uint8 -> (N, size, size, 3) uint8 (PIL bilinear with antialiasing)."""
-    from PIL import Image
-
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
-
 
 def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int = 64, seed: int = 1,
                 steps: int = 2000, batch: int = 16, lr: float = 1e-3, device: str | None = None,
@@ -209,91 +193,64 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
     import torch
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
-    from bodymap.models.earseg import _resume, _Schedule, to_tensor
+    from bodymap.models.training import Schedule, Shuffled, TrainingLog, fit, resume_weights, training_record
 
+    settings = {"bodies": bodies, "views": views, "size": size, "seed": seed, "steps": steps, "batch": batch,
+                "lr": lr, "minutes": minutes, "held_out": held_out, "input_size": size}
     torch.set_num_threads(max(1, min(2, threads)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda s, f: None)
-    log_path = out / "macro_train.log"
-    log = open(log_path, "w")
+    with TrainingLog(out / "macro_train.log", command or "train_macro") as log:
+        if data is None:
+            data = cached_macro_dataset(out / "cache", bodies, views, RENDER_SIZE, seed,
+                                        progress=lambda s, f: say(s, 0.1 * f))
+        data = dict(data, images=fit_size(data["images"], size))
+        log.note(f"data: {json.dumps(data['description'])}")
+        dev = pick_device(device)
+        torch.manual_seed(seed)
+        model = build_model()
+        n_zeroed = stable_init(model)
+        log.note(f"stable init: classifier and the last BatchNorm of {n_zeroed} residual blocks zeroed")
+        prev = resume_weights(model, resume, TASK, log.note)
+        model = model.to(dev, memory_format=torch.channels_last)  # about 20% faster depthwise convolutions on a CPU
+        images, labels = data["images"], data["labels"]
+        n = len(images)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        batches = Shuffled(n, batch, rng)
 
-    def note(msg: str) -> None:
-        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
-        log.flush()
+        def next_batch(step):
+            idx = batches.next()
+            x = to_tensor(images[idx], NORMALISATION)
+            y = torch.as_tensor(labels[idx].astype(np.int64))
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            x = x * (1 + 0.2 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)) \
+                + 0.3 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)
+            return x.to(dev, memory_format=torch.channels_last), y.to(dev)
 
-    note(f"command: {command or 'train_macro'}")
-    if data is None:
-        data = cached_macro_dataset(out / "cache", bodies, views, RENDER_SIZE, seed,
-                                    progress=lambda s, f: say(s, 0.1 * f))
-    data = dict(data, images=resize_patches(data["images"], size))
-    note(f"data: {json.dumps(data['description'])}")
-    dev = pick_device(device)
-    torch.manual_seed(seed)
-    model = build_model()
-    n_zeroed = stable_init(model)
-    note(f"stable init: classifier and the last BatchNorm of {n_zeroed} residual blocks zeroed")
-    prev = _resume(model, resume, TASK, note)
-    model = model.to(dev, memory_format=torch.channels_last)  # about 20% faster depthwise convolutions on a CPU
-    images, labels = data["images"], data["labels"]
-    n = len(images)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = _Schedule(opt, lr, steps, minutes)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    order, pos = rng.permutation(n), 0
-    t0 = time.perf_counter()
-    losses, correct = [], []
-    model.train()
-    for step in range(steps):
-        if sched.done():
-            note(f"time budget of {minutes} min reached after {step} steps")
-            break
-        if pos + batch > n:
-            order, pos = rng.permutation(n), 0
-        idx = np.sort(order[pos:pos + batch])
-        pos += batch
-        x = to_tensor(images[idx])
-        y = torch.as_tensor(labels[idx].astype(np.int64))
-        flip = torch.rand(len(idx), generator=gen) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-        x = x * (1 + 0.2 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)) \
-            + 0.3 * (torch.rand(len(idx), 3, 1, 1, generator=gen) - 0.5)
-        x, y = x.to(dev, memory_format=torch.channels_last), y.to(dev)
-        logits = model(x)
-        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.05)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        correct.append(float((logits.argmax(1) == y).float().mean()))
-        if step % 10 == 0 or step == steps - 1:
-            note(f"step {step + 1}/{steps} loss {np.mean(losses[-10:]):.4f} train acc {np.mean(correct[-10:]):.3f} "
-                 f"lr {sched.lr:.2e} {time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", 0.1 + 0.8 * sched.fraction())
-    train_s = time.perf_counter() - t0
-    metrics: dict = {}
-    if held_out is not False:
-        ho = dict(HELD_OUT, **(held_out or {}))
-        say("held-out evaluation", 0.9)
-        hd = cached_macro_dataset(out / "cache", ho["bodies"], ho["views"], RENDER_SIZE, ho["seed"])
-        probs = predict_probs(model.eval(), resize_patches(hd["images"], size), dev)
-        metrics = {"held_out": dict(patch_scores(hd["labels"], probs), data=hd["description"])}
-        note("held-out: " + summary_line(metrics["held_out"]))
-    training = {"command": command, "steps": len(losses), "steps_planned": steps, "minutes": minutes, "batch": batch, "lr": lr, "optimiser": "AdamW, one-cycle",
-                "loss": "cross-entropy, label smoothing 0.05", "init": "stable_init (zeroed head and last BN per block)",
-                "grad_clip": 2.0, "input_size": size, "augmentation": "horizontal flip, colour jitter",
-                "device": str(dev), "threads": torch.get_num_threads(), "seconds": round(train_s, 1),
-                "from": "random weights" if prev is None else "resumed", "resumed_from": prev, "final_loss": round(float(np.mean(losses[-max(1, min(20, len(losses) // 4)):])), 4),
-                "first_loss": round(float(np.mean(losses[:max(1, min(10, len(losses) // 4))])), 4), "log": log_path.name}
-    path = out / "macro_anatomy.pt"
-    save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(MACRO),
-                    input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
-                    training=training, half=True)
-    note(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {train_s:.0f} s")
-    log.close()
+        run = fit(model, next_batch, lambda logits, y: torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.05),
+                  opt, Schedule(opt, lr, steps, minutes), steps, log=log, say=say, grad_clip=2.0,
+                  score=lambda logits, y: (logits.argmax(1) == y).float().mean())
+        metrics: dict = {}
+        if held_out is not False:
+            ho = dict(HELD_OUT, **(held_out or {}))
+            say("held-out evaluation", 0.9)
+            hd = cached_macro_dataset(out / "cache", ho["bodies"], ho["views"], RENDER_SIZE, ho["seed"])
+            probs = predict_probs(model.eval(), fit_size(hd["images"], size), dev)
+            metrics = {"held_out": dict(patch_scores(hd["labels"], probs), data=hd["description"])}
+            log.note("held-out: " + summary_line(metrics["held_out"]))
+        training = training_record(settings, run, dev, log, command=command, resumed_from=prev,
+                                   optimiser="AdamW, one-cycle", loss="cross-entropy, label smoothing 0.05",
+                                   init="stable_init (zeroed head and last BN per block)", grad_clip=2.0,
+                                   augmentation="horizontal flip, colour jitter")
+        path = out / "macro_anatomy.pt"
+        save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(MACRO),
+                        input_size=size, normalisation=NORMALISATION, data=data["description"], metrics=metrics,
+                        training=training, half=True)
+        log.note(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {run['seconds']:.0f} s")
     say("done", 1.0)
     return path
 
@@ -302,8 +259,6 @@ def predict_probs(model, images: np.ndarray, device=None, batch: int = 32,
                   normalisation: dict = NORMALISATION) -> np.ndarray:
     """(N, 7) float32 softmax probabilities of a model on (N, s, s, 3) uint8 patches."""
     import torch
-
-    from bodymap.models.earseg import to_tensor
 
     out = []
     with torch.no_grad():
@@ -446,44 +401,25 @@ class MacroPrediction:
     tile_probs: np.ndarray
 
 
-@dataclasses.dataclass
-class MacroClassifier:
+class MacroClassifier(LoadedModel):
     """A loaded macro-anatomy checkpoint. Use ``MacroClassifier.load(path)``."""
 
-    model: object
-    input_size: int
-    normalisation: dict
-    classes: list
-    device: object
-    path: Path
-    info: dict
+    TASK = TASK
+    DEFAULT_PATH = DEFAULT_PATH
+    NAME = "macro-anatomy classifier (EfficientNet-B2)"
+    TRAINED_ON = "synthetic renders of bodies (no real photos)"
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | None = None) -> "MacroClassifier":
-        """Load a checkpoint (default: the shipped bodymap/data/macro_anatomy.pt) on ``device``
-        (default: a GPU when present, else the CPU). CheckpointError names the file if it is
-        missing, not a BodyMap checkpoint, or one for another task."""
-        from bodymap.models.checkpoint import load_checkpoint, pick_device
+    def build(cls, checkpoint: dict):
+        return build_model(checkpoint["arch"])
 
-        path = Path(path) if path is not None else DEFAULT_PATH
-        ck = load_checkpoint(path, TASK)
-        dev = pick_device(device)
-        model = build_model(ck["arch"])
-        model.load_state_dict(ck["state_dict"])
-        model.to(dev).eval()
-        return cls(model, int(ck["input_size"]), ck["normalisation"], list(ck["classes"]), dev, path, ck)
-
-    @property
-    def card(self) -> dict:
-        """Name, training data and held-out scores (shown with every prediction)."""
+    def held_out_line(self) -> str:
         ho = (self.info.get("metrics") or {}).get("held_out") or {}
-        line = (f"mean average precision {ho['mean_ap']:.2f} on held-out synthetic patches" if "mean_ap" in ho else "")
-        return {"name": "macro-anatomy classifier (EfficientNet-B2)", "file": Path(self.path).name,
-                "trained_on": "synthetic renders of bodies (no real photos)", "licence": None, "held_out": line}
+        return f"mean average precision {ho['mean_ap']:.2f} on held-out synthetic patches" if "mean_ap" in ho else ""
 
     def patch_probs(self, patches: np.ndarray) -> np.ndarray:
         """(N, 7) probabilities for patches (N, s, s, 3) uint8 (resized to the input size)."""
-        return predict_probs(self.model, resize_patches(np.asarray(patches), self.input_size), self.device,
+        return predict_probs(self.model, fit_size(np.asarray(patches), self.input_size), self.device,
                              normalisation=self.normalisation)
 
     def classify(self, image, tile_fraction: float = 0.4, overlap: float = 0.5, name: str = "image") -> MacroPrediction:
@@ -497,8 +433,6 @@ class MacroClassifier:
         called "other" because of the wall.
         """
         from PIL import Image
-
-        from bodymap.models.earseg import as_rgb
 
         rgb = as_rgb(image, name)
         H, W = rgb.shape[:2]

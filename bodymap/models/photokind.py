@@ -28,15 +28,18 @@ wider field, dermoscope circles, rulers, stickers) clinical or body: one dermosc
 not dermoscopy. Hence the second dermoscopy set and the circles; ISIC 2017's other half is
 scored by ``benchmark`` (development data since: it was the set that showed the failure).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from bodymap.models.base import LoadedModel
+from bodymap.models.preprocess import as_rgb, fit_size, normalise
 
 TASK = "photokind"
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "photo_kind.pt"
@@ -78,41 +81,30 @@ class PhotoKind:
                 "probs": {k: round(float(v), 4) for k, v in self.probs.items()}}
 
 
-@dataclasses.dataclass
-class PhotoKindClassifier:
+class PhotoKindClassifier(LoadedModel):
     """A loaded photo-kind checkpoint. Use ``PhotoKindClassifier.load(path)``."""
 
-    model: object
-    classes: list
-    input_size: int
-    normalisation: dict
-    device: object
-    path: Path | None
-    info: dict
+    TASK = TASK
+    DEFAULT_PATH = DEFAULT_PATH
+    NAME = "photo kind (resnet10t, quarter width)"
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | None = None) -> "PhotoKindClassifier":
-        """Load a checkpoint (default: the shipped bodymap/data/photo_kind.pt); CheckpointError
-        names the file for anything that is not one."""
-        from bodymap.models.checkpoint import load_checkpoint, pick_device
+    def build(cls, checkpoint: dict):
+        return build_model(checkpoint["arch"], len(checkpoint["classes"]))
 
-        path = Path(path) if path is not None else DEFAULT_PATH
-        ck = load_checkpoint(path, TASK)
-        dev = pick_device(device)
-        model = build_model(ck["arch"], len(ck["classes"]))
-        model.load_state_dict(ck["state_dict"])
-        model.to(dev).eval()
-        return cls(model, list(ck["classes"]), int(ck["input_size"]), ck["normalisation"], dev, path, ck)
+    def held_out_line(self) -> str:
+        ho = (self.info.get("metrics") or {}).get("held_out") or {}
+        if "dermoscopy_vs_clinical" in ho:
+            return f"dermoscopy vs clinical right on {ho['dermoscopy_vs_clinical']['accuracy']:.3f} of held-out photos"
+        return ""
 
     def probs(self, images: np.ndarray, tta: bool = True) -> np.ndarray:
         """(n, k) probabilities of photos (n, s, s, 3) uint8 already squeezed to a square (any s),
         averaged over the photo and its mirror image when ``tta``."""
         import torch
 
-        from bodymap.models.diagnosis import _fit_size, _normalise
-
-        x = _normalise(torch.from_numpy(np.ascontiguousarray(_fit_size(np.asarray(images), self.input_size))),
-                       self.normalisation)
+        x = normalise(torch.from_numpy(np.ascontiguousarray(fit_size(np.asarray(images), self.input_size))),
+                      self.normalisation)
         out = []
         with torch.no_grad():
             for b0 in range(0, len(x), 128):
@@ -127,25 +119,11 @@ class PhotoKindClassifier:
         """The kind of one photo (H, W, 3) uint8 (the whole photo, squeezed to a square)."""
         from PIL import Image
 
-        from bodymap.models.earseg import as_rgb
-
         rgb = as_rgb(image, name)
         sq = np.asarray(Image.fromarray(rgb).resize((self.input_size, self.input_size), Image.BILINEAR,
                                                     reducing_gap=2.0))
         p = self.probs(sq[None])[0]
         return PhotoKind(self.classes[int(p.argmax())], {c: float(v) for c, v in zip(self.classes, p)})
-
-    @property
-    def card(self) -> dict:
-        """Name, training data, licence and held-out scores (for every prediction shown)."""
-        ho = (self.info.get("metrics") or {}).get("held_out") or {}
-        data = self.info.get("data") or {}
-        line = ""
-        if "dermoscopy_vs_clinical" in ho:
-            line = f"dermoscopy vs clinical right on {ho['dermoscopy_vs_clinical']['accuracy']:.3f} of held-out photos"
-        return {"name": "photo kind (resnet10t, quarter width)", "file": Path(self.path).name if self.path else None,
-                "trained_on": data.get("name", "?"), "licence": data.get("licence"), "held_out": line}
-
 
 # ---------------------------------------------------------------- data and training
 
@@ -176,6 +154,7 @@ def dermoscope_vignette(u8, share: float, gen):
     m = ((r - d) / 0.03).clamp(0, 1)  # a 3 %-of-side soft edge
     u8[pick] = (u8[pick].float() * m[..., None]).round().to(torch.uint8)
     return u8
+
 
 
 def kind_dataset(derm_paths: list, clinical_paths: list, heads: dict, n_synth_clinical: int, n_other: int,
@@ -219,9 +198,9 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
                     device: str | None = None, progress: Progress | None = None, command: str = "") -> Path:
     """Train the photo-kind classifier from random weights; write out/photo_kind.pt and
     out/photokind_train.log. ``dermoscopy`` / ``clinical``: CSVs of real sets whose "train"
-    parts are used (diagdata.split_rows); their "dev" parts and held-out synthetic renders
-    (earfind.HELD_OUT) give the scores stored in the checkpoint; the test parts and ISIC 2017
-    are left to ``benchmark``. Renders come from earfind's cache (``heads_cache``: the ear
+    parts are used (``kind_rows``: diagdata.split_rows, ISIC 2017 split by ``SPLITS``); their
+    "dev" parts give the scores stored in the checkpoint; the test parts are left to
+    ``benchmark``. Renders come from earfind's cache (``heads_cache``: the ear
     locator's training renders, ``bodies`` x ``views``, seed 1)."""
     import torch
     import torch.nn.functional as F
@@ -230,92 +209,75 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
     from bodymap.models.diagnosis import strong_augment
     from bodymap.models.earfind import INPUT, cached_head_dataset
 
+    from bodymap.models.training import TorchOneCycle, TrainingLog, fit, training_record
+
+    settings = {"dermoscopy": [str(c) for c in dermoscopy], "clinical": [str(c) for c in clinical],
+                "bodies": bodies, "views": views, "n_synth_clinical": n_synth_clinical, "n_other": n_other,
+                "steps": steps, "batch": batch, "lr": lr, "seed": seed}
     torch.set_num_threads(max(1, threads))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda s, f: None)
-    log_path = out / "photokind_train.log"
-    log = open(log_path, "w")
+    with TrainingLog(out / "photokind_train.log", command or "train_photokind") as log:
+        rows_d = [r for c in dermoscopy for r in kind_rows(c, "train")]
+        rows_c = [r for c in clinical for r in kind_rows(c, "train")]
+        heads = cached_head_dataset(heads_cache, bodies, views, INPUT, 1)
+        data = kind_dataset([r["path"] for r in rows_d], [r["path"] for r in rows_c], heads, n_synth_clinical,
+                            n_other, seed, texture_paths=[r["path"] for r in rows_d[:300] + rows_c], progress=say)
+        data["description"].update({"dermoscopy_csvs": [str(c) for c in dermoscopy],
+                                    "clinical_csvs": [str(c) for c in clinical], "part": "train",
+                                    "renders": heads["description"]})
+        log.note(f"data: {json.dumps(data['description'])}")
+        dev = pick_device(device)
+        torch.manual_seed(seed)
+        model = build_model().to(dev)
+        imgs = torch.from_numpy(data["images"])
+        labels = torch.from_numpy(data["labels"])
+        k = len(CLASSES)
+        # classes equally often; within "clinical", real photos as often as synthetic crops
+        src = data["source"]
+        w = np.zeros(len(labels))
+        for c in range(k):
+            m = data["labels"] == c
+            groups = np.unique(src[m])
+            for g in groups:
+                mm = m & (src == g)
+                w[mm] = 1.0 / k / len(groups) / mm.sum()
+        weight = torch.from_numpy(w)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.02)
+        gen = torch.Generator().manual_seed(seed)
 
-    def note(msg: str) -> None:
-        log.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
-        log.flush()
+        def next_batch(step):
+            idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
+            u8 = imgs[idx].clone()
+            derm = labels[idx] == 0
+            u8[derm] = dermoscope_vignette(u8[derm], 0.35, gen)
+            return strong_augment(u8, SIZE, gen, NORMALISATION).to(dev), labels[idx].to(dev)
 
-    note(f"command: {command or 'train_photokind'}")
-    rows_d = [r for c in dermoscopy for r in kind_rows(c, "train")]
-    rows_c = [r for c in clinical for r in kind_rows(c, "train")]
-    heads = cached_head_dataset(heads_cache, bodies, views, INPUT, 1)
-    data = kind_dataset([r["path"] for r in rows_d], [r["path"] for r in rows_c], heads, n_synth_clinical,
-                        n_other, seed, texture_paths=[r["path"] for r in rows_d[:300] + rows_c], progress=say)
-    data["description"].update({"dermoscopy_csvs": [str(c) for c in dermoscopy],
-                                "clinical_csvs": [str(c) for c in clinical], "part": "train",
-                                "renders": heads["description"]})
-    note(f"data: {json.dumps(data['description'])}")
-    dev = pick_device(device)
-    torch.manual_seed(seed)
-    model = build_model().to(dev)
-    imgs = torch.from_numpy(data["images"])
-    labels = torch.from_numpy(data["labels"])
-    k = len(CLASSES)
-    # classes equally often; within "clinical", real photos as often as synthetic crops
-    src = data["source"]
-    w = np.zeros(len(labels))
-    for c in range(k):
-        m = data["labels"] == c
-        groups = np.unique(src[m])
-        for g in groups:
-            mm = m & (src == g)
-            w[mm] = 1.0 / k / len(groups) / mm.sum()
-    weight = torch.from_numpy(w)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.02)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    gen = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    losses = []
-    model.train()
-    for step in range(steps):
-        idx = torch.multinomial(weight, batch, replacement=True, generator=gen)
-        u8 = imgs[idx].clone()
-        derm = labels[idx] == 0
-        u8[derm] = dermoscope_vignette(u8[derm], 0.35, gen)
-        x = strong_augment(u8, SIZE, gen, NORMALISATION).to(dev)
-        y = labels[idx].to(dev)
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.05)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if step % 50 == 0 or step == steps - 1:
-            note(f"step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} {time.perf_counter() - t0:.0f} s")
-        say(f"step {step + 1}/{steps}", 0.2 + 0.7 * (step + 1) / steps)
-    train_s = time.perf_counter() - t0
-    model.eval()
-    clf = PhotoKindClassifier(model, list(CLASSES), SIZE, NORMALISATION, dev, None, {})
-    dev_sets = {"dermoscopy": [r["path"] for c in dermoscopy for r in kind_rows(c, "dev")],
-                "clinical": [r["path"] for c in clinical for r in kind_rows(c, "dev")]}
-    metrics = {"dev": score_photos(clf, dev_sets)}
-    note("dev: " + json.dumps(metrics["dev"]))
-    path = out / "photo_kind.pt"
-    save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(CLASSES),
-                    input_size=SIZE, normalisation=NORMALISATION,
-                    data={**data["description"],
-                          "name": "training parts of " + ", ".join(sorted({Path(c).parent.name for c in
-                                                                            dermoscopy + clinical}))
-                                  + "; synthetic lesion crops, body renders, non-skin images",
-                          "splits": {k: v[0] for k, v in SPLITS.items()},
-                          "licence": "HAM10000 CC BY-NC 4.0 (non-commercial), PAD-UFES-20 CC BY 4.0, "
-                                     "ISIC 2017 CC-0; synthetic: ours"},
-                    metrics=metrics,
-                    training={"command": command, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-                              "optimiser": "AdamW wd 0.02, one-cycle", "loss": "cross-entropy, label smoothing 0.05",
-                              "sampling": "classes equally often",
-                              "augmentation": "dermoscope_vignette on 0.35 of dermoscopy images, diagnosis.strong_augment",
-                              "seconds": round(train_s, 1), "threads": torch.get_num_threads(), "device": str(dev),
-                              "first_loss": round(float(np.mean(losses[:50])), 4),
-                              "final_loss": round(float(np.mean(losses[-50:])), 4), "log": log_path.name})
-    note(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {train_s:.0f} s")
-    log.close()
+        run = fit(model, next_batch, lambda logits, y: F.cross_entropy(logits, y, label_smoothing=0.05), opt,
+                  TorchOneCycle(opt, lr, steps, pct_start=0.15), steps, log=log, say=say, log_every=50, span=(0.2, 0.7))
+        model.eval()
+        clf = PhotoKindClassifier({"classes": CLASSES, "input_size": SIZE, "normalisation": NORMALISATION}, dev, model)
+        dev_sets = {"dermoscopy": [r["path"] for c in dermoscopy for r in kind_rows(c, "dev")],
+                    "clinical": [r["path"] for c in clinical for r in kind_rows(c, "dev")]}
+        metrics = {"dev": score_photos(clf, dev_sets)}
+        log.note("dev: " + json.dumps(metrics["dev"]))
+        training = training_record(settings, run, dev, log, command=command, optimiser="AdamW wd 0.02, one-cycle",
+                                   loss="cross-entropy, label smoothing 0.05", sampling="classes equally often",
+                                   augmentation="dermoscope_vignette on 0.35 of dermoscopy images, "
+                                                "diagnosis.strong_augment")
+        path = out / "photo_kind.pt"
+        save_checkpoint(path, task=TASK, arch=ARCH, state_dict=model.state_dict(), classes=list(CLASSES),
+                        input_size=SIZE, normalisation=NORMALISATION,
+                        data={**data["description"],
+                              "name": "training parts of " + ", ".join(sorted({Path(c).parent.name for c in
+                                                                                dermoscopy + clinical}))
+                                      + "; synthetic lesion crops, body renders, non-skin images",
+                              "splits": {k: v[0] for k, v in SPLITS.items()},
+                              "licence": "HAM10000 CC BY-NC 4.0 (non-commercial), PAD-UFES-20 CC BY 4.0, "
+                                         "ISIC 2017 CC-0; synthetic: ours"},
+                        metrics=metrics, training=training)
+        log.note(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {run['seconds']:.0f} s")
     return path
 
 

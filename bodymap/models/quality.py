@@ -72,12 +72,12 @@ def load_photo(path) -> np.ndarray:
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file, not a photo")
-    from bodymap.io import _image_to_rgb8  # 16-bit and float images scaled, not clipped to white
+    from bodymap.io.common import image_to_rgb8  # 16-bit and float images scaled, not clipped to white
 
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            a = _image_to_rgb8(im)
+            a = image_to_rgb8(im)
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path}: refused: {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:

@@ -28,7 +28,7 @@ def _template():
 
 def random_body(rng: np.random.Generator) -> np.ndarray:
     """Vertices (13718, 3) mm of a random phenotype (ages 4-85, either sex) in a random pose."""
-    from bodymap.synth.body import BodySpec, body_model, pose_rotations
+    from bodymap.anatomy.body import BodySpec, body_model, pose_rotations
 
     spec = BodySpec.random(rng, adult=bool(rng.random() < 0.85))
     rot = pose_rotations("random", rng) if rng.random() < 0.7 else None

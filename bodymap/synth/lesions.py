@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 
-from bodymap.synth.body import PARTS
+from bodymap.anatomy.body import PARTS
 from bodymap.project import UVAtlas, face_adjacency, surface_patch
 from bodymap.synth.texture import smoothstep, srgb_to_linear
 

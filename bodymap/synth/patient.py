@@ -16,7 +16,7 @@ import numpy as np
 
 from bodymap.scan import Scan, ScanMeta
 from bodymap.synth import truth as truth_io
-from bodymap.synth.body import CLINIC_POSES, PARTS, POSES, BodySpec, body_model, landmark_weights, pose_rotations, vertex_parts
+from bodymap.anatomy.body import CLINIC_POSES, PARTS, POSES, BodySpec, body_model, landmark_weights, pose_rotations, vertex_parts
 from bodymap.synth.lesions import CONFOUNDER_TYPES, LesionPainter, LesionSpec, sample_lesions
 from bodymap.synth.scanner import remesh, scanner_artifacts, subdivide
 from bodymap.synth.skin import SkinSpec, draw_hair, paint_skin

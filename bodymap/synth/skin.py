@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bodymap.synth.body import PARTS
+from bodymap.anatomy.body import PARTS
 from bodymap.project import UVAtlas
 from bodymap.synth.texture import (FITZPATRICK_SRGB, NoiseField, smoothstep,
                                    srgb_to_linear)

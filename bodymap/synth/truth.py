@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap.project import clean_barycentric
-from bodymap.synth.body import PARTS
+from bodymap.anatomy.body import PARTS
 from bodymap.synth.lesions import lesion_area_mm2
 
 SCHEMA = "bodymap.truth/1"

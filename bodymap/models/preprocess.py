@@ -1,0 +1,56 @@
+"""One preprocessing for every network in bodymap.models: a photo array checked and made RGB
+uint8 (``as_rgb``), squared images resized to a network's input (``fit_size``), and uint8 pixels
+scaled and normalised into the (N, 3, H, W) float tensor a network takes (``normalise`` for a
+torch tensor, ``to_tensor`` for a numpy array). A checkpoint's "normalisation" entry is
+{"mean": [3], "std": [3]} on 0..1 RGB, optionally with "scale" (255 when absent).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_rgb(image, name: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 from a photo array (grey (H, W), RGB or RGBA; uint8 or float in [0, 1]).
+    ValueError names ``name`` for empty, tiny or oddly shaped input."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise ValueError(f"{name}: expected an (H, W, 3) colour image, got shape {a.shape}")
+    if a.shape[0] < 16 or a.shape[1] < 16:
+        raise ValueError(f"{name}: image is {a.shape[1]}x{a.shape[0]} pixels; at least 16x16 needed")
+    a = a[..., :3]
+    if a.dtype != np.uint8:
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name}: image has NaN or infinite values")
+        a = np.clip(a * 255.0 if a.max() <= 1.0 else a, 0, 255).astype(np.uint8)
+    if a.max() == a.min():
+        raise ValueError(f"{name}: image is one flat colour (empty photo?)")
+    return a
+
+
+def fit_size(images: np.ndarray, size: int) -> np.ndarray:
+    """(N, S, S, 3) uint8 -> (N, size, size, 3) uint8 (PIL bilinear); returned as is when S == size."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
+
+
+def normalise(u8, normalisation: dict):
+    """uint8 torch tensor (N, H, W, 3) -> normalised float32 tensor (N, 3, H, W):
+    (x / scale - mean) / std per channel."""
+    import torch
+
+    x = u8.permute(0, 3, 1, 2).float() / float(normalisation.get("scale", 255.0))
+    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def to_tensor(images: np.ndarray, normalisation: dict):
+    """(N, H, W, 3) uint8 numpy images -> normalised float32 torch tensor (N, 3, H, W)."""
+    import torch
+
+    return normalise(torch.as_tensor(np.require(images, requirements=["C", "W"])), normalisation)
