@@ -34,7 +34,7 @@ demo: setup venv  ## run what the pipeline has so far on a bundled sample; outpu
 	bash scripts/demo.sh
 
 test: setup venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 samples: venv  ## regenerate sample_meshes/ (deterministic)
 	bash scripts/make_samples.sh

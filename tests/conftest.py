@@ -72,11 +72,35 @@ def _sandbox() -> None:
     if "WARP_CACHE_PATH" not in os.environ:
         _seed(REAL_HOME / ".cache" / "warp", TEST_CACHE / "warp")
         os.environ["WARP_CACHE_PATH"] = str(TEST_CACHE / "warp")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs one pytest-xdist worker per core: one thread each, or torch's and
+        # numpy's pools would fight over the same cores.
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[k] = "1"
 
 
 _sandbox()
 
 import pytest  # noqa: E402
+
+
+#: Test files sharing the small patient's analysis (the ``small_analysed`` fixture).
+SMALL_ANALYSED_FILES = {"test_anatomy.py", "test_detect.py", "test_reviews.py", "test_secondlook.py", "test_track.py"}
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown to pytest without it
+def pytest_xdist_make_scheduler(config, log):
+    """`make test` runs two pytest-xdist workers: each test file goes whole to one worker (its
+    module fixtures built once), and the files sharing the small patient's analysis go together,
+    so the other worker never waits on that one-minute registration."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByFile(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            f = nodeid.split("::", 1)[0]
+            return "small_analysed" if Path(f).name in SMALL_ANALYSED_FILES else f
+
+    return ByFile(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -124,12 +148,36 @@ def synthetic_patient(seed: int, opts, out: Path) -> list[Path]:
     return sorted((out / pid.name).glob("visit*"))
 
 
+def _once(tmp_path_factory, name: str, build):
+    """build(folder) -> Path or list[Path], run once per test run. Under pytest-xdist the workers
+    share one result: the first to ask builds it in the run's common temporary folder while the
+    others wait on a lock, so a 1-minute registration is not repeated on every worker."""
+    import json
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    out = tmp_path_factory.getbasetemp().parent / name  # shared by the workers of this run
+    done = out.with_name(name + ".json")
+    with FileLock(str(out) + ".lock"):
+        if not done.exists():
+            out.mkdir(exist_ok=True)
+            res = build(out)
+            done.write_text(json.dumps([str(p) for p in res] if isinstance(res, list) else str(res)))
+    res = json.loads(done.read_text())
+    return [Path(p) for p in res] if isinstance(res, list) else Path(res)
+
+
 @pytest.fixture(scope="session")
 def small_patient(tmp_path_factory) -> list[Path]:
     """Two visits of a small patient (fast): 40 lesions, 512 texture, ~20k faces."""
+    return _once(tmp_path_factory, "synth_small", _small_patient)
+
+
+def _small_patient(out: Path) -> list[Path]:
     from bodymap.synth.patient import SynthOptions
 
-    out = tmp_path_factory.mktemp("synth_small")
     opts = SynthOptions(n_lesions=40, texture_size=512, target_faces=20_000, visits=2,
                         poses=("a-pose", "arms-raised"), new_fraction=0.1, removed_fraction=0.1,
                         grown_fraction=0.2, darker_fraction=0.2)
@@ -140,9 +188,12 @@ def small_patient(tmp_path_factory) -> list[Path]:
 def big_patient(tmp_path_factory) -> Path:
     """One visit of a patient with 300 lesions on a 4096 texture (about 1.5 min to generate;
     kept in .test-cache between runs while the generator does not change)."""
+    return _once(tmp_path_factory, "synth_big", _big_patient)
+
+
+def _big_patient(out: Path) -> Path:
     from bodymap.synth.patient import SynthOptions
 
-    out = tmp_path_factory.mktemp("synth_big")
     opts = SynthOptions(n_lesions=300, texture_size=4096, target_faces=60_000, visits=1)
     return synthetic_patient(5, opts, out)[0]
 
@@ -153,12 +204,16 @@ def small_analysed(small_patient, tmp_path_factory) -> list[Path]:
     registration per visit, shared by the anatomy, detection, tracking and review tests:
     visit 2 by `bodymap label` and then `bodymap analyze` into the same folder (which reuses the
     label run's registration), visit 1 by `bodymap analyze`. Returns [folder1, folder2]."""
+    return _once(tmp_path_factory, "small_analysed", lambda out: _small_analysed(small_patient, out))
+
+
+def _small_analysed(small_patient: list[Path], out: Path) -> list[Path]:
     from bodymap.cli import main
 
-    out = tmp_path_factory.mktemp("small_analysed")
     v1, v2 = small_patient
     d1, d2 = out / "visit1", out / "visit2"
     assert main(["label", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
     assert main(["analyze", str(v2 / "scan.obj"), "--out", str(d2), "--quiet"]) == 0
     assert main(["analyze", str(v1 / "scan.obj"), "--out", str(d1), "--quiet"]) == 0
     return [d1, d2]
+
