@@ -684,3 +684,152 @@ def test_archive_search_opens_the_visit_of_a_lesion(win, qtbot, tmp_path):
     dlg.close()
     win.open_path(V1)  # as the other tests found it
     wait_jobs(win, qtbot)
+
+
+# ----------------------------------------------------------------------- a patient over 4 visits
+def four_visit_project(folder: Path) -> tuple[Path, dict]:
+    """A synthetic follow-up of 4 dated visits, written as a project file in folder: the scan
+    and registration of SYN00101 visit 2 at every visit (a body that kept still), its lesions
+    with three that grow 1.2 mm a visit (largest at visit 4), three that appear at visit 3, and
+    one whose colour darkens at visit 4; each link tracked by hand as tracking would (pairs by
+    id, flags grown / colour change, new >= 3 mm), so opening it costs one scan read and no
+    registration. Returns the project path and what it holds."""
+    import copy
+
+    from bodymap.lesions import LesionSet
+    from bodymap.records import FLAG_COLOUR, FLAG_GROWN, NewLesion, TrackedPair, flag_new
+    from bodymap.session import Patient, Project, VisitState
+    from bodymap.track import Tracking
+
+    base = LesionSet.load_json(V2 / "lesions.json")
+    by_size = sorted(base.lesions, key=lambda l: -l.diameter_mm)
+    grow = [l.id for l in by_size[:3]]
+    new = [l.id for l in by_size[3:9] if l.diameter_mm >= 3.0][:3]
+    colour = by_size[9].id
+    dates = ["2023-01-10", "2024-01-12", "2025-01-15", "2026-01-20"]
+    sets = []
+    for k in range(4):
+        ls = copy.deepcopy(base)
+        ls.lesions = [l for l in ls.lesions if k >= 2 or l.id not in new]
+        for l in ls.lesions:
+            if l.id in grow:
+                f = (l.diameter_mm - 1.2 * (3 - k)) / l.diameter_mm
+                l.diameter_mm, l.area_mm2 = l.diameter_mm * f, l.area_mm2 * f * f
+            if l.id == colour and k == 3:
+                l.colour_lab = [l.colour_lab[0] - 15, l.colour_lab[1] + 6, l.colour_lab[2]]
+        sets.append(ls)
+    p = Project(patient=Patient("SYN00101", "pseudonym A", "female", 1980, "family history of melanoma"))
+    for k, ls in enumerate(sets):
+        p.add_visit(VisitState(str(SCAN1.parent.parent / "visit2" / "scan.obj"), ls, str(V2), f"visit {k + 1}",
+                               date=dates[k]))
+    for k in range(1, 4):
+        a, b = {l.id: l for l in sets[k - 1].lesions}, {l.id: l for l in sets[k].lesions}
+        pairs = [TrackedPair(i, i, 0.97, 0.0, False, a[i].diameter_mm, b[i].diameter_mm,
+                             b[i].diameter_mm - a[i].diameter_mm, None, a[i].area_mm2, b[i].area_mm2, None,
+                             15.0 if (i == colour and k == 3) else 1.0, b[i].region.get("description", ""),
+                             ([FLAG_GROWN] if i in grow else []) + ([FLAG_COLOUR] if i == colour and k == 3 else []))
+                 for i in sorted(set(a) & set(b))]
+        fresh = [NewLesion(i, b[i].diameter_mm, b[i].region.get("description", ""), False,
+                           [flag_new(3.0)] if b[i].diameter_mm >= 3 else []) for i in sorted(set(b) - set(a))]
+        p.set_link(k, Tracking(pairs, fresh, [], np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))).to_dict())
+    path = p.save(folder / "four_visits.bodymap")
+    return path, {"grow": grow, "new": new, "colour": colour, "dates": dates}
+
+
+def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
+    """A patient with 4 visits opens as one project; the visit-4 triage list puts the grown and
+    recoloured lesions first and N / P walk it; the body diagram's dots select lesions and its
+    regions filter the table, whose filter the 3D markers follow; the History tab shows the
+    selected lesion's 4 close-ups; a photo and a status saved are found again after reopening."""
+    from PIL import Image
+
+    from bodymap.session import Project
+
+    path, truth = four_visit_project(tmp_path)
+    w = make_window(qtbot)
+    t0 = time.time()
+    w.open_path(path)
+    wait_jobs(w, qtbot)
+    opened_s = time.time() - t0
+    assert len(w.scans) == 4 and w.visit_combo.count() == 4, getattr(w, "last_error", "")
+    assert w.scans[0] is w.scans[3]  # one scan file, read once
+    assert w.project.patient.name == "pseudonym A" and w.project.link_tracking(3) is not None
+    assert "2026-01-20" in w.visit_combo.itemText(3)
+    w.show_visit(3)
+    wait_jobs(w, qtbot)  # the body diagram (drawn once, in a worker)
+    order = [c.lesion_id for c in w.triage]
+    assert set(order[:3]) == set(truth["grow"]) and order[3] == truth["colour"]  # grown, then colour change
+    assert all(i not in order for i in truth["new"])  # new at visit 3, not at visit 4
+    assert w.overview.list.count() == len(order)
+    # the keyboard: N, N, P walk the triage list; F / B turn the 3D view
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QtWidgets.QApplication.activeWindow() is w, timeout=5000)
+    w.view.setFocus()
+    QTest.keyClick(w, QtCore.Qt.Key.Key_N)
+    assert w.selected_id() == order[0] and w.view.selected == order[0]
+    QTest.keyClick(w, QtCore.Qt.Key.Key_N)
+    assert w.selected_id() == order[1] and w.overview.list.currentRow() == 1
+    QTest.keyClick(w, QtCore.Qt.Key.Key_P)
+    assert w.selected_id() == order[0]
+    QTest.keyClick(w, QtCore.Qt.Key.Key_B)
+    assert w.view.plotter.camera.position[1] > w.scans[3].bounds.mean(0)[1]  # the camera behind the body
+    QTest.keyClick(w, QtCore.Qt.Key.Key_F)
+    assert w.view.plotter.camera.position[1] < w.scans[3].bounds.mean(0)[1]
+    # the body diagram: a click on a dot selects its lesion; a click on a region filters the table
+    d = w.overview.diagram
+    assert d.diagram is not None and d.points.registered and len(d.points.ids) == len(w.project.visits[3].lesions)
+    k = int(np.flatnonzero(d.points.ids == order[1])[0])
+    pos = d.to_widget(int(d.points.side[k]), *d.points.xy[k])
+    QTest.mouseClick(d, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, pos.toPoint())
+    assert w.selected_id() == order[1]
+    region = w.project.visits[3].lesion(order[1]).region
+    from bodymap.overview import region_key, region_text
+
+    key = region_key(region)
+    view = int(d.points.side[k])
+    from bodymap import taxonomy as tx
+
+    ys, xs = np.nonzero(d.diagram.sites[view] == tx.SITE_INDEX[key[0]] * 3 + tx.LATERALITY.index(key[1]))
+    dots = d.points.xy[d.points.side == view]
+    far = np.argmax(np.min(np.hypot(xs[:, None] - dots[:, 0], ys[:, None] - dots[:, 1]), axis=1))
+    d.click(view, xs[far], ys[far])  # the region, away from every dot
+    shown = w.table.visible_ids()
+    assert w.table.region_edit.text() == region_text(*key) and order[1] in shown
+    assert 0 < len(shown) < len(w.project.visits[3].lesions)
+    assert {l.id for l in w.view.shown_lesions()} == shown  # the markers follow the table's filter
+    assert sum(d.counts.values()) == len(shown)
+    w.table.region_edit.setText("back")  # an everyday word
+    assert w.table.visible_ids() and all(w.project.visits[3].lesion(i).region["code"] == "trunk/posterior"
+                                         for i in w.table.visible_ids())
+    w.table.region_edit.setText("")
+    # the History tab: the grown lesion over all 4 visits, one scale
+    g = truth["grow"][0]
+    w.select_lesion(g, source="table")
+    w.tabs.setCurrentWidget(w.history_panel)
+    wait_jobs(w, qtbot)
+    h = w.history_panel.history
+    assert h is not None, w.history_panel.title.text()
+    assert [s.visit for s in h.sightings] == [0, 1, 2, 3] and len({s.closeup.shape for s in h.sightings}) == 1
+    assert [s.status for s in h.sightings][1:] == ["grown"] * 3
+    assert h.diameter_rate_mm_per_year == pytest.approx(3 * 1.2 / ((2026 - 2023) + 10 / 365.25), rel=0.02)
+    assert w.history_panel.strip.count() >= 4  # the close-ups side by side
+    # a status and a photograph, saved and found again
+    w.history_panel.set_status("biopsied", "2026-01-21")
+    photo = tmp_path / "dermoscopy.png"
+    Image.new("RGB", (8, 8), "brown").save(photo)
+    assert w.history_panel.attach_dialog(str(photo), "dermoscopy")
+    out = tmp_path / "saved.bodymap"
+    assert w.save_to(out)
+    w2 = make_window(qtbot)
+    w2.open_path(out)
+    wait_jobs(w2, qtbot)
+    assert len(w2.scans) == 4 and w2.project.patient.name == "pseudonym A"
+    assert w2.project.visits[3].status[g]["status"] == "biopsied"
+    assert Path(w2.project.visits[3].attachments[g][0]["path"]) == photo
+    w2.show_visit(3)
+    assert [c.lesion_id for c in w2.triage] == order
+    assert w2.project.series().ids[3][g] == w.project.series().ids[0][g]  # one persistent id over 4 visits
+    print(f"4-visit project opened in {opened_s:.1f} s")
+    for x in (w, w2):
+        x.history.mark_clean()
+        x.close()
