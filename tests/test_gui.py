@@ -224,6 +224,27 @@ def test_select_from_table_and_from_view(win, qtbot):
     win.table.view.sortByColumn(0, QtCore.Qt.SortOrder.AscendingOrder)
 
 
+def test_nothing_selected_clears_the_detail_panel_and_jobs_leave_the_status_bar(win, qtbot):
+    """Defects of issue 18: the detail panel kept the previous lesion's note and site with no
+    lesion selected; a finished job's "stage (50 %)" stayed in the status bar."""
+    from gui.workers import Job
+
+    l = win.project.visits[0].lesions.lesions[0]
+    l.note = "a note of lesion one"
+    try:
+        win.select_lesion(l.id, source="table")
+        assert win.detail.note_edit.text() == "a note of lesion one" and win.detail.site_combo.currentIndex() >= 0
+        win.select_lesion(None)
+        assert win.detail.note_edit.text() == "" and win.detail.site_combo.currentIndex() == -1
+        assert not win.detail.note_edit.isEnabled()
+    finally:
+        l.note = ""
+    win.runner.start(Job(lambda progress: (progress("predicting", 0.5), 42)[1], "t"), "Diagnosis", lambda r: None,
+                     dialog=False)
+    wait_jobs(win, qtbot)
+    assert "%" not in win.statusBar().currentMessage()
+
+
 def test_edit_and_undo(win, qtbot):
     v = win.project.visits[0]
     n0 = len(v.lesions)
@@ -338,6 +359,7 @@ def test_export_every_format(win, qtbot, tmp_path):
     assert len(LesionSet.load_json(tmp_path / "out.json")) == n
     pdf = (tmp_path / "out.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 4  # /Pages + body maps, changes, tables
+    assert b"BodyMap report: visit 1" in pdf  # the visit shown, not the later one of the comparison
 
 
 def test_export_offers_the_standards(win, qtbot, tmp_path):
@@ -687,53 +709,22 @@ def test_archive_search_opens_the_visit_of_a_lesion(win, qtbot, tmp_path):
 
 
 # ----------------------------------------------------------------------- a patient over 4 visits
-def four_visit_project(folder: Path) -> tuple[Path, dict]:
-    """A synthetic follow-up of 4 dated visits, written as a project file in folder: the scan
-    and registration of SYN00101 visit 2 at every visit (a body that kept still), its lesions
-    with three that grow 1.2 mm a visit (largest at visit 4), three that appear at visit 3, and
-    one whose colour darkens at visit 4; each link tracked by hand as tracking would (pairs by
-    id, flags grown / colour change, new >= 3 mm), so opening it costs one scan read and no
-    registration. Returns the project path and what it holds."""
-    import copy
-
-    from bodymap.lesions import LesionSet
-    from bodymap.records import FLAG_COLOUR, FLAG_GROWN, NewLesion, TrackedPair, flag_new
-    from bodymap.session import Patient, Project, VisitState
-    from bodymap.track import Tracking
-
-    base = LesionSet.load_json(V2 / "lesions.json")
-    by_size = sorted(base.lesions, key=lambda l: -l.diameter_mm)
-    grow = [l.id for l in by_size[:3]]
-    new = [l.id for l in by_size[3:9] if l.diameter_mm >= 3.0][:3]
-    colour = by_size[9].id
-    dates = ["2023-01-10", "2024-01-12", "2025-01-15", "2026-01-20"]
-    sets = []
-    for k in range(4):
-        ls = copy.deepcopy(base)
-        ls.lesions = [l for l in ls.lesions if k >= 2 or l.id not in new]
-        for l in ls.lesions:
-            if l.id in grow:
-                f = (l.diameter_mm - 1.2 * (3 - k)) / l.diameter_mm
-                l.diameter_mm, l.area_mm2 = l.diameter_mm * f, l.area_mm2 * f * f
-            if l.id == colour and k == 3:
-                l.colour_lab = [l.colour_lab[0] - 15, l.colour_lab[1] + 6, l.colour_lab[2]]
-        sets.append(ls)
-    p = Project(patient=Patient("SYN00101", "pseudonym A", "female", 1980, "family history of melanoma"))
-    for k, ls in enumerate(sets):
-        p.add_visit(VisitState(str(SCAN1.parent.parent / "visit2" / "scan.obj"), ls, str(V2), f"visit {k + 1}",
-                               date=dates[k]))
-    for k in range(1, 4):
-        a, b = {l.id: l for l in sets[k - 1].lesions}, {l.id: l for l in sets[k].lesions}
-        pairs = [TrackedPair(i, i, 0.97, 0.0, False, a[i].diameter_mm, b[i].diameter_mm,
-                             b[i].diameter_mm - a[i].diameter_mm, None, a[i].area_mm2, b[i].area_mm2, None,
-                             15.0 if (i == colour and k == 3) else 1.0, b[i].region.get("description", ""),
-                             ([FLAG_GROWN] if i in grow else []) + ([FLAG_COLOUR] if i == colour and k == 3 else []))
-                 for i in sorted(set(a) & set(b))]
-        fresh = [NewLesion(i, b[i].diameter_mm, b[i].region.get("description", ""), False,
-                           [flag_new(3.0)] if b[i].diameter_mm >= 3 else []) for i in sorted(set(b) - set(a))]
-        p.set_link(k, Tracking(pairs, fresh, [], np.zeros((0, 3)), np.zeros(0, int), np.zeros((0, 3))).to_dict())
-    path = p.save(folder / "four_visits.bodymap")
-    return path, {"grow": grow, "new": new, "colour": colour, "dates": dates}
+def test_compare_with_an_unanalysed_visit_offers_to_analyse_it(qtbot, monkeypatch):
+    """Compare with a scan that has no analysis: the Compare tab says so and its button starts
+    the analysis of that visit (after which the visits are tracked)."""
+    w = make_window(qtbot)
+    w.open_path(V1)
+    wait_jobs(w, qtbot)
+    w.add_visit(str(SCAN1.parent.parent / "visit2" / "scan.obj"))
+    wait_jobs(w, qtbot)
+    assert len(w.scans) == 2 and w.tabs.currentWidget() is w.compare
+    assert w.compare.analyse_btn.isVisible() and "visit 2" in w.compare.offer_text.text()
+    asked = []
+    monkeypatch.setattr(w, "run_analysis", lambda k=None, anatomy=True: asked.append(k))
+    w.compare.analyse_btn.click()
+    assert asked == [1]
+    w.history.mark_clean()
+    w.close()
 
 
 def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
@@ -744,6 +735,8 @@ def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
     from PIL import Image
 
     from bodymap.session import Project
+
+    from tests.gui_project import four_visit_project
 
     path, truth = four_visit_project(tmp_path)
     w = make_window(qtbot)
