@@ -74,16 +74,30 @@ class HistoryPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ requests
     def show_lesion(self, project, scans, k: int, lid: int | None) -> None:
-        """Show the history of lesion lid of visit k (None: clear)."""
+        """Show the history of lesion lid of visit k (None: clear). The history shown is kept
+        (only its statuses and photos redrawn) while nothing it was computed from changed."""
         self.request = (project, scans, k, lid) if lid is not None else None
         if self.request is None:
             self._clear("Select a lesion to see its history over the visits.")
+        elif self.history is not None and self._signature() == self._computed:
+            self._notes(project)
         elif self.isVisible():
             self.refresh()
 
+    _computed = None
+
+    def _signature(self):
+        """What a history depends on: the lesion asked for, each visit's scan and lesion list
+        (contents), and every link's tracking."""
+        project, scans, k, lid = self.request
+        return (k, lid, tuple(id(s) for s in scans),
+                tuple(tuple((l.id, l.diameter_mm, l.face) for l in v.lesions.lesions) if v.lesions else None
+                      for v in project.visits),
+                tuple(id(project.link_tracking(j)) for j in range(1, len(project.visits))))
+
     def showEvent(self, e):
         super().showEvent(e)
-        if self.request is not None and (self.history is None or self._shown != self.request[2:]):
+        if self.request is not None and (self.history is None or self._signature() != self._computed):
             self.refresh()
 
     _shown = None
@@ -122,6 +136,7 @@ class HistoryPanel(QtWidgets.QWidget):
             return None
         project, scans, k, lid = self.request
         self._shown = (k, lid)
+        self._computed = self._signature()
         try:
             series = project.series()
             pid = series.ids[k][lid]

@@ -237,6 +237,15 @@ class MainWindow(QtWidgets.QMainWindow):
                 import pyvista  # noqa: F401
                 import pyvistaqt  # noqa: F401
 
+                # torch before the 3D view draws anything: torch's start-up (_C._initExtension) in
+                # a worker while the main thread rendered with Mesa's llvmpipe hung the process
+                # (seen under Xvfb: the body diagram's worker importing torch during the first
+                # render). Imported after VTK, so the window still shows without it.
+                try:
+                    import torch  # noqa: F401
+                except ImportError:
+                    pass
+
             self._vtk_thread = threading.Thread(target=preimport, name="import-vtk", daemon=True)
             self._vtk_thread.start()
             self._vtk_timer = QtCore.QTimer(self, interval=50)
@@ -247,6 +256,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._vtk_thread.is_alive():
             self._vtk_timer.stop()
             self.view.init_vtk()
+
+    def _imports_done(self) -> None:
+        """Wait for the start-up imports (VTK, torch) before the first drawing of a body (see
+        showEvent); at once when they are done, as they are a few seconds after start."""
+        t = getattr(self, "_vtk_thread", None)
+        if t is not None and t.is_alive():
+            t.join()
 
     def offer_recovery(self, always: bool = False) -> bool:
         """Offer to restore each autosave left by a window that did not close cleanly (newest
@@ -449,6 +465,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if not 0 <= k < len(self.scans):
             return
         self.current = k
+        self._imports_done()
         self.visit_combo.blockSignals(True)
         self.visit_combo.setCurrentIndex(k)
         self.visit_combo.blockSignals(False)

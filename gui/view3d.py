@@ -172,6 +172,12 @@ class View3D(QtWidgets.QWidget):
         import pyvista as pv
 
         self.init_vtk()
+        if scan is self.scan and labels is self.labels and self._actor is not None:
+            # the same body (another visit of one scan file, or the visit shown again): keep its
+            # meshes and texture (rebuilding them costs about a second in software OpenGL)
+            self._draw_markers()
+            self.view("front")
+            return
         self.scan, self.labels = scan, labels
         d = prepare_display(scan, self.light_faces)
         self._vid = d["vid"]
@@ -227,6 +233,8 @@ class View3D(QtWidgets.QWidget):
             raise ValueError(f"unknown overlay {mode!r}")
         if mode != "texture" and self.labels is None:
             mode = "texture"
+        if mode == self.overlay and self._actor is not None:
+            return  # drawn so already (set_scan draws the body with the current overlay)
         self.overlay = mode
         if self.scan is not None:
             self._draw_body()

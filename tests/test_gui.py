@@ -727,34 +727,49 @@ def test_compare_with_an_unanalysed_visit_offers_to_analyse_it(qtbot, monkeypatc
     w.close()
 
 
-def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
-    """A patient with 4 visits opens as one project; the visit-4 triage list puts the grown and
-    recoloured lesions first and N / P walk it; the body diagram's dots select lesions and its
-    regions filter the table, whose filter the 3D markers follow; the History tab shows the
-    selected lesion's 4 close-ups; a photo and a status saved are found again after reopening."""
-    from PIL import Image
-
-    from bodymap.session import Project
-
+@pytest.fixture(scope="module")
+def four(qapp, home, tmp_path_factory):
+    """A window holding the 4-visit patient of tests/gui_project.py (one scan read), visit 4
+    shown: (window, project path, what the project holds)."""
+    from gui.mainwindow import MainWindow
+    from gui.workers import wait_events
     from tests.gui_project import four_visit_project
 
-    path, truth = four_visit_project(tmp_path)
-    w = make_window(qtbot)
+    path, truth = four_visit_project(tmp_path_factory.mktemp("four_visits"))
+    w = MainWindow(recover=False)
+    w._no_prompts = True
+    w.resize(1400, 900)
+    w.show()
+    QTest.qWaitForWindowExposed(w)
     t0 = time.time()
     w.open_path(path)
-    wait_jobs(w, qtbot)
-    opened_s = time.time() - t0
-    assert len(w.scans) == 4 and w.visit_combo.count() == 4, getattr(w, "last_error", "")
+    while w.runner.running and time.time() - t0 < 300:
+        wait_events(50)
+    assert len(w.scans) == 4, getattr(w, "last_error", "")
+    w.show_visit(3)
+    while w.runner.running and time.time() - t0 < 300:  # the body diagram (drawn once, in a worker)
+        wait_events(50)
+    yield w, path, truth
+    w.history.mark_clean()
+    w.close()
+
+
+def test_four_visits_triage_keyboard_and_body_diagram(four, qtbot):
+    """A patient with 4 visits opens as one project; the visit-4 triage list puts the grown and
+    recoloured lesions first and N / P walk it, F / B turn the view; the body diagram's dots
+    select lesions and its regions filter the table, whose filter the 3D markers follow."""
+    from bodymap import taxonomy as tx
+    from bodymap.overview import region_key, region_text
+
+    w, _, truth = four
+    assert w.visit_combo.count() == 4 and "2026-01-20" in w.visit_combo.itemText(3)
     assert w.scans[0] is w.scans[3]  # one scan file, read once
     assert w.project.patient.name == "pseudonym A" and w.project.link_tracking(3) is not None
-    assert "2026-01-20" in w.visit_combo.itemText(3)
-    w.show_visit(3)
-    wait_jobs(w, qtbot)  # the body diagram (drawn once, in a worker)
     order = [c.lesion_id for c in w.triage]
     assert set(order[:3]) == set(truth["grow"]) and order[3] == truth["colour"]  # grown, then colour change
     assert all(i not in order for i in truth["new"])  # new at visit 3, not at visit 4
     assert w.overview.list.count() == len(order)
-    # the keyboard: N, N, P walk the triage list; F / B turn the 3D view
+    # the keyboard: N, N, P walk the triage list; B / F turn the 3D view
     w.activateWindow()
     qtbot.waitUntil(lambda: QtWidgets.QApplication.activeWindow() is w, timeout=5000)
     w.view.setFocus()
@@ -768,20 +783,15 @@ def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
     assert w.view.plotter.camera.position[1] > w.scans[3].bounds.mean(0)[1]  # the camera behind the body
     QTest.keyClick(w, QtCore.Qt.Key.Key_F)
     assert w.view.plotter.camera.position[1] < w.scans[3].bounds.mean(0)[1]
-    # the body diagram: a click on a dot selects its lesion; a click on a region filters the table
+    # the body diagram: a click on a dot selects its lesion; a click on its region filters the table
     d = w.overview.diagram
     assert d.diagram is not None and d.points.registered and len(d.points.ids) == len(w.project.visits[3].lesions)
     k = int(np.flatnonzero(d.points.ids == order[1])[0])
-    pos = d.to_widget(int(d.points.side[k]), *d.points.xy[k])
+    view = int(d.points.side[k])
+    pos = d.to_widget(view, *d.points.xy[k])
     QTest.mouseClick(d, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, pos.toPoint())
     assert w.selected_id() == order[1]
-    region = w.project.visits[3].lesion(order[1]).region
-    from bodymap.overview import region_key, region_text
-
-    key = region_key(region)
-    view = int(d.points.side[k])
-    from bodymap import taxonomy as tx
-
+    key = region_key(w.project.visits[3].lesion(order[1]).region)
     ys, xs = np.nonzero(d.diagram.sites[view] == tx.SITE_INDEX[key[0]] * 3 + tx.LATERALITY.index(key[1]))
     dots = d.points.xy[d.points.side == view]
     far = np.argmax(np.min(np.hypot(xs[:, None] - dots[:, 0], ys[:, None] - dots[:, 1]), axis=1))
@@ -795,7 +805,16 @@ def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
     assert w.table.visible_ids() and all(w.project.visits[3].lesion(i).region["code"] == "trunk/posterior"
                                          for i in w.table.visible_ids())
     w.table.region_edit.setText("")
-    # the History tab: the grown lesion over all 4 visits, one scale
+    assert len(w.view.shown_lesions()) == len(w.project.visits[3].lesions)
+
+
+def test_four_visits_history_status_photo_and_reopen(four, qtbot, tmp_path):
+    """The History tab shows the grown lesion's 4 close-ups at one scale and its rate per year;
+    a status and a photograph set there are saved and found again when the project is reopened
+    in another window, with the same triage list and persistent ids."""
+    from PIL import Image
+
+    w, _, truth = four
     g = truth["grow"][0]
     w.select_lesion(g, source="table")
     w.tabs.setCurrentWidget(w.history_panel)
@@ -806,13 +825,14 @@ def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
     assert [s.status for s in h.sightings][1:] == ["grown"] * 3
     assert h.diameter_rate_mm_per_year == pytest.approx(3 * 1.2 / ((2026 - 2023) + 10 / 365.25), rel=0.02)
     assert w.history_panel.strip.count() >= 4  # the close-ups side by side
-    # a status and a photograph, saved and found again
     w.history_panel.set_status("biopsied", "2026-01-21")
     photo = tmp_path / "dermoscopy.png"
     Image.new("RGB", (8, 8), "brown").save(photo)
     assert w.history_panel.attach_dialog(str(photo), "dermoscopy")
+    assert "biopsied" in w.history_panel.notes.text() and "dermoscopy.png" in w.history_panel.notes.text()
     out = tmp_path / "saved.bodymap"
     assert w.save_to(out)
+    w.tabs.setCurrentIndex(0)
     w2 = make_window(qtbot)
     w2.open_path(out)
     wait_jobs(w2, qtbot)
@@ -820,9 +840,8 @@ def test_four_visits_overview_history_keyboard_and_reopen(qtbot, tmp_path):
     assert w2.project.visits[3].status[g]["status"] == "biopsied"
     assert Path(w2.project.visits[3].attachments[g][0]["path"]) == photo
     w2.show_visit(3)
-    assert [c.lesion_id for c in w2.triage] == order
-    assert w2.project.series().ids[3][g] == w.project.series().ids[0][g]  # one persistent id over 4 visits
-    print(f"4-visit project opened in {opened_s:.1f} s")
-    for x in (w, w2):
-        x.history.mark_clean()
-        x.close()
+    assert [c.lesion_id for c in w2.triage] == [c.lesion_id for c in w.triage]
+    series = w2.project.series()
+    assert len({series.ids[k][g] for k in range(4)}) == 1  # one persistent id over the 4 visits
+    w2.history.mark_clean()
+    w2.close()
