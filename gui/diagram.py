@@ -40,6 +40,9 @@ class BodyDiagramView(QtWidgets.QWidget):
         self.message = "body diagram: drawing…"
         self._images = []
         self.setMinimumSize(220, 180)
+        self.setToolTip("Lesions shown in the table, front and back (the front view has the subject's left on the "
+                        "right); numbers: lesions per region. Click a dot to select its lesion, a region to filter "
+                        "the table to it, outside the body to clear the filter.")
         self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Expanding)
 
     # ------------------------------------------------------------------ content
@@ -106,8 +109,7 @@ class BodyDiagramView(QtWidgets.QWidget):
         for v, img in enumerate(self._images):
             p.drawImage(QtCore.QRectF(x0 + v * W * s, y0, W * s, H * s), img)
             p.setPen(QtGui.QColor("#333"))
-            p.drawText(QtCore.QRectF(x0 + v * W * s, 0, W * s, 16), QtCore.Qt.AlignmentFlag.AlignCenter,
-                       VIEWS[v] + ("  (subject's left on the right)" if v == 0 else ""))
+            p.drawText(QtCore.QRectF(x0 + v * W * s, 0, W * s, 16), QtCore.Qt.AlignmentFlag.AlignCenter, VIEWS[v])
         pts = self.points
         if pts is not None:
             r = max(2.0, 4.5 * s)
@@ -129,17 +131,19 @@ class BodyDiagramView(QtWidgets.QWidget):
         # the count of each region (of the lesions shown), at the middle of the region
         f = p.font()
         f.setBold(True)
-        f.setPointSizeF(max(6.5, 8.0 * min(1.0, s * 1.6)))
+        f.setPointSizeF(max(6.0, 8.0 * min(1.0, s * 1.6)))
         p.setFont(f)
+        fm = p.fontMetrics()
         for (view, code, side), n in self.counts.items():
             a = self.diagram.anchors[view].get((code, side))
             if a is None:
                 continue
             c = self.to_widget(view, *a)
-            rect = QtCore.QRectF(c.x() - 11, c.y() - 8, 22, 16)
+            tw, th = fm.horizontalAdvance(str(n)) + 4, fm.height()
+            rect = QtCore.QRectF(c.x() - tw / 2, c.y() - th / 2, tw, th)
             p.setPen(QtCore.Qt.PenStyle.NoPen)
-            p.setBrush(QtGui.QColor(255, 255, 255, 200))
-            p.drawRoundedRect(rect, 4, 4)
+            p.setBrush(QtGui.QColor(255, 255, 255, 170))
+            p.drawRoundedRect(rect, 3, 3)
             p.setPen(QtGui.QColor("#222"))
             p.drawText(rect, QtCore.Qt.AlignmentFlag.AlignCenter, str(n))
         p.end()
@@ -184,7 +188,7 @@ class OverviewPanel(QtWidgets.QWidget):
         lay = QtWidgets.QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.diagram = BodyDiagramView()
-        lay.addWidget(self.diagram, 3)
+        lay.addWidget(self.diagram, 5)
         right = QtWidgets.QVBoxLayout()
         self.head = QtWidgets.QLabel("<b>Triage</b>")
         self.head.setToolTip("Lesions by concern: new >= 3 mm, grown, colour change, diagnosis. "

@@ -121,7 +121,7 @@ class MainWindow(QtWidgets.QMainWindow):
         vsplit.addWidget(self.view)
         self.overview = OverviewPanel()
         vsplit.addWidget(self.overview)
-        vsplit.setSizes([560, 300])
+        vsplit.setSizes([500, 360])
         ll.addWidget(vsplit, 1)
         self._diagram, self._diagram_job = None, None  # bodymap.overview.BodyDiagram (drawn once, in a worker)
         self.triage = []  # bodymap.overview.Concern of the visit shown, most concerning first
@@ -386,6 +386,9 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.runner.start(Job(run, "open"), "Opening", done, lambda m: self.error("Open", m))
 
     def _after_load(self, replace: bool) -> None:
+        if replace:  # nothing of the previous session stays selected
+            self.view.select(None, fly=False)
+            self.detail.show_lesion(None, None)
         self._refresh_visits()
         self.show_visit(0 if replace else len(self.scans) - 1)
         self.autosave()
