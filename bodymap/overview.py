@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -274,10 +275,24 @@ class BodyDiagram:
         return DiagramPoints(ids, side, xy, registered)
 
 
+MESH_FILE = Path(__file__).resolve().parent / "data" / "template_mesh.npz"
+
+
 @functools.lru_cache(maxsize=2)
 def body_diagram(height_px: int = 560) -> BodyDiagram:
-    """The BodyDiagram of the labelled template (bodymap.anatomy.template; the body model is built
-    on first use: seconds), drawn once per size and kept."""
+    """The BodyDiagram of the labelled template, drawn once per size and kept (about a second).
+    Its geometry comes from data/template_mesh.npz (scripts/make_template_mesh.py: no torch, no
+    body model to build); from the body model itself (bodymap.anatomy.template, seconds) when
+    that file is missing or does not fit the labels."""
+    from bodymap.anatomy.template import LABELS_FILE
+
+    with np.load(LABELS_FILE) as z:
+        site, side = z["site"], z["side"]
+    if MESH_FILE.is_file():
+        with np.load(MESH_FILE) as z:
+            v, f = z["vertices"].astype(np.float64), z["faces"].astype(np.int64)
+        if len(v) == len(site):
+            return BodyDiagram(v, f, site, side, height_px)
     from bodymap.anatomy.template import load_template
 
     t = load_template()

@@ -237,15 +237,6 @@ class MainWindow(QtWidgets.QMainWindow):
                 import pyvista  # noqa: F401
                 import pyvistaqt  # noqa: F401
 
-                # torch before the 3D view draws anything: torch's start-up (_C._initExtension) in
-                # a worker while the main thread rendered with Mesa's llvmpipe hung the process
-                # (seen under Xvfb: the body diagram's worker importing torch during the first
-                # render). Imported after VTK, so the window still shows without it.
-                try:
-                    import torch  # noqa: F401
-                except ImportError:
-                    pass
-
             self._vtk_thread = threading.Thread(target=preimport, name="import-vtk", daemon=True)
             self._vtk_thread.start()
             self._vtk_timer = QtCore.QTimer(self, interval=50)
@@ -258,8 +249,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.view.init_vtk()
 
     def _imports_done(self) -> None:
-        """Wait for the start-up imports (VTK, torch) before the first drawing of a body (see
-        showEvent); at once when they are done, as they are a few seconds after start."""
+        """Wait for the start-up import of VTK (see showEvent) before the first drawing of a body,
+        so the main thread never imports it beside that thread; at once when it is done."""
         t = getattr(self, "_vtk_thread", None)
         if t is not None and t.is_alive():
             t.join()
