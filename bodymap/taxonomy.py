@@ -290,3 +290,50 @@ def laterality_from_code(value: str) -> str:
         if c.value == value:
             return side
     raise KeyError(f"{value} is not a laterality code BodyMap writes")
+
+
+# ----------------------------------------------------------------------------- everyday words
+# What a clinician or patient types for a region -> the site codes it means (the lesion table's
+# region search). A word here means these sites only ("back" is the back of the trunk, not the
+# back of the hand); any other text is searched in the site names (the site, its ancestors).
+REGION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "back": ("trunk/posterior",), "upper back": ("trunk/posterior",), "lower back": ("trunk/posterior",),
+    "chest": ("trunk/anterior",), "breast": ("trunk/anterior",), "belly": ("trunk/anterior",),
+    "abdomen": ("trunk/anterior",), "stomach": ("trunk/anterior",), "tummy": ("trunk/anterior",),
+    "front": ("trunk/anterior",), "flank": ("trunk/lateral",), "side": ("trunk/lateral",),
+    "torso": ("trunk",), "body": ("trunk",),
+    "arm": ("upper_extremity",), "arms": ("upper_extremity",), "fingers": ("upper_extremity/hand",),
+    "finger": ("upper_extremity/hand",), "leg": ("lower_extremity",), "legs": ("lower_extremity",),
+    "shin": ("lower_extremity/lower_leg",), "calf": ("lower_extremity/lower_leg",),
+    "bottom": ("lower_extremity/buttock",), "buttocks": ("lower_extremity/buttock",),
+    "bum": ("lower_extremity/buttock",), "glutes": ("lower_extremity/buttock",), "toes": ("lower_extremity/foot",),
+    "toe": ("lower_extremity/foot",), "groin": ("anogenital",),
+    "cheek": ("head_neck/head/face",), "nose": ("head_neck/head/face",), "forehead": ("head_neck/head/face",),
+    "chin": ("head_neck/head/face",), "scalp": ("head_neck/head/scalp",),
+}
+
+
+def region_matches(query: str, region: dict | None) -> bool:
+    """Whether a lesion's region record ({code, side, description}) answers a region search:
+    an optional 'left' / 'right' first word, then an everyday word of REGION_SYNONYMS (the
+    region or any site under it), else text found in the description or in the name of the
+    site or of any site above it ('hand' finds a palm). Case-insensitive; '' matches all."""
+    q = " ".join(str(query).lower().split())
+    if not q:
+        return True
+    r = region or {}
+    side = None
+    for s in ("left", "right"):
+        if q.startswith(s + " ") or q == s:
+            side, q = s, q[len(s):].strip()
+    if side is not None and r.get("side") != side:
+        return False
+    if not q:
+        return True
+    code = r.get("code") if r.get("code") in SITE_INDEX else "unknown"
+    parts = code.split("/")
+    lineage = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    if q in REGION_SYNONYMS:
+        return any(c in lineage for c in REGION_SYNONYMS[q])
+    texts = [str(r.get("description", "")).lower(), *(site(c).name for c in lineage if c in SITE_INDEX)]
+    return any(q in t for t in texts)

@@ -78,11 +78,13 @@ def _title(path: Path) -> str:
     return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
 
 
-def read_visit(path: str | Path | None = None, state: VisitState | None = None, units: str | None = None) -> LoadedVisit:
+def read_visit(path: str | Path | None = None, state: VisitState | None = None, units: str | None = None,
+               scan=None) -> LoadedVisit:
     """Read one visit: an analysis folder (written by `bodymap analyze` or the GUI: its scan,
     lesions and labels), a scan file (not analysed yet), or a project's VisitState. The same
     checks as the CLI's (bodymap.pipeline.load_visit): a lesion list that does not fit the scan
-    is a ValueError naming the file. Slow (reads the mesh); safe in a worker thread."""
+    is a ValueError naming the file. Slow (reads the mesh); safe in a worker thread. scan: the
+    state's scan already read (another visit of the project names the same file)."""
     from bodymap.anatomy.labels import RegionLabels
     from bodymap.pipeline import load_visit
 
@@ -97,7 +99,7 @@ def read_visit(path: str | Path | None = None, state: VisitState | None = None, 
     else:
         from bodymap.io import load_scan
 
-        scan = load_scan(state.scan_path, units=units)
+        scan = scan if scan is not None else load_scan(state.scan_path, units=units)
         if state.lesions is not None:
             bad = [l.id for l in state.lesions.lesions if not 0 <= l.face < scan.n_faces]
             if bad:
@@ -124,8 +126,9 @@ def analyse_visit(visit: LoadedVisit, out: str | Path, progress: Progress | None
 
 
 class Workspace:
-    """The visits open in one session (one, or two for a comparison: visits[0] the earlier),
-    their tracking and the clinician's edits (a bodymap.session.Project changed through its
+    """The visits open in one session (any number, in the project's date order; visits[0] and
+    visits[1] are the pair the comparison shows and `tracking` tracks), their tracking and the
+    clinician's edits (a bodymap.session.Project changed through its
     History). Listeners get (event, data) after every change: "visits" (the list changed),
     "analysed" (visit index), "tracking" (the Tracking or None), "edit" (the command)."""
 
@@ -166,9 +169,8 @@ class Workspace:
         return [v.labels for v in self.visits]
 
     def add(self, visit: LoadedVisit) -> int:
-        """Add a read visit (a third replaces the second: a project holds two). Returns its index."""
-        if len(self.visits) >= 2:
-            self.truncate(1)
+        """Add a read visit after the others (its state joins the project unless it is one of
+        the project's visits already: a project being opened). Returns its index."""
         self.visits.append(visit)
         if visit.state not in self.project.visits:
             self.project.visits.append(visit.state)
@@ -183,6 +185,7 @@ class Workspace:
         """Keep the first n visits; the tracking goes with the second."""
         del self.visits[n:]
         del self.project.visits[n:]
+        self.project.links = {k: r for k, r in self.project.links.items() if k < n}
         if n < 2:
             self.set_tracking(None)
 
@@ -204,7 +207,25 @@ class Workspace:
     # ---------------------------------------------------------------- tracking
     @property
     def can_track(self) -> bool:
-        return len(self.visits) == 2 and all(v.state.lesions is not None for v in self.visits)
+        """The first two visits are there and analysed (what `tracking` tracks)."""
+        return len(self.visits) >= 2 and all(v.state.lesions is not None for v in self.visits[:2])
+
+    def link_tracking(self, k: int):
+        """The Tracking of visit k against visit k - 1 (k >= 1; link 1 is `tracking`) as the
+        project recorded it, or None (not tracked, unreadable or no such link)."""
+        if k == 1:
+            return self.tracking
+        if not 1 <= k < len(self.project.visits):
+            return None
+        d = self.project.link_tracking(k)
+        if not d:
+            return None
+        from bodymap.track import Tracking
+
+        try:
+            return Tracking.from_dict(d, self.project.path or "project")
+        except ValueError:
+            return None
 
     def gather_reviews(self, folders=(), own=None, explicit: str | Path | None = None):
         """Every review of the two visits (bodymap.reviewfiles.gather: explicit (a file the
@@ -213,8 +234,8 @@ class Workspace:
         they are the newest). Returns (Reviews, files read, notes)."""
         from bodymap import reviewfiles
 
-        v1, v2 = (v.for_tracking() for v in self.visits)
-        dirs = list(dict.fromkeys(str(d) for d in [*folders, *(v.state.analysis_dir for v in self.visits)] if d))
+        v1, v2 = (v.for_tracking() for v in self.visits[:2])
+        dirs = list(dict.fromkeys(str(d) for d in [*folders, *(v.state.analysis_dir for v in self.visits[:2])] if d))
         rv, used, notes = reviewfiles.gather(v1, v2, dirs, explicit)
         own = own if own is not None else self.project.ensure_reviews()
         for j, i in own.confirmed.items():
@@ -233,7 +254,7 @@ class Workspace:
         (read once, kept)."""
         if not self.can_track:
             raise ValueError("two analysed visits are needed to track")
-        visits = list(self.visits)
+        visits = list(self.visits[:2])
         lesions = [copy.deepcopy(v.state.lesions) for v in visits]
         own = copy.deepcopy(self.project.ensure_reviews())
         pair = Workspace(Project(reviews=own))
@@ -308,7 +329,7 @@ class Workspace:
 
         if self.tracking is None:
             raise ValueError("no tracking to write: track the two visits first")
-        v1, v2 = (v.for_tracking() for v in self.visits)
+        v1, v2 = (v.for_tracking() for v in self.visits[:2])
         paths = write_tracking(self.tracking, out, v1, v2)
         rv, _, _ = self.gather_reviews([out])
         return paths + reviewfiles.keep(rv, v1, v2, [out])

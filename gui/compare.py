@@ -32,6 +32,7 @@ class CompareWidget(QtWidgets.QWidget):
 
     review = QtCore.Signal(str, int, int)
     rematch = QtCore.Signal()
+    analyse = QtCore.Signal(int)  # the user asks to analyse visit k (offered when one is not analysed)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -60,6 +61,18 @@ class CompareWidget(QtWidgets.QWidget):
         bl.setContentsMargins(0, 0, 0, 0)
         self.summary = QtWidgets.QLabel("No comparison yet: File > Compare with a later visit…")
         bl.addWidget(self.summary)
+        # a visit without analysis cannot be compared: say so and offer to analyse it here
+        offer = QtWidgets.QHBoxLayout()
+        self.offer_text = QtWidgets.QLabel("")
+        self.offer_text.setStyleSheet("color: #a05000; font-weight: bold")
+        self.analyse_btn = QtWidgets.QPushButton("Analyse it now")
+        self.analyse_btn.hide()
+        self._offer_k = None
+        self.analyse_btn.clicked.connect(lambda: self._offer_k is not None and self.analyse.emit(self._offer_k))
+        offer.addWidget(self.offer_text)
+        offer.addWidget(self.analyse_btn)
+        offer.addStretch(1)
+        bl.addLayout(offer)
         self.table = QtWidgets.QTableWidget(0, len(MATCH_COLUMNS))
         self.table.setHorizontalHeaderLabels(MATCH_COLUMNS)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
@@ -143,6 +156,15 @@ class CompareWidget(QtWidgets.QWidget):
                     it.setForeground(QtGui.QBrush(QtGui.QColor(colours[row[0]])))
                 self.table.setItem(r, c, it)
         self.table.setSortingEnabled(True)
+
+    def offer_analysis(self, k: int | None, title: str = "") -> None:
+        """Say that visit k (0 or 1) is not analysed and offer a button to analyse it (None: hide)."""
+        self._offer_k = k
+        self.analyse_btn.setVisible(k is not None)
+        self.offer_text.setText("" if k is None else f"visit {k + 1} ({title}) is not analysed yet: the comparison "
+                                "needs its lesions.")
+        if k is not None:
+            self.summary.setText("No comparison yet.")
 
     def set_pending(self, n: int) -> None:
         self.pending.setText(f"{n} review(s) or edit(s) not applied yet: Re-match" if n else "")

@@ -6,6 +6,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap import taxonomy as tx
+from bodymap.overview import diagnosis_name
 
 
 def to_pixmap(img: np.ndarray, size: int | None = None) -> QtGui.QPixmap:
@@ -154,6 +155,10 @@ class DetailPanel(QtWidgets.QWidget):
             self.sal.clear()
             self.sal.setText("saliency")
             self.diag.setText("diagnosis: not run")
+            # nothing of the previous lesion stays in the edit fields (a note typed now would go nowhere)
+            self.note_edit.clear()
+            self.site_combo.setCurrentIndex(-1)
+            self.side_combo.setCurrentIndex(-1)
             return
         self.lid = lesion.id
         self.title.setText(f"Lesion {lesion.id}" + (f"  —  {change}" if change else ""))
@@ -185,8 +190,8 @@ class DetailPanel(QtWidgets.QWidget):
             self.diag.setText("diagnosis: not run (Diagnose)")
             return
         probs = sorted(d["probs"].items(), key=lambda t: -t[1])
-        bars = "<br>".join(f"{k}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs[:6])
-        head = (f"<b>diagnosis:</b> {d['label']}" if not d.get("ood") else
+        bars = "<br>".join(f"{diagnosis_name(k)}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs[:6])
+        head = (f"<b>diagnosis:</b> {diagnosis_name(d['label'])}" if not d.get("ood") else
                 "<b>diagnosis:</b> <span style='color:#c01020'>out of distribution (unlike the model's training "
                 "images): no confident label</span>")
         model = f"<br><span style='color:#666; font-size: 9pt'>{d['model']}</span>" if d.get("model") else ""

@@ -31,7 +31,7 @@ class HistoryPanel(QtWidgets.QWidget):
         self.runner, self.edit = runner, edit
         self.request = None  # (project, scans, k, lid)
         self.history = None  # bodymap.history.LesionHistory shown
-        self._visits = {}  # id(scan) -> HistoryVisit (close-up structures and registration kept)
+        self._visits = {}  # id(scan) -> HistoryVisit of the scan (close-up structures and registration kept)
         lay = QtWidgets.QVBoxLayout(self)
         self.title = QtWidgets.QLabel("Select a lesion to see its history over the visits.")
         self.title.setWordWrap(True)
@@ -74,36 +74,61 @@ class HistoryPanel(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ requests
     def show_lesion(self, project, scans, k: int, lid: int | None) -> None:
-        """Show the history of lesion lid of visit k (None: clear)."""
+        """Show the history of lesion lid of visit k (None: clear). The history shown is kept
+        (only its statuses and photos redrawn) while nothing it was computed from changed."""
         self.request = (project, scans, k, lid) if lid is not None else None
         if self.request is None:
             self._clear("Select a lesion to see its history over the visits.")
+        elif self.history is not None and self._signature() == self._computed:
+            self._notes(project)
         elif self.isVisible():
             self.refresh()
 
+    _computed = None
+
+    def _signature(self):
+        """What a history depends on: the lesion asked for, each visit's scan and lesion list
+        (contents), and every link's tracking."""
+        project, scans, k, lid = self.request
+        return (k, lid, tuple(id(s) for s in scans),
+                tuple(tuple((l.id, l.diameter_mm, l.face) for l in v.lesions.lesions) if v.lesions else None
+                      for v in project.visits),
+                tuple(id(project.link_tracking(j)) for j in range(1, len(project.visits))))
+
     def showEvent(self, e):
         super().showEvent(e)
-        if self.request is not None and (self.history is None or self._shown != self.request[2:]):
+        if self.request is not None and (self.history is None or self._signature() != self._computed):
             self.refresh()
 
     _shown = None
 
     def _hv(self, v, scan):
-        """The HistoryVisit of visit state v with its scan (registration read from its analysis)."""
+        """The HistoryVisit of visit state v with its scan (registration read from its analysis);
+        visits of one scan file share its close-up structures (see _share)."""
+        import dataclasses
+
+        from bodymap.export.record import visit_date_of
         from bodymap.history import HistoryVisit
 
-        hv = self._visits.get(id(scan))
-        if hv is None:
+        base = self._visits.get(id(scan))
+        if base is None:
             corr = None
             if v.analysis_dir and (Path(v.analysis_dir) / "labels.npz").is_file():
                 from bodymap.anatomy.labels import load_correspondence
 
                 corr = load_correspondence(Path(v.analysis_dir) / "labels.npz", scan.n_vertices)
-            hv = self._visits[id(scan)] = HistoryVisit(scan, v.lesions, None, corr)
-        from bodymap.export.record import visit_date_of
+            base = self._visits[id(scan)] = HistoryVisit(scan, None, None, corr)
+        return dataclasses.replace(base, lesions=v.lesions, date=v.date or visit_date_of(scan) or None, title=v.title,
+                                   _closeups=None, _tree=None, _template_points=None), base
 
-        hv.lesions, hv.date, hv.title = v.lesions, v.date or visit_date_of(scan) or None, v.title
-        return hv
+    @staticmethod
+    def _share(hv, base) -> None:
+        """Build the scan's close-up structure and registration lookups once (on base) and give
+        them to the visit's HistoryVisit hv (slow: in the worker)."""
+        base.closeups()
+        if base.correspondence is not None and base._tree is None:
+            base.body_up(np.full(3, 1e9), np.array([0.0, 0.0, 1.0]))  # builds the tree and template points
+        hv._closeups, hv._tree, hv._template_points = base._closeups, base._tree, base._template_points
 
     def refresh(self) -> Job | None:
         """Compute and show the requested history in a worker."""
@@ -111,6 +136,7 @@ class HistoryPanel(QtWidgets.QWidget):
             return None
         project, scans, k, lid = self.request
         self._shown = (k, lid)
+        self._computed = self._signature()
         try:
             series = project.series()
             pid = series.ids[k][lid]
@@ -118,8 +144,9 @@ class HistoryPanel(QtWidgets.QWidget):
             self._clear(f"lesion {lid} is not in the visit's list")
             return None
         n = len(project.visits)
-        visits = [self._hv(v, scans[j]) if j < len(scans) and scans[j] is not None and v.lesions is not None
-                  else None for j, v in enumerate(project.visits)]
+        pairs = [self._hv(v, scans[j]) if j < len(scans) and scans[j] is not None and v.lesions is not None
+                 else None for j, v in enumerate(project.visits)]
+        visits = [p[0] if p is not None else None for p in pairs]
         for j, v in enumerate(visits):  # a visit not read or not analysed: history over the others
             if v is None:
                 series.ids[j] = {}
@@ -128,6 +155,9 @@ class HistoryPanel(QtWidgets.QWidget):
         def run(progress):
             from bodymap.history import lesion_history
 
+            for p in pairs:
+                if p is not None:
+                    self._share(*p)
             return lesion_history(visits, series, pid, size_px=200)
 
         return self.runner.start(Job(run, "history"), "Lesion history", lambda h: self._show(h, project, k, lid),

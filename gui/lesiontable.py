@@ -6,6 +6,8 @@ from __future__ import annotations
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap.lesions import suppression_text
+from bodymap.overview import diagnosis_name
+from bodymap.taxonomy import region_matches
 from bodymap.records import ATTENTION, STYLES, Status, changes
 
 COLUMNS = ["#", "region", "diameter mm", "area mm²", "type", "change", "confidence", "note"]
@@ -53,7 +55,7 @@ class LesionModel(QtCore.QAbstractTableModel):
         if l.suppressed:
             return f"suppressed: {suppression_text(l.suppressed)}"
         d = self.visit.diagnoses.get(l.id) if self.visit else None
-        return d["label"] if d else ("manual" if l.source == "manual" else "detected")
+        return diagnosis_name(d["label"]) if d else ("manual" if l.source == "manual" else "detected")
 
     def data(self, index, role=QtCore.Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -86,7 +88,8 @@ class LesionModel(QtCore.QAbstractTableModel):
 
 
 class LesionFilter(QtCore.QSortFilterProxyModel):
-    """Filters: region (substring), min_diameter (mm), type ('' any), change ('' any, 'flagged':
+    """Filters: region (bodymap.taxonomy.region_matches: a site name, its part, or an everyday
+    word such as 'back'; 'left' / 'right' first), min_diameter (mm), type ('' any), change ('' any, 'flagged':
     grown or new), min_confidence, suppressed (show suppressed candidates: off by default).
     Sorts numbers as numbers."""
 
@@ -106,7 +109,7 @@ class LesionFilter(QtCore.QSortFilterProxyModel):
         l = m.lesions()[row]
         if l.suppressed and not self.suppressed:
             return False
-        if self.region and self.region.lower() not in (l.region or {}).get("description", "").lower():
+        if self.region and not region_matches(self.region, l.region):
             return False
         if l.diameter_mm < self.min_diameter or l.confidence < self.min_confidence:
             return False
@@ -122,6 +125,7 @@ class LesionTable(QtWidgets.QWidget):
     """Filter controls over a sortable table. Signal selected(id) when the user picks a row."""
 
     selected = QtCore.Signal(int)
+    filtered = QtCore.Signal()  # the rows shown changed (a filter, another visit): see visible_ids
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -171,6 +175,24 @@ class LesionTable(QtWidgets.QWidget):
     def _filter(self, **kw):
         self.proxy.set_filter(**kw)
         self._count()
+        self.filtered.emit()
+
+    def visible_ids(self) -> set[int]:
+        """Ids of the lesions the filters let through (what the 3D markers and the diagram show)."""
+        return {self.proxy.data(self.proxy.index(r, 0), ID_ROLE) for r in range(self.proxy.rowCount())}
+
+    def clear_filters(self) -> None:
+        """Every filter back to 'all' (the controls too); suppressed candidates stay as they were."""
+        for w in (self.region_edit, self.size_spin, self.type_combo, self.change_combo, self.conf_spin):
+            w.blockSignals(True)
+        self.region_edit.setText("")
+        self.size_spin.setValue(0.0)
+        self.type_combo.setCurrentIndex(0)
+        self.change_combo.setCurrentIndex(0)
+        self.conf_spin.setValue(0.0)
+        for w in (self.region_edit, self.size_spin, self.type_combo, self.change_combo, self.conf_spin):
+            w.blockSignals(False)
+        self._filter(region="", min_diameter=0.0, type="", change="", min_confidence=0.0)
 
     def _count(self):
         n_sup = sum(1 for l in self.model.lesions() if l.suppressed)
@@ -198,6 +220,7 @@ class LesionTable(QtWidgets.QWidget):
             self.select_id(keep, emit=False)
         self._quiet = False
         self._count()
+        self.filtered.emit()
 
     def current_id(self) -> int | None:
         idx = self.view.currentIndex()

@@ -17,6 +17,7 @@ from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, Proj
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
 from gui.compare import CompareWidget, legend_html, marks
 from gui.detail import DetailPanel
+from gui.diagram import OverviewPanel
 from gui.history import HistoryPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
@@ -115,7 +116,15 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.addStretch(1)
         ll.addLayout(bar)
         self.view = View3D()
-        ll.addWidget(self.view, 1)
+        # the 3D view above the overview (body diagram + triage list)
+        vsplit = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        vsplit.addWidget(self.view)
+        self.overview = OverviewPanel()
+        vsplit.addWidget(self.overview)
+        vsplit.setSizes([500, 360])
+        ll.addWidget(vsplit, 1)
+        self._diagram, self._diagram_job = None, None  # bodymap.overview.BodyDiagram (drawn once, in a worker)
+        self.triage = []  # bodymap.overview.Concern of the visit shown, most concerning first
         self.legend = QtWidgets.QLabel("")
         self.legend.setWordWrap(True)
         self.legend.setTextFormat(QtCore.Qt.TextFormat.RichText)
@@ -141,6 +150,9 @@ class MainWindow(QtWidgets.QMainWindow):
             ).showMessage("Select a lesion in the Visit tab to attach the photo to", 5000))
         # links
         self.table.selected.connect(lambda i: self.select_lesion(i, source="table"))
+        self.table.filtered.connect(self._filter_changed)
+        self.overview.lesion_selected.connect(lambda i: self.select_lesion(i, source="overview"))
+        self.overview.region_clicked.connect(self.table.region_edit.setText)
         self.view.lesion_clicked.connect(lambda i: self.select_lesion(i, source="view") if not self.add_mode else None)
         self.view.picked.connect(self._picked)
         self.detail.set_note.connect(lambda i, t: self.edit(SetField(self.current, i, "note", t, f"note on lesion {i}")))
@@ -149,6 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detail.diagnose.connect(self.diagnose)
         self.compare.review.connect(self.review)
         self.compare.rematch.connect(self.run_tracking)
+        self.compare.analyse.connect(lambda k: self.run_analysis(k))
         self._menus()
 
     def _menus(self) -> None:
@@ -202,6 +215,14 @@ class MainWindow(QtWidgets.QMainWindow):
         v = mb.addMenu("&View")
         for name in ("front", "back", "left", "right", "top", "reset"):
             add(v, f"view_{name}", f"{name.capitalize()} view", lambda _=False, n=name: self.view.view(n))
+        self.act["view_front"].setShortcut(QtGui.QKeySequence("F"))
+        self.act["view_back"].setShortcut(QtGui.QKeySequence("B"))
+        v.addSeparator()
+        add(v, "next_flagged", "&Next flagged lesion", lambda: self.walk_flagged(True))
+        add(v, "prev_flagged", "&Previous flagged lesion", lambda: self.walk_flagged(False))
+        # single keys: a line edit with the focus takes them as text (Qt's shortcut override)
+        self.act["next_flagged"].setShortcuts([QtGui.QKeySequence("N"), QtGui.QKeySequence("]")])
+        self.act["prev_flagged"].setShortcuts([QtGui.QKeySequence("P"), QtGui.QKeySequence("[")])
         self._refresh_recent()
 
     # ================================================================== start-up
@@ -226,6 +247,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._vtk_thread.is_alive():
             self._vtk_timer.stop()
             self.view.init_vtk()
+
+    def _imports_done(self) -> None:
+        """Wait for the start-up import of VTK (see showEvent) before the first drawing of a body,
+        so the main thread never imports it beside that thread; at once when it is done."""
+        t = getattr(self, "_vtk_thread", None)
+        if t is not None and t.is_alive():
+            t.join()
 
     def offer_recovery(self, always: bool = False) -> bool:
         """Offer to restore each autosave left by a window that did not close cleanly (newest
@@ -311,28 +339,32 @@ class MainWindow(QtWidgets.QMainWindow):
         return job
 
     def _load_visits(self, paths: list[str], replace: bool, states: list[VisitState] | None = None,
-                     before_show=None) -> Job:
+                     before_show=None, project: Project | None = None) -> Job:
         """Read visits in a worker: each a scan file or an analysis folder (its lesions and
-        labels), or a VisitState of a project. replace: a new project; else appended (compare)."""
+        labels), or a VisitState of a project (project: the project they belong to, any number
+        of visits). replace: a new project; else appended (compare)."""
 
         def run(progress):
             from bodymap.workspace import read_visit
             from gui.view3d import prepare_display
 
-            out = []
+            out, read = [], {}  # read: scan file -> Scan (visits of one scan file share it)
             items = states if states is not None else [None] * len(paths)
             for k, (p, st) in enumerate(zip(paths, items)):
                 progress(f"reading {Path(p).name}", k / len(paths))
-                v = read_visit(p, state=st)  # the CLI's reader and checks
+                key = str(Path(st.scan_path).resolve()) if st is not None else None
+                v = read_visit(p, state=st, scan=read.get(key))  # the CLI's reader and checks
+                if key is not None:
+                    read[key] = v.scan
                 progress(f"preparing the display of {Path(p).name}", (k + 0.7) / len(paths))
-                prepare_display(v.scan)
+                prepare_display(v.scan)  # kept on the scan: once per scan
                 out.append(v)
             progress("done", 1.0)
             return out
 
         def done(items):
             if replace:
-                self._new_project(Project())
+                self._new_project(project if project is not None else Project())
             for v in items:
                 self.ws.add(v)
             if before_show is not None:
@@ -345,14 +377,19 @@ class MainWindow(QtWidgets.QMainWindow):
         return self.runner.start(Job(run, "open"), "Opening", done, lambda m: self.error("Open", m))
 
     def _after_load(self, replace: bool) -> None:
+        if replace:  # nothing of the previous session stays selected
+            self.view.select(None, fly=False)
+            self.detail.show_lesion(None, None)
         self._refresh_visits()
         self.show_visit(0 if replace else len(self.scans) - 1)
         self.autosave()
-        if len(self.scans) == 2 and all(v.lesions is not None for v in self.project.visits) and self.tracking is None:
+        if self.ws.can_track and self.tracking is None:
             self.run_tracking()
         v = self.project.visits[self.current]
         if v.lesions is None:
             self.statusBar().showMessage(f"{v.scan_path}: not analysed yet: Analysis > Run analysis (Ctrl+R)")
+            if not replace and len(self.scans) >= 2:  # Compare with an unanalysed visit: offer to analyse it
+                self.tabs.setCurrentWidget(self.compare)
 
     def open_project(self, path: str | Path, recovered: bool = False) -> Job | bool:
         """Open a project file; a corrupt or newer one gives a message naming it and changes nothing."""
@@ -366,13 +403,13 @@ class MainWindow(QtWidgets.QMainWindow):
         states = list(pr.visits)
 
         def before_show():
-            self.project.reviews, self.project.notes, self.project.path = pr.reviews, pr.notes, pr.path
-            self.project.tracking = pr.tracking
             self.ws.load_tracking()  # an unreadable old tracking is dropped: it can be computed again
             if recovered:
                 self.history.clean_index = -1  # recovered work is unsaved work: closing asks to save it
 
-        job = self._load_visits([s.scan_path for s in states], replace=True, states=states, before_show=before_show)
+        # the project itself (patient, every visit, each link's tracking and reviews) becomes the window's
+        job = self._load_visits([s.scan_path for s in states], replace=True, states=states, before_show=before_show,
+                                project=pr)
         if not recovered:
             self._add_recent(str(path))
         return job
@@ -413,7 +450,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.visit_combo.blockSignals(True)
         self.visit_combo.clear()
         for k, v in enumerate(self.project.visits):
-            self.visit_combo.addItem(f"visit {k + 1}: {v.title or Path(v.scan_path).name}")
+            self.visit_combo.addItem(f"visit {k + 1}: {v.title or Path(v.scan_path).name}"
+                                     + (f" ({v.date})" if v.date else ""))
         self.visit_combo.blockSignals(False)
 
     def show_visit(self, k: int) -> None:
@@ -421,6 +459,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if not 0 <= k < len(self.scans):
             return
         self.current = k
+        self._imports_done()
         self.visit_combo.blockSignals(True)
         self.visit_combo.setCurrentIndex(k)
         self.visit_combo.blockSignals(False)
@@ -429,8 +468,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_all()
         self.view.view("front")
 
+    def _link(self, k: int):
+        """The Tracking that says what changed at visit k: link k (visit k against visit k - 1)
+        for a later visit; for the first visit, link 1 (which of its lesions went missing)."""
+        return self.ws.link_tracking(k) if k >= 1 else self.tracking
+
     def _changes(self, k: int) -> dict:
-        return change_status(self.tracking, k) if len(self.scans) == 2 else {}
+        t = self._link(k)
+        return change_status(t, 1 if k >= 1 else 0) if t is not None else {}
+
+    def _colours(self, k: int) -> dict:
+        """Marker colours of visit k's lesions by their status (as in the comparison), {} untracked."""
+        t = self._link(k)
+        return {} if t is None else marks(t)[2 if k >= 1 else 0]
 
     def _refresh_all(self) -> None:
         """Table, markers, detail, compare view and title from the project."""
@@ -440,16 +490,15 @@ class MainWindow(QtWidgets.QMainWindow):
         v = self.project.visits[k]
         changes = self._changes(k)
         self.table.set_visit(v, changes)
-        if len(self.scans) == 2 and self.tracking is not None:
-            # colours by status as in the comparison; numbers stay this visit's own, as in the table
-            c1, _, c2, _ = marks(self.tracking)
-            cols, labs = (c1 if k == 0 else c2), {}
-        else:
-            cols, labs = {}, {}
-        self.view.set_lesions(v.lesions, cols, labs)
+        # colours by status as in the comparison; numbers stay this visit's own, as in the table
+        self.view.set_lesions(v.lesions, self._colours(k), {}, visible=self.table.visible_ids())
         self._show_detail(self.selected_id())
         self._legend()
-        if len(self.scans) == 2 and all(x.lesions is not None for x in self.project.visits):
+        self._refresh_overview()
+        unanalysed = [j for j, x in enumerate(self.project.visits[:2]) if x.lesions is None]
+        self.compare.offer_analysis(unanalysed[0] if len(self.scans) >= 2 and unanalysed else None,
+                                    self.project.visits[unanalysed[0]].title if unanalysed else "")
+        if len(self.scans) >= 2 and not unanalysed:
             if self.compare.view1.scan is not self.scans[0] or self.compare.view2.scan is not self.scans[1]:
                 self.compare.set_visits(self.scans[0], self.labels[0], self.scans[1], self.labels[1],
                                         tuple(f"visit {i + 1}: {x.title}" for i, x in enumerate(self.project.visits)))
@@ -466,7 +515,7 @@ class MainWindow(QtWidgets.QMainWindow):
         v = self.project.visits[k] if self.project.visits else None
         n = len(v.lesions) if v is not None and v.lesions is not None else 0
         mk = f"<b>{n}</b> lesions (markers numbered as in the table"
-        if len(self.scans) == 2 and self.tracking is not None:
+        if self._colours(k):
             mk += "; " + legend_html()
         self.legend.setText(mk + ")" + ("<br>" + sw if sw else ""))
 
@@ -479,14 +528,81 @@ class MainWindow(QtWidgets.QMainWindow):
     def selected_id(self) -> int | None:
         return self.detail.lid
 
+    # ================================================================== overview
+    def _refresh_overview(self) -> None:
+        """The triage list and the body diagram of the visit shown (bodymap.overview); the
+        diagram itself is drawn once, in a worker."""
+        from bodymap.overview import triage
+
+        k = self.current
+        v, lv = self.project.visits[k], self.ws.visits[k]
+        self.triage = triage(v.lesions, self.ws.link_tracking(k) if k >= 1 else None, v.diagnoses)
+        self.overview.set_triage(self.triage)
+        if self._diagram is None:
+            self._start_diagram()
+            return
+        pts = self._diagram.place(v.lesions, lv.scan, lv.correspondence())
+        self.overview.diagram.set_points(pts, v.lesions.lesions if v.lesions is not None else [], self._colours(k),
+                                         {c.lesion_id for c in self.triage})
+        self.overview.diagram.set_visible(self.table.visible_ids())
+        self.overview.select(self.selected_id())
+        self.overview.note.setText("" if pts.registered or v.lesions is None else
+                                   "not registered: lesions placed by the scan's own frame (approximate)")
+
+    def _start_diagram(self) -> Job | None:
+        if self._diagram_job is not None:
+            return None
+
+        def run(progress):
+            from bodymap.overview import body_diagram
+
+            progress("drawing the body diagram", 0.1)
+            return body_diagram()
+
+        def done(d):
+            self._diagram = d
+            self.overview.diagram.set_diagram(d)
+            if self.scans:
+                self._refresh_overview()
+
+        def failed(m):
+            self.overview.diagram.message = f"body diagram not available: {m}"
+            self.overview.diagram.update()
+
+        self._diagram_job = self.runner.start(Job(run, "diagram"), "Body diagram", done, failed, dialog=False)
+        return self._diagram_job
+
+    def _filter_changed(self) -> None:
+        """The table's filter reaches the 3D markers and the diagram's dots and counts."""
+        ids = self.table.visible_ids()
+        self.view.set_visible(ids)
+        self.overview.diagram.set_visible(ids)
+
+    def walk_flagged(self, forward: bool = True) -> int | None:
+        """Select the next (previous) lesion of the triage list after the selected one (wraps
+        around); the camera flies to it. Returns its id (None: nothing flagged)."""
+        from bodymap.overview import step
+
+        order = [c.lesion_id for c in self.triage]
+        lid = step(order, self.selected_id(), forward)
+        if lid is None:
+            self.statusBar().showMessage("nothing flagged at this visit", 4000)
+            return None
+        self.select_lesion(lid, source="triage")
+        c = self.triage[order.index(lid)]
+        self.statusBar().showMessage(f"flagged {order.index(lid) + 1} of {len(order)}: lesion {lid}: "
+                                     + "; ".join(c.reasons), 8000)
+        return lid
+
     def select_lesion(self, lid: int | None, source: str = "") -> None:
         """Select a lesion everywhere: table row, marker (camera flies to it unless the click
         came from the view), detail panel."""
         if source != "table":
             if not self.table.select_id(lid) and lid is not None:
-                self.table.proxy.set_filter(region="", min_diameter=0.0, type="", change="", min_confidence=0.0)
+                self.table.clear_filters()
                 self.table.select_id(lid)
         self.view.select(lid, fly=source != "view")
+        self.overview.select(lid)
         self._show_detail(lid)
 
     def _show_detail(self, lid: int | None) -> None:
@@ -552,7 +668,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 fit = f"; {fit_summary(r.correspondence.info)}"
             self.statusBar().showMessage(f"{len(r.lesions)} lesions found in {r.timings.get('total_s', 0):.0f} s{fit}",
                                          30000)
-            if len(self.scans) == 2 and all(x.lesions is not None for x in self.project.visits):
+            if k < 2 and self.ws.can_track:
                 self.run_tracking()
 
         return self.runner.start(Job(run, "analysis"), f"Analysing {Path(v.scan_path).name}", done,
@@ -560,7 +676,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def run_tracking(self) -> Job | None:
         """Match visit 2's lesions to visit 1's (respecting the reviews) in a worker."""
-        if len(self.scans) != 2 or any(v.lesions is None for v in self.project.visits):
+        if not self.ws.can_track:
             self.error("Compare", "Two analysed visits are needed (File > Compare with a later visit).")
             return None
         # copies the lesion lists and reviews now; every review of the pair is applied (the
@@ -601,7 +717,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _changed(self, cmd) -> None:
         """After every edit, undo and redo: refresh the views and autosave."""
-        if isinstance(cmd, (AddLesion, DeleteLesion)) and len(self.scans) == 2 and self.tracking is not None:
+        if isinstance(cmd, (AddLesion, DeleteLesion)) and cmd.k < 2 and self.tracking is not None:
             self.pending_reviews += 1  # the matches shown predate this lesion list: Re-match
         self._refresh_all()
         if isinstance(cmd, AddLesion) and cmd.k == self.current:
@@ -770,18 +886,17 @@ class MainWindow(QtWidgets.QMainWindow):
         from copy import deepcopy
 
         lesions = deepcopy(v.lesions)
-        comparison = None
-        if kind == "pdf" and len(self.scans) == 2 and self.tracking is not None:
-            k = 1
-            v, scan, lesions = self.project.visits[1], self.scans[1], deepcopy(self.project.visits[1].lesions)
-            comparison = (self.scans[0], deepcopy(self.project.visits[0].lesions), self.tracking)
-        colours = None
-        if len(self.scans) == 2 and self.tracking is not None:
-            c1, _, c2, _ = marks(self.tracking)
-            colours = c1 if k == 0 else c2
+        # the visit shown is the one exported (its notes and diagnoses); a later visit whose link
+        # to the visit before is tracked carries that change (the PDF's change pages, the standards')
+        link = self.ws.link_tracking(k) if k >= 1 else None
+        comparison = (self.scans[k - 1], deepcopy(self.project.visits[k - 1].lesions), link) \
+            if kind == "pdf" and link is not None else None
+        colours = self._colours(k) or None
         diagnoses = dict(v.diagnoses)
-        tracked = k == 1 and self.tracking is not None  # the standards carry the change since visit 1
-        tracking, previous = (self.tracking, self.project.visits[0].scan_path) if tracked else (None, None)
+        tracking, previous = (link, self.project.visits[k - 1].scan_path) if link is not None else (None, None)
+        pt = self.project.patient
+        who = f"{pt.id} {pt.name}".strip() if pt is not None else ""
+        title = f"BodyMap report: visit {k + 1}" + (f": {v.title}" if v.title else "") + (f" ({v.date})" if v.date else "")
         if kind in ("png", "svg") and labels is None:
             self.error("Export", "Region maps need the analysis (Analysis > Run analysis).")
             return None
@@ -801,8 +916,8 @@ class MainWindow(QtWidgets.QMainWindow):
             elif kind == "json":
                 lesions.save_json(path)
             elif kind == "pdf":
-                report.write_report(path, scan, lesions, comparison=comparison, diagnoses=diagnoses,
-                                    progress=progress)
+                report.write_report(path, scan, lesions, title=title, patient=who, comparison=comparison,
+                                    diagnoses=diagnoses, progress=progress)
             elif kind in ("slice3d", "dicom", "fhir"):
                 from bodymap.export import standard_export
                 from bodymap.export.record import export_visit
@@ -835,7 +950,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act["redo"].setEnabled(bool(self.history.undone))
         self.act["undo"].setText(f"&Undo {self.history.done[-1].text}" if self.history.done else "&Undo")
         self.act["redo"].setText(f"&Redo {self.history.undone[-1].text}" if self.history.undone else "&Redo")
-        self.act["track"].setEnabled(len(self.scans) == 2)
+        self.act["track"].setEnabled(len(self.scans) >= 2)
 
     def _add_recent(self, path: str) -> None:
         rec = [p for p in (self.settings.value("recent") or []) if p != path]

@@ -118,6 +118,7 @@ class View3D(QtWidgets.QWidget):
         self.lesions = None
         self.marker_colours: dict = {}
         self.marker_labels: dict = {}
+        self.visible: set | None = None  # ids whose markers are drawn (the table's filter); None: all
         self.selected: int | None = None
         self.overlay = "texture"
         self.show_markers = True
@@ -171,6 +172,12 @@ class View3D(QtWidgets.QWidget):
         import pyvista as pv
 
         self.init_vtk()
+        if scan is self.scan and labels is self.labels and self._actor is not None:
+            # the same body (another visit of one scan file, or the visit shown again): keep its
+            # meshes and texture (rebuilding them costs about a second in software OpenGL)
+            self._draw_markers()
+            self.view("front")
+            return
         self.scan, self.labels = scan, labels
         d = prepare_display(scan, self.light_faces)
         self._vid = d["vid"]
@@ -226,18 +233,37 @@ class View3D(QtWidgets.QWidget):
             raise ValueError(f"unknown overlay {mode!r}")
         if mode != "texture" and self.labels is None:
             mode = "texture"
+        if mode == self.overlay and self._actor is not None:
+            return  # drawn so already (set_scan draws the body with the current overlay)
         self.overlay = mode
         if self.scan is not None:
             self._draw_body()
 
-    def set_lesions(self, lesions, colours: dict | None = None, labels: dict | None = None) -> None:
+    def set_lesions(self, lesions, colours: dict | None = None, labels: dict | None = None,
+                    visible: set | None = None) -> None:
         """Markers for a LesionSet (None: none): colours {id: (r, g, b)} (default red),
-        labels {id: text} (default the id)."""
+        labels {id: text} (default the id), visible: the ids to mark (None: all)."""
         self.lesions, self.marker_colours, self.marker_labels = lesions, colours or {}, labels or {}
+        self.visible = None if visible is None else set(visible)
         if self.selected is not None and (lesions is None or self.selected not in [l.id for l in lesions.lesions]):
             self.selected = None
         if self.plotter is not None and self.scan is not None:
             self._draw_markers()
+
+    def set_visible(self, ids: set | None) -> None:
+        """Mark only these lesion ids (the lesion table's filter; None: all)."""
+        ids = None if ids is None else set(ids)
+        if ids == self.visible:
+            return
+        self.visible = ids
+        if self.plotter is not None and self.scan is not None:
+            self._draw_markers()
+
+    def shown_lesions(self) -> list:
+        """The lesions whose markers are drawn (the visible ones)."""
+        if self.lesions is None:
+            return []
+        return [l for l in self.lesions.lesions if self.visible is None or l.id in self.visible]
 
     def set_markers_visible(self, on: bool) -> None:
         self.show_markers = on
@@ -251,9 +277,14 @@ class View3D(QtWidgets.QWidget):
         for a in self._marker_actors:
             p.remove_actor(a, render=False)
         self._marker_actors = []
-        if self.show_markers and self.lesions is not None and len(self.lesions):
-            L = self.lesions.lesions
-            pts = self.lesions.points + 0.8 * np.array([l.normal for l in L])
+        L = self.shown_lesions()
+        if self.show_markers and L:
+            from bodymap.overview import marker_offsets
+
+            # the dot and its number sit beside the lesion (towards the body's up on the skin), so
+            # the lesion's centre stays visible under its marker
+            normals = np.array([l.normal for l in L], float)
+            pts = marker_offsets(np.array([l.point_mm for l in L]), normals, np.array([l.diameter_mm for l in L]))
             cloud = pv.PolyData(pts)
             # small dots beside the numbers: the lesion itself stays visible around its marker
             cloud.point_data["radius"] = np.array([float(np.clip(0.2 * l.diameter_mm, 1.2, 2.5)) for l in L])
@@ -266,7 +297,7 @@ class View3D(QtWidgets.QWidget):
             # orange), lifted off the skin along the normal so the body hides those behind it
             text = np.array([self.marker_labels.get(l.id, str(l.id)) for l in L], dtype=object)
             cols = [tuple(self.marker_colours.get(l.id, LESION_RGB)) for l in L]
-            lab_pts = self.lesions.points + 6.0 * np.array([l.normal for l in L])
+            lab_pts = pts + 5.0 * normals
             for k, col in enumerate(sorted(set(cols))):
                 sel = np.array([c == col for c in cols])
                 self._marker_actors.append(p.add_point_labels(
@@ -288,12 +319,23 @@ class View3D(QtWidgets.QWidget):
             except StopIteration:
                 l = None
             if l is not None:
+                from bodymap.overview import surface_ring
+
+                # a ring laid on the skin around the lesion (a flat disc sinks into curved skin)
                 r = max(4.0, 0.5 * l.diameter_mm + 3.0)
-                ring = pv.Disc(center=l.point_mm, inner=r, outer=r + 1.2, normal=l.normal, c_res=48)
-                ring.points += 1.0 * np.asarray(l.normal)
-                self._sel_actor = p.add_mesh(ring, color="yellow", pickable=False, reset_camera=False,
+                pts = surface_ring(self.scan.vertices, self._vertex_tree(), l.point_mm, l.normal, r)
+                ring = pv.lines_from_points(pts)
+                self._sel_actor = p.add_mesh(ring, color="yellow", line_width=4, pickable=False, reset_camera=False,
                                              name="selection", lighting=False)
         p.render()
+
+    def _vertex_tree(self):
+        """A cKDTree of the scan's vertices (the selection ring's surface fit), built once per scan."""
+        if getattr(self, "_tree_scan", None) is not self.scan:
+            from scipy.spatial import cKDTree
+
+            self._tree, self._tree_scan = cKDTree(self.scan.vertices), self.scan
+        return self._tree
 
     def select(self, lid: int | None, fly: bool = True) -> None:
         """Highlight lesion lid; fly: move the camera to face it from 250 mm along its normal."""
@@ -393,12 +435,13 @@ class View3D(QtWidgets.QWidget):
 
     def lesion_near(self, point: np.ndarray) -> int | None:
         """The lesion whose marker covers point (within max(5 mm, its diameter)), else None."""
-        if self.lesions is None or not len(self.lesions):
+        L = self.shown_lesions()
+        if not L:
             return None
-        d = np.linalg.norm(self.lesions.points - point, axis=1)
-        tol = np.maximum(5.0, self.lesions.diameters)
+        d = np.linalg.norm(np.array([l.point_mm for l in L]) - point, axis=1)
+        tol = np.maximum(5.0, np.array([l.diameter_mm for l in L]))
         k = int(np.argmin(d - tol))
-        return self.lesions.lesions[k].id if d[k] <= tol[k] else None
+        return L[k].id if d[k] <= tol[k] else None
 
     def display_position(self, point: np.ndarray) -> tuple[float, float]:
         """Display pixel (VTK, origin bottom-left) of a world point (3,) mm."""

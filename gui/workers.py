@@ -125,6 +125,10 @@ class JobRunner(QtCore.QObject):
             job.signals.failed.connect(lambda m: status().showMessage(f"{title}: {m}", 15000))
 
         def finish():
+            # the job's last "title: stage (50 %)" must not outlive it (a message set since stays)
+            if status is not None and status().currentMessage().startswith(f"{title}: ") \
+                    and status().currentMessage().endswith("%)"):
+                status().clearMessage()
             if dlg is not None:
                 dlg.canceled.disconnect()  # closing a progress dialog emits canceled(): not the user's cancel
                 dlg.close()

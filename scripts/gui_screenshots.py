@@ -3,14 +3,19 @@
     gui_main.png     the Visit tab: 3D body with numbered lesions, lesion table, detail panel
     gui_compare.png  the Compare tab: both visits side by side, matches, new and grown lesions
     gui_photo.png    photo mode on a close-up of the ear
-    gui_history.png  the History tab: a grown lesion's close-ups at both visits, measures, rates
+    gui_overview.png the Visit tab of visit 4 of a 4-visit patient: body diagram (front / back,
+                     counts per region), triage list, the first flagged lesion selected
+    gui_diagram.png  the overview panel alone (body diagram and triage list)
+    gui_history.png  the History tab: a grown lesion's close-ups at all 4 visits, measures, rates
 
 Runs on its own virtual display when there is none (Xvfb):
 
     .venv/bin/python scripts/gui_screenshots.py [--out docs/images]
 
 Visits come from tests/data/gui (analysis folders of sample patient SYN00101 written by
-`bodymap analyze`), so this takes about a minute, not the five of a fresh analysis."""
+`bodymap analyze`), so this takes about a minute, not the five of a fresh analysis; the 4-visit
+patient is tests/gui_project.py's (visit 2's scan at every visit, lesions grown and added by hand,
+each link tracked as tracking would)."""
 from __future__ import annotations
 
 import argparse
@@ -97,12 +102,6 @@ def main() -> int:
             w.compare._linking = False
     settle()
     shot("gui_compare.png")
-    # the grown lesion's history over the visits
-    w.show_visit(1)
-    w.select_lesion(lid, source="table")
-    w.tabs.setCurrentWidget(w.history_panel)
-    settle()
-    shot("gui_history.png")
     # photo mode on a rendered close-up of the left ear (a stand-in for a clinic photograph)
     from PIL import Image
 
@@ -130,6 +129,26 @@ def main() -> int:
                      lbl.image_to_widget(x, y))
     settle()
     shot("gui_photo.png")
+    # a patient over 4 visits: the overview of visit 4 and the history of its first flagged lesion
+    from tests.gui_project import four_visit_project
+
+    project, _ = four_visit_project(Path(tempfile.mkdtemp()))
+    w.history.mark_clean()
+    w.open_path(project)
+    settle()
+    w.tabs.setCurrentIndex(0)
+    w.show_visit(3)
+    settle()
+    lid = w.walk_flagged(True)
+    les = w.project.visits[3].lesion(lid)
+    w.view.fly_to(np.asarray(les.point_mm), np.asarray(les.normal), 600.0)
+    settle()
+    shot("gui_overview.png")
+    w.overview.grab().save(str(out / "gui_diagram.png"))
+    print(out / "gui_diagram.png")
+    w.tabs.setCurrentWidget(w.history_panel)
+    settle()
+    shot("gui_history.png")
     w.history.mark_clean()
     w.close()
     return 0

@@ -224,6 +224,27 @@ def test_select_from_table_and_from_view(win, qtbot):
     win.table.view.sortByColumn(0, QtCore.Qt.SortOrder.AscendingOrder)
 
 
+def test_nothing_selected_clears_the_detail_panel_and_jobs_leave_the_status_bar(win, qtbot):
+    """Defects of issue 18: the detail panel kept the previous lesion's note and site with no
+    lesion selected; a finished job's "stage (50 %)" stayed in the status bar."""
+    from gui.workers import Job
+
+    l = win.project.visits[0].lesions.lesions[0]
+    l.note = "a note of lesion one"
+    try:
+        win.select_lesion(l.id, source="table")
+        assert win.detail.note_edit.text() == "a note of lesion one" and win.detail.site_combo.currentIndex() >= 0
+        win.select_lesion(None)
+        assert win.detail.note_edit.text() == "" and win.detail.site_combo.currentIndex() == -1
+        assert not win.detail.note_edit.isEnabled()
+    finally:
+        l.note = ""
+    win.runner.start(Job(lambda progress: (progress("predicting", 0.5), 42)[1], "t"), "Diagnosis", lambda r: None,
+                     dialog=False)
+    wait_jobs(win, qtbot)
+    assert "%" not in win.statusBar().currentMessage()
+
+
 def test_edit_and_undo(win, qtbot):
     v = win.project.visits[0]
     n0 = len(v.lesions)
@@ -338,6 +359,7 @@ def test_export_every_format(win, qtbot, tmp_path):
     assert len(LesionSet.load_json(tmp_path / "out.json")) == n
     pdf = (tmp_path / "out.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 4  # /Pages + body maps, changes, tables
+    assert b"BodyMap report: visit 1" in pdf  # the visit shown, not the later one of the comparison
 
 
 def test_export_offers_the_standards(win, qtbot, tmp_path):
@@ -684,3 +706,142 @@ def test_archive_search_opens_the_visit_of_a_lesion(win, qtbot, tmp_path):
     dlg.close()
     win.open_path(V1)  # as the other tests found it
     wait_jobs(win, qtbot)
+
+
+# ----------------------------------------------------------------------- a patient over 4 visits
+def test_compare_with_an_unanalysed_visit_offers_to_analyse_it(qtbot, monkeypatch):
+    """Compare with a scan that has no analysis: the Compare tab says so and its button starts
+    the analysis of that visit (after which the visits are tracked)."""
+    w = make_window(qtbot)
+    w.open_path(V1)
+    wait_jobs(w, qtbot)
+    w.add_visit(str(SCAN1.parent.parent / "visit2" / "scan.obj"))
+    wait_jobs(w, qtbot)
+    assert len(w.scans) == 2 and w.tabs.currentWidget() is w.compare
+    assert w.compare.analyse_btn.isVisible() and "visit 2" in w.compare.offer_text.text()
+    asked = []
+    monkeypatch.setattr(w, "run_analysis", lambda k=None, anatomy=True: asked.append(k))
+    w.compare.analyse_btn.click()
+    assert asked == [1]
+    w.history.mark_clean()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def four(qapp, home, tmp_path_factory):
+    """A window holding the 4-visit patient of tests/gui_project.py (one scan read), visit 4
+    shown: (window, project path, what the project holds)."""
+    from gui.mainwindow import MainWindow
+    from gui.workers import wait_events
+    from tests.gui_project import four_visit_project
+
+    path, truth = four_visit_project(tmp_path_factory.mktemp("four_visits"))
+    w = MainWindow(recover=False)
+    w._no_prompts = True
+    w.resize(1400, 900)
+    w.show()
+    QTest.qWaitForWindowExposed(w)
+    t0 = time.time()
+    w.open_path(path)
+    while w.runner.running and time.time() - t0 < 300:
+        wait_events(50)
+    assert len(w.scans) == 4, getattr(w, "last_error", "")
+    w.show_visit(3)
+    while w.runner.running and time.time() - t0 < 300:  # the body diagram (drawn once, in a worker)
+        wait_events(50)
+    yield w, path, truth
+    w.history.mark_clean()
+    w.close()
+
+
+def test_four_visits_triage_keyboard_and_body_diagram(four, qtbot):
+    """A patient with 4 visits opens as one project; the visit-4 triage list puts the grown and
+    recoloured lesions first and N / P walk it, F / B turn the view; the body diagram's dots
+    select lesions and its regions filter the table, whose filter the 3D markers follow."""
+    from bodymap import taxonomy as tx
+    from bodymap.overview import region_key, region_text
+
+    w, _, truth = four
+    assert w.visit_combo.count() == 4 and "2026-01-20" in w.visit_combo.itemText(3)
+    assert w.scans[0] is w.scans[3]  # one scan file, read once
+    assert w.project.patient.name == "pseudonym A" and w.project.link_tracking(3) is not None
+    order = [c.lesion_id for c in w.triage]
+    assert set(order[:3]) == set(truth["grow"]) and order[3] == truth["colour"]  # grown, then colour change
+    assert all(i not in order for i in truth["new"])  # new at visit 3, not at visit 4
+    assert w.overview.list.count() == len(order)
+    # the keyboard: N, N, P walk the triage list; B / F turn the 3D view
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QtWidgets.QApplication.activeWindow() is w, timeout=5000)
+    w.view.setFocus()
+    QTest.keyClick(w, QtCore.Qt.Key.Key_N)
+    assert w.selected_id() == order[0] and w.view.selected == order[0]
+    QTest.keyClick(w, QtCore.Qt.Key.Key_N)
+    assert w.selected_id() == order[1] and w.overview.list.currentRow() == 1
+    QTest.keyClick(w, QtCore.Qt.Key.Key_P)
+    assert w.selected_id() == order[0]
+    QTest.keyClick(w, QtCore.Qt.Key.Key_B)
+    assert w.view.plotter.camera.position[1] > w.scans[3].bounds.mean(0)[1]  # the camera behind the body
+    QTest.keyClick(w, QtCore.Qt.Key.Key_F)
+    assert w.view.plotter.camera.position[1] < w.scans[3].bounds.mean(0)[1]
+    # the body diagram: a click on a dot selects its lesion; a click on its region filters the table
+    d = w.overview.diagram
+    assert d.diagram is not None and d.points.registered and len(d.points.ids) == len(w.project.visits[3].lesions)
+    k = int(np.flatnonzero(d.points.ids == order[1])[0])
+    view = int(d.points.side[k])
+    pos = d.to_widget(view, *d.points.xy[k])
+    QTest.mouseClick(d, QtCore.Qt.MouseButton.LeftButton, QtCore.Qt.KeyboardModifier.NoModifier, pos.toPoint())
+    assert w.selected_id() == order[1]
+    key = region_key(w.project.visits[3].lesion(order[1]).region)
+    ys, xs = np.nonzero(d.diagram.sites[view] == tx.SITE_INDEX[key[0]] * 3 + tx.LATERALITY.index(key[1]))
+    dots = d.points.xy[d.points.side == view]
+    far = np.argmax(np.min(np.hypot(xs[:, None] - dots[:, 0], ys[:, None] - dots[:, 1]), axis=1))
+    d.click(view, xs[far], ys[far])  # the region, away from every dot
+    shown = w.table.visible_ids()
+    assert w.table.region_edit.text() == region_text(*key) and order[1] in shown
+    assert 0 < len(shown) < len(w.project.visits[3].lesions)
+    assert {l.id for l in w.view.shown_lesions()} == shown  # the markers follow the table's filter
+    assert sum(d.counts.values()) == len(shown)
+    w.table.region_edit.setText("back")  # an everyday word
+    assert w.table.visible_ids() and all(w.project.visits[3].lesion(i).region["code"] == "trunk/posterior"
+                                         for i in w.table.visible_ids())
+    w.table.region_edit.setText("")
+    assert len(w.view.shown_lesions()) == len(w.project.visits[3].lesions)
+
+
+def test_four_visits_history_status_photo_and_reopen(four, qtbot, tmp_path):
+    """The History tab shows the grown lesion's 4 close-ups at one scale and its rate per year;
+    a status and a photograph set there are saved and found again when the project is reopened
+    in another window, with the same triage list and persistent ids."""
+    from PIL import Image
+
+    w, _, truth = four
+    g = truth["grow"][0]
+    w.select_lesion(g, source="table")
+    w.tabs.setCurrentWidget(w.history_panel)
+    wait_jobs(w, qtbot)
+    h = w.history_panel.history
+    assert h is not None, w.history_panel.title.text()
+    assert [s.visit for s in h.sightings] == [0, 1, 2, 3] and len({s.closeup.shape for s in h.sightings}) == 1
+    assert [s.status for s in h.sightings][1:] == ["grown"] * 3
+    assert h.diameter_rate_mm_per_year == pytest.approx(3 * 1.2 / ((2026 - 2023) + 10 / 365.25), rel=0.02)
+    assert w.history_panel.strip.count() >= 4  # the close-ups side by side
+    w.history_panel.set_status("biopsied", "2026-01-21")
+    photo = tmp_path / "dermoscopy.png"
+    Image.new("RGB", (8, 8), "brown").save(photo)
+    assert w.history_panel.attach_dialog(str(photo), "dermoscopy")
+    assert "biopsied" in w.history_panel.notes.text() and "dermoscopy.png" in w.history_panel.notes.text()
+    out = tmp_path / "saved.bodymap"
+    assert w.save_to(out)
+    w.tabs.setCurrentIndex(0)
+    w2 = make_window(qtbot)
+    w2.open_path(out)
+    wait_jobs(w2, qtbot)
+    assert len(w2.scans) == 4 and w2.project.patient.name == "pseudonym A"
+    assert w2.project.visits[3].status[g]["status"] == "biopsied"
+    assert Path(w2.project.visits[3].attachments[g][0]["path"]) == photo
+    w2.show_visit(3)
+    assert [c.lesion_id for c in w2.triage] == [c.lesion_id for c in w.triage]
+    series = w2.project.series()
+    assert len({series.ids[k][g] for k in range(4)}) == 1  # one persistent id over the 4 visits
+    w2.history.mark_clean()
+    w2.close()

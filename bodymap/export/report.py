@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bodymap.atomic import atomic_write, write_text
+from bodymap.overview import diagnosis_name
 from bodymap.records import LESION_RGB
 from bodymap.scan import Scan
 
@@ -143,10 +144,11 @@ def _table_pages(pdf, title: str, cols: list[str], rows: list[list], per_page: i
         if chunk:
             ax = fig.add_axes([0.04, 0.04, 0.92, 0.9])
             ax.axis("off")
-            t = ax.table(cellText=[[str(c) for c in r] for r in chunk], colLabels=cols, loc="upper center",
-                         cellLoc="left")
+            text = [[str(c) for c in r] for r in chunk]
+            widths, size = column_widths(cols, rows)
+            t = ax.table(cellText=text, colLabels=cols, loc="upper center", cellLoc="left", colWidths=widths)
             t.auto_set_font_size(False)
-            t.set_fontsize(7.5)
+            t.set_fontsize(size)
             t.scale(1, 1.25)
             for (i, _), cell in t.get_celld().items():
                 if i == 0:
@@ -154,6 +156,16 @@ def _table_pages(pdf, title: str, cols: list[str], rows: list[list], per_page: i
         else:
             fig.text(0.06, 0.9, "none", fontsize=11)
         pdf.savefig(fig)
+
+
+def column_widths(cols: list[str], rows: list[list], width_chars: float = 118.0, size: float = 7.5,
+                  min_size: float = 5.0) -> tuple[list[float], float]:
+    """Column widths (fractions of the table's width) that hold each column's longest text
+    (header included) and the font size (size, smaller down to min_size when the texts need more
+    than width_chars characters at size): equal columns cut long region names."""
+    need = [max([len(str(c))] + [len(str(r[j])) for r in rows if j < len(r)]) + 1.5 for j, c in enumerate(cols)]
+    total = float(sum(need))
+    return [n / total for n in need], max(min_size, min(size, size * width_chars / total))
 
 
 def _image_page(pdf, title: str, lines: list[str], image: Image.Image) -> None:
@@ -208,7 +220,7 @@ def lesion_rows(lesions, diagnoses: dict | None = None) -> tuple[list[str], list
     for l in lesions.lesions:
         dg = (diagnoses or {}).get(l.id, {})
         rows.append([l.id, (l.region or {}).get("description", ""), f"{l.diameter_mm:.1f}", f"{l.area_mm2:.1f}",
-                     f"{l.confidence:.2f}", l.source, dg.get("label", ""), (l.note or "")[:40]])
+                     f"{l.confidence:.2f}", l.source, diagnosis_name(dg.get("label")), (l.note or "")[:40]])
     return cols, rows
 
 
