@@ -158,7 +158,8 @@ def dermoscope_vignette(u8, share: float, gen):
 
 
 def kind_dataset(derm_paths: list, clinical_paths: list, heads: dict, n_synth_clinical: int, n_other: int,
-                 seed: int, texture_paths: list | None = None, progress: Progress | None = None) -> dict:
+                 seed: int, texture_paths: list | None = None, progress: Progress | None = None,
+                 derm_sets: list | None = None) -> dict:
     """Training images (n, LOAD, LOAD, 3) uint8 and labels (n,) into CLASSES: real dermoscopy and
     clinical photos (files, squeezed to squares), synthetic lesion crops (clinical), renders of
     bodies composed on backgrounds (body; earfind.compose, real textures from
@@ -184,7 +185,10 @@ def kind_dataset(derm_paths: list, clinical_paths: list, heads: dict, n_synth_cl
     images = np.concatenate([derm, clin, syn, body, other])
     labels = np.concatenate([np.full(len(derm), 0), np.full(len(clin) + len(syn), 1), np.full(len(body), 2),
                              np.full(len(other), 3)]).astype(np.int64)
-    source = (["dermoscopy photo"] * len(derm) + ["clinical photo"] * len(clin) + ["synthetic crop"] * len(syn)
+    # one source per dermoscopy set (derm_sets: each path's set name), so that training draws
+    # each dermoscope's images equally often however many each set has
+    derm_src = [f"dermoscopy photo ({s})" for s in derm_sets] if derm_sets else ["dermoscopy photo"] * len(derm)
+    source = (derm_src + ["clinical photo"] * len(clin) + ["synthetic crop"] * len(syn)
               + ["render"] * len(body) + ["synthetic non-skin"] * len(other))
     desc = {"dermoscopy": len(derm), "clinical_photos": len(clin), "clinical_synthetic": len(syn),
             "body_renders": len(body), "other_synthetic": len(other), "size": LOAD, "seed": seed,
@@ -219,11 +223,12 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
     out.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda s, f: None)
     with TrainingLog(out / "photokind_train.log", command or "train_photokind") as log:
-        rows_d = [r for c in dermoscopy for r in kind_rows(c, "train")]
+        rows_d = [{**r, "set": Path(c).parent.name} for c in dermoscopy for r in kind_rows(c, "train")]
         rows_c = [r for c in clinical for r in kind_rows(c, "train")]
         heads = cached_head_dataset(heads_cache, bodies, views, INPUT, 1)
         data = kind_dataset([r["path"] for r in rows_d], [r["path"] for r in rows_c], heads, n_synth_clinical,
-                            n_other, seed, texture_paths=[r["path"] for r in rows_d[:300] + rows_c], progress=say)
+                            n_other, seed, texture_paths=[r["path"] for r in rows_d[:300] + rows_c], progress=say,
+                            derm_sets=[r["set"] for r in rows_d])
         data["description"].update({"dermoscopy_csvs": [str(c) for c in dermoscopy],
                                     "clinical_csvs": [str(c) for c in clinical], "part": "train",
                                     "renders": heads["description"]})
@@ -234,7 +239,8 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
         imgs = torch.from_numpy(data["images"])
         labels = torch.from_numpy(data["labels"])
         k = len(CLASSES)
-        # classes equally often; within "clinical", real photos as often as synthetic crops
+        # classes equally often; within "clinical", real photos as often as synthetic crops, within
+        # "dermoscopy" each data set as often as the others
         src = data["source"]
         w = np.zeros(len(labels))
         for c in range(k):
@@ -263,7 +269,7 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
         metrics = {"dev": score_photos(clf, dev_sets)}
         log.note("dev: " + json.dumps(metrics["dev"]))
         training = training_record(settings, run, dev, log, command=command, optimiser="AdamW wd 0.02, one-cycle",
-                                   loss="cross-entropy, label smoothing 0.05", sampling="classes equally often",
+                                   loss="cross-entropy, label smoothing 0.05", sampling="classes equally often; within a class, each source (data set) equally often",
                                    augmentation="dermoscope_vignette on 0.35 of dermoscopy images, "
                                                 "diagnosis.strong_augment")
         path = out / "photo_kind.pt"
