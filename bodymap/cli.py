@@ -304,22 +304,28 @@ def _analyse_visit(args: argparse.Namespace, v, analysis_out: Path) -> None:
 
 def _track(args: argparse.Namespace, v1, v2, out: Path, folders: list):
     """Track v2 against v1 with every review of the pair (bodymap.reviewfiles: the folders'
-    reviews.json, the per-user store, --reviews); the merged reviews are kept in out and the store."""
+    reviews.json, the per-user store, --reviews; gathered by the tracking, so reviews of lesions
+    a second look found apply too); the merged reviews are kept in out and the store."""
     from bodymap import reviewfiles
+    from bodymap.track import Reviews
     from bodymap.workspace import Workspace
 
+    explicit = getattr(args, "reviews", None)
+    if explicit is not None and not Path(explicit).is_file():  # said before minutes of tracking
+        raise FileNotFoundError(f"{explicit}: reviews file not found")
     ws = Workspace.of(v1, v2)  # the GUI's application layer: the same reviews, the same tracking
-    rv, used, notes = ws.gather_reviews(folders, explicit=getattr(args, "reviews", None))
-    for n in notes:
-        print(f"note: {n}", file=sys.stderr)
-    if used:
-        print(f"reviews respected: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, "
-              f"{len(rv.new)} marked new (from {', '.join(str(p) for p in used)})")
     bar = _Bar("tracking", enabled=not args.quiet)
     try:
-        t = ws.compute_tracking(bar, reviews=rv, second_look=not getattr(args, "no_second_look", False))
+        t = ws.compute_tracking(bar, folders=folders, explicit=explicit,
+                                second_look=not getattr(args, "no_second_look", False))
     finally:
         bar.close()
+    rv = Reviews.from_dict(t.info["reviews"], "tracking")  # the reviews applied (second-look finds' too)
+    for n in t.info.get("review_notes", []):
+        print(f"note: {n}", file=sys.stderr)
+    if t.info.get("review_files"):
+        print(f"reviews respected: {len(rv.confirmed)} confirmed, {len(rv.rejected)} rejected, "
+              f"{len(rv.new)} marked new (from {', '.join(t.info['review_files'])})")
     ws.set_tracking(t)  # lesions the second look found join v1 / v2's lists (written with the tracking)
     reviewfiles.keep(rv, v1, v2, [out])
     return t

@@ -18,8 +18,11 @@ The rules live here, so ``bodymap photo`` and the GUI's photo tab give the same 
 6. Every model used is named with what it was trained on, its licence and held-out scores
    (``PhotoResult.models``).
 
-    res = analyse_photo(image, site="forearm")     # image (H, W, 3) uint8
-    print("\\n".join(res.summary()))                # or res.to_dict() for JSON
+    res = analyse_file("lesion.jpg", site="forearm")   # or analyse_photo(image (H, W, 3) uint8, ...)
+    print("\\n".join(res.summary()))                    # or res.to_dict() for JSON
+
+``analyse_file`` is the one entry point of `bodymap photo` and the GUI's photo tab: the same
+reader (``read_photo``), the same model loader (``load_model``, cached), the same rules.
 """
 from __future__ import annotations
 
@@ -57,6 +60,23 @@ MODELS = {
 }
 _cache: dict = {}
 _lock = threading.Lock()
+
+
+def clear_models() -> None:
+    """Forget the loaded models (tests swap fakes in; a new checkpoint is read on next use)."""
+    with _lock:
+        _cache.clear()
+
+
+def model_module(kind: str):
+    """The module of a kind (for its helpers: earseg.overlay, diagnosis.lesion_crop).
+    ModelUnavailable when it cannot be imported."""
+    import importlib
+
+    try:
+        return importlib.import_module(MODELS[kind][0])
+    except ImportError as e:
+        raise ModelUnavailable(f"model not available ({e})") from None
 
 
 def load_model(kind: str):
@@ -339,21 +359,32 @@ def diagnose_at(image: np.ndarray, x: int, y: int, result: PhotoResult | None = 
     return crop, d, ood, note
 
 
-def analyse_files(paths: list, sites: list | None = None, models: Callable | None = None) -> list:
-    """analyse_photo for photo files (EXIF rotation applied): [PhotoResult or error string]. A
-    file that cannot be read gives its one-line error instead of a result."""
+def read_photo(path: str | Path) -> np.ndarray:
+    """A photo file as (H, W, 3) uint8 RGB (EXIF rotation applied; bodymap.models.quality.load_photo).
+    FileNotFoundError / ValueError naming the file when it is missing, not an image or too small."""
     from bodymap.models.quality import load_photo
 
+    return load_photo(path)
+
+
+def analyse_file(path: str | Path, site: str | None = None, models: Callable | None = None,
+                 progress: Progress | None = None) -> PhotoResult:
+    """Photo mode on one photo file: read_photo + analyse_photo (named by the file's name). The
+    one entry point of `bodymap photo` and the GUI's photo tab. Errors as read_photo's."""
+    return analyse_photo(read_photo(path), site, models, progress, name=Path(path).name)
+
+
+def analyse_files(paths: list, sites: list | None = None, models: Callable | None = None) -> list:
+    """analyse_file for each photo file: [PhotoResult or error string]. A file that cannot be
+    read gives its one-line error instead of a result; an unknown site is a ValueError before
+    any photo is read."""
     sites = sites or [None] * len(paths)
+    for s in sites:
+        _site_code(s)
     out = []
     for p, s in zip(paths, sites):
         try:
-            img = load_photo(p)
+            out.append(analyse_file(p, s, models))
         except (ValueError, FileNotFoundError) as e:
             out.append(str(e))
-            continue
-        if min(img.shape[:2]) < 16:
-            out.append(f"{p}: the photo is {img.shape[1]}x{img.shape[0]} pixels, too small")
-            continue
-        out.append(analyse_photo(img, s, models, name=Path(p).name))
     return out

@@ -344,13 +344,17 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
                  **options):
     """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting a clinician's
     reviews (confirmed, rejected, reassigned matches, lesions marked new): a bodymap.track.Reviews
-    (see bodymap.reviewfiles.gather for finding every review of two visits), a reviews file, or
-    None. Visits without lesions must have been analysed first. With second_look (default),
-    lesions called new or missing are looked for on the other scan (bodymap.secondlook): those
-    found are added to visit1.lesions / visit2.lesions (in place) and the visits tracked again,
-    so they pair by the normal path; info["second_look"] records them. Returns the Tracking;
-    its info records both visits (scan file and each lesion's point), which `bodymap review`
-    checks ids against and keys the reviews by."""
+    (see bodymap.reviewfiles.gather for finding every review of two visits), a reviews file, a
+    function gather(visit1, visit2) -> Reviews, or None. Visits without lesions must have been
+    analysed first. With second_look (default), lesions called new or missing are looked for on
+    the other scan (bodymap.secondlook): those found are added to visit1.lesions /
+    visit2.lesions (in place) and the visits tracked again, so they pair by the normal path;
+    info["second_look"] records them. A review may name a lesion an earlier second look found
+    (`bodymap review` of that tracking): a gather function is called again once the lists hold
+    the lesions found now, so its checks (ids, points) see them, and a found lesion a review
+    names is kept whatever it pairs with. Returns the Tracking; info["reviews"] holds the reviews
+    applied, and info records both visits (scan file and each lesion's point), which `bodymap
+    review` checks ids against and keys the reviews by."""
     from bodymap.reviewfiles import VisitIds, read_reviews
     from bodymap.track import Reviews, TrackOptions, track
 
@@ -359,22 +363,27 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
             raise ValueError(f"visit {k} ({v.scan.meta.source}) has no lesion list: analyse it first")
     if isinstance(reviews, (str, Path)):
         rv = read_reviews(reviews)[0] if Path(reviews).exists() else Reviews()
+        regather = None
+    elif callable(reviews):
+        rv, regather = reviews(visit1, visit2), reviews
     else:
-        rv = reviews or Reviews()
+        rv, regather = reviews or Reviews(), None
     o = TrackOptions(**options)
     look = second_look and all(v.scan.texture is not None for v in (visit1, visit2))
     t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.0, 0.8 if look else 1.0))
     if look:
-        t = _second_look(t, visit1, visit2, rv, o, _sub(progress, 0.8, 1.0))
+        t = _second_look(t, visit1, visit2, rv, o, _sub(progress, 0.8, 1.0), regather)
     t.info["visit1"], t.info["visit2"] = VisitIds.of(visit1).to_dict(), VisitIds.of(visit2).to_dict()
     return t
 
 
-def _second_look(t, visit1, visit2, rv, o, progress: Progress | None):
+def _second_look(t, visit1, visit2, rv, o, progress: Progress | None, regather=None):
     """The second look (bodymap.secondlook) after tracking t: recovered lesions added to the
-    visits, tracked again; a recovered lesion the new tracking does not pair with the lesion
-    that led to it was no find and is taken out again (and the visits tracked once more).
-    Returns the final Tracking."""
+    visits, the reviews gathered again when regather (visit1, visit2 -> Reviews) is given (a
+    review may name a lesion found now: an earlier second look found it, and a clinician
+    reviewed that tracking), tracked again; a recovered lesion the new tracking does not pair
+    with the lesion that led to it was no find and is taken out again (and the visits tracked
+    once more), unless a review names it: the clinician has seen it. Returns the final Tracking."""
     import time as _time
 
     from bodymap.secondlook import second_look
@@ -385,12 +394,19 @@ def _second_look(t, visit1, visit2, rv, o, progress: Progress | None):
     rec = {"visit1": added["visit1"], "visit2": added["visit2"], "suppressed_there": added["suppressed"],
            "dropped": {"visit1": [], "visit2": []}}
     if added["visit1"] or added["visit2"]:
+        if regather is not None:
+            rv = regather(visit1, visit2)
         t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.3, 0.9))
         # a recovered lesion must pair with the lesion that led to it: one left unpaired, or
-        # paired with another (taking a persistent lesion's partner), was no find
+        # paired with another (taking a persistent lesion's partner), was no find; one a review
+        # names stays (confirmed elsewhere, marked new, or its pair rejected: the clinician's call)
         partner = t.partner()  # {id2: id1}
-        drop = {"visit1": [r["id"] for r in added["visit1"] if partner.get(r["from_id"]) != r["id"]],
-                "visit2": [r["id"] for r in added["visit2"] if partner.get(r["id"]) != r["from_id"]]}
+        named1 = set(rv.confirmed.values()) | {i for _, i in rv.rejected}
+        named2 = set(rv.confirmed) | {j for j, _ in rv.rejected} | set(rv.new)
+        drop = {"visit1": [r["id"] for r in added["visit1"]
+                           if partner.get(r["from_id"]) != r["id"] and r["id"] not in named1],
+                "visit2": [r["id"] for r in added["visit2"]
+                           if partner.get(r["id"]) != r["from_id"] and r["id"] not in named2]}
         if drop["visit1"] or drop["visit2"]:
             for v, key in ((visit1, "visit1"), (visit2, "visit2")):
                 gone = set(drop[key])

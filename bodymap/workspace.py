@@ -227,14 +227,16 @@ class Workspace:
         except ValueError:
             return None
 
-    def gather_reviews(self, folders=(), own=None, explicit: str | Path | None = None):
+    def gather_reviews(self, folders=(), own=None, explicit: str | Path | None = None, visits=None):
         """Every review of the two visits (bodymap.reviewfiles.gather: explicit (a file the
         user named), the given folders' (the first: the output folder), the analysis folders',
         the per-user store's), merged with the project's own (own: a copy of them; they win:
-        they are the newest). Returns (Reviews, files read, notes)."""
+        they are the newest). visits: the two bodymap.track.Visit whose lesion lists the reviews
+        are checked against (default: the workspace's; a tracking passes its copies, which hold
+        the lesions its second look found). Returns (Reviews, files read, notes)."""
         from bodymap import reviewfiles
 
-        v1, v2 = (v.for_tracking() for v in self.visits[:2])
+        v1, v2 = visits if visits is not None else (v.for_tracking() for v in self.visits[:2])
         dirs = list(dict.fromkeys(str(d) for d in [*folders, *(v.state.analysis_dir for v in self.visits[:2])] if d))
         rv, used, notes = reviewfiles.gather(v1, v2, dirs, explicit)
         own = own if own is not None else self.project.ensure_reviews()
@@ -246,12 +248,16 @@ class Workspace:
             rv.mark_new(j)
         return rv, used, notes
 
-    def tracking_job(self, folders=(), reviews=None, **options) -> Callable[[Progress | None], object]:
+    def tracking_job(self, folders=(), reviews=None, explicit: str | Path | None = None,
+                     **options) -> Callable[[Progress | None], object]:
         """Copy now what tracking reads (the lesion lists, the project's reviews: the clinician
         may edit while it runs) and return the slow part, run(progress) -> Tracking, to call in
-        a worker: bodymap.pipeline.track_visits with every review of the pair (gather_reviews;
-        or reviews, a bodymap.track.Reviews already gathered) and the visits' correspondences
-        (read once, kept)."""
+        a worker: bodymap.pipeline.track_visits with every review of the pair (gather_reviews
+        over folders and explicit, gathered again once the second look has added lesions, so
+        reviews of lesions an earlier second look found apply; or reviews, a
+        bodymap.track.Reviews already gathered) and the visits' correspondences (read once,
+        kept). The tracking's info records the reviews applied ("reviews"), the files they came
+        from ("review_files") and what was left out ("review_notes")."""
         if not self.can_track:
             raise ValueError("two analysed visits are needed to track")
         visits = list(self.visits[:2])
@@ -263,9 +269,16 @@ class Workspace:
         def run(progress: Progress | None = None):
             from bodymap.pipeline import track_visits
 
-            rv = reviews if reviews is not None else pair.gather_reviews(folders, own)[0]
+            got = {"files": [], "notes": []}
+
+            def gather(v1, v2):  # called before tracking and again after the second look
+                rv, used, notes = pair.gather_reviews(folders, own, explicit, visits=(v1, v2))
+                got.update(files=[str(p) for p in used], notes=notes)
+                return rv
+
             tv = [v.for_tracking(ls) for v, ls in zip(visits, lesions)]
-            t = track_visits(*tv, reviews=rv, progress=progress, **options)
+            t = track_visits(*tv, reviews=reviews if reviews is not None else gather, progress=progress, **options)
+            t.info["review_files"], t.info["review_notes"] = got["files"], got["notes"]
             # lesions the second look added to the copies travel with the tracking (set_tracking
             # adds them to the visits, so every id of the tracking is a lesion of its visit)
             sl = t.info.get("second_look")
@@ -280,9 +293,10 @@ class Workspace:
 
         return run
 
-    def compute_tracking(self, progress: Progress | None = None, folders=(), reviews=None, **options):
+    def compute_tracking(self, progress: Progress | None = None, folders=(), reviews=None,
+                         explicit: str | Path | None = None, **options):
         """tracking_job(...)(progress): the Tracking of the two visits (apply with set_tracking)."""
-        return self.tracking_job(folders, reviews, **options)(progress)
+        return self.tracking_job(folders, reviews, explicit, **options)(progress)
 
     def set_tracking(self, tracking) -> None:
         """The tracking shown and saved with the project (None: none, or out of date). Lesions

@@ -1,4 +1,4 @@
-"""Photo mode: a thin view over bodymap.photo (the same rules as `bodymap photo`): what kind of
+"""Photo mode: a thin view over bodymap.photo.analyse_file (what `bodymap photo` runs): what kind of
 photo it is, its quality, site (the user's or the macro classifier's), ears found and
 segmented, a diagnosis of the photo (close-ups) or of a lesion the clinician clicks on, and
 for each model its name, training data, licence and held-out scores. The analysis runs in a
@@ -18,25 +18,10 @@ from gui.workers import Job
 CROP_PX = bp.CROP_PX
 
 
-def read_photo(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of an image file (EXIF rotation applied). ValueError naming the file
-    when it is not a readable image or is too small to analyse."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            img = np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
-        raise ValueError(f"{path}: not a readable photo ({type(e).__name__}: {e})") from None
-    if min(img.shape[:2]) < 64:
-        raise ValueError(f"{path}: the photo is {img.shape[1]}x{img.shape[0]} pixels, too small (at least 64x64)")
-    return img
-
-
-def analyse_photo(image: np.ndarray, progress, site: str | None = None) -> bp.PhotoResult:
-    """bodymap.photo.analyse_photo with the GUI's lazily loaded models (gui.models.get)."""
-    return bp.analyse_photo(image, site, models=models.get, progress=progress)
+def analyse_file(path: str | Path, progress, site: str | None = None) -> bp.PhotoResult:
+    """bodymap.photo.analyse_file (what `bodymap photo` runs) with the models of gui.models
+    (bodymap.photo's loader). Slow: run in a worker."""
+    return bp.analyse_file(path, site, models=models.get, progress=progress)
 
 
 def ear_overlay(image: np.ndarray, result: bp.PhotoResult) -> np.ndarray | None:
@@ -225,8 +210,8 @@ class PhotoWidget(QtWidgets.QWidget):
     def open_photo(self, path: str) -> Job | None:
         """Read the photo and run the models in a worker. Returns the job (None on a bad file)."""
         try:
-            img = read_photo(path)
-        except ValueError as e:
+            img = bp.read_photo(path)  # the CLI's reader: the same checks, the same pixels
+        except (ValueError, OSError) as e:
             QtWidgets.QMessageBox.warning(self, "Open photo", str(e))
             return None
         self.path, self.image, self.result = path, img, None
@@ -238,13 +223,13 @@ class PhotoWidget(QtWidgets.QWidget):
         """Analyse the open photo again (after opening it, or when the site changes)."""
         if self.image is None:
             return None
-        img, site = self.image, self.site
+        path, site = self.path, self.site
         for w, t in ((self.kind, "kind: checking…"), (self.quality, "quality: checking…"), (self.macro, "region: …"),
                      (self.ear, "ear: …"), (self.diag, "diagnosis: …"), (self.notes, ""), (self.cards, "")):
             w.setText(t)
         self.crop.clear()
         self.sal.clear()
-        return self.runner.start(Job(lambda progress: analyse_photo(img, progress, site), "photo"), "Analysing photo",
+        return self.runner.start(Job(lambda progress: analyse_file(path, progress, site), "photo"), "Analysing photo",
                                  self._show, dialog=False)
 
     def _show(self, r: bp.PhotoResult) -> None:

@@ -178,17 +178,28 @@ def test_cli_photo_text_json_and_errors(tmp_path, monkeypatch, capsys):
     assert "elbowpit" in capsys.readouterr().err
 
 
-def test_gui_and_cli_give_the_same_answer(monkeypatch):
-    """The GUI's analyse_photo is the library's with the GUI's model getter."""
+def test_cli_and_gui_photo_mode_give_the_same_result_on_a_photo_file(tmp_path, monkeypatch, capsys):
+    """`bodymap photo` and the GUI's photo tab run one entry point (bodymap.photo.analyse_file:
+    one reader, one model loader, one set of rules): the same record for one photo file (a
+    16-bit one: the reader's scaling shows in the quality check's brightness)."""
     pytest.importorskip("PySide6")
-    from gui import models
+    from PIL import Image
+
+    from bodymap.cli import main
+    from bodymap.models.quality import check_photo
     from gui import photo as gp
 
     get = fakes("body", ear=True, macro="head")
-    monkeypatch.setattr(models, "get", get)
-    a = gp.analyse_photo(IMG, lambda s, f: None, "neck").to_dict()
-    b = bp.analyse_photo(IMG, "neck", models=get).to_dict()
-    assert a == b and a["site_source"] == "user" and a["ears"]["found"]
+    get.models["quality"] = check_photo  # the real check: it reads the pixels
+    monkeypatch.setattr(bp, "load_model", get)  # the one loader: the GUI's models come from it too
+    p = tmp_path / "neck.png"
+    Image.fromarray((IMG[..., 0].astype(np.uint16) * 200)).save(p)  # 16-bit grey
+    assert main(["photo", str(p), "--site", "neck", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)[0]
+    gui = json.loads(json.dumps(gp.analyse_file(p, lambda s, f: None, "neck").to_dict()))
+    assert gui == cli
+    assert cli["name"] == "neck.png" and cli["site_source"] == "user" and cli["ears"]["found"]
+    assert 60 < cli["quality"]["brightness"] < 140  # 16 bits scaled to 8 (the old GUI reader clipped: 254)
 
 
 # ----------------------------------------------------------------------- shipped models, real photos

@@ -77,3 +77,51 @@ def test_a_truly_new_lesion_stays_new(detected):
     after = track_visits(a, _copy(v2))
     assert p.id2 in {n.id2 for n in after.new}
     assert p.id2 not in {r["from_id"] for r in after.info["second_look"]["visit1"]}
+
+
+def test_reviews_of_lesions_the_second_look_found_apply_to_the_next_tracking(detected, small_analysed, tmp_path,
+                                                                            monkeypatch):
+    """`bodymap review` of a tracking may name a lesion its second look found; the next `bodymap
+    track` of the same visits finds it again and applies the review (a confirmed pair stays
+    reviewed, a rejected pair is never made again, the found lesion stays) and keeps it in
+    reviews.json."""
+    import json
+    import shutil
+
+    from bodymap.cli import main
+    from bodymap.lesions import LesionSet
+    from bodymap.pipeline import folder_scan, write_tracking
+    from bodymap.track import Reviews
+
+    monkeypatch.setenv("BODYMAP_HOME", str(tmp_path / "home"))  # a review store of its own
+    v1, v2, t, _ = detected
+    p = _visible_pair(v1, t)
+    d1 = tmp_path / "visit1"  # visit 1 analysed again, its detector missing a visible lesion
+    shutil.copytree(small_analysed[0], d1, ignore=shutil.ignore_patterns("reviews.json"))
+    ls = LesionSet.load_json(d1 / "lesions.json")
+    ls.lesions = [l for l in ls.lesions if l.id != p.id1]
+    ls.scan = str(folder_scan(small_analysed[0], ls).resolve())
+    ls.save_json(d1 / "lesions.json")
+    out = tmp_path / "tracking"
+    track = ["track", str(d1), str(small_analysed[1]), "--out", str(out), "--quiet"]
+
+    def tracked() -> tuple[dict, dict]:
+        assert main(track) == 0
+        t = json.loads((out / "tracking.json").read_text())
+        return t, {(q["id1"], q["id2"]): q for q in t["pairs"]}
+
+    first = track_visits(load_visit(d1), load_visit(small_analysed[1]))  # what `bodymap track` wrote (no map)
+    write_tracking(first, out)
+    rid = next(r["id"] for r in first.info["second_look"]["visit1"] if r["from_id"] == p.id2)
+    assert first.partner()[p.id2] == rid  # found again (a new id) and paired
+    assert main(["review", str(out), "--confirm", f"{rid}:{p.id2}"]) == 0
+    t2, pairs = tracked()
+    assert pairs[(rid, p.id2)]["reviewed"] and pairs[(rid, p.id2)]["confidence"] == 1.0
+    assert t2["info"]["reviews"]["confirmed"] == [[p.id2, rid]]
+    assert Reviews.load(out / "reviews.json").confirmed == {p.id2: rid}
+    assert main(["review", str(out), "--reject", f"{rid}:{p.id2}"]) == 0
+    t3, pairs = tracked()
+    assert (rid, p.id2) not in pairs
+    assert rid in {m["id1"] for m in t3["missing"]} | {i for i, _ in pairs}  # kept: the clinician saw it
+    kept = Reviews.load(out / "reviews.json")
+    assert kept.rejected == {(p.id2, rid)} and not kept.confirmed

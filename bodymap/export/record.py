@@ -160,8 +160,8 @@ def load_export_visit(analysis: str | Path, patient: str | Path | None = None, p
         before = load_visit(previous, units=units)
         from bodymap.reviewfiles import gather
 
-        rv, _, _ = gather(before, v, [folder, Path(previous)])  # every review of the two visits (the store too)
-        tr = track_visits(before, v, reviews=rv)
+        # every review of the two visits (the store too), gathered again after the second look
+        tr = track_visits(before, v, reviews=lambda a, b: gather(a, b, [folder, Path(previous)])[0])
         prev_source, prev_date = before.scan.meta.source, visit_date_of(before.scan)
     return export_visit(v.scan, v.lesions, folder, labels, v.correspondence, patient, tr, prev_source, prev_date,
                         progress=lambda stage, f: say(stage, 0.3 + 0.7 * f))

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from bodymap.models.base import LoadedModel
-from bodymap.models.preprocess import as_rgb, to_tensor
+from bodymap.models.preprocess import as_rgb, predict_batched, to_tensor
 from bodymap.taxonomy import EAR_COLOURS, EAR_REGIONS, LATERALITY, SITE_INDEX
 
 TASK = "earseg"
@@ -145,16 +145,8 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
 def predict_batches(model, images: np.ndarray, device=None, batch: int = 16,
                     normalisation: dict = NORMALISATION) -> np.ndarray:
     """(N, H, W) uint8 argmax labels of a model on (N, H, W, 3) uint8 images of its input size."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = to_tensor(images[i:i + batch], normalisation)
-            if device is not None:
-                x = x.to(device)
-            out.append(model(x).argmax(1).cpu().numpy().astype(np.uint8))
-    return np.concatenate(out)
+    return predict_batched(model, images, normalisation, lambda y: y.argmax(1), batch, device,
+                           np.zeros((0, *np.shape(images)[1:3]), np.uint8)).astype(np.uint8)
 
 
 def pixel_scores(truth: np.ndarray, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:

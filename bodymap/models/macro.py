@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from bodymap.models.base import LoadedModel
-from bodymap.models.preprocess import as_rgb, fit_size, to_tensor
+from bodymap.models.preprocess import as_rgb, fit_size, predict_batched, to_tensor
 from bodymap.scan import vertex_normals
 from bodymap.taxonomy import MACRO
 
@@ -258,16 +258,8 @@ def train_macro(out: str | Path, *, bodies: int = 80, views: int = 60, size: int
 def predict_probs(model, images: np.ndarray, device=None, batch: int = 32,
                   normalisation: dict = NORMALISATION) -> np.ndarray:
     """(N, 7) float32 softmax probabilities of a model on (N, s, s, 3) uint8 patches."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            x = to_tensor(images[i:i + batch], normalisation)
-            if device is not None:
-                x = x.to(device)
-            out.append(model(x).softmax(1).cpu().numpy())
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, len(MACRO)), np.float32)
+    return predict_batched(model, images, normalisation, lambda y: y.softmax(1), batch, device,
+                           np.zeros((0, len(MACRO)), np.float32)).astype(np.float32)
 
 
 def average_precision(positive: np.ndarray, score: np.ndarray) -> float:

@@ -1,7 +1,8 @@
 """One preprocessing for every network in bodymap.models: a photo array checked and made RGB
 uint8 (``as_rgb``), squared images resized to a network's input (``fit_size``), and uint8 pixels
 scaled and normalised into the (N, 3, H, W) float tensor a network takes (``normalise`` for a
-torch tensor, ``to_tensor`` for a numpy array). A checkpoint's "normalisation" entry is
+torch tensor, ``to_tensor`` for a numpy array), and a network run over many images in
+batches without gradients (``predict_batched``). A checkpoint's "normalisation" entry is
 {"mean": [3], "std": [3]} on 0..1 RGB, optionally with "scale" (255 when absent).
 """
 from __future__ import annotations
@@ -54,3 +55,25 @@ def to_tensor(images: np.ndarray, normalisation: dict):
     import torch
 
     return normalise(torch.as_tensor(np.require(images, requirements=["C", "W"])), normalisation)
+
+
+def predict_batched(model, images: np.ndarray, normalisation: dict, reduce, batch: int = 32, device=None,
+                    empty: np.ndarray | None = None) -> np.ndarray:
+    """A network on (N, H, W, 3) uint8 images of its input size, ``batch`` at a time, without
+    gradients: each batch normalised (``to_tensor``), moved to ``device``, its output reduced by
+    ``reduce`` (a torch function: softmax, argmax over classes) and brought back to numpy;
+    the batches concatenated along the first axis. ``empty`` is returned for N = 0."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = to_tensor(images[i:i + batch], normalisation)
+            if device is not None:
+                x = x.to(device)
+            out.append(reduce(model(x)).cpu().numpy())
+    if not out:
+        if empty is None:
+            raise ValueError("no images to predict")
+        return empty
+    return np.concatenate(out)
