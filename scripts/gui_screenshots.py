@@ -21,7 +21,7 @@ once and cached under out/shots/ (ignored by git; delete it to rebuild): `bodyma
 (one registration each), each link tracked in date order (bodymap.session.Project.track_links,
 second look included) and saved as out/shots/follow_up.bodymap. Building it took 14 minutes on
 the shared, loaded 2-core machine (synth 1, analysis 2-4.5 per visit, tracking 0.4); a rerun
-reuses it (with --follow-up-only about 2 minutes).
+reuses it: 2.5 minutes (2 with --follow-up-only).
 The History tab shows the persistent lesion that grew most by truth.json among those present,
 detected and tracked to one id at all 4 visits."""
 from __future__ import annotations
