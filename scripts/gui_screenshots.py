@@ -4,22 +4,32 @@
     gui_compare.png  the Compare tab: both visits side by side, matches, new and grown lesions
     gui_photo.png    photo mode on a close-up of the ear
     gui_overview.png the Visit tab of visit 4 of a 4-visit patient: body diagram (front / back,
-                     counts per region), triage list, the first flagged lesion selected
+                     counts per region), triage list, the first flagged lesion
+                     that truly is new or grown (truth.json) selected
     gui_diagram.png  the overview panel alone (body diagram and triage list)
-    gui_history.png  the History tab: a grown lesion's close-ups at all 4 visits, measures, rates
+    gui_history.png  the History tab: a lesion that grew (by the generator's truth) at all 4
+                     visits: close-ups, measures, growth rates
 
 Runs on its own virtual display when there is none (Xvfb):
 
-    .venv/bin/python scripts/gui_screenshots.py [--out docs/images]
+    .venv/bin/python scripts/gui_screenshots.py [--out docs/images] [--follow-up-only]
 
-Visits come from tests/data/gui (analysis folders of sample patient SYN00101 written by
-`bodymap analyze`), so this takes about a minute, not the five of a fresh analysis; the 4-visit
-patient is tests/gui_project.py's (visit 2's scan at every visit, lesions grown and added by hand,
-each link tracked as tracking would)."""
+The comparison comes from tests/data/gui (analysis folders of sample patient SYN00101 written by
+`bodymap analyze`): about a minute. The 4-visit patient is a real synthetic follow-up, built
+once and cached under out/shots/ (ignored by git; delete it to rebuild): `bodymap synth
+--seed 9451 --visits 4` (60k faces, 2048 texture, 100 lesions), `bodymap analyze` of each visit
+(one registration each), each link tracked in date order (bodymap.session.Project.track_links,
+second look included) and saved as out/shots/follow_up.bodymap. Building it took 14 minutes on
+the shared, loaded 2-core machine (synth 1, analysis 2-4.5 per visit, tracking 0.4); a rerun
+reuses it: 2.5 minutes (2 with --follow-up-only).
+The History tab shows the persistent lesion that grew most by truth.json among those present,
+detected and tracked to one id at all 4 visits."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,19 +37,132 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+CACHE = ROOT / "out" / "shots"
+SEED = 9451
+SYNTH = ["--visits", "4", "--faces", "60000", "--texture", "2048", "--lesions", "100"]
+
+
+def _bodymap(*args: str) -> None:
+    """Run the bodymap CLI of this checkout in a process of its own (its memory goes with it)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "bodymap.cli", *args, "--quiet"], check=True, env=env, cwd=ROOT)
+    print(f"bodymap {' '.join(args[:2])}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def follow_up(cache: Path = CACHE) -> Path:
+    """The synthetic 4-visit patient as a project file (cache/follow_up.bodymap), built when
+    missing: generated (cache/synth), each visit analysed (cache/analysis/visitN), the links
+    tracked visit to visit in date order. Each step is skipped when its files are there."""
+    project = cache / "follow_up.bodymap"
+    if project.exists():
+        return project
+    from bodymap.pipeline import load_visit
+    from bodymap.session import Patient, Project, VisitState
+
+    t0 = time.perf_counter()
+    pdir = cache / "synth" / f"SYN{SEED:05d}"
+    vdirs = [pdir / f"visit{k}" for k in range(1, 5)]
+    if not (vdirs[-1] / "truth.json").exists():
+        _bodymap("synth", str(cache / "synth"), "--seed", str(SEED), *SYNTH)
+    adirs = [cache / "analysis" / f"visit{k}" for k in range(1, 5)]
+    for v, a in zip(vdirs, adirs):
+        if not (a / "lesions.json").exists():
+            _bodymap("analyze", str(v / "scan.obj"), "--out", str(a))
+    truth = json.loads((vdirs[0] / "truth.json").read_text())
+    body = truth["body"]
+    visits = [load_visit(a) for a in adirs]
+    p = Project(patient=Patient(truth["patient_id"], "pseudonym B", body["sex"],
+                                int(truth["visit_date"][:4]) - round(body["age_years"]),
+                                f"synthetic patient (bodymap synth --seed {SEED})"))
+    for k, (v, a, vd) in enumerate(zip(visits, adirs, vdirs)):
+        date = json.loads((vd / "truth.json").read_text())["visit_date"]
+        # the project's lesion list is the tracked one: the second look adds to it in place
+        p.add_visit(VisitState(str(vd / "scan.obj"), v.lesions, str(a), f"visit {k + 1}", date=date))
+    t1 = time.perf_counter()
+    p.track_links(visits)
+    print(f"tracking 3 links: {time.perf_counter() - t1:.0f} s", flush=True)
+    p.save(project)
+    print(f"{project}: built in {time.perf_counter() - t0:.0f} s", flush=True)
+    return project
+
+
+def truth_matches(p) -> tuple[list[dict], list[dict]]:
+    """The generator's truth of each visit of project p (bodymap.session.Project) and, per
+    visit, {truth lesion id: the detected lesion within max(3 mm, its radius)} (one to one)."""
+    import numpy as np
+
+    from bodymap.detect.evaluate import match
+
+    truths = [json.loads((Path(v.scan_path).parent / "truth.json").read_text()) for v in p.visits]
+    det = []
+    for v, t in zip(p.visits, truths):
+        ls = v.lesions.lesions
+        tl = [l for l in t["lesions"] if l["on_scan"]]
+        i, j = match(np.array([l.point_mm for l in ls]), np.array([l["point_mm"] for l in tl]),
+                     np.array([l["diameter_mm"] for l in tl]))
+        det.append({tl[b]["id"]: ls[a] for a, b in zip(i, j)})
+    return truths, det
+
+
+def grown_lesion(project_path: Path) -> tuple[int, str]:
+    """The lesion to show in the History tab: of the lesions that truly grew (truth.json
+    changes 'grown') and are on the scan at all 4 visits, those detected at every visit with
+    the 4 detections tracked to one persistent id; the one whose true diameter grew most.
+    Returns (its lesion id at the last visit, a summary)."""
+    from bodymap.session import Project
+
+    p = Project.load(project_path)
+    series = p.series()
+    truths, det = truth_matches(p)
+    tdiam = [{l["id"]: l["diameter_mm"] for l in t["lesions"]} for t in truths]
+    grew = {l["id"] for t in truths for l in t["lesions"] if "grown" in l["changes"]}
+    best = None
+    for tid in sorted(grew):
+        if not all(tid in d for d in det):
+            continue
+        if len({series.ids[k][det[k][tid].id] for k in range(len(det))}) != 1:
+            continue
+        g = tdiam[-1][tid] - tdiam[0][tid]
+        if best is None or g > best[0]:
+            best = (g, tid)
+    if best is None:
+        raise SystemExit(f"{project_path}: no grown lesion detected and tracked at every visit")
+    tid = best[1]
+    say = (f"truth lesion {tid}: diameter " + " -> ".join(f"{d[tid]:.1f}" for d in tdiam) + " mm (truth), "
+           + " -> ".join(f"{d[tid].diameter_mm:.1f}" for d in det) + " mm (measured), ids "
+           + ", ".join(str(d[tid].id) for d in det))
+    return det[-1][tid].id, say
+
+
+def true_changes(project_path: Path) -> set[int]:
+    """Ids of the last visit's lesions that match a truth lesion new or grown at that visit."""
+    from bodymap.session import Project
+
+    truths, det = truth_matches(Project.load(project_path))
+    return {det[-1][l["id"]].id for l in truths[-1]["lesions"]
+            if l["id"] in det[-1] and {"new", "grown"} & set(l["changes"])}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "docs" / "images"))
+    ap.add_argument("--follow-up-only", action="store_true", help="only the 4-visit screenshots")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # the patient is built (or read) before the window starts: no heavy work beside the first drawing
+    project = follow_up()
+    grown_id, grown_say = grown_lesion(project)
+    print("history of", grown_say, flush=True)
+    # the close-up worker's first `import trimesh` while the 3D view renders under llvmpipe can
+    # hang the window (seen here once in two runs): import it before the window exists
+    import renderers.raycast  # noqa: F401
     os.environ.setdefault("BODYMAP_HOME", tempfile.mkdtemp(prefix="bodymap_shots_"))
     from gui.xvfb import ensure_display
 
     ensure_display("1600x1000x24")
-    from PySide6 import QtCore, QtGui, QtWidgets
+    from PySide6 import QtGui, QtWidgets
     from PySide6.QtTest import QTest
 
     from gui.workers import wait_events
@@ -66,6 +189,48 @@ def main() -> int:
         img = QtGui.QGuiApplication.primaryScreen().grabWindow(w.winId())
         img.save(str(out / name))
         print(out / name)
+
+    if not args.follow_up_only and comparison_shots(w, app, settle, shot) != 0:
+        return 1
+    # a patient over 4 visits: the overview of visit 4 and the history of a lesion that grew
+    import numpy as np
+
+    w.history.mark_clean()
+    w.open_path(project)
+    settle()
+    w.tabs.setCurrentIndex(0)
+    w.show_visit(3)
+    settle()
+    # the first flagged lesion that truly is new or grown (the list's top may be false detections)
+    real = true_changes(project)
+    lid = first = w.walk_flagged(True)
+    while lid not in real:
+        settle()  # as a clinician pressing N: each close-up done before the next
+        lid = w.walk_flagged(True)
+        if lid == first:
+            break
+    les = w.project.visits[3].lesion(lid)
+    w.view.fly_to(np.asarray(les.point_mm), np.asarray(les.normal), 600.0)
+    settle()
+    shot("gui_overview.png")
+    w.overview.grab().save(str(out / "gui_diagram.png"))
+    print(out / "gui_diagram.png")
+    w.select_lesion(grown_id)  # the table row, marker, detail panel and History tab follow
+    w.statusBar().clearMessage()
+    w.tabs.setCurrentWidget(w.history_panel)
+    settle()
+    shot("gui_history.png")
+    w.history.mark_clean()
+    w.close()
+    return 0
+
+
+def comparison_shots(w, app, settle, shot) -> int:
+    """gui_main.png, gui_compare.png, gui_photo.png from the sample comparison of tests/data/gui."""
+    from PySide6 import QtCore
+    from PySide6.QtTest import QTest
+
+    from gui.workers import wait_events
 
     data = ROOT / "tests" / "data" / "gui"
     w.open_path(data / "SYN00101_visit1")
@@ -129,28 +294,6 @@ def main() -> int:
                      lbl.image_to_widget(x, y))
     settle()
     shot("gui_photo.png")
-    # a patient over 4 visits: the overview of visit 4 and the history of its first flagged lesion
-    from tests.gui_project import four_visit_project
-
-    project, _ = four_visit_project(Path(tempfile.mkdtemp()))
-    w.history.mark_clean()
-    w.open_path(project)
-    settle()
-    w.tabs.setCurrentIndex(0)
-    w.show_visit(3)
-    settle()
-    lid = w.walk_flagged(True)
-    les = w.project.visits[3].lesion(lid)
-    w.view.fly_to(np.asarray(les.point_mm), np.asarray(les.normal), 600.0)
-    settle()
-    shot("gui_overview.png")
-    w.overview.grab().save(str(out / "gui_diagram.png"))
-    print(out / "gui_diagram.png")
-    w.tabs.setCurrentWidget(w.history_panel)
-    settle()
-    shot("gui_history.png")
-    w.history.mark_clean()
-    w.close()
     return 0
 
 
