@@ -236,6 +236,12 @@ class MainWindow(QtWidgets.QMainWindow):
             def preimport():
                 import pyvista  # noqa: F401
                 import pyvistaqt  # noqa: F401
+                # also what the first close-up and tracking jobs import (not torch: the window
+                # opens without it): a worker importing trimesh for the first time while the
+                # GUI thread was inside a VTK render hung the window (gui_screenshots, py-spy)
+                import trimesh  # noqa: F401
+
+                import renderers.raycast  # noqa: F401
 
             self._vtk_thread = threading.Thread(target=preimport, name="import-vtk", daemon=True)
             self._vtk_thread.start()

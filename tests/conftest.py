@@ -84,21 +84,30 @@ _sandbox()
 import pytest  # noqa: E402
 
 
-#: Test files sharing the small patient's analysis (the ``small_analysed`` fixture).
-SMALL_ANALYSED_FILES = {"test_anatomy.py", "test_detect.py", "test_reviews.py", "test_secondlook.py", "test_track.py"}
+#: Tests sharing the small patient's analysis (the ``small_analysed`` fixture): whole files,
+#: or file::test. They run together on one worker (see pytest_xdist_make_scheduler).
+SMALL_ANALYSED = {"tests/test_anatomy.py", "tests/test_reviews.py", "tests/test_secondlook.py", "tests/test_track.py",
+                  "tests/test_detect.py::test_analyze_locates_lesions_and_suppresses_non_skin"}
+#: Long tests in those files that do not use it: each goes to whichever worker is free.
+ON_THEIR_OWN = {"tests/test_anatomy.py::test_partial_scan_labels_the_part_it_has",
+                "tests/test_track.py::test_faust_poses_as_unrelated_scans"}
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown to pytest without it
 def pytest_xdist_make_scheduler(config, log):
-    """`make test` runs two pytest-xdist workers: each test file goes whole to one worker (its
-    module fixtures built once), and the files sharing the small patient's analysis go together,
-    so the other worker never waits on that one-minute registration."""
+    """`make test` runs two pytest-xdist workers. A test file goes whole to one worker (its
+    module fixtures built once), except that the tests sharing the small patient's analysis go
+    together (so no worker waits on the other's one-minute registration) and a few long tests
+    that need neither go alone, which keeps the two workers about equally busy."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            f = nodeid.split("::", 1)[0]
-            return "small_analysed" if Path(f).name in SMALL_ANALYSED_FILES else f
+            test = nodeid.split("[", 1)[0]
+            f = test.split("::", 1)[0]
+            if test in ON_THEIR_OWN:
+                return test
+            return "small_analysed" if (f in SMALL_ANALYSED or test in SMALL_ANALYSED) else f
 
     return ByFile(config, log)
 
