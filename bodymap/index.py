@@ -126,6 +126,50 @@ def _rnd(x, n: int = 4):
     return None if x is None else round(float(x), n)
 
 
+def _with_second_look(out: Path, sets: list, trackings: list, tdirs: list) -> tuple[list, list]:
+    """The visits' lesion lists and link trackings as the index numbers them, with the lesions a
+    tracking's second look found (bodymap.secondlook: its folder's visit1_lesions.json /
+    visit2_lesions.json hold the lists its ids refer to; an analysis folder's lesions.json never
+    has them). Visit k takes link k's visit-2 list (k >= 1) or link 1's visit-1 list (k = 0).
+    A middle visit's lesions found by its later link are left out, with that link's pairs
+    naming them (the two links may give different lesions one new id): those lesions of the
+    later visit start a new persistent id, as when the link had not paired them."""
+    import dataclasses
+
+    from bodymap.lesions import LesionSet
+
+    def listed(k: int, which: int):
+        d = tdirs[k] if k < len(tdirs) else None
+        f = out / d / f"visit{which}_lesions.json" if d else None
+        if f is None or trackings[k] is None or not f.is_file():
+            return None
+        try:
+            return LesionSet.load_json(f)
+        except ValueError:
+            return None
+
+    sets = list(sets)
+    for k in range(len(sets)):
+        own = {l.id for l in sets[k].lesions}
+        got = listed(k - 1, 2) if k else listed(0, 1)
+        if got is not None and own <= {l.id for l in got.lesions}:
+            sets[k] = got
+    fixed = []
+    for k, tr in enumerate(trackings):
+        v1 = listed(k, 1)
+        if tr is None or v1 is None:
+            fixed.append(tr)
+            continue
+        mine = {l.id: l.point_mm for l in sets[k].lesions}
+        # a visit-1 id of this link that the index's list of that visit lacks, or that names
+        # another lesion there (more than 1 mm away): not chained through this link
+        foreign = {l.id for l in v1.lesions if l.id not in mine
+                   or sum((a - b) ** 2 for a, b in zip(l.point_mm, mine[l.id])) > 1.0}
+        fixed.append(dataclasses.replace(tr, pairs=[p for p in tr.pairs if p.id1 not in foreign])
+                     if foreign else tr)
+    return sets, fixed
+
+
 def build_index(out: str | Path) -> Path:
     """(Re)build OUT/index.duckdb from the item records and outputs under OUT; write each
     patient's persistent ids to OUT/patients/P/series.json. Returns the index path."""
@@ -172,6 +216,7 @@ def build_index(out: str | Path) -> Path:
             except ValueError:
                 trackings.append(None)
             tdirs.append(t["dest"] if t else None)
+        sets, trackings = _with_second_look(out, sets, trackings, tdirs)
         series = chain_ids([[l.id for l in s.lesions] for s in sets], trackings)
         (out / "patients" / safe_name(pid)).mkdir(parents=True, exist_ok=True)
         write_json(out / "patients" / safe_name(pid) / "series.json", {
@@ -229,7 +274,7 @@ def build_index(out: str | Path) -> Path:
             base = {"patient_id": pid, "visit_from": a["visit"], "visit_to": b["visit"],
                     "date_from": a.get("date") or None, "date_to": b.get("date") or None, "tracking_dir": tdirs[k - 1]}
             for p in tr.pairs:
-                rows["tracks"].append({**base, "persistent_id": series.ids[k][p.id2], "status": p.status.value,
+                rows["tracks"].append({**base, "persistent_id": series.ids[k].get(p.id2), "status": p.status.value,
                                        "lesion_from": p.id1, "lesion_to": p.id2,
                                        "confidence": p.confidence, "distance_mm": p.distance_mm,
                                        "diameter_from_mm": p.diameter1_mm, "diameter_to_mm": p.diameter2_mm,

@@ -328,3 +328,38 @@ def test_batch_real_scan_end_to_end(small_patient, tmp_path, capsys):
     assert all(Path(p).is_file() for p in res.column("closeup_path"))
     assert all(res.column("site")) and all(res.column("diagnosis")) and None not in res.column("perimeter_mm")
     assert query(tmp_path / "out", sql="select count(*) from photos where macro is not null").rows == [(1,)]
+
+
+def test_lesions_a_second_look_found_are_indexed_with_their_track(fake_run, tmp_path):
+    """A tracking's second look adds lesions the analysis missed (its folder's visit1/2_lesions.json
+    hold them, the analysis folder's lesions.json never does): the index lists them and chains
+    them to their partner's persistent id instead of failing on an id it has not seen."""
+    import dataclasses
+    import shutil
+
+    from bodymap.index import build_index
+    from bodymap.lesions import LesionSet
+    from bodymap.track import Tracking
+
+    root, _, _ = fake_run
+    out = shutil.copytree(root / "out", tmp_path / "out")
+    link = next(r for r in read_records(out) if r["kind"] == "track" and r["status"] == "done")
+    a, b = (LesionSet.load_json(out / d / "lesions.json") for d in link["inputs"])
+    tdir = out / link["dest"]
+    tr = Tracking.load_json(tdir / "tracking.json")
+    gone = a.lesions[0]  # found again at the later visit by the second look, with a new id
+    tr.pairs = [p for p in tr.pairs if p.id1 != gone.id]
+    tr.missing = [m for m in tr.missing if m.id1 != gone.id]
+    tr.new = [n for n in tr.new if n.id2 not in {p.id2 for p in tr.pairs}]
+    found = dataclasses.replace(gone, id=max(l.id for l in b.lesions) + 1)
+    tr.pairs.append(dataclasses.replace(tr.pairs[0], id1=gone.id, id2=found.id))
+    tr.save_json(tdir / "tracking.json")
+    a.save_json(tdir / "visit1_lesions.json")
+    dataclasses.replace(b, lesions=[*b.lesions, found]).save_json(tdir / "visit2_lesions.json")
+    build_index(out)
+    pid = link["patient"]
+    first, later = Path(link["dest"]).name.split("--")
+    rows = query(out, sql=f"select visit_id, lesion_id, persistent_id from lesions where patient_id = '{pid}'").rows
+    ids = {(str(v), l): p for v, l, p in rows}
+    assert ids[(later, found.id)] == ids[(first, gone.id)]
+    assert None not in [r[0] for r in query(out, sql="select persistent_id from tracks where status <> 'missing'").rows]
