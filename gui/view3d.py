@@ -80,23 +80,28 @@ def prepare_display(scan, light_faces: int = LIGHT_FACES) -> dict:
     d = {"points": pts, "faces": faces, "tcoords": tc, "vid": vid, "light_points": None, "light_faces": None,
          "light_near": None, "light_target": light_faces}
     if scan.n_faces > light_faces * 1.2:
-        import pyvista as pv
         from scipy.spatial import cKDTree
-        from vtkmodules.vtkFiltersCore import vtkQuadricClustering
 
-        # vertex clustering on a grid: 0.15 s for 300k faces where quadric decimation took 11 s;
-        # coarser, but only seen while the camera moves. 160 cells along the longest side give
-        # ~30k faces on a standing body; the face count grows with the square of the cells.
-        ext = np.ptp(scan.vertices, axis=0)
-        cells = 160 * np.sqrt(light_faces / 30_000) * ext / ext.max()
-        q = vtkQuadricClustering()
-        q.SetInputData(pv.PolyData.from_regular_faces(scan.vertices, scan.faces))
-        q.SetNumberOfDivisions(*[int(max(4, round(c))) for c in cells])
-        q.Update()
-        light = pv.wrap(q.GetOutput())
-        d["light_points"] = np.asarray(light.points)
-        d["light_faces"] = np.asarray(light.regular_faces)
-        d["light_near"] = cKDTree(scan.vertices).query(d["light_points"])[1]
+        # vertex clustering on a grid, in numpy: no VTK object may be made or freed in a worker
+        # thread (vtkQuadricClustering here deadlocked with a render on the GUI thread in
+        # vtkGarbageCollector). 160 cells along the longest side give ~30k faces on a standing
+        # body; the face count grows with the square of the cells. Coarse, but only seen while
+        # the camera moves.
+        v = np.asarray(scan.vertices, np.float64)
+        lo, ext = v.min(0), np.ptp(v, axis=0)
+        cells = np.maximum(4, np.round(160 * np.sqrt(light_faces / 30_000) * ext / ext.max())).astype(np.int64)
+        ijk = np.minimum((((v - lo) / np.maximum(ext, 1e-9)) * cells).astype(np.int64), cells - 1)
+        key = (ijk[:, 0] * cells[1] + ijk[:, 1]) * cells[2] + ijk[:, 2]
+        _, cell = np.unique(key, return_inverse=True)
+        n = cell.max() + 1
+        count = np.bincount(cell, minlength=n).astype(np.float64)
+        pts = np.stack([np.bincount(cell, v[:, a], minlength=n) for a in range(3)], 1) / count[:, None]
+        f = cell[np.asarray(scan.faces)]
+        f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+        _, first = np.unique(np.sort(f, 1), axis=0, return_index=True)
+        d["light_points"] = pts
+        d["light_faces"] = f[np.sort(first)]
+        d["light_near"] = cKDTree(scan.vertices).query(pts)[1]
     scan._bodymap_display = d
     return d
 
