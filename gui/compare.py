@@ -101,6 +101,10 @@ class CompareWidget(QtWidgets.QWidget):
         self._linking = False
         self.view1.camera_moved.connect(lambda: self._link(self.view1, self.view2))
         self.view2.camera_moved.connect(lambda: self._link(self.view2, self.view1))
+        # the view that follows a drag draws its light mesh too (two full-detail renders a frame
+        # made rotation crawl at about 1 frame/s)
+        self.view1.interacting.connect(self.view2.set_moving)
+        self.view2.interacting.connect(self.view1.set_moving)
         self.table.itemSelectionChanged.connect(self._row_selected)
         self.view1.lesion_clicked.connect(lambda i: self.select_pair(id1=i))
         self.view2.lesion_clicked.connect(lambda i: self.select_pair(id2=i))

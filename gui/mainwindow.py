@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from bodymap.jsonfile import BackgroundWriter
 from bodymap.session import (SUFFIX, AddLesion, AutosaveSlot, DeleteLesion, Project, ProjectError, Review,
                              SetField, VisitState, data_dir, manual_lesion, orphaned_autosaves, region_for_site)
 from gui.compare import CompareWidget, legend_html, marks
@@ -21,7 +22,7 @@ from gui.diagram import OverviewPanel
 from gui.history import HistoryPanel
 from gui.lesiontable import LesionTable, change_status
 from gui.photo import PhotoWidget
-from gui.view3d import OVERLAYS, View3D, legend_items
+from gui.view3d import CACHED_SCANS, OVERLAYS, View3D, legend_items
 from gui.workers import Job, JobRunner
 
 MESH_EXT = (".obj", ".ply", ".off", ".glb", ".gltf")
@@ -45,6 +46,9 @@ class MainWindow(QtWidgets.QMainWindow):
     _open_windows: list = []  # windows made to hold recovered work (kept alive here)
     # first-run notices of the body model (cache build, kernel compile) come from worker threads
     notice = QtCore.Signal(str)
+    # a background write ended (from the writer thread): kind "autosave" | "save", path, the
+    # error ("" when written), the undo depth the data had
+    written = QtCore.Signal(str, str, str, int)
 
     def __init__(self, recover: bool = True, path: str | Path | None = None):
         super().__init__()
@@ -58,6 +62,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = QtCore.QSettings("BodyMap", "BodyMap")
         # this window's own autosave file (locked while it lives: two windows never share one)
         self.autosave_slot = AutosaveSlot()
+        # saves and autosaves are encoded and written off the UI thread, in order
+        self.writer = BackgroundWriter()
+        self.written.connect(self._written)
         self._recovering = None  # (orphaned autosave, its lock) until this window's autosave holds the work
         self._build()
         self._update_actions()
@@ -388,6 +395,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.detail.show_lesion(None, None)
         self._refresh_visits()
         self.show_visit(0 if replace else len(self.scans) - 1)
+        for scan in {id(x): x for x in self.scans[-CACHED_SCANS:]}.values():
+            self.view.prepare(scan)  # part of opening: switching to another visit later builds nothing
         self.autosave()
         if self.ws.can_track and self.tracking is None:
             self.run_tracking()
@@ -443,6 +452,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.history.listeners.append(self._changed)
         self.pending_reviews = 0
         self.current = 0
+        self._edits = 0  # edits, undos and redos so far (what the Compare tab shows depends on them)
+        self._compare_shown = None
 
     # the window's view of its Workspace (the visits, their scans and labels, the tracking)
     project = property(lambda self: self.ws.project)
@@ -508,8 +519,14 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.compare.view1.scan is not self.scans[0] or self.compare.view2.scan is not self.scans[1]:
                 self.compare.set_visits(self.scans[0], self.labels[0], self.scans[1], self.labels[1],
                                         tuple(f"visit {i + 1}: {x.title}" for i, x in enumerate(self.project.visits)))
-            self.compare.set_tracking(self.tracking, self.project.visits[0].lesions, self.project.visits[1].lesions,
-                                      self.pending_reviews)
+            shown = (self.tracking, self.project.visits[0].lesions, self.project.visits[1].lesions, self._edits)
+            if self._compare_shown is None or any(a is not b for a, b in zip(shown[:3], self._compare_shown)) \
+                    or shown[3] != self._compare_shown[3]:  # redrawn only when what it shows changed
+                self.compare.set_tracking(*shown[:3], self.pending_reviews)
+                self._compare_shown = shown
+        self._title()
+
+    def _title(self) -> None:
         name = self.project.path.name if self.project.path else "unsaved project"
         self.setWindowTitle(f"BodyMap - {name}{' *' if self.history.dirty else ''}")
         self._update_actions()
@@ -641,7 +658,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== analysis and tracking
     def run_analysis(self, k: int | None = None, anatomy: bool = True) -> Job | None:
-        """Analyse visit k (regions + lesions) in a worker with a cancellable progress dialog.
+        """Analyse visit k (regions + lesions) in a worker, its progress and Cancel in the status bar.
         A visit with edits asks first: analysis replaces its lesion list."""
         k = self.current if k is None else k
         if not self.scans:
@@ -661,7 +678,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
             return analyse_visit(visit, out, progress, anatomy=anatomy)
 
+        ws = self.ws
+
         def done(r):
+            # the window stays usable while it runs: the visit may have been closed meanwhile
+            if self.ws is not ws or k >= len(ws.visits) or ws.visits[k] is not visit:
+                self.statusBar().showMessage(f"analysis of {Path(v.scan_path).name} dropped: the visit was closed", 10000)
+                return
             self.ws.set_analysis(k, r, out)  # new lesion list: the undo history and the tracking start again
             self.view.set_scan(self.scans[k], self.labels[k]) if k == self.current else None
             self.view.set_overlay(self.overlay_combo.currentText())
@@ -687,9 +710,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         # copies the lesion lists and reviews now; every review of the pair is applied (the
         # project's, the analysis folders', the per-user store's), as by `bodymap track`
-        run = self.ws.tracking_job()
+        run, ws = self.ws.tracking_job(), self.ws
 
         def done(t):
+            if self.ws is not ws:  # another project was opened meanwhile
+                return
             self.ws.set_tracking(t)
             self.pending_reviews = 0
             self._refresh_all()
@@ -725,7 +750,12 @@ class MainWindow(QtWidgets.QMainWindow):
         """After every edit, undo and redo: refresh the views and autosave."""
         if isinstance(cmd, (AddLesion, DeleteLesion)) and cmd.k < 2 and self.tracking is not None:
             self.pending_reviews += 1  # the matches shown predate this lesion list: Re-match
-        self._refresh_all()
+        if isinstance(cmd, Review):  # applied by the next re-match: nothing drawn changes yet
+            self.compare.set_pending(self.pending_reviews)
+            self._title()
+        else:
+            self._edits += 1
+            self._refresh_all()
         if isinstance(cmd, AddLesion) and cmd.k == self.current:
             self.select_lesion(cmd.lesion.id, source="view")
         self.autosave()
@@ -795,46 +825,83 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ================================================================== saving
     def autosave(self) -> None:
-        """Write the project to this window's autosave file (atomic); never raises. Once it
-        holds recovered work, the recovered file is deleted."""
-        if not self.project.visits:
-            return
-        try:
-            self.autosave_slot.save(self.project)
-        except OSError as e:
-            self.statusBar().showMessage(f"autosave failed: {e}", 10000)
-            return
-        if self._recovering is not None:
-            p, lock = self._recovering
-            p.unlink(missing_ok=True)
-            lock.release(remove=True)
-            self._recovering = None
+        """Write the project to this window's autosave file (atomic, in the background writer);
+        never raises. Once it holds recovered work, the recovered file is deleted."""
+        if self.project.visits:
+            self._write("autosave", self.autosave_slot.path)
 
-    def save(self) -> bool:
+    def _write(self, kind: str, path: Path, wait: bool = False) -> str:
+        """Snapshot the project here (the writer must not see later edits) and write it in the
+        background writer; its end comes back as `written` on the UI thread. wait: block until
+        written and return the error ("" when written) without the signal."""
+        depth = len(self.history.done)
+        fut = self.writer.submit(path, self.project.to_dict(Path(path).parent))
+        if wait:
+            try:
+                fut.result(120)
+                return ""
+            except OSError as e:
+                return f"{path}: cannot write ({e})"
+
+        def done(f):
+            e = f.exception()
+            if e is None and not f.result():
+                return  # superseded by a newer write of the same file
+            try:
+                self.written.emit(kind, str(path), "" if e is None else f"{path}: cannot write ({e})", depth)
+            except RuntimeError:  # the window is gone
+                pass
+
+        fut.add_done_callback(done)
+        return ""
+
+    def _written(self, kind: str, path: str, error: str, depth: int) -> None:
+        if kind == "autosave":
+            if error:
+                self.statusBar().showMessage(f"autosave failed: {error}", 10000)
+            elif self._recovering is not None:
+                p, lock = self._recovering
+                p.unlink(missing_ok=True)
+                lock.release(remove=True)
+                self._recovering = None
+        elif error:
+            self.error("Save", error)
+        else:
+            self._saved(Path(path), depth)
+
+    def _saved(self, path: Path, depth: int) -> None:
+        self.project.path = path
+        self.history.clean_index = depth  # edits made while it was written stay unsaved
+        self._add_recent(str(path))
+        self._title()
+        self.statusBar().showMessage(f"saved {path}", 5000)
+
+    def save(self, wait: bool = False) -> bool:
         if self.project.path is None:
-            return self.save_as()
-        return self.save_to(self.project.path)
+            return self.save_as(wait)
+        return self.save_to(self.project.path, wait)
 
-    def save_as(self) -> bool:
+    def save_as(self, wait: bool = False) -> bool:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save project", str(self.settings.value("last_dir", "")),
                                                         f"BodyMap project (*{SUFFIX})")
-        return self.save_to(path) if path else False
+        return self.save_to(path, wait) if path else False
 
-    def save_to(self, path: str | Path) -> bool:
-        """Save the project (tracking included) to path."""
+    def save_to(self, path: str | Path, wait: bool = False) -> bool:
+        """Save the project (tracking included) to path, written in the background (wait: now;
+        False when it could not be written, with a message naming the file)."""
         path = Path(path)
         if path.suffix != SUFFIX:
             path = path.with_name(path.name + SUFFIX)
-        try:
-            self.project.save(path)
-        except OSError as e:
-            self.error("Save", f"{path}: cannot write ({e})")
+        if not wait:
+            self._write("save", path)
+            self.statusBar().showMessage(f"saving {path}…")
+            return True
+        depth = len(self.history.done)
+        error = self._write("save", path, wait=True)
+        if error:
+            self.error("Save", error)
             return False
-        self.project.path = path
-        self.history.mark_clean()
-        self._add_recent(str(path))
-        self._refresh_all()
-        self.statusBar().showMessage(f"saved {path}", 5000)
+        self._saved(path, depth)
         return True
 
     def _can_discard(self) -> bool:
@@ -845,7 +912,7 @@ class MainWindow(QtWidgets.QMainWindow):
             QtWidgets.QMessageBox.StandardButton.Save | QtWidgets.QMessageBox.StandardButton.Discard
             | QtWidgets.QMessageBox.StandardButton.Cancel)
         if ans == QtWidgets.QMessageBox.StandardButton.Save:
-            return self.save()
+            return self.save(wait=True)
         return ans == QtWidgets.QMessageBox.StandardButton.Discard
 
     def closeEvent(self, e):
@@ -854,6 +921,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.runner.cancel_all()
         self.runner.wait(30000)
+        self.writer.flush(60)  # nothing queued may bring the autosave file back after close()
         # a clean exit: nothing to recover next time (unsaved work stays for the next start)
         self.autosave_slot.close(keep=self.history.dirty and bool(self.project.visits))
         if self._recovering is not None:  # recovered but never autosaved here: leave it to offer again

@@ -26,6 +26,7 @@ MACRO_COLOURS = {"other": (150, 150, 150), "arm": (0, 158, 115), "leg": (204, 12
 OVERLAYS = ("texture", "macro regions", "level-2 sites", "ear micro-regions")
 # Faces of the light mesh shown while the camera moves (software OpenGL keeps >= 10 fps with it)
 LIGHT_FACES = 30_000
+CACHED_SCANS = 4  # VTK objects kept per view (a visit's scan is about 0.3 s to rebuild)
 
 
 def display_arrays(scan) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
@@ -113,6 +114,7 @@ class View3D(QtWidgets.QWidget):
     picked = QtCore.Signal(int, object, object)
     lesion_clicked = QtCore.Signal(int)
     camera_moved = QtCore.Signal()
+    interacting = QtCore.Signal(bool)  # the user started (True) or ended (False) a drag
     ready = QtCore.Signal()
 
     def __init__(self, parent=None, light_faces: int = LIGHT_FACES):
@@ -134,6 +136,8 @@ class View3D(QtWidgets.QWidget):
         self._sel_actor = None
         self._press = None
         self._moving = False
+        self._render_due = False
+        self._cache: list = []  # [(scan, VTK objects)], most recent first
         self._lay = QtWidgets.QVBoxLayout(self)
         self._lay.setContentsMargins(0, 0, 0, 0)
         self._placeholder = QtWidgets.QLabel("Open a scan (File > Open, or drop a file here)")
@@ -142,16 +146,28 @@ class View3D(QtWidgets.QWidget):
         self._lay.addWidget(self._placeholder)
 
     # ------------------------------------------------------------------ set-up
+    def _request_render(self) -> None:
+        # a repaint, not a render: the widget's paint renders (once however often it is asked),
+        # where a direct render also schedules a paint that renders again
+        self._render_due = True
+        self.plotter.drawn = False  # the scene changed: the next paint must render it
+        self.plotter.update()
+
+    def flush_render(self) -> None:
+        """Draw now what earlier calls asked for (a screenshot or a timing needs it drawn)."""
+        if self._render_due and self.plotter is not None and not getattr(self.plotter, "_closed", False):
+            self._render_due = False
+            self.plotter._render()
+
     def init_vtk(self) -> None:
         """Create the VTK widget (imports pyvista: about a second or two). Idempotent."""
         if self.plotter is not None:
             return
         import pyvista as pv
-        from pyvistaqt import QtInteractor
 
         pv.global_theme.allow_empty_mesh = True
         # no multisampling: under software OpenGL (Xvfb, llvmpipe) 4x MSAA costs 30x the frame time
-        self.plotter = QtInteractor(self, auto_update=False, multi_samples=0)
+        self.plotter = _interactor_class()(self, auto_update=False, multi_samples=0)
         self.plotter.setAcceptDrops(False)  # drops go to the main window (open a file)
         self.plotter.set_background("#f4f4f4", top="#d8dde6")
         self.plotter.enable_trackball_style()
@@ -159,12 +175,18 @@ class View3D(QtWidgets.QWidget):
         self._placeholder.hide()
         iren = self.plotter.iren.interactor
         style = iren.GetInteractorStyle()
-        style.AddObserver("StartInteractionEvent", lambda *a: self._set_moving(True))
+        style.AddObserver("StartInteractionEvent", lambda *a: (self._set_moving(True), self.interacting.emit(True)))
         # pyvista's interactor styles consume LeftButtonReleaseEvent (observers never see it), but
         # every press/release pair ends an interaction: a release where the press was is a click
-        style.AddObserver("EndInteractionEvent", lambda *a: self._on_release(iren, None))
+        style.AddObserver("EndInteractionEvent", lambda *a: (self._on_release(iren, None), self.interacting.emit(False)))
         iren.AddObserver("LeftButtonPressEvent", self._on_press, 10.0)
         self.plotter.camera.AddObserver("ModifiedEvent", lambda *a: self.camera_moved.emit())
+        # one render per turn of the event loop: pyvista renders after every add_mesh, remove and
+        # camera change (15-19 full renders of 40 ms each for one click on a 54k-face scan in
+        # software GL); requests become one repaint, drawn once the handler returns
+        self._render_due = False
+        self.plotter.render_signal.disconnect(self.plotter._render)
+        self.plotter.render_signal.connect(self._request_render)
         from vtkmodules.vtkRenderingCore import vtkCellPicker
 
         self._picker = vtkCellPicker()
@@ -177,32 +199,52 @@ class View3D(QtWidgets.QWidget):
         import pyvista as pv
 
         self.init_vtk()
-        if scan is self.scan and labels is self.labels and self._actor is not None:
+        if scan is self.scan and self._actor is not None:
             # the same body (another visit of one scan file, or the visit shown again): keep its
             # meshes and texture (rebuilding them costs about a second in software OpenGL)
+            relabel, self.labels = labels is not self.labels, labels
+            if relabel and self.overlay != "texture":
+                self._draw_body()
             self._draw_markers()
             self.view("front")
             return
         self.scan, self.labels = scan, labels
-        d = prepare_display(scan, self.light_faces)
-        self._vid = d["vid"]
-        mesh = pv.PolyData.from_regular_faces(d["points"], d["faces"])
-        if d["tcoords"] is not None:
-            mesh.active_texture_coordinates = d["tcoords"]
-        self._mesh = mesh
-        self._texture = pv.Texture(np.ascontiguousarray(scan.texture)) if scan.texture is not None else None
-        if self._texture is not None:
-            self._texture.interpolate = True
-        self._light = None
-        if d["light_points"] is not None:
-            self._light = pv.PolyData.from_regular_faces(d["light_points"], d["light_faces"])
-            self._light_near = d["light_near"]
+        self._mesh, self._texture, self._light, self._light_near, self._vid = self._display_objects(scan)
         self.plotter.clear_actors() if hasattr(self.plotter, "clear_actors") else self.plotter.clear()
         self._actor = self._light_actor = None
         self._marker_actors, self._sel_actor = [], None
         self._draw_body()
         self._draw_markers()
         self.view("front")
+
+    def _display_objects(self, scan) -> tuple:
+        """(mesh, texture, light mesh, light_near, vid): the VTK objects of a scan, made on the
+        UI thread (VTK objects never live in workers) once per scan and kept for the last
+        CACHED_SCANS scans shown, so going back to a visit costs no rebuild."""
+        import pyvista as pv
+
+        hit = next((o for s, o in self._cache if s is scan), None)
+        if hit is not None:
+            return hit
+        d = prepare_display(scan, self.light_faces)
+        mesh = pv.PolyData.from_regular_faces(d["points"], d["faces"])
+        if d["tcoords"] is not None:
+            mesh.active_texture_coordinates = d["tcoords"]
+        texture = pv.Texture(np.ascontiguousarray(scan.texture)) if scan.texture is not None else None
+        if texture is not None:
+            texture.interpolate = True
+        light = near = None
+        if d["light_points"] is not None:
+            light, near = pv.PolyData.from_regular_faces(d["light_points"], d["light_faces"]), d["light_near"]
+        objs = (mesh, texture, light, near, d["vid"])
+        self._cache = [(scan, objs)] + self._cache[:CACHED_SCANS - 1]
+        return objs
+
+    def prepare(self, scan) -> None:
+        """Build a scan's VTK objects now (e.g. right after opening, while nothing else is asked)
+        so that showing it later is quick."""
+        if self.plotter is not None:
+            self._display_objects(scan)
 
     def _vertex_rgb(self) -> np.ndarray:
         """(n, 3) uint8 per scan vertex: the overlay colours, or the texture sampled at each vertex."""
@@ -395,6 +437,11 @@ class View3D(QtWidgets.QWidget):
         self.plotter.render()
 
     # ------------------------------------------------------------------ interaction
+    def set_moving(self, on: bool) -> None:
+        """Light mesh and no labels while the camera moves (here, or in a linked view); full
+        detail when it stops."""
+        self._set_moving(on)
+
     def _set_moving(self, on: bool) -> None:
         """Light mesh and no labels while the camera moves; full detail when it stops."""
         self._moving = on
@@ -458,11 +505,50 @@ class View3D(QtWidgets.QWidget):
 
     def screenshot(self) -> np.ndarray:
         """(H, W, 3) uint8 of the view as shown."""
+        self.flush_render()
         return self.plotter.screenshot(return_img=True)
 
     def close_vtk(self) -> None:
         if self.plotter is not None:
             self.plotter.close()
+
+
+_INTERACTOR = None
+
+
+def _interactor_class():
+    """pyvistaqt's QtInteractor whose paint only shows a frame VTK has just rendered (a camera
+    drag renders directly, then asks for a paint), instead of rendering it a second time: half
+    the cost of every frame of a rotation. Any other change (through View3D._request_render)
+    clears `drawn`, so its paint renders."""
+    global _INTERACTOR
+    if _INTERACTOR is None:
+        from pyvistaqt import QtInteractor
+
+        class Interactor(QtInteractor):
+            drawn = False
+
+            def _cb_frame(self, obj, evt):
+                if not self._in_paint:
+                    self.drawn = True
+                super()._cb_frame(obj, evt)
+
+            def resizeGL(self, w, h):
+                self.drawn = False  # a frame of the old size: render again
+                super().resizeGL(w, h)
+
+            def paintGL(self):
+                if not self.drawn:
+                    return super().paintGL()
+                self.drawn = False
+                self._in_paint = True  # pyvistaqt's paint then blits without rendering
+                try:
+                    super().paintGL()
+                finally:
+                    self._in_paint = False
+
+        _INTERACTOR = Interactor
+    return _INTERACTOR
 
 
 def barycentric(tri: np.ndarray, p: np.ndarray) -> np.ndarray:

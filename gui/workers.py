@@ -5,6 +5,7 @@ Cancel works by raising Cancelled from inside the progress callback: every long 
 calls it often, so the job stops at its next report without the library knowing about Qt."""
 from __future__ import annotations
 
+import time
 import traceback
 from typing import Callable
 
@@ -75,9 +76,44 @@ class Job(QtCore.QRunnable):
             self._emit("finished")
 
 
+class ProgressPanel(QtWidgets.QWidget):
+    """A job's progress in the status bar: what it does, a bar, the time left (estimated from
+    the time so far once a tenth is done), and Cancel."""
+
+    def __init__(self, title: str, job: "Job"):
+        super().__init__()
+        self.title, self.t0 = title, time.monotonic()
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(4, 0, 4, 0)
+        self.label = QtWidgets.QLabel(title)
+        self.bar = QtWidgets.QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setFixedWidth(160)
+        self.bar.setTextVisible(False)
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.clicked.connect(job.cancel)
+        self.cancel_btn.clicked.connect(lambda: self.label.setText(f"{self.title}: cancelling…"))
+        for w in (self.label, self.bar, self.cancel_btn):
+            lay.addWidget(w)
+
+    def set_progress(self, stage: str, fraction: float) -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        self.bar.setValue(int(1000 * f))
+        self.label.setText(f"{self.title}: {stage}{eta_text(time.monotonic() - self.t0, f)}")
+
+
+def eta_text(elapsed_s: float, fraction: float) -> str:
+    """', about 40 s left' from the time so far and the fraction done ('' before a tenth is
+    done, when the estimate means little)."""
+    if fraction < 0.1 or fraction >= 1.0:
+        return ""
+    left = elapsed_s * (1.0 - fraction) / fraction
+    return f", about {left:.0f} s left" if left < 90 else f", about {left / 60:.0f} min left"
+
+
 class JobRunner(QtCore.QObject):
-    """Starts Jobs with a modal-less progress dialog that can cancel them, and keeps them alive
-    until they finish. running: the jobs in flight."""
+    """Starts Jobs with a progress panel (status bar) that can cancel them, and keeps them
+    alive until they finish. running: the jobs in flight."""
 
     def __init__(self, parent: QtWidgets.QWidget):
         super().__init__(parent)
@@ -97,23 +133,19 @@ class JobRunner(QtCore.QObject):
     def start(self, job: Job, title: str, on_done: Callable[[object], None],
               on_failed: Callable[[str], None] | None = None, dialog: bool = True,
               on_cancelled: Callable[[], None] | None = None) -> Job:
-        """Run job; on_done(result) runs on the GUI thread. A progress dialog with a Cancel
-        button shows while it runs (dialog=False: status bar only)."""
+        """Run job; on_done(result) runs on the GUI thread. A progress panel with a Cancel
+        button shows in the status bar while it runs (dialog=False: a status message only)."""
         dlg = None
         if dialog:
-            dlg = QtWidgets.QProgressDialog(title, "Cancel", 0, 1000, self.parent_widget)
-            dlg.setWindowTitle(title)
-            dlg.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
-            dlg.setMinimumDuration(0)
-            dlg.setAutoClose(False)
-            dlg.setAutoReset(False)
-            dlg.setValue(0)
-            dlg.canceled.connect(job.cancel)
-            job.signals.progress.connect(
-                lambda st, f: (dlg.setLabelText(f"{title}\n{st}"), dlg.setValue(int(1000 * min(max(f, 0), 1)))))
+            # a panel in the status bar, not a modal dialog: the window stays usable meanwhile
+            dlg = ProgressPanel(title, job)
+            job.signals.progress.connect(dlg.set_progress)
+            status_bar = getattr(self.parent_widget, "statusBar", None)
+            if status_bar is not None:
+                status_bar().addPermanentWidget(dlg)
             job.dialog = dlg
         status = getattr(self.parent_widget, "statusBar", None)
-        if status is not None:
+        if status is not None and dlg is None:  # the panel says it otherwise
             job.signals.progress.connect(lambda st, f: status().showMessage(f"{title}: {st} ({100 * f:.0f} %)"))
         # a result that arrives after the user pressed Cancel is dropped: cancel means "not this"
         job.signals.done.connect(lambda r: job.signals.cancelled.emit() if job.is_cancelled else on_done(r))
@@ -130,8 +162,7 @@ class JobRunner(QtCore.QObject):
                     and status().currentMessage().endswith("%)"):
                 status().clearMessage()
             if dlg is not None:
-                dlg.canceled.disconnect()  # closing a progress dialog emits canceled(): not the user's cancel
-                dlg.close()
+                dlg.hide()
                 dlg.deleteLater()
             if job in self.running:
                 self.running.remove(job)

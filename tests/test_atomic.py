@@ -242,3 +242,29 @@ def test_the_body_model_starts_quietly_and_repairs_a_truncated_cache(tmp_path):
     finally:
         set_anny_cache_path(real)
     assert not cut.exists()
+
+
+def test_background_writer_writes_in_order_skips_superseded_and_reports_errors(tmp_path):
+    """The GUI's saves and autosaves: written off the UI thread, the newest data last, a write
+    superseded while queued skipped, a failure returned (never lost in the thread)."""
+    import json
+
+    from bodymap.jsonfile import BackgroundWriter
+
+    w = BackgroundWriter()
+    gate = threading.Event()
+    blocker = w._pool.submit(gate.wait)  # hold the writer so the next writes queue up
+    target = tmp_path / "project.bodymap"
+    futures = [w.submit(target, {"n": n}) for n in range(5)]
+    other = w.submit(tmp_path / "other.json", {"x": 1})
+    gate.set()
+    w.flush(10)
+    assert blocker.done()
+    assert [f.result() for f in futures] == [False, False, False, False, True]  # only the newest written
+    assert other.result() is True
+    assert json.loads(target.read_text()) == {"n": 4}
+    (tmp_path / "dir").mkdir()
+    bad = w.submit(tmp_path / "dir", {"n": 0})  # a folder where the file should go
+    with pytest.raises(OSError):
+        bad.result(10)
+    assert json.loads(target.read_text()) == {"n": 4}

@@ -111,6 +111,14 @@ def test_window_opens_fast_without_torch():
     assert shown < 3.0 and wall < 20, (shown, wall)
 
 
+def test_time_left_estimate():
+    from gui.workers import eta_text
+
+    assert eta_text(1.0, 0.05) == ""  # too early to say
+    assert eta_text(10.0, 0.5) == ", about 10 s left"
+    assert eta_text(60.0, 0.25) == ", about 3 min left"
+
+
 def test_open_scan_run_analysis_and_cancel(qtbot):
     """A scan file opens in 3D; an analysis is cancelled from its progress dialog while the window
     stays responsive; run again it goes to the end (the real detection: anatomy is skipped here,
@@ -124,8 +132,11 @@ def test_open_scan_run_analysis_and_cancel(qtbot):
     assert img.std() > 5  # the body is drawn, not a blank view
     job = w.run_analysis(0, anatomy=False)
     assert job is not None and job.dialog.isVisible()
+    # progress in a panel of the status bar, not a modal dialog: the window stays usable
+    assert QtWidgets.QApplication.activeModalWidget() is None and job.dialog.parent() is not None
+    assert w.overlay_combo.isEnabled() and w.visit_combo.isEnabled()
     cancel = next(b for b in job.dialog.findChildren(QtWidgets.QPushButton) if b.text() == "Cancel")
-    cancel.click()  # the progress dialog's Cancel button: the job stops at its next progress report
+    cancel.click()  # the panel's Cancel button: the job stops at its next progress report
     wait_jobs(w, qtbot)
     assert job.is_cancelled and w.project.visits[0].lesions is None
     assert "cancelled" in w.statusBar().currentMessage()
@@ -286,7 +297,8 @@ def test_edit_and_undo(win, qtbot):
     win.set_add_mode(False)
     win.undo()
     assert len(v.lesions) == n0 and win.history.undone
-    # every change was autosaved (in this window's own autosave file)
+    # every change was autosaved (in this window's own autosave file, by the background writer)
+    win.writer.flush()
     saved = json.loads(win.autosave_slot.path.read_text())
     assert len(saved["visits"][0]["lesions"]["lesions"]) == n0
 
@@ -411,6 +423,7 @@ def test_history_panel_status_and_photo(win, qtbot, tmp_path):
     assert "biopsied" in win.history_panel.notes.text() and "dermoscopy.png" in win.history_panel.notes.text()
     path = tmp_path / "p.bodymap"
     assert win.save_to(path)
+    win.writer.flush()  # written off the UI thread
     q = Project.load(path)
     assert q.visits[1].status[p.id2]["status"] == "biopsied"
     assert Path(q.visits[1].attachments[p.id2][0]["path"]) == photo
@@ -433,7 +446,9 @@ def test_save_and_reopen_nothing_lost(win, qtbot, tmp_path):
     win.view.pick_display(int(x), int(y))
     win.set_add_mode(False)
     path = tmp_path / "patient.bodymap"
-    assert win.save_to(path)
+    assert win.history.dirty and win.save_to(path)
+    win.writer.flush()  # written off the UI thread; the window hears of it on its own thread
+    qtbot.waitUntil(lambda: not win.history.dirty and win.project.path == path, timeout=5000)
     before = [json.dumps(v.to_dict(None)["lesions"], sort_keys=True) for v in win.project.visits]
     reviews = win.project.reviews.to_dict() if win.project.reviews else None
     n_visits = len(win.project.visits)
@@ -648,7 +663,8 @@ def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
 
     lid = win.project.visits[0].lesions.lesions[2].id
     win.edit(SetField(0, lid, "note", "autosaved note"))
-    assert win.autosave_slot.path.exists()
+    win.writer.flush()
+    assert "autosaved note" in win.autosave_slot.path.read_text()
     assert orphaned_autosaves() == []  # win is alive: its file is not offered to anyone
     # the crash: a copy of the file with no living owner
     crashed = win.autosave_slot.folder / "20000101-000000-99999-1.bodymap"
@@ -668,7 +684,8 @@ def test_autosave_recovers_after_a_crash(win, qtbot, monkeypatch):
     wait_jobs(w3, qtbot)
     assert w3.project.visits[0].lesion(lid).note == "autosaved note" and w3.history.dirty
     assert [Path(v.analysis_dir).name for v in w2.project.visits] == [V2.name]  # OTHER_SCAN opened too
-    assert not crashed.exists()  # now held by w3's own autosave
+    w3.writer.flush()
+    qtbot.waitUntil(lambda: not crashed.exists(), timeout=5000)  # now held by w3's own autosave
     paths = {win.autosave_slot.path, w2.autosave_slot.path, w3.autosave_slot.path}
     assert len(paths) == 3 and json.loads(w3.autosave_slot.path.read_text())["visits"]
     for w in (w2, w3):
@@ -831,7 +848,7 @@ def test_four_visits_history_status_photo_and_reopen(four, qtbot, tmp_path):
     assert w.history_panel.attach_dialog(str(photo), "dermoscopy")
     assert "biopsied" in w.history_panel.notes.text() and "dermoscopy.png" in w.history_panel.notes.text()
     out = tmp_path / "saved.bodymap"
-    assert w.save_to(out)
+    assert w.save_to(out, wait=True)
     w.tabs.setCurrentIndex(0)
     w2 = make_window(qtbot)
     w2.open_path(out)
