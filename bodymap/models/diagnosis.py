@@ -48,6 +48,7 @@ from bodymap.models.base import LoadedModel
 from bodymap.models.checkpoint import pick_device, save_checkpoint
 from bodymap.models.diagdata import lesion_crop  # noqa: F401  (here too: photo mode, the GUI, batch)
 from bodymap.models.preprocess import fit_size, normalise
+from bodymap.models.training import TorchOneCycle, fit
 
 TASK = "diagnosis"
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -525,60 +526,64 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
     steps_per_epoch = max(1, (n + batch - 1) // batch)
     total = steps_per_epoch * epochs if max_steps is None else max_steps
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=float(rec["weight_decay"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(total, 2),
-                                                pct_start=float(rec["pct_start"]))
+    sched = TorchOneCycle(opt, lr, max(total, 2), pct_start=float(rec["pct_start"]))
     gen = torch.Generator().manual_seed(seed)
-    history, step, t0 = [], 0, time.perf_counter()
-    for ep in range(epochs):
-        net.train()
-        order = (torch.multinomial(weight, n, replacement=True, generator=gen) if rec["balance"] > 0
-                 else torch.randperm(n, generator=gen))
-        drop = torch.rand(n, generator=gen) < site_dropout
-        tot, correct, seen = 0.0, 0, 0
-        for b0 in range(0, n, batch):
-            if step >= total:
-                break
-            idx = order[b0:b0 + batch]
-            if rec["augment"] == "strong":
-                x = strong_augment(imgs[idx], size, gen, NORMALISATION)
-            else:
-                x = normalise(imgs[idx], NORMALISATION)
-                if x.shape[-1] != size:
-                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-                x = _augment(x, gen)
-            x, y = x.to(dev_, memory_format=torch.channels_last), labels[idx].to(dev_)
-            s = torch.where(drop[b0:b0 + len(idx)], torch.zeros_like(sidx[idx]), sidx[idx]).to(dev_)
-            logits = net(x, s)
-            fit = logits + log_prior if rec["logit_adjust"] else logits
-            loss = F.cross_entropy(fit, y, label_smoothing=float(rec["label_smoothing"]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            tot += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(idx)
-        if not seen:
-            break
-        rec_ep = {"epoch": ep + 1, "loss": round(tot / seen, 4), "train_acc": round(correct / seen, 4),
+    history, t0 = [], time.perf_counter()
+    epoch = {}  # this epoch's sampling order and site dropouts
+
+    def next_batch(step):
+        ep, b = divmod(step, steps_per_epoch)
+        if b == 0:  # a new epoch: class-balanced (or plain) order, which sites are hidden
+            epoch["order"] = (torch.multinomial(weight, n, replacement=True, generator=gen) if rec["balance"] > 0
+                              else torch.randperm(n, generator=gen))
+            epoch["drop"] = torch.rand(n, generator=gen) < site_dropout
+        b0 = b * batch
+        idx = epoch["order"][b0:b0 + batch]
+        if rec["augment"] == "strong":
+            x = strong_augment(imgs[idx], size, gen, NORMALISATION)
+        else:
+            x = normalise(imgs[idx], NORMALISATION)
+            if x.shape[-1] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = _augment(x, gen)
+        s = torch.where(epoch["drop"][b0:b0 + len(idx)], torch.zeros_like(sidx[idx]), sidx[idx])
+        return (x.to(dev_, memory_format=torch.channels_last), s.to(dev_)), labels[idx].to(dev_)
+
+    def loss_of(logits, y):
+        fit_ = logits + log_prior if rec["logit_adjust"] else logits  # logit adjustment: the prior of the sampling
+        return F.cross_entropy(fit_, y, label_smoothing=float(rec["label_smoothing"]))
+
+    def end_of_epoch(step, losses, scores):
+        """At each epoch's end: its mean loss and training accuracy, and the dev figures."""
+        if (step + 1) % steps_per_epoch and step + 1 < min(total, steps_per_epoch * epochs):
+            return
+        ep, k0 = len(history), len(history) * steps_per_epoch
+        w = [min(batch, n - b * batch) for b in range(len(losses) - k0)]  # images per batch (the last is short)
+        rec_ep = {"epoch": ep + 1, "loss": round(float(np.average(losses[k0:], weights=w)), 4),
+                  "train_acc": round(float(np.average(scores[k0:], weights=w)), 4),
                   "seconds": round(time.perf_counter() - t0, 1)}
         msg = ""
         if dev is not None:
             m = model_from_net(net.cpu().eval(), arch, data["classes"], size, {**rec, "tta": 1})
             sc = evaluate(m, dev, n_boot=0)
-            net.to(dev_, memory_format=torch.channels_last)
+            net.to(dev_, memory_format=torch.channels_last).train()
             rec_ep["dev_balanced_accuracy"] = round(sc["mean_sensitivity"], 4)
             msg = f" dev balanced accuracy {sc['mean_sensitivity']:.3f}"
             if "melanoma" in sc:
                 rec_ep["dev_melanoma_auc"] = round(sc["melanoma"]["auc"], 4)
                 msg += f", melanoma AUC {sc['melanoma']['auc']:.3f}"
         history.append(rec_ep)
-        if log:
-            log(f"{'B' if use_site else 'A'} epoch {ep + 1}/{epochs} loss {rec_ep['loss']:.4f} "
-                f"train acc {rec_ep['train_acc']:.3f}{msg} {time.perf_counter() - t0:.0f} s")
-        if progress:
-            progress(f"model {'B' if use_site else 'A'} epoch {ep + 1}", (ep + 1) / epochs)
+        notes.note(f"{'B' if use_site else 'A'} epoch {ep + 1}/{epochs} loss {rec_ep['loss']:.4f} "
+                   f"train acc {rec_ep['train_acc']:.3f}{msg} {time.perf_counter() - t0:.0f} s")
+
+    class _Notes:  # fit's log: the caller's log function (a worker's file), or nothing
+        note = staticmethod(log or (lambda msg: None))
+
+    notes = _Notes()
+    # the schedule spans `total` steps; the run stops there or after `epochs` epochs
+    fit(net, next_batch, loss_of, opt, sched, min(total, steps_per_epoch * epochs), log=notes, log_every=max(total, 1),
+        say=lambda st, f: progress(f"model {'B' if use_site else 'A'} {st}", f) if progress else None,
+        span=(0.0, 1.0), score=lambda logits, y: (logits.argmax(1) == y).float().mean(), after_step=end_of_epoch)
     return net.cpu().to(memory_format=torch.contiguous_format).eval(), arch, history
 
 

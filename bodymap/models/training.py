@@ -1,5 +1,5 @@
 """One training loop for the networks BodyMap trains from random weights (ear segmentation,
-macro anatomy, ear locator, photo kind), and what goes with it: the log file
+macro anatomy, ear locator, photo kind, diagnosis), and what goes with it: the log file
 (``TrainingLog``), the one-cycle learning-rate schedule that can follow a time budget
 (``Schedule``), a further round from a checkpoint's weights (``resume_weights``), the record of
 the run stored in the checkpoint with every setting that made it (``training_record``), and
@@ -142,13 +142,15 @@ def resume_weights(model, path, task: str, note: Callable[[str], None]) -> dict 
 
 def fit(model, next_batch: Callable, loss_of: Callable, opt, sched, steps: int, *, log: TrainingLog,
         say: Progress, log_every: int = 10, span: tuple[float, float] = (0.1, 0.8), grad_clip: float | None = None,
-        score: Callable | None = None) -> dict:
+        score: Callable | None = None, after_step: Callable[[int, list, list], None] | None = None) -> dict:
     """The training loop: until ``steps`` optimiser steps are done or ``sched`` says its time
-    budget is spent, x, y = next_batch(step) (on the model's device), loss = loss_of(model(x), y),
-    backward (gradient norm clipped to ``grad_clip``), step, schedule step. Logs the mean loss
-    (and mean ``score(output, y)``, e.g. the training accuracy) every ``log_every`` steps and
-    reports progress in span[0] .. span[0] + span[1]. Returns {"losses": [float], "steps": int,
-    "seconds": float}."""
+    budget is spent, x, y = next_batch(step) (on the model's device; x a tuple for a model of
+    several inputs), loss = loss_of(model(x), y), backward (gradient norm clipped to
+    ``grad_clip``), step, schedule step, then ``after_step(step, losses, scores)`` (e.g. an
+    evaluation at the end of an epoch; it must leave the model in training mode). Logs the
+    mean loss (and mean ``score(output, y)``, e.g. the training accuracy) every ``log_every``
+    steps and reports progress in span[0] .. span[0] + span[1]. Returns {"losses": [float],
+    "scores": [float], "steps": int, "seconds": float}."""
     import torch
 
     t0 = time.perf_counter()
@@ -159,7 +161,7 @@ def fit(model, next_batch: Callable, loss_of: Callable, opt, sched, steps: int, 
             log.note(f"time budget reached after {step} steps")
             break
         x, y = next_batch(step)
-        out = model(x)
+        out = model(*x) if isinstance(x, tuple) else model(x)
         loss = loss_of(out, y)
         opt.zero_grad()
         loss.backward()
@@ -175,7 +177,9 @@ def fit(model, next_batch: Callable, loss_of: Callable, opt, sched, steps: int, 
             log.note(f"step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f}{acc} lr {sched.lr:.2e} "
                      f"{time.perf_counter() - t0:.0f} s")
         say(f"step {step + 1}/{steps} loss {losses[-1]:.3f}", span[0] + span[1] * sched.fraction())
-    return {"losses": losses, "steps": len(losses), "seconds": time.perf_counter() - t0}
+        if after_step is not None:
+            after_step(step, losses, scores)
+    return {"losses": losses, "scores": scores, "steps": len(losses), "seconds": time.perf_counter() - t0}
 
 
 def training_record(settings: dict, run: dict, device, log: TrainingLog, *, command: str = "",
