@@ -395,7 +395,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.detail.show_lesion(None, None)
         self._refresh_visits()
         self.show_visit(0 if replace else len(self.scans) - 1)
-        for scan in {id(x): x for x in self.scans[-CACHED_SCANS:]}.values():
+        shown = self.scans[self.current]
+        others = {id(x): x for x in self.scans if x is not shown}  # visits of one scan file share it
+        for scan in list(others.values())[:CACHED_SCANS - 1]:
             self.view.prepare(scan)  # part of opening: switching to another visit later builds nothing
         self.autosave()
         if self.ws.can_track and self.tracking is None:
