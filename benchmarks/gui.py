@@ -186,6 +186,8 @@ def stalls(rounds: int) -> None:
     w.resize(1400, 900)
     w.show()
     QTest.qWaitForWindowExposed(w)
+    while w.view.plotter is None:  # the 3D view is ready (its start-up imports done), as when a user opens
+        _settle(app, w.runner, time.perf_counter(), 50)
     t0 = time.perf_counter()
     w.open_project(path)
     opened = _settle(app, w.runner, t0)

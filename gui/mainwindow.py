@@ -397,8 +397,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_visit(0 if replace else len(self.scans) - 1)
         shown = self.scans[self.current]
         others = {id(x): x for x in self.scans if x is not shown}  # visits of one scan file share it
-        for scan in list(others.values())[:CACHED_SCANS - 1]:
-            self.view.prepare(scan)  # part of opening: switching to another visit later builds nothing
+        for k, scan in enumerate(list(others.values())[:CACHED_SCANS - 1]):
+            # one body per turn of the event loop, after the visit shown is drawn: switching to
+            # another visit later builds nothing, and the window answers in between
+            QtCore.QTimer.singleShot(50 * (k + 1), self.view, lambda scan=scan: self.view.prepare(scan))
         self.autosave()
         if self.ws.can_track and self.tracking is None:
             self.run_tracking()

@@ -91,6 +91,7 @@ class ProgressPanel(QtWidgets.QWidget):
         self.bar.setFixedWidth(160)
         self.bar.setTextVisible(False)
         self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setSizePolicy(QtWidgets.QSizePolicy.Policy.Fixed, QtWidgets.QSizePolicy.Policy.Fixed)
         self.cancel_btn.clicked.connect(job.cancel)
         self.cancel_btn.clicked.connect(lambda: self.label.setText(f"{self.title}: cancelling…"))
         for w in (self.label, self.bar, self.cancel_btn):
