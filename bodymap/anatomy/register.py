@@ -218,15 +218,17 @@ class _Fitter:
         # one thread: the fit's tensors are small, so a second OpenMP thread only spins at the
         # barriers (measured: 28.5 s wall either way, 46.7 s of CPU with two threads, 28.4 with
         # one), taking the core a second batch worker or the GUI needs
+        # The nearest-point queries are half the fit's time and split cleanly over threads (no
+        # barrier to spin at): they use the process's threads (one in a batch worker)
         torch = self.torch
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._fit(steps, lr, cap_mm)
+            return self._fit(steps, lr, cap_mm, workers=n)
         finally:
             torch.set_num_threads(n)
 
-    def _fit(self, steps: int, lr: float, cap_mm: float) -> float:
+    def _fit(self, steps: int, lr: float, cap_mm: float, workers: int = 1) -> float:
         torch = self.torch
         params = [self.rotvec, self.trans, *self.pheno.values()]
         opt = torch.optim.Adam([{"params": [self.rotvec], "lr": lr},
@@ -237,8 +239,8 @@ class _Fitter:
             opt.zero_grad()
             v = self.vertices()
             vn = v.detach().numpy()
-            i_ms = self.tree.query(vn)[1]  # model -> scan
-            i_sm = cKDTree(vn).query(self.points.numpy())[1]  # scan -> model
+            i_ms = self.tree.query(vn, workers=workers)[1]  # model -> scan
+            i_sm = cKDTree(vn).query(self.points.numpy(), workers=workers)[1]  # scan -> model
             if self.tick is not None and it % 10 == 9:
                 self.tick()
             n = self._normals(v)
