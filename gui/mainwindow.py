@@ -836,23 +836,27 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _write(self, kind: str, path: Path, wait: bool = False) -> str:
         """Snapshot the project here (the writer must not see later edits) and write it in the
-        background writer; its end comes back as `written` on the UI thread. wait: block until
-        written and return the error ("" when written) without the signal."""
+        background writer; its end comes back as `written` on the UI thread (wait: block until
+        it is written and handle its end here). Returns the error of a waited-for write ("" when
+        written, and always without wait)."""
         depth = len(self.history.done)
         fut = self.writer.submit(path, self.project.to_dict(Path(path).parent))
+        error = lambda e: "" if e is None else f"{path}: cannot write ({e})"  # noqa: E731
         if wait:
             try:
                 fut.result(120)
-                return ""
-            except OSError as e:
-                return f"{path}: cannot write ({e})"
+                e = None
+            except OSError as x:
+                e = x
+            self._written(kind, str(path), error(e), depth)
+            return error(e)
 
         def done(f):
             e = f.exception()
             if e is None and not f.result():
                 return  # superseded by a newer write of the same file
             try:
-                self.written.emit(kind, str(path), "" if e is None else f"{path}: cannot write ({e})", depth)
+                self.written.emit(kind, str(path), error(e), depth)
             except RuntimeError:  # the window is gone
                 pass
 
@@ -896,16 +900,10 @@ class MainWindow(QtWidgets.QMainWindow):
         path = Path(path)
         if path.suffix != SUFFIX:
             path = path.with_name(path.name + SUFFIX)
-        if not wait:
-            self._write("save", path)
-            self.statusBar().showMessage(f"saving {path}…")
-            return True
-        depth = len(self.history.done)
-        error = self._write("save", path, wait=True)
-        if error:
-            self.error("Save", error)
-            return False
-        self._saved(path, depth)
+        if wait:
+            return not self._write("save", path, wait=True)
+        self._write("save", path)
+        self.statusBar().showMessage(f"saving {path}…")
         return True
 
     def _can_discard(self) -> bool:

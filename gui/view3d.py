@@ -145,7 +145,6 @@ class View3D(QtWidgets.QWidget):
         self._sel_actor = None
         self._press = None
         self._moving = False
-        self._render_due = False
         self._cache: list = []  # [(scan, VTK objects)], most recent first
         self._lay = QtWidgets.QVBoxLayout(self)
         self._lay.setContentsMargins(0, 0, 0, 0)
@@ -158,14 +157,12 @@ class View3D(QtWidgets.QWidget):
     def _request_render(self) -> None:
         # a repaint, not a render: the widget's paint renders (once however often it is asked),
         # where a direct render also schedules a paint that renders again
-        self._render_due = True
         self.plotter.drawn = False  # the scene changed: the next paint must render it
         self.plotter.update()
 
     def flush_render(self) -> None:
-        """Draw now what earlier calls asked for (a screenshot or a timing needs it drawn)."""
-        if self._render_due and self.plotter is not None and not getattr(self.plotter, "_closed", False):
-            self._render_due = False
+        """Draw now what earlier calls asked for (a screenshot needs it drawn before its paint)."""
+        if self.plotter is not None and not getattr(self.plotter, "_closed", False):
             self.plotter._render()
 
     def init_vtk(self) -> None:
@@ -184,7 +181,7 @@ class View3D(QtWidgets.QWidget):
         self._placeholder.hide()
         iren = self.plotter.iren.interactor
         style = iren.GetInteractorStyle()
-        style.AddObserver("StartInteractionEvent", lambda *a: (self._set_moving(True), self.interacting.emit(True)))
+        style.AddObserver("StartInteractionEvent", lambda *a: (self.set_moving(True), self.interacting.emit(True)))
         # pyvista's interactor styles consume LeftButtonReleaseEvent (observers never see it), but
         # every press/release pair ends an interaction: a release where the press was is a click
         style.AddObserver("EndInteractionEvent", lambda *a: (self._on_release(iren, None), self.interacting.emit(False)))
@@ -193,7 +190,6 @@ class View3D(QtWidgets.QWidget):
         # one render per turn of the event loop: pyvista renders after every add_mesh, remove and
         # camera change (15-19 full renders of 40 ms each for one click on a 54k-face scan in
         # software GL); requests become one repaint, drawn once the handler returns
-        self._render_due = False
         self.plotter.render_signal.disconnect(self.plotter._render)
         self.plotter.render_signal.connect(self._request_render)
         from vtkmodules.vtkRenderingCore import vtkCellPicker
@@ -205,8 +201,6 @@ class View3D(QtWidgets.QWidget):
     def set_scan(self, scan, labels=None) -> None:
         """Show scan (bodymap Scan, mm) and, when given, its RegionLabels for the overlays.
         The display meshes come from prepare_display (call it in a worker first for big scans)."""
-        import pyvista as pv
-
         self.init_vtk()
         if scan is self.scan and self._actor is not None:
             # the same body (another visit of one scan file, or the visit shown again): keep its
@@ -245,7 +239,6 @@ class View3D(QtWidgets.QWidget):
             grid.point_data["Image"] = d["texture_pixels"]
             grid.set_active_scalars("Image")
             texture = pv.Texture(grid)
-        if texture is not None:
             texture.interpolate = True
         light = near = None
         if d["light_points"] is not None:
@@ -454,10 +447,6 @@ class View3D(QtWidgets.QWidget):
     def set_moving(self, on: bool) -> None:
         """Light mesh and no labels while the camera moves (here, or in a linked view); full
         detail when it stops."""
-        self._set_moving(on)
-
-    def _set_moving(self, on: bool) -> None:
-        """Light mesh and no labels while the camera moves; full detail when it stops."""
         self._moving = on
         if self._light_actor is None:
             return
@@ -473,7 +462,7 @@ class View3D(QtWidgets.QWidget):
 
     def _on_release(self, obj, event) -> None:
         """End of an interaction: full detail again, and a pick when it was a click."""
-        self._set_moving(False)  # picking needs the full mesh, whose cells are the scan's faces
+        self.set_moving(False)  # picking needs the full mesh, whose cells are the scan's faces
         pos, press, self._press = obj.GetEventPosition(), self._press, None
         if press is None or abs(pos[0] - press[0]) + abs(pos[1] - press[1]) > 4:
             return  # a drag (rotation) or the wheel, not a click
@@ -485,7 +474,7 @@ class View3D(QtWidgets.QWidget):
         if self.plotter is None or self.scan is None:
             return None
         if self._moving:
-            self._set_moving(False)
+            self.set_moving(False)
         if not self._picker.Pick(x, y, 0, self.plotter.renderer) or self._picker.GetActor() is not self._actor:
             return None
         face = int(self._picker.GetCellId())

@@ -215,11 +215,10 @@ class _Fitter:
 
     def fit(self, steps: int, lr: float = 0.03, cap_mm: float = 60.0) -> float:
         """Gradient steps on the robust two-way distance; returns the final mean distance (mm)."""
-        # one thread: the fit's tensors are small, so a second OpenMP thread only spins at the
-        # barriers (measured: 28.5 s wall either way, 46.7 s of CPU with two threads, 28.4 with
-        # one), taking the core a second batch worker or the GUI needs
-        # The nearest-point queries are half the fit's time and split cleanly over threads (no
-        # barrier to spin at): they use the process's threads (one in a batch worker)
+        # torch on one thread: the fit's tensors are small, so a second OpenMP thread only spins
+        # at the barriers (28.5 s wall either way, 46.7 s of CPU with two threads, 28.4 with one),
+        # taking the core a second batch worker or the GUI needs. The nearest-point queries, half
+        # the fit's time, split cleanly over threads: they get the process's (one in a batch worker)
         torch = self.torch
         n = torch.get_num_threads()
         torch.set_num_threads(1)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -576,10 +577,7 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
         notes.note(f"{'B' if use_site else 'A'} epoch {ep + 1}/{epochs} loss {rec_ep['loss']:.4f} "
                    f"train acc {rec_ep['train_acc']:.3f}{msg} {time.perf_counter() - t0:.0f} s")
 
-    class _Notes:  # fit's log: the caller's log function (a worker's file), or nothing
-        note = staticmethod(log or (lambda msg: None))
-
-    notes = _Notes()
+    notes = types.SimpleNamespace(note=log or (lambda msg: None))  # fit's log: the caller's function, or nothing
     # the schedule spans `total` steps; the run stops there or after `epochs` epochs
     fit(net, next_batch, loss_of, opt, sched, min(total, steps_per_epoch * epochs), log=notes, log_every=max(total, 1),
         say=lambda st, f: progress(f"model {'B' if use_site else 'A'} {st}", f) if progress else None,
