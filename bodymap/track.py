@@ -9,7 +9,11 @@ matched confidently so far (anchors) tell how far the registration is off around
 and that local offset, averaged with geodesic weights, moves the mapped point. The cost of a
 candidate pair is its geodesic distance after mapping, how well its geodesic distances to nearby
 anchors agree between the two scans, and its change in size and colour; pairs are assigned one
-to one (Hungarian) within a gate. A clinician's reviews (confirm, reject, reassign, mark new)
+to one (Hungarian) within a gate. Pairs that come out of this neither confident nor backed by
+neighbouring anchors, and lesions left without a partner, are matched again by the far pass:
+by their geodesic distances to the nearest trusted pairs at any range, with a tolerance for
+the skin's stretch across joints, so that a region the registration put on the wrong body part
+is still paired (see _far_pass). A clinician's reviews (confirm, reject, reassign, mark new)
 are kept and respected on every run.
 """
 from __future__ import annotations
@@ -70,6 +74,17 @@ class TrackOptions:
     # when their distances to >= leftover_neighbours anchors agree on both scans
     leftover_neighbours: int = 3
     leftover_cost: float = 6.0
+    # far pass: pairs below far_confidence (and lesions left without a partner) are matched
+    # again by their geodesic distances to the far_neighbours nearest trusted pairs, at any
+    # distance up to far_reach_mm, with a looser scale: on real bodies distances across a joint
+    # stretch by 5-20 % between poses (FAUST: armpit, hip), where the registration slides most
+    far_confidence: float = CONFIDENT
+    far_neighbours: int = 12
+    far_reach_mm: float = 900.0
+    far_scale_mm: float = 5.0
+    far_stretch: float = 0.08
+    far_cost: float = 2.0
+    far_rounds: int = 3
     # fitting steps when track() registers a scan itself: half of analyze's 400, since the
     # constellation corrects what a shorter fit leaves (labels always come from the full fit)
     registration_steps: int = 200
@@ -366,6 +381,15 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
         costs[j] = (cost, margin)
     feats = pair_features(assign, costs, X, gate, D1, D2, anchors, set(extra), o)
     prob = calibrated_confidence(feats)
+    say("far pass", 0.9)
+    trusted = {j: i for j, i in assign.items() if j in fixed or _trusted(prob[j], feats[j], o)}
+    far_pairs = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
+    for j in [j for j in assign if j not in trusted]:
+        del assign[j]  # doubtful pairs: the far pass decides them
+    for j, (i, cost, margin, conf) in far_pairs.items():
+        assign[j] = i
+        feats[j] = pair_features({j: i}, {j: (cost, margin)}, X, gate, D1, D2, anchors, {j}, o)[j]
+        prob[j] = conf
     times["matching_s"] = time.perf_counter() - t1
     say("changes", 0.95)
     pairs, new, missing = [], [], []
@@ -385,7 +409,7 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     times["total_s"] = time.perf_counter() - t0
     info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
             "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
-            "anchors": len(anchors), "leftover_pairs": len(extra), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
+            "anchors": len(anchors), "leftover_pairs": len(extra), "far_pairs": len(far_pairs), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
             "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None,
             # each visit's registration verdict: a fair or poor fit makes every match there less sure
             "fit": [(v.correspondence.info.get("quality") or {}).get("verdict") for v in (visit1, visit2)],
@@ -544,6 +568,74 @@ def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.n
     c = c + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
     C[ii, jj] = c
     return C
+
+
+def _trusted(prob: float, features: np.ndarray, o: TrackOptions) -> bool:
+    """Whether a pair from the rounds is kept as it is: confident (>= o.far_confidence) and
+    backed by its neighbourhood (>= 2 anchors near it on scan 2, at least half of them with
+    agreeing distances). A cheap pair with no anchor around it is cheap only because the
+    registration put it there; on FAUST such pairs were a third of the confident wrong ones."""
+    support, agree = features[FEATURES.index("support")] * o.neighbours, features[FEATURES.index("agreeing")]
+    return prob >= o.far_confidence and support >= 2 and agree >= 0.5
+
+
+def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
+              a: dict, b: dict, o: TrackOptions) -> dict:
+    """Matches for the doubtful lesions {j: (i, cost, margin, confidence)}: visit-2 lesions
+    not in a trusted pair {j: i} (see _trusted), against the visit-1 lesions not in one.
+
+    Where the registration put a whole region on the wrong body part (FAUST's bent-forward
+    pose: both arms), no nearby anchor exists to correct it and the rounds cannot reach the
+    right partner. Here a lesion is placed by its geodesic distances to its far_neighbours
+    nearest trusted pairs at any distance up to far_reach_mm (fields computed only from the
+    doubtful lesions), scaled far_scale_mm + far_stretch of the distance: long paths cross
+    joints, whose skin stretches between poses. One-to-one assignment (Hungarian) with a
+    "no partner" cost of far_cost, in far_rounds rounds that add clear pairs to the trusted
+    ones. Size and colour changes cost as in the rounds."""
+    k1, k2 = len(a["ids"]), len(b["ids"])
+    free2 = np.setdiff1d(np.arange(k2), list(trusted))
+    free1 = np.setdiff1d(np.arange(k1), list(trusted.values()))
+    if not len(free2) or not len(free1) or len(trusted) < 4:
+        return {}
+    j_t = np.fromiter(trusted.keys(), np.int64)
+    i_t = np.fromiter(trusted.values(), np.int64)
+    # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
+    E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
+    E1 = g1.between(a["face"][free1], a["bary"][free1], a["face"], a["bary"], o.far_reach_mm)
+    r = np.log(np.maximum(b["diameter"][None], 0.1) / np.maximum(a["diameter"][free1][:, None], 0.1))
+    change = np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4
+    de = np.linalg.norm(a["lab"][free1][:, None] - b["lab"][None], axis=2)
+    change = change + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)  # (f1, k2)
+    anchors = dict(trusted)
+    out: dict = {}
+    for _ in range(o.far_rounds):
+        j_a = np.fromiter(anchors.keys(), np.int64)
+        i_a = np.fromiter(anchors.values(), np.int64)
+        d2 = np.where(j_a[None] == free2[:, None], np.inf, E2[:, j_a])  # (f2, A)
+        near = np.argsort(d2, axis=1)[:, :o.far_neighbours]
+        d2n = np.take_along_axis(d2, near, 1)  # (f2, K)
+        ok = np.isfinite(d2n)
+        d1n = E1[:, i_a][:, near]  # (f1, f2, K)
+        dis = np.abs(np.where(np.isfinite(d1n), d1n, 1e9) - np.where(ok, d2n, 0)[None])
+        R = np.minimum(dis / (o.far_scale_mm + o.far_stretch * np.where(ok, d2n, 0)[None]), 4.0)
+        n = ok.sum(1)
+        C = np.where(ok[None], R ** 2, 0.0).sum(2) / np.maximum(n, 1)[None] / 2 + change[:, free2]
+        C[:, n < 4] = np.inf  # too few trusted pairs within reach to place it
+        C[banned[np.ix_(free1, free2)]] = np.inf
+        C[C >= o.far_cost] = np.inf
+        if not np.isfinite(C).any():
+            return {}
+        got = _assign(C, {}, o.far_cost)[0]
+        out, anchors = {}, dict(trusted)
+        for c, ri in got.items():
+            cost = float(C[ri, c])
+            second = min(np.delete(C[:, c], ri).min(initial=np.inf), np.delete(C[ri], c).min(initial=np.inf), o.far_cost)
+            j, i = int(free2[c]), int(free1[ri])
+            # the margin on the rounds' scale (their "no partner" cost is max_cost, here far_cost)
+            out[j] = (i, cost, second - cost, _confidence(cost, cost + (second - cost) * o.max_cost / o.far_cost))
+            if second - cost > 0.5 and cost < 0.5:
+                anchors[j] = i
+    return out
 
 
 def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarray, D2: np.ndarray,

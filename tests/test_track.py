@@ -243,3 +243,46 @@ def test_leftover_pass_pairs_a_misplaced_lesion_but_not_a_new_one_near_an_excise
     banned = np.zeros((14, 14), bool)
     banned[12, 12] = True
     assert _leftover_pairs(assign, X, a, b, D1, D2, anchors, banned, TrackOptions()) == {}
+
+
+def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
+    """Doubtful lesions 300-700 mm from every trusted pair (a region the registration put on the
+    wrong body part) are paired by their distances to far anchors, across a 6 % stretch between
+    the visits; a new lesion and an excised one stay unpaired, and a rejected pair is never made."""
+    from bodymap.track import TrackOptions, _far_pass
+
+    # a 1000 x 300 mm strip of skin, 10 mm grid; visit 2 is the same strip stretched 6 % along it
+    nx, ny = 101, 31
+    xs, ys = np.meshgrid(np.arange(nx) * 10.0, np.arange(ny) * 10.0, indexing="ij")
+    v1 = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    q = np.arange(nx * ny).reshape(nx, ny)
+    a_, b_, c_, d_ = q[:-1, :-1].ravel(), q[1:, :-1].ravel(), q[1:, 1:].ravel(), q[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a_, b_, c_], 1), np.stack([a_, c_, d_], 1)])
+    v2 = v1 * [1.06, 1.0, 1.0]
+    g1, g2 = SurfaceGeodesics(v1, faces), SurfaceGeodesics(v2, faces)
+    rng = np.random.default_rng(5)
+    anchors_v = [q[i, j] for i, j in zip(rng.integers(0, 25, 14), rng.integers(0, ny, 14))]  # x < 250 mm
+    far_v = [q[40, 5], q[48, 22], q[55, 12], q[63, 27], q[70, 3], q[78, 17], q[86, 8], q[95, 25]]
+    excised_v, new_v = q[60, 20], q[90, 16]
+    corner = {}
+    for f, tri in enumerate(faces):
+        for k, vv in enumerate(tri):
+            corner.setdefault(int(vv), (f, k))
+
+    def lesions(vs):
+        f = np.array([corner[int(vv)][0] for vv in vs])
+        return {"ids": np.arange(len(vs)), "face": f, "bary": np.eye(3)[[corner[int(vv)][1] for vv in vs]],
+                "diameter": np.full(len(vs), 3.0), "lab": np.full((len(vs), 3), np.nan)}
+
+    a = lesions(anchors_v + far_v + [excised_v])  # visit 1: 14 anchors, 8 far, 1 excised
+    b = lesions(anchors_v + far_v[::-1] + [new_v])  # visit 2: the far ones in another order, 1 new
+    trusted = {k: k for k in range(14)}
+    banned = np.zeros((23, 23), bool)
+    out = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())
+    want = {14 + k: 14 + 7 - k for k in range(8)}  # visit-2 index -> visit-1 index
+    assert {j: v[0] for j, v in out.items()} == want
+    assert all(0.5 < v[3] <= 1.0 for v in out.values())  # clear pairs, confident
+    # a clinician's rejection holds: that lesion stays unpaired or takes another partner
+    banned[want[15], 15] = True
+    out = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())
+    assert out.get(15, (None,))[0] != want[15]
