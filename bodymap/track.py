@@ -597,8 +597,6 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
     free1 = np.setdiff1d(np.arange(k1), list(trusted.values()))
     if not len(free2) or not len(free1) or len(trusted) < 4:
         return {}
-    j_t = np.fromiter(trusted.keys(), np.int64)
-    i_t = np.fromiter(trusted.values(), np.int64)
     # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
     E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
     E1 = g1.between(a["face"][free1], a["bary"][free1], a["face"], a["bary"], o.far_reach_mm)
