@@ -380,16 +380,21 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
         assign[j] = i
         costs[j] = (cost, margin)
     feats = pair_features(assign, costs, X, gate, D1, D2, anchors, set(extra), o)
-    prob = calibrated_confidence(feats)
     say("far pass", 0.9)
-    trusted = {j: i for j, i in assign.items() if j in fixed or _trusted(prob[j], feats[j], o)}
-    far_pairs = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
+    # which pairs stand is decided on the cost-and-margin confidence, the same whether or not a
+    # calibration is shipped (the calibrated probability is what each pair reports, below)
+    trusted = {j: i for j, i in assign.items() if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], o)}
+    far_pairs, placed = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
+    taken = set(trusted.values()) | {v[0] for v in far_pairs.values()}
     for j in [j for j in assign if j not in trusted]:
-        del assign[j]  # doubtful pairs: the far pass decides them
-    for j, (i, cost, margin, conf) in far_pairs.items():
+        # doubtful pairs: the far pass decides those it could place (>= 4 trusted pairs within
+        # reach); the others keep the rounds' partner when it is still free
+        if j in placed or assign[j] in taken:
+            del assign[j]
+    for j, (i, cost, margin) in far_pairs.items():
         assign[j] = i
         feats[j] = pair_features({j: i}, {j: (cost, margin)}, X, gate, D1, D2, anchors, {j}, o)[j]
-        prob[j] = conf
+    prob = calibrated_confidence({j: feats[j] for j in assign})
     times["matching_s"] = time.perf_counter() - t1
     say("changes", 0.95)
     pairs, new, missing = [], [], []
@@ -581,8 +586,9 @@ def _trusted(prob: float, features: np.ndarray, o: TrackOptions) -> bool:
 
 def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
               a: dict, b: dict, o: TrackOptions) -> dict:
-    """Matches for the doubtful lesions {j: (i, cost, margin, confidence)}: visit-2 lesions
-    not in a trusted pair {j: i} (see _trusted), against the visit-1 lesions not in one.
+    """Matches for the doubtful lesions, ({j: (i, cost, margin)}, set of the visit-2 lesions it
+    could place): visit-2 lesions not in a trusted pair {j: i} (see _trusted), against the
+    visit-1 lesions not in one.
 
     Where the registration put a whole region on the wrong body part (FAUST's bent-forward
     pose: both arms), no nearby anchor exists to correct it and the rounds cannot reach the
@@ -596,7 +602,7 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
     free2 = np.setdiff1d(np.arange(k2), list(trusted))
     free1 = np.setdiff1d(np.arange(k1), list(trusted.values()))
     if not len(free2) or not len(free1) or len(trusted) < 4:
-        return {}
+        return {}, set()
     # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
     E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
     E1 = g1.between(a["face"][free1], a["bary"][free1], a["face"], a["bary"], o.far_reach_mm)
@@ -619,10 +625,11 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
         n = ok.sum(1)
         C = np.where(ok[None], R ** 2, 0.0).sum(2) / np.maximum(n, 1)[None] / 2 + change[:, free2]
         C[:, n < 4] = np.inf  # too few trusted pairs within reach to place it
+        placed = set(free2[n >= 4].tolist())
         C[banned[np.ix_(free1, free2)]] = np.inf
         C[C >= o.far_cost] = np.inf
         if not np.isfinite(C).any():
-            return {}
+            return {}, placed
         got = _assign(C, {}, o.far_cost)[0]
         out, anchors = {}, dict(trusted)
         for c, ri in got.items():
@@ -630,10 +637,10 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
             second = min(np.delete(C[:, c], ri).min(initial=np.inf), np.delete(C[ri], c).min(initial=np.inf), o.far_cost)
             j, i = int(free2[c]), int(free1[ri])
             # the margin on the rounds' scale (their "no partner" cost is max_cost, here far_cost)
-            out[j] = (i, cost, second - cost, _confidence(cost, cost + (second - cost) * o.max_cost / o.far_cost))
+            out[j] = (i, cost, (second - cost) * o.max_cost / o.far_cost)
             if second - cost > 0.5 and cost < 0.5:
                 anchors[j] = i
-    return out
+    return out, placed
 
 
 def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarray, D2: np.ndarray,
@@ -726,6 +733,11 @@ def _calibration() -> dict | None:
     return d
 
 
+def _cost_second(f: np.ndarray) -> tuple[float, float]:
+    """A pair's cost and the cost of the next choice, from its pair_features row."""
+    return float(f[0]), float(f[0] + f[1])
+
+
 def calibrated_confidence(features: dict) -> dict:
     """{j: probability the pair is right} from pair_features: a logistic model fitted on
     development visit pairs (its file records the data and its measured calibration). Without
@@ -734,7 +746,7 @@ def calibrated_confidence(features: dict) -> dict:
     out = {}
     for j, f in features.items():
         if cal is None:
-            out[j] = _confidence(f[0], f[0] + f[1])
+            out[j] = _confidence(*_cost_second(f))
         else:
             z = float(np.dot(cal["weights"], (f - cal["mean"]) / cal["scale"]) + cal["bias"])
             out[j] = float(1.0 / (1.0 + np.exp(-z)))

@@ -249,7 +249,7 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     """Doubtful lesions 300-700 mm from every trusted pair (a region the registration put on the
     wrong body part) are paired by their distances to far anchors, across a 6 % stretch between
     the visits; a new lesion and an excised one stay unpaired, and a rejected pair is never made."""
-    from bodymap.track import TrackOptions, _far_pass
+    from bodymap.track import TrackOptions, _confidence, _far_pass
 
     # a 1000 x 300 mm strip of skin, 10 mm grid; visit 2 is the same strip stretched 6 % along it
     nx, ny = 101, 31
@@ -278,11 +278,14 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     b = lesions(anchors_v + far_v[::-1] + [new_v])  # visit 2: the far ones in another order, 1 new
     trusted = {k: k for k in range(14)}
     banned = np.zeros((23, 23), bool)
-    out = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())
+    out, placed = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())
+    assert placed == set(range(14, 23))
     want = {14 + k: 14 + 7 - k for k in range(8)}  # visit-2 index -> visit-1 index
     assert {j: v[0] for j, v in out.items()} == want
-    assert all(0.5 < v[3] <= 1.0 for v in out.values())  # clear pairs, confident
+    assert all(0.5 < _confidence(cost, cost + margin) <= 1.0 for _, cost, margin in out.values())  # clear pairs
     # a clinician's rejection holds: that lesion stays unpaired or takes another partner
     banned[want[15], 15] = True
-    out = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())
+    out = _far_pass(trusted, {}, banned, g1, g2, a, b, TrackOptions())[0]
     assert out.get(15, (None,))[0] != want[15]
+    # with fewer than 4 trusted pairs nothing is placed: track() keeps the rounds' pairs then
+    assert _far_pass({0: 0, 1: 1, 2: 2}, {}, banned, g1, g2, a, b, TrackOptions()) == ({}, set())
