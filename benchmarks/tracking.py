@@ -182,8 +182,9 @@ def main() -> None:
     p.add_argument("--faust-pairs", type=lambda t: tuple(int(x) for x in t.split("-")), nargs="+",
                    default=[(x, y) for x in range(4) for y in range(4) if x != y], help="e.g. 0-1 0-2")
     p.add_argument("--faust-lesions", type=int, default=150)
-    p.add_argument("--faust-seed", type=int, default=200,
-                   help="first FAUST placement seed (one per pair); the far pass was developed on 100-111")
+    p.add_argument("--faust-seed", type=int, default=300,
+                   help="first FAUST placement seed (one per pair); the far pass was developed on 100-111 and "
+                        "checked on 200-211, the calibration fitted on both; 300-311 gave the figure in docs")
     p.add_argument("--clinic-poses", action="store_true",
                    help="synthetic visits in clinic pose pairs (trackeval.CLINIC_POSE_PAIRS) instead of a-pose -> random")
     p.add_argument("--json", help="also write all figures to this file")
