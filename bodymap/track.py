@@ -49,6 +49,9 @@ COLOUR_FLAG_DE = 10.0  # CIELAB Delta E of the lesion's mean colour
 # below UNCERTAIN (bodymap.records) it is shown as "uncertain, please review" instead of as a
 # match, and from CONFIDENT up it may be trusted without review.
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "tracking_calibration.json"
+# a pair neither backed by nearby anchors nor confirmed by the far pass reports at most this,
+# below UNCERTAIN: it is shown as "uncertain, please review"
+UNCONFIRMED_CONFIDENCE = 0.45
 # what a pair's confidence is computed from (pair_features)
 FEATURES = ("cost", "margin", "support", "agreeing", "distance", "leftover")
 
@@ -386,15 +389,22 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     trusted = {j: i for j, i in assign.items() if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], o)}
     far_pairs, placed = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
     taken = set(trusted.values()) | {v[0] for v in far_pairs.values()}
+    unconfirmed = set()  # doubtful pairs kept as the rounds made them: neither backed nor confirmed
     for j in [j for j in assign if j not in trusted]:
         # doubtful pairs: the far pass decides those it could place (>= 4 trusted pairs within
         # reach); the others keep the rounds' partner when it is still free
         if j in placed or assign[j] in taken:
             del assign[j]
+        else:
+            unconfirmed.add(j)
     for j, (i, cost, margin) in far_pairs.items():
         assign[j] = i
         feats[j] = pair_features({j: i}, {j: (cost, margin)}, X, gate, D1, D2, anchors, {j}, o)[j]
     prob = calibrated_confidence({j: feats[j] for j in assign})
+    for j in unconfirmed:
+        # no anchor near it agrees and too few far ones to check it (a registration that put
+        # the body upside down gave such pairs, cheap and wrong): shown as uncertain, for review
+        prob[j] = min(prob[j], UNCONFIRMED_CONFIDENCE)
     times["matching_s"] = time.perf_counter() - t1
     say("changes", 0.95)
     pairs, new, missing = [], [], []
@@ -414,7 +424,8 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     times["total_s"] = time.perf_counter() - t0
     info = {"scan1": s1.meta.source, "scan2": s2.meta.source, "lesions1": k1, "lesions2": k2,
             "options": dataclasses.asdict(o), "timings": {k: round(v, 2) for k, v in times.items()},
-            "anchors": len(anchors), "leftover_pairs": len(extra), "far_pairs": len(far_pairs), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
+            "anchors": len(anchors), "leftover_pairs": len(extra), "far_pairs": len(far_pairs),
+            "unconfirmed_pairs": len(unconfirmed), "reviews": rv.to_dict(), "ids2": [int(x) for x in b["ids"]],
             "template_gap_mm_median": round(float(np.median(gap)), 2) if len(gap) else None,
             # each visit's registration verdict: a fair or poor fit makes every match there less sure
             "fit": [(v.correspondence.info.get("quality") or {}).get("verdict") for v in (visit1, visit2)],
