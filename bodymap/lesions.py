@@ -463,16 +463,17 @@ class LesionMeasurer:
         lab = np.concatenate([p.lab for p in parts])
         point = bary @ self.scan.vertices[self.scan.faces[face]]
         normal = self.scan.face_normals[face]
-        # the texel side here: where the texture is stretched a texel covers more than the
-        # image's mean texel_mm squared (a 2-texel lesion measured 1.36 mm across and 1.86 mm2)
-        texel_mm = max(float(np.mean([p.texel_mm for p in parts])), float(np.sqrt(areas.mean())))
+        texel_mm = float(np.mean([p.texel_mm for p in parts]))
         boxed = [p for p in parts if p.box is not None]
         best = max(boxed, key=lambda p: len(p.points)) if boxed else None
         skin = np.mean([p.skin_lab for p in parts], axis=0)
         colour = lab.mean(0)
         return Lesion(
             id=lid, point_mm=_r(point, 3), face=face, bary=_r(bary, 6), normal=_r(normal, 4),
-            diameter_mm=round(feret_diameter(pts, normal, texel_mm), 3), area_mm2=round(float(areas.sum()), 3),
+            # the longest diameter is never below that of the disc of the same area (a lone texel's
+            # side would be: a 1-texel lesion of 1.86 mm2 measured 1.36 mm, its area above its square)
+            diameter_mm=round(max(feret_diameter(pts, normal, texel_mm), float(np.sqrt(4 * areas.sum() / np.pi))), 3),
+            area_mm2=round(float(areas.sum()), 3),
             colour_lab=_r(colour, 2), skin_lab=_r(skin, 2), contrast_de=round(float(delta_e(colour, skin)), 2),
             confidence=round(max(p.score for p in parts), 4), source=source, detector=detector,
             box_px=_r(np.array(best.box), 1) if best is not None else None,

@@ -83,6 +83,7 @@ class TrackOptions:
     # stretch by 5-20 % between poses (FAUST: armpit, hip), where the registration slides most
     far_confidence: float = CONFIDENT
     far_neighbours: int = 12
+    far_min_anchors: int = 8  # fewer trusted pairs in reach do not pin a lesion down (sparse lists)
     far_reach_mm: float = 900.0
     far_scale_mm: float = 5.0
     far_stretch: float = 0.08
@@ -386,12 +387,14 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     say("far pass", 0.9)
     # which pairs stand is decided on the cost-and-margin confidence, the same whether or not a
     # calibration is shipped (the calibrated probability is what each pair reports, below)
-    trusted = {j: i for j, i in assign.items() if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], o)}
+    nearby = np.isfinite(D2).sum(1) - 1  # other visit-2 lesions within neighbour_mm
+    trusted = {j: i for j, i in assign.items()
+               if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], int(nearby[j]), o)}
     far_pairs, placed = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
     taken = set(trusted.values()) | {v[0] for v in far_pairs.values()}
     unconfirmed = set()  # doubtful pairs kept as the rounds made them: neither backed nor confirmed
     for j in [j for j in assign if j not in trusted]:
-        # doubtful pairs: the far pass decides those it could place (>= 4 trusted pairs within
+        # doubtful pairs: the far pass decides those it could place (>= far_min_anchors trusted pairs within
         # reach); the others keep the rounds' partner when it is still free
         if j in placed or assign[j] in taken:
             del assign[j]
@@ -586,13 +589,16 @@ def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.n
     return C
 
 
-def _trusted(prob: float, features: np.ndarray, o: TrackOptions) -> bool:
+def _trusted(prob: float, features: np.ndarray, nearby: int, o: TrackOptions) -> bool:
     """Whether a pair from the rounds is kept as it is: confident (>= o.far_confidence) and
-    backed by its neighbourhood (>= 2 anchors near it on scan 2, at least half of them with
-    agreeing distances). A cheap pair with no anchor around it is cheap only because the
-    registration put it there; on FAUST such pairs were a third of the confident wrong ones."""
+    backed by its neighbourhood: >= 2 anchors near it on scan 2 (fewer when fewer lesions lie
+    within neighbour_mm: `nearby`), at least half of those with agreeing distances. A cheap pair
+    with no anchor among its neighbours is cheap only because the registration put it there; on
+    FAUST such pairs were a third of the confident wrong ones."""
     support, agree = features[FEATURES.index("support")] * o.neighbours, features[FEATURES.index("agreeing")]
-    return prob >= o.far_confidence and support >= 2 and agree >= 0.5
+    if prob < o.far_confidence or (support > 0 and agree < 0.5):
+        return False
+    return support >= min(2, nearby)
 
 
 def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
@@ -612,7 +618,7 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
     k1, k2 = len(a["ids"]), len(b["ids"])
     free2 = np.setdiff1d(np.arange(k2), list(trusted))
     free1 = np.setdiff1d(np.arange(k1), list(trusted.values()))
-    if not len(free2) or not len(free1) or len(trusted) < 4:
+    if not len(free2) or not len(free1) or len(trusted) < o.far_min_anchors:
         return {}, set()
     # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
     E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
@@ -635,8 +641,8 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
         R = np.minimum(dis / (o.far_scale_mm + o.far_stretch * np.where(ok, d2n, 0)[None]), 4.0)
         n = ok.sum(1)
         C = np.where(ok[None], R ** 2, 0.0).sum(2) / np.maximum(n, 1)[None] / 2 + change[:, free2]
-        C[:, n < 4] = np.inf  # too few trusted pairs within reach to place it
-        placed = set(free2[n >= 4].tolist())
+        C[:, n < o.far_min_anchors] = np.inf  # too few trusted pairs within reach to place it
+        placed = set(free2[n >= o.far_min_anchors].tolist())
         C[banned[np.ix_(free1, free2)]] = np.inf
         C[C >= o.far_cost] = np.inf
         if not np.isfinite(C).any():
