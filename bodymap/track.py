@@ -390,12 +390,12 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     nearby = np.isfinite(D2).sum(1) - 1  # other visit-2 lesions within neighbour_mm
     trusted = {j: i for j, i in assign.items()
                if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], int(nearby[j]), o)}
-    far_pairs, placed = _far_pass(trusted, fixed, banned, g1, g2, a, b, o)
+    far_pairs, placed = _far_pass(trusted, banned, g1, g2, a, b, o)
     taken = set(trusted.values()) | {v[0] for v in far_pairs.values()}
     unconfirmed = set()  # doubtful pairs kept as the rounds made them: neither backed nor confirmed
     for j in [j for j in assign if j not in trusted]:
-        # doubtful pairs: the far pass decides those it could place (>= far_min_anchors trusted pairs within
-        # reach); the others keep the rounds' partner when it is still free
+        # doubtful pairs: the far pass decides those it could place (>= far_min_anchors trusted
+        # pairs within reach); the others keep the rounds' partner when it is still free
         if j in placed or assign[j] in taken:
             del assign[j]
         else:
@@ -581,11 +581,7 @@ def _cost(X, gate, sigma: float, a, b, D1, D2, anchors, o: TrackOptions) -> np.n
         dis = np.where(ok, np.minimum(np.abs(np.where(np.isfinite(d1n), d1n, 1e9) - d2n) / scale, 4.0), 0.0)
         n = ok.sum(1)
         c = c + np.where(n > 0, dis.sum(1) / np.maximum(n, 1), 0.0) ** 2 / 2 * np.minimum(n, 3) / 3
-    r = np.log(np.maximum(b["diameter"][jj], 0.1) / np.maximum(a["diameter"][ii], 0.1))
-    c = c + np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4
-    de = np.linalg.norm(a["lab"][ii] - b["lab"][jj], axis=1)
-    c = c + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
-    C[ii, jj] = c
+    C[ii, jj] = c + _change_cost(a, b, ii, jj)
     return C
 
 
@@ -601,14 +597,14 @@ def _trusted(prob: float, features: np.ndarray, nearby: int, o: TrackOptions) ->
     return support >= min(2, nearby)
 
 
-def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
-              a: dict, b: dict, o: TrackOptions) -> dict:
+def _far_pass(trusted: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
+              a: dict, b: dict, o: TrackOptions) -> tuple[dict, set]:
     """Matches for the doubtful lesions, ({j: (i, cost, margin)}, set of the visit-2 lesions it
     could place): visit-2 lesions not in a trusted pair {j: i} (see _trusted), against the
-    visit-1 lesions not in one.
+    visit-1 lesions not in one (a clinician's confirmed pairs are among the trusted ones).
 
-    Where the registration put a whole region on the wrong body part (FAUST's bent-forward
-    pose: both arms), no nearby anchor exists to correct it and the rounds cannot reach the
+    Where the registration put a whole region on the wrong body part (FAUST's pose 003: both
+    arms, raised in front), no nearby anchor exists to correct it and the rounds cannot reach the
     right partner. Here a lesion is placed by its geodesic distances to its far_neighbours
     nearest trusted pairs at any distance up to far_reach_mm (fields computed only from the
     doubtful lesions), scaled far_scale_mm + far_stretch of the distance: long paths cross
@@ -623,10 +619,7 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
     # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
     E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
     E1 = g1.between(a["face"][free1], a["bary"][free1], a["face"], a["bary"], o.far_reach_mm)
-    r = np.log(np.maximum(b["diameter"][None], 0.1) / np.maximum(a["diameter"][free1][:, None], 0.1))
-    change = np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4
-    de = np.linalg.norm(a["lab"][free1][:, None] - b["lab"][None], axis=2)
-    change = change + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)  # (f1, k2)
+    change = _change_cost(a, b, free1[:, None], np.arange(k2)[None])  # (f1, k2)
     anchors = dict(trusted)
     out: dict = {}
     for _ in range(o.far_rounds):
@@ -658,6 +651,14 @@ def _far_pass(trusted: dict, fixed: dict, banned: np.ndarray, g1: SurfaceGeodesi
             if second - cost > 0.5 and cost < 0.5:
                 anchors[j] = i
     return out, placed
+
+
+def _change_cost(a: dict, b: dict, i, j) -> np.ndarray:
+    """Cost of the size and colour change from visit-1 lesions i to visit-2 lesions j (index
+    arrays, broadcast together): shrinking costs more than growing; no colour, no colour cost."""
+    r = np.log(np.maximum(b["diameter"][j], 0.1) / np.maximum(a["diameter"][i], 0.1))
+    de = np.linalg.norm(a["lab"][i] - b["lab"][j], axis=-1)
+    return np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4 + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
 
 
 def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarray, D2: np.ndarray,
@@ -693,10 +694,7 @@ def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarra
         d1 = D1[np.ix_(rows, i_a[near])]  # (r, n) inf beyond the fields' reach
         dis = np.abs(np.where(np.isfinite(d1), d1, 1e9) - d2[near]) / (o.consistency_mm + 0.04 * d2[near])
         ok = (dis <= 3.0).all(1) & (dis.mean(1) <= 2.0)
-        r = np.log(np.maximum(b["diameter"][j], 0.1) / np.maximum(a["diameter"][rows], 0.1))
-        de = np.linalg.norm(a["lab"][rows] - b["lab"][j], axis=1)
-        cost = (X[rows, j] / (0.5 * o.gate_mm)) ** 2 / 2 + (dis ** 2).mean(1) / 2 + np.where(r < 0, 2.0 * r * r, 0.3 * r * r) * 4 \
-            + np.where(np.isfinite(de), (de / 25.0) ** 2, 0.0)
+        cost = (X[rows, j] / (0.5 * o.gate_mm)) ** 2 / 2 + (dis ** 2).mean(1) / 2 + _change_cost(a, b, rows, j)
         C[np.searchsorted(free1, rows), c] = np.where(ok & (cost <= o.leftover_cost), cost, np.inf)
     if not np.isfinite(C).any():
         return {}

@@ -279,14 +279,14 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     trusted = {k: k for k in range(14)}
     opts = TrackOptions(far_reach_mm=1200.0)  # the strip's far end is ~1 m from some anchors
     banned = np.zeros((23, 23), bool)
-    out, placed = _far_pass(trusted, {}, banned, g1, g2, a, b, opts)
+    out, placed = _far_pass(trusted, banned, g1, g2, a, b, opts)
     assert placed == set(range(14, 23))
     want = {14 + k: 14 + 7 - k for k in range(8)}  # visit-2 index -> visit-1 index
     assert {j: v[0] for j, v in out.items()} == want
     assert all(0.5 < _confidence(cost, cost + margin) <= 1.0 for _, cost, margin in out.values())  # clear pairs
     # a clinician's rejection holds: that lesion stays unpaired or takes another partner
     banned[want[15], 15] = True
-    out = _far_pass(trusted, {}, banned, g1, g2, a, b, opts)[0]
+    out = _far_pass(trusted, banned, g1, g2, a, b, opts)[0]
     assert out.get(15, (None,))[0] != want[15]
     # with fewer than 4 trusted pairs nothing is placed: track() keeps the rounds' pairs then
-    assert _far_pass({0: 0, 1: 1, 2: 2}, {}, banned, g1, g2, a, b, opts) == ({}, set())
+    assert _far_pass({0: 0, 1: 1, 2: 2}, banned, g1, g2, a, b, opts) == ({}, set())
