@@ -109,6 +109,26 @@ def test_strong_augmentation_and_test_time_views():
     assert len(tta_views(v[0], 2)) == 2 and torch.equal(tta_views(v[0], 2)[1], v[0].flip(3))
 
 
+def test_colour_constancy_takes_out_a_light_cast():
+    """Shades of gray: the same skin under a reddish and a bluish light comes out with the same
+    colours (chromaticities; the brightness may differ), and a checkpoint's normalisation applies
+    it only when it names it."""
+    from bodymap.models.preprocess import normalise
+
+    rng = np.random.default_rng(0)
+    skin = rng.uniform(0.2, 0.7, (2, 24, 24, 3)) * np.array([0.9, 0.6, 0.5])
+    warm = torch.from_numpy((skin * [1.2, 1.0, 0.8] * 255).astype(np.uint8))
+    cool = torch.from_numpy((skin * [0.8, 1.0, 1.2] * 255).astype(np.uint8))
+    unit = {"mean": [0.0] * 3, "std": [1.0] * 3}
+
+    def chroma_gap(norm):
+        a, b = normalise(warm, norm), normalise(cool, norm)
+        return (a / a.sum(1, keepdim=True) - b / b.sum(1, keepdim=True)).abs().mean()
+
+    plain, sog = chroma_gap(unit), chroma_gap({**unit, "shades_of_gray": 6})
+    assert plain > 0.05 and sog < 0.05 * plain
+
+
 def test_real_recipe_ood_check_and_checkpoint_card(tmp_path):
     """A tiny model trained by the real recipe: balanced sampling and logit adjustment run, the
     checkpoint carries the data's name, licence, the lesion split and an OOD check that flags
@@ -124,6 +144,7 @@ def test_real_recipe_ood_check_and_checkpoint_card(tmp_path):
     assert ck["training"]["recipe"]["name"] == "real" and ck["training"]["recipe"]["logit_adjust"]
     assert ck["metrics"]["held_out_unit"] == "lesions" and "mcnemar_A_vs_B" in ck["metrics"]
     assert ck["state_dict"]["ood_precision"].dtype == torch.float32 and b.tta == 8
+    assert b.normalisation["shades_of_gray"] == 6  # the colour constancy training applied, kept for prediction
     card = b.card
     assert card["trained_on"] == "fake set" and card["licence"] == "CC BY-NC 4.0" and "balanced accuracy" in card["held_out"]
     assert "CC BY-NC 4.0" in b.description

@@ -19,8 +19,9 @@ Two recipes (``RECIPES``): "synthetic" (flips and 90-degree turns, natural class
 the synthetic crops are balanced) and "real" for dermoscopy data sets such as HAM10000:
 square-root class-balanced sampling with a logit-adjusted loss (Menon et al. 2021, so the
 decision is that of balanced classes), strong augmentation (any rotation, flips, zoom, aspect,
-shift, colour and light), and test-time augmentation (the eight flips and quarter turns,
-probabilities averaged).
+shift, colour and light), test-time augmentation (the eight flips and quarter turns,
+probabilities averaged), and a shades-of-gray colour constancy (p = 6) on every image before
+the network, in training and prediction alike (stored in the checkpoint's normalisation).
 
 Out of distribution: a checkpoint trained by this code keeps the class means and the shared
 covariance of its pooled image features on the training images; an image whose Mahalanobis
@@ -48,7 +49,7 @@ import numpy as np
 from bodymap.models.base import LoadedModel
 from bodymap.models.checkpoint import pick_device, save_checkpoint
 from bodymap.models.diagdata import lesion_crop  # noqa: F401  (here too: photo mode, the GUI, batch)
-from bodymap.models.preprocess import fit_size, normalise
+from bodymap.models.preprocess import fit_size, normalise, shades_of_gray
 from bodymap.models.training import TorchOneCycle, fit
 
 TASK = "diagnosis"
@@ -72,8 +73,16 @@ RECIPES = {
     "synthetic": {"augment": "light", "balance": 0.0, "logit_adjust": False, "weight_decay": 1e-4,
                   "label_smoothing": 0.05, "tta": 1, "pct_start": 0.2},
     "real": {"augment": "strong", "balance": 0.5, "logit_adjust": True, "weight_decay": 0.02,
-             "label_smoothing": 0.1, "tta": 8, "pct_start": 0.15},
+             "label_smoothing": 0.1, "tta": 8, "pct_start": 0.15, "shades_of_gray": 6},
 }
+
+
+def normalisation_for(recipe: dict | None) -> dict:
+    """The input normalisation of a recipe: NORMALISATION, with the recipe's colour constancy
+    ("shades_of_gray": Minkowski p; preprocess.shades_of_gray) when it has one. Stored in the
+    checkpoint, so every prediction path applies what training applied."""
+    p = (recipe or {}).get("shades_of_gray")
+    return {**NORMALISATION, "shades_of_gray": p} if p else dict(NORMALISATION)
 OOD_QUANTILE = 0.99  # share of development (in-distribution) images that pass the OOD check
 # readable names of the HAM10000 / ISIC diagnosis codes
 CLASS_NAMES = {"akiec": "actinic keratosis / intraepithelial carcinoma", "bcc": "basal cell carcinoma",
@@ -448,11 +457,14 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     half the time, a window of 0.65-1.1 of the image side (zoom), aspect 0.8-1.25, shift up to
     12% of the side. Colour and light: brightness x0.7-1.3, contrast x0.7-1.3, saturation
     x0.6-1.4, hue turned up to 8 degrees, per-channel gain x0.92-1.08 (white balance), gamma
-    0.8-1.25, sensor noise."""
+    0.8-1.25, sensor noise. A colour constancy in ``norm`` is applied to the whole image first,
+    as at prediction time."""
     import torch
     import torch.nn.functional as F
 
     x = u8.permute(0, 3, 1, 2).float() / 255.0
+    if norm.get("shades_of_gray"):
+        x = shades_of_gray(x, float(norm["shades_of_gray"]))
     B = len(x)
 
     def U(lo, hi, *shape):
@@ -529,6 +541,7 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=float(rec["weight_decay"]))
     sched = TorchOneCycle(opt, lr, max(total, 2), pct_start=float(rec["pct_start"]))
     gen = torch.Generator().manual_seed(seed)
+    norm = normalisation_for(rec)
     history, t0 = [], time.perf_counter()
     epoch = {}  # this epoch's sampling order and site dropouts
 
@@ -541,9 +554,9 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
         b0 = b * batch
         idx = epoch["order"][b0:b0 + batch]
         if rec["augment"] == "strong":
-            x = strong_augment(imgs[idx], size, gen, NORMALISATION)
+            x = strong_augment(imgs[idx], size, gen, norm)
         else:
-            x = normalise(imgs[idx], NORMALISATION)
+            x = normalise(imgs[idx], norm)
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             x = _augment(x, gen)
@@ -601,18 +614,19 @@ def _train_worker(args: tuple):
 
 
 def fit_ood(net, arch: dict, train: dict, dev: dict | None, size: int, n_max: int = 4000,
-            quantile: float = OOD_QUANTILE, seed: int = 0) -> dict:
+            quantile: float = OOD_QUANTILE, seed: int = 0, recipe: dict | None = None) -> dict:
     """Give a trained network its out-of-distribution check: class means and shared covariance
     (shrunk by 1% of its mean variance) of the pooled features of up to ``n_max`` training
     images (unaugmented, at the input ``size``), stored as buffers; the threshold is the
     ``quantile`` of the development images' squared Mahalanobis distances to the nearest class
-    mean (of the training images' when there is no dev data). Returns the new arch (with
+    mean (of the training images' when there is no dev data). ``recipe``: the training recipe
+    (its colour constancy is applied to the images, as in training). Returns the new arch (with
     "ood": {"threshold", "quantile", "n"}); the net is rebuilt in place with the buffers."""
     import torch
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.permutation(len(train["labels"]))[:n_max])
-    model = model_from_net(net, arch, train["classes"], size)
+    model = model_from_net(net, arch, train["classes"], size, recipe)
     f = model.features_of(fit_size(train["images"][idx], size)).astype(np.float64)
     y = np.asarray(train["labels"])[idx]
     k = len(train["classes"])
@@ -625,7 +639,7 @@ def fit_ood(net, arch: dict, train: dict, dev: dict | None, size: int, n_max: in
     sd = dict(net.state_dict())
     sd["ood_means"] = torch.tensor(means, dtype=torch.float32)
     sd["ood_precision"] = torch.tensor(prec, dtype=torch.float32)
-    m = model_from_net(None, new, train["classes"], size, state_dict=sd)
+    m = model_from_net(None, new, train["classes"], size, recipe, state_dict=sd)
     ref = dev if dev is not None else train
     fd = m.features_of(fit_size(ref["images"], size))
     with torch.no_grad():
@@ -637,8 +651,9 @@ def fit_ood(net, arch: dict, train: dict, dev: dict | None, size: int, n_max: in
 
 def model_from_net(net, arch: dict, classes: list[str], input_size: int, recipe: dict | None = None,
                    state_dict: dict | None = None) -> DiagnosisModel:
-    """A DiagnosisModel around a trained network or a state dict (no file)."""
-    ck = {"classes": classes, "arch": arch, "input_size": input_size, "normalisation": NORMALISATION,
+    """A DiagnosisModel around a trained network or a state dict (no file), with the recipe's
+    normalisation."""
+    ck = {"classes": classes, "arch": arch, "input_size": input_size, "normalisation": normalisation_for(recipe),
           "state_dict": state_dict if state_dict is not None else net.state_dict(), "path": None,
           "training": {"recipe": recipe or {}}}
     return DiagnosisModel(ck, device="cpu")
@@ -849,7 +864,7 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
     for name, (net, arch, hist) in trained.items():
         sd = net.state_dict()
         if dev is not None:
-            arch, sd = fit_ood(net, arch, data, dev, size)
+            arch, sd = fit_ood(net, arch, data, dev, size, recipe=rec)
             log(f"{name}: OOD threshold {arch['ood']['threshold']:.1f} (squared Mahalanobis distance, "
                 f"{OOD_QUANTILE:.0%} of dev images below)")
         nets[name] = (sd, arch, hist)
@@ -897,7 +912,7 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
                             "mcnemar_A_vs_B": summary["mcnemar_A_vs_B"]})
         save_checkpoint(
             p, task=TASK, arch=arch, state_dict=sd, classes=data["classes"], input_size=size,
-            normalisation=NORMALISATION, data=data["description"], metrics=metrics,
+            normalisation=normalisation_for(rec), data=data["description"], metrics=metrics,
             training={"command": command, "recipe": {"name": rname, **rec, "epochs": epochs, "batch": batch, "lr": lr,
                                                      "seed": seed, "optimizer": f"AdamW wd {rec['weight_decay']}, one-cycle",
                                                      "site_dropout": 0.1 if name == "B" else 0.0,

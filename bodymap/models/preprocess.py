@@ -3,7 +3,8 @@ uint8 (``as_rgb``), squared images resized to a network's input (``fit_size``), 
 scaled and normalised into the (N, 3, H, W) float tensor a network takes (``normalise`` for a
 torch tensor, ``to_tensor`` for a numpy array), and a network run over many images in
 batches without gradients (``predict_batched``). A checkpoint's "normalisation" entry is
-{"mean": [3], "std": [3]} on 0..1 RGB, optionally with "scale" (255 when absent).
+{"mean": [3], "std": [3]} on 0..1 RGB, optionally with "scale" (255 when absent) and
+"shades_of_gray" (the Minkowski norm p of a colour constancy applied before the normalisation).
 """
 from __future__ import annotations
 
@@ -39,12 +40,27 @@ def fit_size(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in images])
 
 
+def shades_of_gray(x, p: float = 6.0):
+    """Colour constancy of a float batch (N, 3, H, W) in 0..1: each image's illuminant is the
+    Minkowski p-norm mean of each channel (p = 1 grey world, p = inf white patch), and the
+    channels are scaled so that it becomes grey (Finlayson & Trezzi 2004). Dermoscopes and
+    cameras differ most in their light's colour; this takes the cast out before a network sees it."""
+    import torch
+
+    e = x.clamp_min(0).pow(p).mean((2, 3), keepdim=True).pow(1.0 / p)  # (N, 3, 1, 1)
+    gain = e.mean(1, keepdim=True) / e.clamp_min(1e-4)
+    return (x * gain).clamp(0, 1)
+
+
 def normalise(u8, normalisation: dict):
     """uint8 torch tensor (N, H, W, 3) -> normalised float32 tensor (N, 3, H, W):
-    (x / scale - mean) / std per channel."""
+    (x / scale - mean) / std per channel, after the colour constancy when the normalisation
+    names one ("shades_of_gray": p)."""
     import torch
 
     x = u8.permute(0, 3, 1, 2).float() / float(normalisation.get("scale", 255.0))
+    if normalisation.get("shades_of_gray"):
+        x = shades_of_gray(x, float(normalisation["shades_of_gray"]))
     mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
     return (x - mean) / std
