@@ -45,8 +45,6 @@ def shades_of_gray(x, p: float = 6.0):
     Minkowski p-norm mean of each channel (p = 1 grey world, p = inf white patch), and the
     channels are scaled so that it becomes grey (Finlayson & Trezzi 2004). Dermoscopes and
     cameras differ most in their light's colour; this takes the cast out before a network sees it."""
-    import torch
-
     e = x.clamp_min(0).pow(p).mean((2, 3), keepdim=True).pow(1.0 / p)  # (N, 3, 1, 1)
     gain = e.mean(1, keepdim=True) / e.clamp_min(1e-4)
     return (x * gain).clamp(0, 1)
