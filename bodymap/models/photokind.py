@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 
 from bodymap.models.base import LoadedModel
-from bodymap.models.preprocess import as_rgb, fit_size, normalise
+from bodymap.models.preprocess import as_rgb, fit_size, to_tensor
 
 TASK = "photokind"
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "photo_kind.pt"
@@ -103,8 +103,7 @@ class PhotoKindClassifier(LoadedModel):
         averaged over the photo and its mirror image when ``tta``."""
         import torch
 
-        x = normalise(torch.from_numpy(np.ascontiguousarray(fit_size(np.asarray(images), self.input_size))),
-                      self.normalisation)
+        x = to_tensor(fit_size(np.asarray(images), self.input_size), self.normalisation)  # copies a read-only array
         out = []
         with torch.no_grad():
             for b0 in range(0, len(x), 128):
