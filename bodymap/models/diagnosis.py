@@ -49,7 +49,7 @@ import numpy as np
 from bodymap.models.base import LoadedModel
 from bodymap.models.checkpoint import pick_device, save_checkpoint
 from bodymap.models.diagdata import lesion_crop  # noqa: F401  (here too: photo mode, the GUI, batch)
-from bodymap.models.preprocess import fit_size, normalise, shades_of_gray
+from bodymap.models.preprocess import fit_size, normalise, standardise, unit_rgb
 from bodymap.models.training import TorchOneCycle, fit
 
 TASK = "diagnosis"
@@ -83,6 +83,8 @@ def normalisation_for(recipe: dict | None) -> dict:
     checkpoint, so every prediction path applies what training applied."""
     p = (recipe or {}).get("shades_of_gray")
     return {**NORMALISATION, "shades_of_gray": p} if p else dict(NORMALISATION)
+
+
 OOD_QUANTILE = 0.99  # share of development (in-distribution) images that pass the OOD check
 # readable names of the HAM10000 / ISIC diagnosis codes
 CLASS_NAMES = {"akiec": "actinic keratosis / intraepithelial carcinoma", "bcc": "basal cell carcinoma",
@@ -462,9 +464,7 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     import torch
     import torch.nn.functional as F
 
-    x = u8.permute(0, 3, 1, 2).float() / 255.0
-    if norm.get("shades_of_gray"):
-        x = shades_of_gray(x, float(norm["shades_of_gray"]))
+    x = unit_rgb(u8, norm)
     B = len(x)
 
     def U(lo, hi, *shape):
@@ -495,10 +495,7 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     x = x * U(0.7, 1.3, 1, 1, 1) * U(0.92, 1.08, 3, 1, 1)  # brightness, white balance
     x = x.clamp(0, 1) ** U(0.8, 1.25, 1, 1, 1)
     x = x + U(0, 0.02, 1, 1, 1) * torch.randn(x.shape, generator=gen)
-    x = x.clamp(0, 1)
-    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return standardise(x.clamp(0, 1), norm)
 
 
 def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64, lr: float = 2e-3,

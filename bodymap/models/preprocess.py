@@ -50,18 +50,31 @@ def shades_of_gray(x, p: float = 6.0):
     return (x * gain).clamp(0, 1)
 
 
+def unit_rgb(u8, normalisation: dict):
+    """uint8 torch tensor (N, H, W, 3) -> float32 tensor (N, 3, H, W) in 0..1: x / scale, then
+    the colour constancy when the normalisation names one ("shades_of_gray": p). The first half
+    of ``normalise``; an augmentation works between the two."""
+    x = u8.permute(0, 3, 1, 2).float() / float(normalisation.get("scale", 255.0))
+    if normalisation.get("shades_of_gray"):
+        x = shades_of_gray(x, float(normalisation["shades_of_gray"]))
+    return x
+
+
+def standardise(x, normalisation: dict):
+    """float tensor (N, 3, H, W) in 0..1 -> (x - mean) / std per channel. The second half of
+    ``normalise``."""
+    import torch
+
+    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
 def normalise(u8, normalisation: dict):
     """uint8 torch tensor (N, H, W, 3) -> normalised float32 tensor (N, 3, H, W):
     (x / scale - mean) / std per channel, after the colour constancy when the normalisation
     names one ("shades_of_gray": p)."""
-    import torch
-
-    x = u8.permute(0, 3, 1, 2).float() / float(normalisation.get("scale", 255.0))
-    if normalisation.get("shades_of_gray"):
-        x = shades_of_gray(x, float(normalisation["shades_of_gray"]))
-    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return standardise(unit_rgb(u8, normalisation), normalisation)
 
 
 def to_tensor(images: np.ndarray, normalisation: dict):
