@@ -47,6 +47,15 @@ CLINIC_CASES = [(7101 + i, None, (pose,), False) for i, pose in enumerate(CLINIC
 EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external"
 
 
+def worst_limb(q: dict) -> str:
+    """ "left arm 57% off" for a fit-quality report: the limb lying most off the scan."""
+    limbs = q.get("limbs_off_scan") or {}
+    if not limbs:
+        return "limbs not checked"
+    name, share = max(limbs.items(), key=lambda kv: kv[1])
+    return f"worst limb {name} {share:.0%} off the scan"
+
+
 def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> np.ndarray:
     """(k,) mm: for vertices `sample` of scan a, the geodesic distance on scan b between where
     the two registrations carry each vertex and the same-index vertex of b (meshes in dense
@@ -80,7 +89,7 @@ def real(a) -> None:
         q = corrs[p].info["quality"]
         print(f"FAUST tr_reg_{p:03d}: {time.perf_counter() - t0:.1f} s; fit "
               f"{q['verdict']}: model within 5 / 10 mm {q['model_within_5mm']:.3f} / {q['model_within_10mm']:.3f}, "
-              f"surface within 5 mm {q['within_5mm']:.3f}", flush=True)
+              f"surface within 5 mm {q['within_5mm']:.3f}; {worst_limb(q)}", flush=True)
     l2 = {p: tx.level_lut(2)[transfer_labels(corrs[p], template).site] for p in poses}
     same = np.all([l2[p] == l2[poses[0]] for p in poses], axis=0)
     print(f"FAUST level-2 label consistency across the 4 poses: {same.mean():.4f} of vertices (target >= 0.97)")
@@ -111,7 +120,7 @@ def real(a) -> None:
             continue
         q = c.info["quality"]
         print(f"{f.name}: fit {q['verdict']} ({q['reason']}); model within 10 mm {q['model_within_10mm']:.3f}, "
-              f"surface within 5 mm {q['within_5mm']:.3f}, body coverage {q['body_coverage']:.3f}", flush=True)
+              f"surface within 5 mm {q['within_5mm']:.3f}, body coverage {q['body_coverage']:.3f}; {worst_limb(q)}", flush=True)
 
 
 def main() -> None:
@@ -158,7 +167,7 @@ def main() -> None:
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
                   f"p95 {s['corr_p95_mm']:.1f} mm; fit {corr.info['quality']['verdict']}, model within 10 mm "
-                  f"{corr.info['quality']['model_within_10mm']:.3f}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
+                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
                   f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)

@@ -86,6 +86,36 @@ def test_fit_quality_verdicts():
     assert poor["verdict"] == "poor" and "60%" in poor["reason"] and "partial" in poor["reason"]
     assert fit_summary({"quality": poor}).startswith("body fit poor:")
     assert fit_summary({}) == "body fit: not recorded"
+    # the whole scan near the body, but an arm of the body fitted where the scan has none
+    limbs = {"left arm": 0.3, "right arm": 0.0, "left leg": 0.02, "right leg": 0.0}
+    arm = fit_quality(np.full(1000, 1.0), np.full(1000, 3.0), site, 0.99, False, limbs)
+    assert arm["verdict"] == "poor" and "left arm" in arm["reason"] and arm["limbs_off_scan"] == limbs
+    assert fit_quality(np.full(1000, 1.0), np.full(1000, 3.0), site, 0.99, False,
+                       {**limbs, "left arm": 0.12})["verdict"] == "fair"
+    # a partial scan's unscanned limbs are not in limbs_off at all (limbs_off_scan leaves them out)
+    partial = fit_quality(np.full(1000, 1.0), np.full(1000, 3.0), site, 0.6, True, {"left arm": 0.0, "right arm": 0.01})
+    assert partial["verdict"] == "good" and "partial" in partial["reason"]
+
+
+def test_limbs_off_scan_finds_a_limb_fitted_away_from_the_scan():
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.register import limbs_off_scan
+
+    t = load_template()
+    scan = Scan(t.vertices, t.faces)
+    assert max(limbs_off_scan(t.vertices, scan).values()) == 0.0  # the body on itself
+    body = t.vertices.copy()
+    forearm = (tx.level_lut(2)[t.site] == [s.name for s in tx.SITES].index("forearm")) & (t.side == 2)
+    body[forearm] += [0.0, -120.0, 0.0]  # the right forearm held 12 cm in front of where the scan has it
+    off = limbs_off_scan(body, scan)
+    assert 0.2 < off["right arm"] < 0.8 and off["left arm"] == off["left leg"] == off["right leg"] == 0.0
+    body[forearm] = t.vertices[forearm] * [0.1, 1.0, 1.0]  # ... or laid inside the belly
+    assert limbs_off_scan(body, scan)["right arm"] > 0.15  # of the arm, the forearm is a quarter
+    # an upper-body scan: the legs it does not show are left out, not called off the scan
+    upper = t.faces[(t.vertices[t.faces][:, :, 2] > 1000.0).all(1)]
+    used, upper = np.unique(upper, return_inverse=True)
+    off = limbs_off_scan(t.vertices, Scan(t.vertices[used], upper.reshape(-1, 3)), partial=True)
+    assert set(off) == {"left arm", "right arm"} and max(off.values()) < 0.05
 
 
 def test_region_at_names_where_each_lesion_is(labelled):

@@ -45,6 +45,18 @@ REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist,
 # fit, which can lay the template on anything) that a good / fair fit reaches
 GOOD_WITHIN_10 = 0.90
 FAIR_WITHIN_10 = 0.75
+# A limb fitted into the wrong place (a crossed forearm laid on the chest, a raised arm left
+# hanging) leaves the scan near the body everywhere, so the scan -> body share above passes it.
+# The check runs the other way: the share of each fitted limb (shoulder to wrist, hip to
+# ankle) lying more than LIMB_OUT_MM outside the scan or LIMB_IN_MM inside it. Set on the
+# development cases of docs/benchmarks.md ("A per-limb check"): well-fitted limbs <= 0.07, limbs
+# with wrong labels >= 0.13.
+LIMB_OUT_MM, LIMB_IN_MM = 15.0, 30.0  # inside: a heavy body's thigh holds the thinner model's
+LIMB_OFF_FAIR, LIMB_OFF_POOR = 0.10, 0.25
+# hands and feet are left out: fingers and toes are fitted loosely and would outnumber the
+# rest of the limb's vertices (1,596 of an arm's 2,141)
+LIMB_SITES = {"arm": ("shoulder", "upper arm", "elbow", "forearm", "wrist"),
+              "leg": ("buttock", "thigh", "knee", "lower leg", "ankle")}
 
 
 class RegistrationError(ValueError):
@@ -413,15 +425,50 @@ def closest_compatible(points: np.ndarray, normals: np.ndarray, body: np.ndarray
 
 # ----------------------------------------------------------------------------- quality
 
+def limbs_off_scan(body: np.ndarray, scan: Scan, partial: bool = False) -> dict[str, float]:
+    """How far each fitted limb lies from the scan: {"left arm": share, ...} over left / right
+    arm and leg (shoulder to wrist, hip to ankle), the share of the limb's template vertices of
+    ``body`` (13718, 3) mm, the fitted body model, more than LIMB_OUT_MM outside the scan's
+    surface or LIMB_IN_MM inside it (inside: behind the closest scan face's normal).
+
+    partial: the scan shows part of the body, so only the limb's vertices within the scan's
+    bounds count, and a limb with under a quarter of them there is left out (not scanned).
+    """
+    import gpytoolbox as gp
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.template import load_template
+
+    t = load_template()
+    d2, face, _ = gp.squared_distance(body, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
+    d, face = np.sqrt(np.asarray(d2).ravel()), np.asarray(face).ravel()
+    tri = scan.vertices[scan.faces[face]]
+    # the side of the closest face's plane: at > 15 mm the plane and the surface agree
+    inside = np.einsum("nd,nd->n", body - tri.mean(1), scan.face_normals[face]) < 0
+    off = np.where(inside, d > LIMB_IN_MM, d > LIMB_OUT_MM)
+    lo, hi = scan.bounds
+    seen = np.all((body >= lo - LIMB_OUT_MM) & (body <= hi + LIMB_OUT_MM), axis=1) if partial else np.ones(len(body), bool)
+    l2 = tx.level_lut(2)[t.site]
+    names = [s.name for s in tx.SITES]
+    out = {}
+    for limb, sites in LIMB_SITES.items():
+        on = np.isin(l2, [names.index(n) for n in sites])
+        for k, side in ((1, "left"), (2, "right")):
+            m = on & (t.side == k)
+            if seen[m].mean() >= 0.25:
+                out[f"{side} {limb}"] = round(float(off[m & seen].mean()), 4)
+    return out
+
+
 def fit_quality(residual_mm: np.ndarray, model_residual_mm: np.ndarray, site_l1: np.ndarray,
-                coverage: float, partial: bool) -> dict:
+                coverage: float, partial: bool, limbs_off: dict[str, float] | None = None) -> dict:
     """The fit-quality report of one registration (JSON-ready).
 
     residual_mm (n,): each scan vertex's distance to the final fitted surface;
     model_residual_mm (n,): to the body model before the surface fit (how well a human body
     explains the scan: the surface fit can lay the template on anything, so the verdict reads
     this one); site_l1 (n,) level-1 site index of each vertex; coverage: share of the body's
-    surface with scan within 15 mm. verdict "good" / "fair" / "poor" and a sentence saying why.
+    surface with scan within 15 mm; limbs_off: limbs_off_scan. verdict "good" / "fair" / "poor", the worse of the scan's
+    share and the worst limb, and a sentence saying why.
     """
     from bodymap import taxonomy as tx
 
@@ -442,12 +489,22 @@ def fit_quality(residual_mm: np.ndarray, model_residual_mm: np.ndarray, site_l1:
     else:
         verdict, why = "poor", (f"only {w10:.0%} of the scan lies within 10 mm of the fitted body "
                                 f"(worst: {worst}): regions and tracking here are unreliable")
+    limbs_off = limbs_off or {}
+    if limbs_off:
+        limb, share = max(limbs_off.items(), key=lambda kv: kv[1])
+        rank = ("good", "fair", "poor")
+        limb_verdict = "poor" if share >= LIMB_OFF_POOR else "fair" if share >= LIMB_OFF_FAIR else "good"
+        if limb_verdict != "good":
+            sentence = f"the fitted body's {limb} lies off the scan ({share:.0%} of it): its regions may be wrong"
+            why = (f"{w10:.0%} of the scan lies within 10 mm of the fitted body, but {sentence}" if verdict == "good"
+                   else f"{why}; {sentence}")
+            verdict = max(verdict, limb_verdict, key=rank.index)
     if partial:
         why += f"; a partial scan (it shows {coverage:.0%} of the body)"
     return {"verdict": verdict, "reason": why, "within_5mm": within(residual_mm, 5.0),
             "within_10mm": within(residual_mm, 10.0), "model_within_5mm": within(model_residual_mm, 5.0),
             "model_within_10mm": round(w10, 4), "body_coverage": round(float(coverage), 4),
-            "per_region": per}
+            "limbs_off_scan": limbs_off, "per_region": per}
 
 
 def fit_summary(info: dict) -> str:
@@ -567,7 +624,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     t = load_template()
     site = tx.level_lut(1)[t.site[faces[I, np.argmax(B, axis=1)]]]
     cover = float(np.mean(cKDTree(scan.vertices).query(surface, distance_upper_bound=15.0)[0] < 15.0))
-    quality = fit_quality(resid, model_d, site, cover, partial)
+    quality = fit_quality(resid, model_d, site, cover, partial, limbs_off_scan(fitted_scan, scan, partial))
     info = {"mean_fit_mm": round(err, 2), "partial_scan": bool(partial), "coarse_mean_mm": round(err0, 2),
             "coarse_scan_to_body_mm": round(coarse_scan_to_body, 2),
             "coarse_trials_mm": [round(float(t[0]), 2) for t in trials],
