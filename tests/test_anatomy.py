@@ -118,6 +118,29 @@ def test_limbs_off_scan_finds_a_limb_fitted_away_from_the_scan():
     assert set(off) == {"left arm", "right arm"} and max(off.values()) < 0.05
 
 
+def test_hand_keypoints_find_a_raised_hand_the_fit_left_hanging():
+    """The scan raises its left arm above the shoulder; the body fitted so far still hangs it.
+    The left hand's keypoint must be the scan's raised hand; the right one, unmoved, stays put."""
+    from scipy.spatial.transform import Rotation
+
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.keypoints import hand_keypoints
+
+    t = load_template()
+    l2, names = tx.level_lut(2)[t.site], [s.name for s in tx.SITES]
+    arm = (tx.level_lut(1)[t.site] == names.index("upper extremity")) & (t.side == 1)
+    pivot = t.vertices[(l2 == names.index("shoulder")) & (t.side == 1)].mean(0)
+    raised = t.vertices.copy()  # the left arm swung up 100 degrees about the shoulder (front-back axis)
+    raised[arm] = (t.vertices[arm] - pivot) @ Rotation.from_euler("y", -100, degrees=True).as_matrix().T + pivot
+    log = []
+    found = hand_keypoints(raised, t.faces, t.vertices, log)
+    assert [r["kept"] for r in log] == [True, True] and set(found) == {"left", "right"}
+    hand = lambda v, k: v[(l2 == names.index("hand")) & (t.side == k)].mean(0)  # noqa: E731
+    left_at, (right_idx, right_at) = found["left"][1], found["right"]
+    assert np.linalg.norm(left_at - hand(raised, 1)) < 80 < np.linalg.norm(left_at - hand(t.vertices, 1)) - 300
+    assert np.linalg.norm(right_at - t.vertices[right_idx].mean(0)) < 25  # found where the fit has it
+
+
 def test_region_at_names_where_each_lesion_is(labelled):
     vdir, out = labelled
     scan = load_scan(vdir / "scan.obj")

@@ -39,6 +39,9 @@ REG = 200.0  # weight of the pull towards the rest pose (upper arms are free: sc
 COARSE_RANK_STEPS = 12
 COARSE_STEPS = 30
 COARSE_KEEP = 1.5
+# An arm the fit leaves off the scan (limbs_off_scan >= LIMB_OFF_FAIR) gets a second body fit
+# with its hand pulled towards the scan's hand (bodymap.anatomy.keypoints; _mend_arms)
+KEYPOINT_WEIGHT = 0.1  # per mm of the hand's distance, against the fit's mean surface distances
 PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 # Quality verdicts: the share of the scan within 10 mm of the body model (before the surface
@@ -171,6 +174,7 @@ class _Fitter:
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
         self.partial = partial
+        self.keypoints = []  # [(model vertex indices (k,), target (3,) mm)]: their mean belongs there
         self.tick = tick  # called every few steps: a progress callback may raise there to cancel
         self.scan_to_body_mm = np.inf
         if partial:  # an upper-body scan: an average adult, its head top at the scan's top
@@ -198,6 +202,19 @@ class _Fitter:
             self.pheno["age"].fill_(best[1])
             self.pheno["height"].fill_(best[2])
         self._offset = None
+
+    def state(self) -> list:
+        """A copy of everything the fit changes (restore() puts it back)."""
+        return [self.rotvec.detach().clone(), self.trans.detach().clone(),
+                {k: v.detach().clone() for k, v in self.pheno.items()}, self._reg_mask.clone()]
+
+    def restore(self, state: list) -> None:
+        with self.torch.no_grad():
+            self.rotvec.copy_(state[0])
+            self.trans.copy_(state[1])
+            for k, v in state[2].items():
+                self.pheno[k].copy_(v)
+        self._reg_mask = state[3].clone()
 
     def vertices(self):
         """Current fitted body vertices (13718, 3) mm as a torch tensor."""
@@ -269,6 +286,8 @@ class _Fitter:
             else:
                 loss_a = rho(a).mean()
             loss = loss_a + rho(b).mean() + REG * ((self.rotvec * self._reg_mask) ** 2).mean()
+            for idx, target in self.keypoints:
+                loss = loss + KEYPOINT_WEIGHT * (v[idx].mean(0) - target).norm()
             loss.backward()
             opt.step()
             loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
@@ -516,6 +535,57 @@ def fit_summary(info: dict) -> str:
     return f"body fit {q['verdict']}: {q['reason']}"
 
 
+def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], frac: tuple[float, float]) -> float:
+    """The body fit proper: ``rounds`` rounds of 50 steps, large steps and a wide capture first,
+    then finer steps and a tight cap; keypoints pull until the last two rounds, which leave the
+    hands to the surface. Returns the final mean distance (mm); progress from frac[0] to frac[1]."""
+    n = rounds
+    for k in range(n):
+        if k == n - 2:
+            fitter.keypoints = []
+        say("fitting the body", frac[0] + (frac[1] - frac[0]) * k / n)
+        err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
+    fitter.keypoints = []
+    return err
+
+
+def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, partial: bool, err: float,
+               start: list, rounds: int, say: Callable[[str, float], None]) -> tuple[float, dict]:
+    """Fit the body again when an arm was left off the scan (limbs_off_scan >= LIMB_OFF_FAIR):
+    from ``start`` (fitter.state() before the body fit), with that arm's hand pulled towards the
+    scan's hand (bodymap.anatomy.keypoints). The second fit is kept only when it is closer to
+    the scan (mean distance) and those arms lie less off it. fitter in the frame
+    scan @ R.T - offset; err: the first fit's mean distance (mm). Returns the mean distance of
+    the fit kept and a record of what was tried (empty when no arm was off or no hand found)."""
+    torch = fitter.torch
+    body = lambda: (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R  # noqa: E731
+    before = limbs_off_scan(body(), scan, partial)
+    bad = [s for s in ("left", "right") if before.get(f"{s} arm", 0.0) >= LIMB_OFF_FAIR]
+    if not bad:
+        return err, {}
+    from bodymap.anatomy.keypoints import hand_keypoints
+
+    hands_log = []
+    found = hand_keypoints(scan.vertices @ R.T - offset, scan.faces,
+                           fitter.vertices().detach().numpy().astype(np.float64), hands_log)
+    pull = [s for s in bad if s in found]
+    record = {"arms": bad, "hands_found": pull, "kept": False, "hands": hands_log}
+    if not pull:
+        return err, record
+    first = fitter.state()
+    fitter.restore(start)
+    fitter.keypoints = [(torch.as_tensor(found[s][0]), torch.as_tensor(found[s][1], dtype=torch.float32)) for s in pull]
+    new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
+    after = limbs_off_scan(body(), scan, partial)
+    better = new_err < err and sum(after[f"{s} arm"] for s in bad) < sum(before[f"{s} arm"] for s in bad)
+    record.update(kept=bool(better), off_before={s: before[f"{s} arm"] for s in bad},
+                  off_after={s: after[f"{s} arm"] for s in bad}, mean_mm=[round(err, 2), round(new_err, 2)])
+    if not better:
+        fitter.restore(first)
+        new_err = err
+    return new_err, record
+
+
 def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
     """n points (n, 3) mm on the scan surface, area-weighted."""
     p = scan.face_areas / scan.face_areas.sum()
@@ -591,10 +661,10 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         if part.scan_to_body_mm < 0.7 * fitter.scan_to_body_mm:
             partial, fitter, R, offset = True, part, R_part, off_part
     n = max(1, steps // 50)
-    for k in range(n):
-        say("fitting the body", 0.4 + 0.5 * k / n)
-        # large steps and a wide capture first, then finer steps and a tight cap
-        err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
+    start = fitter.state()
+    err = _fit_body(fitter, n, say, (0.4, 0.6))
+    say("checking the arms", 0.6)
+    err, mended = _mend_arms(fitter, scan, R, offset, partial, err, start, n, say)
     fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
     fitted_scan = refine_ears(fitted_scan, scan.vertices)
     from bodymap import taxonomy as tx
@@ -631,6 +701,6 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
             "model_median_residual_mm": round(float(np.median(model_d)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
-            "quality": quality}
+            "quality": quality, "arms_mended": mended}
     say("done", 1.0)
     return Correspondence(I, B.astype(np.float32), resid.astype(np.float32), surface, info)
