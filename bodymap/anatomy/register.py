@@ -465,7 +465,8 @@ def limbs_off_scan(body: np.ndarray, scan: Scan, partial: bool = False) -> dict[
     inside = np.einsum("nd,nd->n", body - tri.mean(1), scan.face_normals[face]) < 0
     off = np.where(inside, d > LIMB_IN_MM, d > LIMB_OUT_MM)
     lo, hi = scan.bounds
-    seen = np.all((body >= lo - LIMB_OUT_MM) & (body <= hi + LIMB_OUT_MM), axis=1) if partial else np.ones(len(body), bool)
+    seen = (np.all((body >= lo - LIMB_OUT_MM) & (body <= hi + LIMB_OUT_MM), axis=1) if partial
+            else np.ones(len(body), bool))
     l2 = tx.level_lut(2)[t.site]
     names = [s.name for s in tx.SITES]
     out = {}
@@ -486,8 +487,8 @@ def fit_quality(residual_mm: np.ndarray, model_residual_mm: np.ndarray, site_l1:
     model_residual_mm (n,): to the body model before the surface fit (how well a human body
     explains the scan: the surface fit can lay the template on anything, so the verdict reads
     this one); site_l1 (n,) level-1 site index of each vertex; coverage: share of the body's
-    surface with scan within 15 mm; limbs_off: limbs_off_scan. verdict "good" / "fair" / "poor", the worse of the scan's
-    share and the worst limb, and a sentence saying why.
+    surface with scan within 15 mm; limbs_off: limbs_off_scan. verdict "good" / "fair" /
+    "poor", the worse of the scan's share and the worst limb, and a sentence saying why.
     """
     from bodymap import taxonomy as tx
 
