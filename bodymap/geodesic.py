@@ -26,7 +26,7 @@ class SurfaceGeodesics:
         self.vertices = np.asarray(vertices, np.float64)
         self.faces = np.asarray(faces, np.int64)
         self.n = len(self.vertices)
-        self.graph = _shortcut_graph(self.vertices, self.faces)
+        self.graph = mesh_graph(self.vertices, self.faces)
         self._heat = None
 
     def points(self, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -96,21 +96,24 @@ class SurfaceGeodesics:
         return self._heat.compute_distance_multisource(np.asarray(vertex_sources, np.int64).reshape(-1))
 
 
-def _shortcut_graph(v: np.ndarray, f: np.ndarray) -> sp.csr_matrix:
-    """Symmetric sparse (n, n) graph: mesh edges plus, for each edge shared by two faces, the
-    chord between the two opposite vertices, all weighted by Euclidean length (mm)."""
+def mesh_graph(v: np.ndarray, f: np.ndarray, shortcuts: bool = True) -> sp.csr_matrix:
+    """Symmetric sparse (n, n) graph of a mesh's edges, weighted by Euclidean length (mm); with
+    shortcuts, also, for each edge shared by two faces, the chord between the two opposite
+    vertices. v (n, 3) mm, f (m, 3) int."""
     n = len(v)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])  # directed half-edges
-    opp = np.concatenate([f[:, 2], f[:, 0], f[:, 1]])  # vertex opposite each half-edge
-    key = np.minimum(e[:, 0], e[:, 1]) * n + np.maximum(e[:, 0], e[:, 1])
-    order = np.argsort(key, kind="stable")
-    k = key[order]
-    same = k[1:] == k[:-1]  # consecutive half-edges of one edge: its two faces
-    a, b = opp[order[:-1][same]], opp[order[1:][same]]
-    pairs = np.concatenate([e, np.stack([a, b], 1)])
+    pairs = e
+    if shortcuts:
+        opp = np.concatenate([f[:, 2], f[:, 0], f[:, 1]])  # vertex opposite each half-edge
+        key = np.minimum(e[:, 0], e[:, 1]) * n + np.maximum(e[:, 0], e[:, 1])
+        order = np.argsort(key, kind="stable")
+        k = key[order]
+        same = k[1:] == k[:-1]  # consecutive half-edges of one edge: its two faces
+        a, b = opp[order[:-1][same]], opp[order[1:][same]]
+        pairs = np.concatenate([e, np.stack([a, b], 1)])
     pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
     key = np.unique(pairs[:, 0] * n + pairs[:, 1])  # each edge once
     pairs = np.stack([key // n, key % n], 1)
-    w = np.maximum(np.linalg.norm(v[pairs[:, 0]] - v[pairs[:, 1]], axis=1), 1e-9)
+    w = np.maximum(np.linalg.norm(v[pairs[:, 0]] - v[pairs[:, 1]], axis=1), 1e-9)  # 0 would drop the edge
     i, j = np.concatenate([pairs[:, 0], pairs[:, 1]]), np.concatenate([pairs[:, 1], pairs[:, 0]])
     return sp.csr_matrix((np.concatenate([w, w]), (i, j)), shape=(n, n))

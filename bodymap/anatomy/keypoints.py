@@ -3,8 +3,8 @@
 The body-model fit is a local descent on surface distances: an arm that starts hanging cannot
 reach hands raised above the head, and the distance is as happy with an arm laid on the trunk.
 ``register`` calls this only for an arm the fit verdict finds off the scan (a pull on every
-hand moved hands the fit had right). A hand, though, is where the surface ends: walking along the skin from the trunk, legs and
-head, the farthest points are the fingertips. So:
+hand moved hands the fit had right). A hand, though, is where the surface ends: walking along
+the skin from the trunk, legs and head, the farthest points are the fingertips. So:
 
 1. on the scan's edge graph, the geodesic distance from every scan point the current fit
    already explains with trunk, legs or head (within 20 mm of them);
@@ -21,23 +21,14 @@ from an elbow, and it needs no factorisation of a 300k-face scan.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 from scipy.spatial import cKDTree
+
+from bodymap.geodesic import mesh_graph
 
 DISTAL_MM = 60.0  # the hand's end, both sides: a fist and an open hand differ by a few cm
 EXPLAINED_MM = 20.0  # scan points this close to the fitted trunk, legs or head are not hands
 ARM_LENGTH_TOLERANCE = 0.3  # shoulder -> tip on the scan within 30 % of the fitted arm's
-
-
-def edge_graph(vertices: np.ndarray, faces: np.ndarray) -> sp.csr_matrix:
-    """Sparse (n, n) symmetric graph of a mesh's edges, weights their lengths in mm.
-    vertices (n, 3) mm, faces (m, 3) int."""
-    e = np.vstack([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    e = np.unique(np.sort(e, 1), axis=0)
-    w = np.linalg.norm(vertices[e[:, 0]] - vertices[e[:, 1]], axis=1) + 1e-9  # 0 would drop the edge
-    n = len(vertices)
-    return sp.coo_matrix((np.r_[w, w], (np.r_[e[:, 0], e[:, 1]], np.r_[e[:, 1], e[:, 0]])), shape=(n, n)).tocsr()
 
 
 def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.ndarray,
@@ -45,8 +36,8 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
     """The scan's hands as keypoints for the body model.
 
     scan_vertices (n, 3) mm and scan_faces (m, 3): the scan; body (13718, 3) mm: the body model
-    as fitted so far, in the same frame. Returns up to two (model vertex indices (k,), target
-    (3,) mm): the mean of those model vertices belongs at the target. A hand not found, or found
+    as fitted so far, in the same frame. Returns {"left" / "right": (model vertex indices (k,),
+    target (3,) mm)}: the mean of those model vertices belongs at the target. A hand not found, or found
     at an arm length the fitted arm does not have, gives none. log, if given, gets one dict per
     arm (side, arm lengths, kept or not).
     """
@@ -56,7 +47,7 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
     t = load_template()
     l1, l2 = tx.level_lut(1)[t.site], tx.level_lut(2)[t.site]
     names = [s.name for s in tx.SITES]
-    graph = edge_graph(scan_vertices, scan_faces)
+    graph = mesh_graph(scan_vertices, scan_faces, shortcuts=False)
     tree = cKDTree(scan_vertices)
     not_arm = l1 != names.index("upper extremity")
     d, i = tree.query(body[not_arm], distance_upper_bound=EXPLAINED_MM)
@@ -76,7 +67,7 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
     straight = from_shoulder[0, tips[0]] + from_shoulder[1, tips[1]]
     crossed = from_shoulder[0, tips[1]] + from_shoulder[1, tips[0]]
     tip_of = dict(zip((1, 2), tips if straight <= crossed else tips[::-1]))
-    body_graph = edge_graph(body, t.faces)
+    body_graph = mesh_graph(body, t.faces, shortcuts=False)
     out = {}
     for k, side in ((1, "left"), (2, "right")):
         sv = shoulder_v[k]

@@ -206,7 +206,7 @@ class _Fitter:
     def state(self) -> list:
         """A copy of everything the fit changes (restore() puts it back)."""
         return [self.rotvec.detach().clone(), self.trans.detach().clone(),
-                {k: v.detach().clone() for k, v in self.pheno.items()}, self._reg_mask.clone()]
+                {k: v.detach().clone() for k, v in self.pheno.items()}]
 
     def restore(self, state: list) -> None:
         with self.torch.no_grad():
@@ -214,7 +214,6 @@ class _Fitter:
             self.trans.copy_(state[1])
             for k, v in state[2].items():
                 self.pheno[k].copy_(v)
-        self._reg_mask = state[3].clone()
 
     def vertices(self):
         """Current fitted body vertices (13718, 3) mm as a torch tensor."""
@@ -559,16 +558,16 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     scan @ R.T - offset; err: the first fit's mean distance (mm). Returns the mean distance of
     the fit kept and a record of what was tried (empty when no arm was off or no hand found)."""
     torch = fitter.torch
-    body = lambda: (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R  # noqa: E731
-    before = limbs_off_scan(body(), scan, partial)
+    model = lambda: fitter.vertices().detach().numpy().astype(np.float64)  # noqa: E731  (the fitter's frame)
+    v = model()
+    before = limbs_off_scan((v + offset) @ R, scan, partial)
     bad = [s for s in ("left", "right") if before.get(f"{s} arm", 0.0) >= LIMB_OFF_FAIR]
     if not bad:
         return err, {}
     from bodymap.anatomy.keypoints import hand_keypoints
 
     hands_log = []
-    found = hand_keypoints(scan.vertices @ R.T - offset, scan.faces,
-                           fitter.vertices().detach().numpy().astype(np.float64), hands_log)
+    found = hand_keypoints(scan.vertices @ R.T - offset, scan.faces, v, hands_log)
     pull = [s for s in bad if s in found]
     record = {"arms": bad, "hands_found": pull, "kept": False, "hands": hands_log}
     if not pull:
@@ -577,7 +576,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     fitter.restore(start)
     fitter.keypoints = [(torch.as_tensor(found[s][0]), torch.as_tensor(found[s][1], dtype=torch.float32)) for s in pull]
     new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
-    after = limbs_off_scan(body(), scan, partial)
+    after = limbs_off_scan((model() + offset) @ R, scan, partial)
     better = new_err < err and sum(after[f"{s} arm"] for s in bad) < sum(before[f"{s} arm"] for s in bad)
     record.update(kept=bool(better), off_before={s: before[f"{s} arm"] for s in bad},
                   off_after={s: after[f"{s} arm"] for s in bad}, mean_mm=[round(err, 2), round(new_err, 2)])
