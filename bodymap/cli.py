@@ -20,7 +20,7 @@ the input). A scan is checked to be a body (bodymap.bodycheck) before any long w
     bodymap diagnose PHOTO... [--site SITE...] | SCAN --lesions JSON  [--out DIR]
     bodymap evaluate ear|macro [--weights PT] [--json OUT]
     bodymap photo PHOTO... [--site SITE...] [--json]   (photo mode: kind, site, ears, diagnosis)
-    bodymap train earfind --out DIR [--negatives CSV...] | photokind --out DIR --dermoscopy CSV --clinical CSV
+    bodymap train earfind --out DIR [--negatives CSV...] [--epochs N] | photokind --out DIR --dermoscopy CSV --clinical CSV
     bodymap batch MANIFEST --out DIR [--workers N | --ray ADDRESS|auto|local] [--threads T] [--detector D]
     bodymap query DIR ["WHERE CLAUSE" | --sql "SELECT ..."] [--csv OUT] [--limit N]
 """
@@ -579,9 +579,10 @@ def _train_earfind_photokind(args: argparse.Namespace) -> int:
         if args.model == "earfind":
             from bodymap.models.earfind import train_locator
 
-            kw = {k: getattr(args, k) for k in ("bodies", "views", "steps", "batch", "lr", "minutes", "threads")
+            kw = {k: getattr(args, k) for k in ("bodies", "views", "epochs", "batch", "n_pool", "n_negatives", "threads")
                   if getattr(args, k, None) is not None}
-            cmd = " ".join([f"bodymap train earfind --out {args.out} --seed {seed}"] + [f"--{k} {v}" for k, v in kw.items()]
+            cmd = " ".join([f"bodymap train earfind --out {args.out} --seed {seed}"]
+                           + [f"--{k.replace('_', '-')} {v}" for k, v in kw.items()]
                            + ([f"--negatives {' '.join(args.negatives)}"] if args.negatives else [])
                            + ([f"--cache {args.cache}"] if args.cache else []))
             path = train_locator(Path(args.out), negatives=args.negatives, seed=seed, cache=args.cache,
@@ -895,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="work folder: synthetic patients, tiles, runs, checkpoint")
     q.add_argument("--patients", type=int, default=6)
     q.add_argument("--seed", type=int, help="default: detector 500, ear and macro 1")
-    q.add_argument("--epochs", type=int, help="default: detector 30, diagnosis 10")
+    q.add_argument("--epochs", type=int, help="default: detector 30, diagnosis 10, earfind 35")
     q.add_argument("--arch", default="yolov8n.yaml", help="ultralytics model yaml (random weights)")
     q.add_argument("--batch", type=int, help="default: detector 16, ear 8, macro 16")
     q.add_argument("--device", help="cpu, 0 (first GPU); default: GPU when present")
@@ -940,6 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "earfind / photokind: folder of the rendered heads")
     q.add_argument("--negatives", nargs="+", metavar="CSV", help="earfind: real photos without ears (the training "
                                                                  "part of each data set's CSV)")
+    q.add_argument("--n-pool", type=int, help="earfind: real photos lending skin texture and backgrounds (default 1500)")
+    q.add_argument("--n-negatives", type=int, help="earfind: real photos added whole as photos without an ear "
+                                                   "(default 600)")
     q.add_argument("--dermoscopy", nargs="+", metavar="CSV", help="photokind: dermoscopy data sets (training parts)")
     q.add_argument("--clinical", nargs="+", metavar="CSV", help="photokind: clinical photo data sets (training parts)")
     q.add_argument("--data-name", help="diagnosis --csv: name of the data set, written into the checkpoints")

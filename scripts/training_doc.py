@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 TITLES = {"ear": "Ear segmentation U-Net (smp Unet, ResNet-18 encoder, random init)",
           "macro": "Macro-anatomy classifier (timm EfficientNet-B2, random init)",
-          "earfind": "Ear locator (a small U-Net of our own, random init)",
+          "earfind": "Ear locator (ultralytics YOLOv8 layout at width 1/8, random init)",
           "photokind": "Photo kind (timm resnet10t at a quarter width, random init)",
           "diagnosis": "Diagnosis model B (image + 128-d site embedding; timm resnet10t at half width, random init)"}
 

@@ -189,16 +189,42 @@ def test_locator_network_and_decisions():
     from bodymap.models.earfind import ARCH, build_model, decide
 
     net = build_model(ARCH).eval()
-    assert sum(p.numel() for p in net.parameters()) < 1e6
+    assert sum(p.numel() for p in net.parameters()) < 1e6  # 1.8 MB in fp16: the checkpoints' 60 MB budget
     with torch.no_grad():
-        assert net(torch.zeros(1, 3, 96, 128)).shape == (1, 1, 96, 128)
-    p = np.zeros((100, 100), np.float32)
-    assert not decide(p, {}).found
-    p[10:20, 10:20] = 0.95  # 1% of the photo, confident
-    p[60:61, 60:61] = 0.99  # one pixel: too small
-    s = decide(p, {"min_area": 0.005, "peak_threshold": 0.9})
-    assert s.found and s.boxes.tolist() == [[10, 10, 20, 20]] and s.mask.sum() == 100
-    assert not decide(p, {"min_area": 0.005, "peak_threshold": 0.97}).found  # not confident enough
+        y = net(torch.zeros(1, 3, 96, 128))
+    assert y[0].shape == (1, 5, 12 * 16 + 6 * 8 + 3 * 4)  # box + score at strides 8, 16, 32
+    assert not decide(np.zeros((0, 4)), np.zeros(0), (100, 100), {}).found
+    boxes = np.array([[10.2, 10.0, 19.6, 20.0], [50, 50, 60, 60], [95, 95, 130, 130]])
+    s = decide(boxes, np.array([0.9, 0.3, 0.6]), (100, 100), {"conf": 0.5})
+    assert s.found and s.boxes.tolist() == [[10, 10, 20, 20], [95, 95, 100, 100]]  # whole pixels, in the photo
+    assert s.scores.tolist() == pytest.approx([0.9, 0.6]) and s.peak == pytest.approx(0.9)
+    assert s.mask.sum() == 100 + 25 and s.prob[55, 55] == pytest.approx(0.3) and not s.mask[55, 55]
+    assert not decide(boxes, np.array([0.9, 0.3, 0.6]), (100, 100), {"conf": 0.95}).found
+
+
+def test_locator_decodes_boxes_into_photo_pixels():
+    """The network sees the photo at its input size (long side), padded below and right; the
+    boxes it gives in input pixels come back in photo pixels."""
+    from bodymap.models.earfind import INPUT, NORMALISATION, EarLocator
+
+    seen = []
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            out = torch.zeros(1, 5, 3)
+            out[0, :, 0] = torch.tensor([64.0, 32.0, 20.0, 10.0, 0.9])  # an ear
+            out[0, :, 1] = torch.tensor([66.0, 33.0, 20.0, 10.0, 0.5])  # the same ear again: suppressed
+            out[0, :, 2] = torch.tensor([200.0, 100.0, 8.0, 8.0, 0.01])  # below any threshold
+            return out, {}
+
+    ck = {"arch": {"thresholds": {"conf": 0.3}}, "classes": ["background", "ear"], "input_size": INPUT,
+          "normalisation": NORMALISATION}
+    loc = EarLocator(ck, "cpu", Net())
+    photo = (np.random.default_rng(0).random((2 * 100, 2 * INPUT, 3)) * 255).astype(np.uint8)  # 512 x 200: seen at 256 x 100, padded to 256 x 128
+    s = loc.find(photo)
+    assert seen == [(1, 3, 128, 256)]
+    assert s.found and s.boxes.tolist() == [[108, 54, 148, 74]] and s.mask.shape == (200, 512)
 
 
 def test_find_and_segment_keeps_labels_on_found_ears_only():
@@ -209,11 +235,8 @@ def test_find_and_segment_keeps_labels_on_found_ears_only():
             self.box = box
 
         def find(self, image, name="image"):
-            p = np.zeros(image.shape[:2], np.float32)
-            if self.box:
-                x0, y0, x1, y1 = self.box
-                p[y0:y1, x0:x1] = 0.99
-            return decide(p, {})
+            boxes = np.array([self.box], float) if self.box else np.zeros((0, 4))
+            return decide(boxes, np.full(len(boxes), 0.99), image.shape[:2], {})
 
     class Seg:
         def segment(self, image, name=None):
@@ -228,21 +251,35 @@ def test_find_and_segment_keeps_labels_on_found_ears_only():
     assert len(r.crops) == 1
 
 
-def test_training_photos_are_composed_from_renders_and_real_photos():
-    from bodymap.models.earfind import Pools, _batch
+def test_locator_training_set_has_ear_boxes_and_photos_without_ears(tmp_path):
+    from PIL import Image
 
+    from bodymap.models.earfind import ear_boxes, write_yolo_dataset
+
+    ear = np.zeros((40, 40), bool)
+    ear[5:10, 5:10] = True
+    ear[5:10, 11:14] = True  # the same ear split by a strand of hair
+    ear[30:32, 30:32] = True  # 4 pixels at the frame's edge: too little to be a box
+    assert ear_boxes(ear) == [(5, 5, 14, 10)]
     rng = np.random.default_rng(0)
     n, s = 4, 32
     heads = {"images": (rng.random((n, s, s, 3)) * 255).astype(np.uint8), "body": np.zeros((n, s, s), bool),
              "ear": np.zeros((n, s, s), bool)}
     heads["body"][:, 8:24, 8:24] = True
-    heads["ear"][:, 12:16, 12:16] = True
-    real = (rng.random((3, 40, 40, 3)) * 255).astype(np.uint8)
-    pools = Pools(real, s, n_bg=4)
-    x, y = _batch(heads, pools, rng, 12, p_negative=0.5)
-    assert x.shape == (12, s, s, 3) and x.dtype == np.uint8 and y.shape == (12, s, s)
-    has = y.reshape(12, -1).sum(1)
-    assert set(has.tolist()) <= {0.0, 16.0} and 0 < (has > 0).sum() < 12  # renders keep their ear; negatives none
+    heads["ear"][:2, 12:18, 12:16] = True  # two views with an ear, two without
+    photos = []
+    for i in range(5):
+        photos.append(tmp_path / f"p{i}.png")
+        Image.fromarray((rng.random((30, 50, 3)) * 255).astype(np.uint8)).save(photos[-1])
+    d = write_yolo_dataset(heads, tmp_path / "data", [str(p) for p in photos], seed=0, views=2, n_pool=2,
+                           n_negatives=3, val_bodies=0.5)
+    assert d["train"] == 2 + 2 and d["val"] == 2 + 1 and d["boxes"] == 2 and d["negatives"] == 3
+    lab = (tmp_path / "data" / "labels" / "train" / "r00000.txt").read_text().split()
+    assert lab[0] == "0" and [float(v) for v in lab[1:]] == pytest.approx([14 / 32, 15 / 32, 4 / 32, 6 / 32])
+    assert (tmp_path / "data" / "labels" / "val" / "r00002.txt").read_text() == ""  # no ear, no box
+    neg = sorted((tmp_path / "data" / "images" / "train").glob("n*.jpg"))
+    assert len(neg) == 2 and Image.open(neg[0]).size == (32, 19)  # whole photo, long side the render's
+    assert "names:\n  0: ear" in (tmp_path / "data" / "data.yaml").read_text()
 
 
 # ----------------------------------------------------------------------- photo kind

@@ -50,10 +50,8 @@ class Locator:
 
     def find(self, image, name=None):
         h, w = image.shape[:2]
-        p = np.zeros((h, w), np.float32)
-        if self.ear:
-            p[h // 3:2 * h // 3, w // 3:2 * w // 3] = 0.99
-        return decide(p, {"min_area": 0.001, "peak_threshold": 0.9})
+        boxes = np.array([[w // 3, h // 3, 2 * w // 3, 2 * h // 3]] if self.ear else np.zeros((0, 4)), float)
+        return decide(boxes, np.full(len(boxes), 0.99), (h, w), {"conf": 0.5})
 
 
 class Segmenter:

@@ -50,6 +50,10 @@ ARCH = {"backbone": "resnet10t", "backbone_kwargs": {"channels": [16, 32, 64, 12
 NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 SIZE = 96
 LOAD = 112  # training images are stored at this side; the augmentation samples SIZE windows
+# synthetic head photographs (earfind.render_head_dataset) for the "body" class: training renders
+# at 128 px (seed 1, as the first ear locator's), held-out renders of seed 9101 at 256 px
+HEADS_SIZE = 128
+HELD_OUT_HEADS = {"seed": 9101, "bodies": 24, "views": 12, "size": 256}
 #: Splits of the real sets for this model where they differ from diagdata.STANDARD_SPLITS
 #: (fractions train / dev / test, seed): ISIC 2017 is all test data for the diagnosis and ear
 #: models, but photo kind trains on half of it (split by image id).
@@ -210,7 +214,7 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
 
     from bodymap.models.checkpoint import pick_device, save_checkpoint
     from bodymap.models.diagnosis import strong_augment
-    from bodymap.models.earfind import INPUT, cached_head_dataset
+    from bodymap.models.earfind import cached_head_dataset
 
     from bodymap.models.training import TorchOneCycle, TrainingLog, fit, training_record
 
@@ -224,7 +228,7 @@ def train_photokind(out: str | Path, *, dermoscopy: list, clinical: list, heads_
     with TrainingLog(out / "photokind_train.log", command or "train_photokind") as log:
         rows_d = [{**r, "set": Path(c).parent.name} for c in dermoscopy for r in kind_rows(c, "train")]
         rows_c = [r for c in clinical for r in kind_rows(c, "train")]
-        heads = cached_head_dataset(heads_cache, bodies, views, INPUT, 1)
+        heads = cached_head_dataset(heads_cache, bodies, views, HEADS_SIZE, 1)
         data = kind_dataset([r["path"] for r in rows_d], [r["path"] for r in rows_c], heads, n_synth_clinical,
                             n_other, seed, texture_paths=[r["path"] for r in rows_d[:300] + rows_c], progress=say,
                             derm_sets=[r["set"] for r in rows_d])
@@ -324,9 +328,9 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
     """Figures for benchmarks/models.py: the shipped classifier on photos it never saw:
     HAM10000's and ISIC 2017's test parts (dermoscopy), PAD-UFES-20's test patients
     (clinical): the share told apart right (dermoscopy vs not), per set and overall, with 95%
-    intervals; and on held-out synthetic renders (earfind.HELD_OUT, body) and non-skin images
+    intervals; and on held-out synthetic renders (HELD_OUT_HEADS, body) and non-skin images
     (other, seed 9301): the share called right."""
-    from bodymap.models.earfind import HELD_OUT, _compose_fixed, cached_head_dataset
+    from bodymap.models.earfind import _compose_fixed, cached_head_dataset
     from bodymap.models.synthviews import background, finish
 
     ext = Path(external) if external else EXTERNAL
@@ -342,8 +346,9 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
             per[name] = score_photos(clf, {truth: paths})[truth]
     res = {"checkpoint": str(clf.path), "card": clf.card, "sets": per, "overall": score_photos(clf, sets)}
     cache = Path(cache) if cache else Path(__file__).resolve().parents[2] / "out" / "models" / "cache"
-    ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
-    body = clf.probs(_compose_fixed(ho, HELD_OUT["seed"])).argmax(1)
+    h = HELD_OUT_HEADS
+    ho = cached_head_dataset(cache, h["bodies"], h["views"], h["size"], h["seed"])
+    body = clf.probs(_compose_fixed(ho, h["seed"])).argmax(1)
     rng = np.random.default_rng(9301)
     other = clf.probs(np.stack([finish(background(128, 128, rng).astype(np.float32), rng) for _ in range(200)])).argmax(1)
     res["synthetic"] = {"body_renders": int(len(body)), "called_body": round(float((body == 2).mean()), 4),
