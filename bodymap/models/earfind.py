@@ -388,7 +388,8 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
 
         ut.NUM_THREADS = max(1, threads)  # its device selection resets torch to cores - 1 threads (1 here)
 
-        (out / "ear_yolo.yaml").write_text(yaml.safe_dump(yolo_config(ARCH)))
+        cfg = yolo_config(ARCH)
+        (out / "ear_yolo.yaml").write_text(yaml.safe_dump(cfg))
         dev = pick_device(device)
         say("training (ultralytics)", 0.3)
         net = YOLO(str(out / "ear_yolo.yaml"), task="detect")
@@ -401,7 +402,7 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
         log.note(f"ultralytics validation (best epoch): {json.dumps(validation)}")
         best = torch.load(str(out / "run" / "weights" / "best.pt"), map_location="cpu", weights_only=False)
         state = (best.get("ema") or best["model"]).float().state_dict()
-        loc = EarLocator(_checkpoint_dict(state, {}), dev)
+        loc = EarLocator(_checkpoint_dict(state, {}, cfg), dev)
         say("threshold on development data", 0.85)
         dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
         dev_rows = [r for c in (negatives or []) for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
@@ -419,7 +420,7 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
                     "device": str(dev), "threads": threads, "seconds": round(seconds, 1), "from": "random weights",
                     "validation": validation, "log": "earfind_train.log"}
         path = out / "ear_locator.pt"
-        ck = _checkpoint_dict(state, loc.thresholds)
+        ck = _checkpoint_dict(state, loc.thresholds, cfg)
         save_checkpoint(path, task=TASK, arch=ck["arch"], state_dict=state, classes=ck["classes"],
                         input_size=INPUT, normalisation=NORMALISATION,
                         data={"renders": heads["description"], "real": {**data, "csvs": settings["negatives"],
@@ -433,9 +434,10 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
     return path
 
 
-def _checkpoint_dict(state_dict: dict, thresholds: dict) -> dict:
-    """An in-memory checkpoint of the locator (as load_checkpoint returns one)."""
-    cfg = yolo_config(ARCH)
+def _checkpoint_dict(state_dict: dict, thresholds: dict, cfg: dict | None = None) -> dict:
+    """An in-memory checkpoint of the locator (as load_checkpoint returns one); cfg: its
+    ``yolo_config`` (built here when not given), whose layer list the checkpoint keeps."""
+    cfg = cfg or yolo_config(ARCH)
     layers = {"backbone": cfg["backbone"], "head": cfg["head"]}
     return {"arch": {**ARCH, "layers": layers, "thresholds": dict(thresholds)}, "state_dict": state_dict,
             "classes": ["background", "ear"], "input_size": INPUT, "normalisation": NORMALISATION}
@@ -514,9 +516,8 @@ class EarLocator(LoadedModel):
     def find(self, image, name: str = "image") -> EarSearch:
         """Search a photo for ears: boxes scoring at least the checkpoint's ``conf`` (set on
         development data)."""
-        rgb = as_rgb(image, name)
-        boxes, scores = self.detect(rgb, name)
-        return decide(boxes, scores, rgb.shape[:2], self.thresholds)
+        boxes, scores = self.detect(image, name)  # detect validates the photo (as_rgb)
+        return decide(boxes, scores, np.shape(image)[:2], self.thresholds)
 
 
 def decide(boxes: np.ndarray, scores: np.ndarray, shape: tuple, thresholds: dict) -> EarSearch:
