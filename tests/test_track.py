@@ -290,3 +290,30 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     assert out.get(15, (None,))[0] != want[15]
     # with fewer than 4 trusted pairs nothing is placed: track() keeps the rounds' pairs then
     assert _far_pass({0: 0, 1: 1, 2: 2}, banned, g1, g2, a, b, opts) == ({}, set())
+
+
+def test_final_positions_come_from_the_other_pairs_never_from_a_lesions_own():
+    """_place carries each visit-2 lesion to scan 1 by the rigid motion of its nearest standing
+    pairs: exact for a rigidly moved surface, and a lesion's own (here wrong) pair plays no part."""
+    from scipy.spatial.transform import Rotation
+
+    from bodymap.scan import Scan, ScanMeta
+    from bodymap.track import TrackOptions, _place, _rigid_motion
+
+    m = trimesh.creation.icosphere(4, radius=100.0)
+    s1 = Scan(np.asarray(m.vertices), np.asarray(m.faces), meta=ScanMeta(source="sphere"), validate=False)
+    R = Rotation.from_euler("xyz", [30, -50, 80], degrees=True).as_matrix()
+    rng = np.random.default_rng(3)
+    v = rng.choice(len(m.vertices), 40, replace=False)
+    p1 = s1.vertices[v]
+    p2 = p1 @ R.T + [500.0, -20.0, 7.0]  # visit 2: the same skin, moved rigidly
+    f = _rigid_motion(p2[:5], p1[:5], np.ones(5))
+    assert np.allclose([f(x) for x in p2], p1, atol=1e-6)
+    D2 = np.linalg.norm(p2[:, None] - p2[None], axis=2)
+    D2[D2 > 120.0] = np.inf
+    standing = {j: j for j in range(40)}
+    standing[0] = 17  # lesion 0's own pair is wrong; its position must not follow it
+    pts, face, bary = _place(np.zeros((40, 3)), p1, p2, standing, D2, None, s1, TrackOptions())
+    err = np.linalg.norm(pts - p1, axis=1)
+    assert err[0] < 0.5 and face.shape == (40,) and np.allclose(bary.sum(1), 1.0)
+    assert np.median(err) < 1.0
