@@ -482,9 +482,16 @@ class EarLocator(LoadedModel):
             (self.info.get("metrics") or {}).get("held_out") or {}
         if not ho:
             return ""
-        return (f"ear found on {ho['detection_rate']:.3f} of held-out synthetic photos with an ear "
+        line = (f"ear found on {ho['detection_rate']:.3f} of held-out synthetic photos with an ear "
                 f"(false finds {ho['false_rate']}), ear pixels precision {ho['pixel_precision']:.2f} / "
                 f"recall {ho['pixel_recall']:.2f}")
+        # real photos without an ear (benchmarks/models.py --record): how often it is fooled
+        real = {k: v for k, v in ((self.info.get("metrics") or {}).get("real_photos") or {}).items()
+                if "not of the ear" in k}
+        if real:
+            line += "; on real photos without an ear, found on " + ", ".join(
+                f"{v['rate']:.3f} of {k.split(',')[0]}" for k, v in real.items())
+        return line
 
     def detect(self, image, name: str = "image", conf: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
         """Every ear box of a photo (H, W, 3) uint8 of any size scoring at least ``conf``: its
