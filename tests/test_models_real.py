@@ -225,6 +225,13 @@ def test_locator_decodes_boxes_into_photo_pixels():
     s = loc.find(photo)
     assert seen == [(1, 3, 128, 256)]
     assert s.found and s.boxes.tolist() == [[108, 54, 148, 74]] and s.mask.shape == (200, 512)
+    # searched at another size and mirrored too (the checkpoint's inference settings): the
+    # mirror image's box comes back mirrored, and the two are merged where they overlap
+    seen.clear()
+    loc = EarLocator({**ck, "arch": {**ck["arch"], "inference": {"size": 2 * INPUT, "mirror": True}}}, "cpu", Net())
+    b, sc = loc.detect(photo, conf=0.3)
+    assert seen == [(1, 3, 224, 512)] * 2  # 512 x 200 at long side 512: padded to 512 x 224
+    assert sorted(b[:, 0].round().tolist()) == [54.0, 438.0] and np.allclose(sc, 0.9)  # x 54..74 and 438..458
 
 
 def test_find_and_segment_keeps_labels_on_found_ears_only():
