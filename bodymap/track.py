@@ -14,8 +14,8 @@ neighbouring anchors, and lesions left without a partner, are matched again by t
 by their geodesic distances to the nearest trusted pairs at any range, with a tolerance for
 the skin's stretch across joints, so that a region the registration put on the wrong body part
 is still paired (see _far_pass). Last, each visit-2 lesion's position on scan 1 (the mapped
-point) is set from the pairs that stand around it, never from its own (see _place). A clinician's reviews (confirm, reject, reassign, mark new)
-are kept and respected on every run.
+point) is set from the pairs that stand around it, never from its own (see _place). A
+clinician's reviews (confirm, reject, reassign, mark new) are kept and respected on every run.
 """
 from __future__ import annotations
 
@@ -530,8 +530,8 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
     return pts, f, b
 
 
-def _place(m0: np.ndarray, p1: np.ndarray, p2: np.ndarray, standing: dict, D2: np.ndarray, far: _FarAnchors,
-           s1: Scan, o: TrackOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _place(m0: np.ndarray, p1: np.ndarray, p2: np.ndarray, standing: dict, D2: np.ndarray,
+           far: _FarAnchors | None, s1: Scan, o: TrackOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Final positions on scan 1 of the visit-2 lesions (points p2 (k2, 3) mm on scan 2) from the
     pairs that stand {j: i} (p1 (k1, 3): visit-1 points): each lesion is carried by the rigid
     motion (weighted least squares, Kabsch) that takes its nearest standing pairs' visit-2
@@ -551,7 +551,7 @@ def _place(m0: np.ndarray, p1: np.ndarray, p2: np.ndarray, standing: dict, D2: n
             d = np.where(j_a == j, np.inf, D2[j, j_a])  # not itself
             near = np.argsort(d)[:o.neighbours]
             near = near[np.isfinite(d[near])]
-            if len(near) < 3:
+            if len(near) < 3 and far is not None:
                 d = np.where(j_a == j, np.inf, far.distances(j, j_a))
                 near = np.argsort(d)[:6]
                 near = near[np.isfinite(d[near])]
