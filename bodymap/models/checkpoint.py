@@ -118,17 +118,17 @@ def pick_device(device: str | None = None):
     return dev
 
 
-def record_metrics(path, task: str, updates: dict, section: str = "metrics") -> None:
+def record_metrics(path, task: str, updates: dict, *, arch: dict | None = None, training: dict | None = None) -> None:
     """Add measured scores to a checkpoint's "metrics" (``updates``: key -> JSON-ready value),
-    leaving its weights and everything else as they are; atomic rewrite. For scores measured
-    after training (benchmarks/models.py --record). ``section``: another JSON-ready part to
-    update the same way ("arch": settings chosen after training, "training": how)."""
+    leaving its weights and everything else as they are; one atomic rewrite. For scores
+    measured after training (benchmarks/models.py --record). ``arch`` / ``training``: keys to
+    update the same way in those parts (settings chosen after training, and how)."""
     import torch
 
-    if section not in ("metrics", "arch", "training"):
-        raise ValueError(f"{path}: a checkpoint's {section!r} is not updated after training")
     load_checkpoint(path, task)  # the same checks as a load: refuses foreign files
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    obj[section] = {**obj.get(section, {}), **updates}
+    for section, up in (("metrics", updates), ("arch", arch), ("training", training)):
+        if up:
+            obj[section] = {**obj.get(section, {}), **up}
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)

@@ -405,15 +405,11 @@ def train_locator(out: str | Path, *, negatives: list | None = None, bodies: int
         best = torch.load(str(out / "run" / "weights" / "best.pt"), map_location="cpu", weights_only=False)
         state = (best.get("ema") or best["model"]).float().state_dict()
         loc = EarLocator(_checkpoint_dict(state, {}, cfg), dev)
-        say("threshold on development data", 0.85)
-        dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
-        dev_rows = [r for c in (negatives or []) for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
-        chosen = choose_inference(loc, dv, [r["path"] for r in dev_rows])
+        say("search settings on development data, then held-out scores", 0.85)
+        chosen, held_out = _tune_and_score(loc, negatives or [], cache)
         log.note(f"search settings and threshold (dev): {json.dumps(chosen)}")
-        say("held-out evaluation", 0.9)
-        ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
-        metrics = {"held_out": synthetic_scores(loc, ho, seed=HELD_OUT["seed"])}
-        log.note("held-out: " + json.dumps({k: v for k, v in metrics["held_out"].items() if k != "data"}))
+        metrics = {"held_out": held_out}
+        log.note("held-out: " + json.dumps({k: v for k, v in held_out.items() if k != "data"}))
         seconds = time.time() - t0
         training = {"command": command, "epochs": epochs, "batch": batch, "settings": settings,
                     "optimiser": "ultralytics (AdamW, its schedule)", "loss": "ultralytics detection (box, class, DFL)",
@@ -442,24 +438,31 @@ def retune(path: str | Path, negatives: list, cache: str | Path, command: str = 
     CSVs), score it once on HELD_OUT, and write both into the checkpoint at ``path`` (its
     weights unchanged). Returns what was written."""
     from bodymap.models.checkpoint import record_metrics
+
+    loc = EarLocator.load(path)
+    chosen, held_out = _tune_and_score(loc, negatives, Path(cache))
+    cfg = yolo_config(ARCH)
+    # the figures of the earlier settings are gone with them (their held-out set is development data now)
+    record_metrics(path, TASK, {"held_out": held_out, "held_out_pipeline": {}, "real_photos": {}},
+                   arch={"thresholds": loc.thresholds, "inference": loc.inference,
+                         "layers": {"backbone": cfg["backbone"], "head": cfg["head"]}},
+                   training={"retuned": {"command": command, "chosen_on": chosen["chosen_on"],
+                                         "tried": chosen["tried"]}})
+    return {**chosen, "held_out": held_out}
+
+
+def _tune_and_score(loc: EarLocator, negatives: list, cache: Path) -> tuple[dict, dict]:
+    """choose_inference on development data (DEV renders and the "dev" parts of the
+    ``negatives`` CSVs, photos taken of the ear left out), then synthetic_scores on HELD_OUT:
+    (what was chosen, with "chosen_on"; the held-out scores)."""
     from bodymap.models.diagdata import split_rows
 
-    cache = Path(cache)
-    loc = EarLocator.load(path)
     dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
     dev_rows = [r for c in negatives for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
     chosen = choose_inference(loc, dv, [r["path"] for r in dev_rows])
+    chosen["chosen_on"] = f"renders of seed {DEV['seed']}, {len(dev_rows)} real dev-part photos"
     ho = cached_head_dataset(cache, HELD_OUT["bodies"], HELD_OUT["views"], HELD_OUT["size"], HELD_OUT["seed"])
-    held_out = synthetic_scores(loc, ho, seed=HELD_OUT["seed"])
-    cfg = yolo_config(ARCH)
-    record_metrics(path, TASK, {"thresholds": loc.thresholds, "inference": loc.inference,
-                                "layers": {"backbone": cfg["backbone"], "head": cfg["head"]}}, section="arch")
-    record_metrics(path, TASK, {"retuned": {"command": command, "chosen_on": f"renders of seed {DEV['seed']}, "
-                                            f"{len(dev_rows)} real dev-part photos", "tried": chosen["tried"]}},
-                   section="training")
-    # the figures of the earlier settings are gone with them (their held-out set is development data now)
-    record_metrics(path, TASK, {"held_out": held_out, "held_out_pipeline": {}, "real_photos": {}})
-    return {**chosen, "held_out": held_out}
+    return chosen, synthetic_scores(loc, ho, seed=HELD_OUT["seed"])
 
 
 def _checkpoint_dict(state_dict: dict, thresholds: dict, cfg: dict | None = None,
@@ -659,13 +662,8 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
 def choose_thresholds(loc: EarLocator, dev_heads: dict, dev_negatives: list, max_false: float = 0.01) -> dict:
     """The decision threshold from development data: ``conf`` is the lowest box score in
     0.05..0.95 at which at most ``max_false`` of the real development photos without ears
-    (dev_negatives: their paths, read at 512 px long side, or the photos (H, W, 3) uint8) and
-    at most 2% of the synthetic views without one have an ear found; the recall on synthetic
-    views with an ear is reported."""
-    from bodymap.models.diagdata import load_photos
-
-    if dev_negatives and isinstance(dev_negatives[0], (str, Path)):
-        dev_negatives = load_photos(dev_negatives, 512)
+    (dev_negatives: photos (H, W, 3) uint8) and at most 2% of the synthetic views without one
+    have an ear found; the recall on synthetic views with an ear is reported."""
     neg = [_best_score(loc, im) for im in dev_negatives]
     imgs = _compose_fixed(dev_heads, seed=DEV["seed"])
     syn = np.array([_best_score(loc, im) for im in imgs])
