@@ -185,7 +185,9 @@ def main() -> None:
     p.add_argument("--faust-seed", type=int, default=300,
                    help="first FAUST placement seed (one per pair); the far pass was developed on 100-111 and "
                         "checked on 200-211, the calibration fitted on both; 300-311 gave the figures of 2026-12-02 and "
-                        "were looked at since; 600-611 scored the 12 %% far-pass stretch and final placement once")
+                        "were looked at since; 600-611 scored the 12 %% far-pass stretch and final placement once, and "
+                        "were looked at since (with 100-311, the settling was developed on them); 700-711 scored "
+                        "the settling once")
     p.add_argument("--clinic-poses", action="store_true",
                    help="synthetic visits in clinic pose pairs (trackeval.CLINIC_POSE_PAIRS) instead of a-pose -> random")
     p.add_argument("--json", help="also write all figures to this file")

@@ -13,9 +13,11 @@ to one (Hungarian) within a gate. Pairs that come out of this neither confident 
 neighbouring anchors, and lesions left without a partner, are matched again by the far pass:
 by their geodesic distances to the nearest trusted pairs at any range, with a tolerance for
 the skin's stretch across joints, so that a region the registration put on the wrong body part
-is still paired (see _far_pass). Last, each visit-2 lesion's position on scan 1 (the mapped
-point) is set from the pairs that stand around it, never from its own (see _place). A
-clinician's reviews (confirm, reject, reassign, mark new) are kept and respected on every run.
+is still paired (see _far_pass); the far pass's pairs are then priced again by their nearest
+standing pairs, trusted and far alike, which undoes swaps among neighbours (see _settle).
+Last, each visit-2 lesion's position on scan 1 (the mapped point) is set from the pairs that
+stand around it, never from its own (see _place). A clinician's reviews (confirm, reject,
+reassign, mark new) are kept and respected on every run.
 """
 from __future__ import annotations
 
@@ -90,6 +92,10 @@ class TrackOptions:
     far_stretch: float = 0.12  # FAUST dev placements: 0.08 -> 0.12 matched 0.937 -> 0.959 (seeds 100-111)
     far_cost: float = 2.0
     far_rounds: int = 3
+    # settling: the far pass's pairs priced again by their nearest standing pairs, trusted and
+    # far alike (FAUST dev placements, 4 series: matched 0.957-0.977 -> 0.965-0.984)
+    settle_neighbours: int = 12
+    settle_stretch: float = 0.15
     # fitting steps when track() registers a scan itself: half of analyze's 400, since the
     # constellation corrects what a shorter fit leaves (labels always come from the full fit)
     registration_steps: int = 200
@@ -391,7 +397,10 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     nearby = np.isfinite(D2).sum(1) - 1  # other visit-2 lesions within neighbour_mm
     trusted = {j: i for j, i in assign.items()
                if j in fixed or _trusted(_confidence(*_cost_second(feats[j])), feats[j], int(nearby[j]), o)}
-    far_pairs, placed = _far_pass(trusted, banned, g1, g2, a, b, o)
+    # (too few trusted pairs to place anything: no far pass, and no distance fields for it)
+    doubt = _Doubtful(trusted, g1, g2, a, b, o) if len(trusted) >= o.far_min_anchors else None
+    far_pairs, placed = _far_pass(trusted, banned, doubt, o)
+    far_pairs = _settle(trusted, far_pairs, banned, doubt, o)
     taken = set(trusted.values()) | {v[0] for v in far_pairs.values()}
     unconfirmed = set()  # doubtful pairs kept as the rounds made them: neither backed nor confirmed
     for j in [j for j in assign if j not in trusted]:
@@ -485,6 +494,15 @@ def _trilaterate(F: sp.csr_matrix, target: np.ndarray, prior: np.ndarray, s1: Sc
     return int(cand[np.argmin(res)])
 
 
+def _nearest(d: np.ndarray, j: int, j_a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The anchors nearest visit-2 lesion j, never its own pair: d (A,) mm from j to the anchors
+    (visit-2 indices j_a (A,)), inf where out of reach. Returns d with j's own pair set to inf,
+    and the indices into the anchors of the (at most) k nearest within reach, nearest first."""
+    d = np.where(j_a == j, np.inf, d)
+    near = np.argsort(d)[:k]
+    return d, near[np.isfinite(d[near])]
+
+
 def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "sp.csr_matrix",
             o: TrackOptions, s1: Scan, lost=(), far: _FarAnchors | None = None):
     """Better positions on scan 1 for the visit-2 lesions (k2), given anchors {j: i} (pairs
@@ -510,15 +528,11 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
     vface = s1.vertex_corners
     lost = set(int(j) for j in lost)
     for j in range(len(m0)):
-        dj = np.where(j_a == j, np.inf, d[j])  # not itself
-        near = np.argsort(dj)[:o.neighbours]
-        near = near[np.isfinite(dj[near])]
+        dj, near = _nearest(d[j], j, j_a, o.neighbours)
         if len(near) >= 3:
             v = _trilaterate(F1[i_a[near]], dj[near], pts[j], s1, o)
         elif j in lost and far is not None:
-            dj = np.where(j_a == j, np.inf, far.distances(j, j_a))
-            near = np.argsort(dj)[:4]
-            near = near[np.isfinite(dj[near])]
+            dj, near = _nearest(far.distances(j, j_a), j, j_a, 4)
             if len(near) < 3:
                 continue
             v = _trilaterate(far.fields(i_a[near]), dj[near], pts[j], s1, o)
@@ -548,13 +562,9 @@ def _place(m0: np.ndarray, p1: np.ndarray, p2: np.ndarray, standing: dict, D2: n
         j_a = np.fromiter(standing.keys(), np.int64)
         i_a = np.fromiter(standing.values(), np.int64)
         for j in range(len(m0)):
-            d = np.where(j_a == j, np.inf, D2[j, j_a])  # not itself
-            near = np.argsort(d)[:o.neighbours]
-            near = near[np.isfinite(d[near])]
+            d, near = _nearest(D2[j, j_a], j, j_a, o.neighbours)
             if len(near) < 3 and far is not None:
-                d = np.where(j_a == j, np.inf, far.distances(j, j_a))
-                near = np.argsort(d)[:6]
-                near = near[np.isfinite(d[near])]
+                d, near = _nearest(far.distances(j, j_a), j, j_a, 6)
             if len(near) >= 3:
                 q[j] = _rigid_motion(p2[j_a[near]], p1[i_a[near]], np.exp(-0.5 * (d[near] / 60.0) ** 2))(p2[j])
     f, b = _snap(s1, q)
@@ -643,8 +653,54 @@ def _trusted(prob: float, features: np.ndarray, nearby: int, o: TrackOptions) ->
     return support >= min(2, nearby)
 
 
-def _far_pass(trusted: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: SurfaceGeodesics,
-              a: dict, b: dict, o: TrackOptions) -> tuple[dict, set]:
+class _Doubtful:
+    """The doubtful lesions of both visits (those not in a trusted pair {j: i}) and their
+    geodesic distances to every lesion of their own visit, up to o.far_reach_mm: free2 (f2,),
+    free1 (f1,), E2 (f2, k2), E1 (f1, k1) mm, change (f1, f2) size-and-colour cost. Computed
+    once for the far pass and the settling after it (fields only from the doubtful lesions)."""
+
+    def __init__(self, trusted: dict, g1: SurfaceGeodesics, g2: SurfaceGeodesics, a: dict, b: dict,
+                 o: TrackOptions):
+        self.free2 = np.setdiff1d(np.arange(len(b["ids"])), list(trusted)).astype(np.int64)
+        self.free1 = np.setdiff1d(np.arange(len(a["ids"])), list(trusted.values())).astype(np.int64)
+        self.E2 = g2.between(b["face"][self.free2], b["bary"][self.free2], b["face"], b["bary"], o.far_reach_mm)
+        self.E1 = g1.between(a["face"][self.free1], a["bary"][self.free1], a["face"], a["bary"], o.far_reach_mm)
+        self.change = _change_cost(a, b, self.free1[:, None], self.free2[None])
+
+    def costs(self, anchors: dict, k: int, scale_mm: float, stretch: float) -> tuple[np.ndarray, np.ndarray]:
+        """(f1, f2) cost of each doubtful pair from its geodesic distances to the k nearest
+        anchors {j: i} (on scan 2, not itself; an anchor whose visit-1 lesion is the candidate
+        itself is left out): mean of min(|d1 - d2| / (scale_mm + stretch * d2), 4) ** 2 / 2,
+        plus the change cost; and (f2,) how many anchors each lesion had within reach."""
+        j_a = np.fromiter(anchors.keys(), np.int64, len(anchors))
+        i_a = np.fromiter(anchors.values(), np.int64, len(anchors))
+        d2 = np.where(j_a[None] == self.free2[:, None], np.inf, self.E2[:, j_a])  # (f2, A)
+        near = np.argsort(d2, axis=1)[:, :k]
+        d2n = np.take_along_axis(d2, near, 1)  # (f2, K)
+        ok = np.isfinite(d2n)
+        d1n = self.E1[:, i_a][:, near]  # (f1, f2, K)
+        use = ok[None] & (self.free1[:, None, None] != i_a[near][None])
+        R = np.minimum(np.abs(np.where(np.isfinite(d1n), d1n, 1e9) - np.where(ok, d2n, 0)[None])
+                       / (scale_mm + stretch * np.where(ok, d2n, 0)[None]), 4.0)
+        C = np.where(use, R ** 2, 0.0).sum(2) / np.maximum(use.sum(2), 1) / 2 + self.change
+        return C, ok.sum(1)
+
+    def assign(self, C: np.ndarray, o: TrackOptions) -> dict:
+        """One-to-one pairs from the (f1, f2) costs C: {j: (i, cost, margin)} (lesion indices),
+        "no partner" at far_cost; the margin on the rounds' scale (their no-partner cost is
+        max_cost, here far_cost)."""
+        C = np.where(C >= o.far_cost, np.inf, C)
+        out = {}
+        if not np.isfinite(C).any():
+            return out
+        for c, ri in _assign(C, {}, o.far_cost)[0].items():
+            cost = float(C[ri, c])
+            second = min(np.delete(C[:, c], ri).min(initial=np.inf), np.delete(C[ri], c).min(initial=np.inf), o.far_cost)
+            out[int(self.free2[c])] = (int(self.free1[ri]), cost, (second - cost) * o.max_cost / o.far_cost)
+        return out
+
+
+def _far_pass(trusted: dict, banned: np.ndarray, doubt: _Doubtful | None, o: TrackOptions) -> tuple[dict, set]:
     """Matches for the doubtful lesions, ({j: (i, cost, margin)}, set of the visit-2 lesions it
     could place): visit-2 lesions not in a trusted pair {j: i} (see _trusted), against the
     visit-1 lesions not in one (a clinician's confirmed pairs are among the trusted ones).
@@ -652,51 +708,51 @@ def _far_pass(trusted: dict, banned: np.ndarray, g1: SurfaceGeodesics, g2: Surfa
     Where the registration put a whole region on the wrong body part (FAUST's pose 003: both
     arms, raised in front), no nearby anchor exists to correct it and the rounds cannot reach the
     right partner. Here a lesion is placed by its geodesic distances to its far_neighbours
-    nearest trusted pairs at any distance up to far_reach_mm (fields computed only from the
-    doubtful lesions), scaled far_scale_mm + far_stretch of the distance: long paths cross
-    joints, whose skin stretches between poses. One-to-one assignment (Hungarian) with a
-    "no partner" cost of far_cost, in far_rounds rounds that add clear pairs to the trusted
-    ones. Size and colour changes cost as in the rounds."""
-    k1, k2 = len(a["ids"]), len(b["ids"])
-    free2 = np.setdiff1d(np.arange(k2), list(trusted))
-    free1 = np.setdiff1d(np.arange(k1), list(trusted.values()))
-    if not len(free2) or not len(free1) or len(trusted) < o.far_min_anchors:
+    nearest trusted pairs at any distance up to far_reach_mm, scaled far_scale_mm + far_stretch
+    of the distance: long paths cross joints, whose skin stretches between poses. One-to-one
+    assignment (Hungarian) with a "no partner" cost of far_cost, in far_rounds rounds that add
+    clear pairs to the trusted ones. Size and colour changes cost as in the rounds."""
+    if doubt is None or not len(doubt.free2) or not len(doubt.free1) or len(trusted) < o.far_min_anchors:
         return {}, set()
-    # (f2, k2) and (f1, k1): doubtful lesions to every lesion of their own visit
-    E2 = g2.between(b["face"][free2], b["bary"][free2], b["face"], b["bary"], o.far_reach_mm)
-    E1 = g1.between(a["face"][free1], a["bary"][free1], a["face"], a["bary"], o.far_reach_mm)
-    change = _change_cost(a, b, free1[:, None], np.arange(k2)[None])  # (f1, k2)
+    free1, free2 = doubt.free1, doubt.free2
     anchors = dict(trusted)
     out: dict = {}
     for _ in range(o.far_rounds):
-        j_a = np.fromiter(anchors.keys(), np.int64)
-        i_a = np.fromiter(anchors.values(), np.int64)
-        d2 = np.where(j_a[None] == free2[:, None], np.inf, E2[:, j_a])  # (f2, A)
-        near = np.argsort(d2, axis=1)[:, :o.far_neighbours]
-        d2n = np.take_along_axis(d2, near, 1)  # (f2, K)
-        ok = np.isfinite(d2n)
-        d1n = E1[:, i_a][:, near]  # (f1, f2, K)
-        dis = np.abs(np.where(np.isfinite(d1n), d1n, 1e9) - np.where(ok, d2n, 0)[None])
-        R = np.minimum(dis / (o.far_scale_mm + o.far_stretch * np.where(ok, d2n, 0)[None]), 4.0)
-        n = ok.sum(1)
-        C = np.where(ok[None], R ** 2, 0.0).sum(2) / np.maximum(n, 1)[None] / 2 + change[:, free2]
+        C, n = doubt.costs(anchors, o.far_neighbours, o.far_scale_mm, o.far_stretch)
         C[:, n < o.far_min_anchors] = np.inf  # too few trusted pairs within reach to place it
         placed = set(free2[n >= o.far_min_anchors].tolist())
         C[banned[np.ix_(free1, free2)]] = np.inf
-        C[C >= o.far_cost] = np.inf
-        if not np.isfinite(C).any():
-            return {}, placed
-        got = _assign(C, {}, o.far_cost)[0]
-        out, anchors = {}, dict(trusted)
-        for c, ri in got.items():
-            cost = float(C[ri, c])
-            second = min(np.delete(C[:, c], ri).min(initial=np.inf), np.delete(C[ri], c).min(initial=np.inf), o.far_cost)
-            j, i = int(free2[c]), int(free1[ri])
-            # the margin on the rounds' scale (their "no partner" cost is max_cost, here far_cost)
-            out[j] = (i, cost, (second - cost) * o.max_cost / o.far_cost)
-            if second - cost > 0.5 and cost < 0.5:
+        out = doubt.assign(C, o)
+        anchors = dict(trusted)
+        for j, (i, cost, margin) in out.items():
+            if margin * o.far_cost / o.max_cost > 0.5 and cost < 0.5:  # clear pairs anchor the next round
                 anchors[j] = i
     return out, placed
+
+
+def _settle(trusted: dict, far_pairs: dict, banned: np.ndarray, doubt: _Doubtful | None, o: TrackOptions) -> dict:
+    """The far pass's pairs {j: (i, cost, margin)} checked against their neighbourhood.
+
+    The far pass places a doubtful lesion from trusted pairs only, which on a poorly registered
+    region (FAUST: an arm raised in front, the torso of a twisted pose) are few and far, so
+    lesions 30-50 mm apart swap partners. Here each doubtful lesion is priced again by its
+    settle_neighbours nearest standing pairs, trusted and far alike (near ones tell neighbours
+    apart), in two assignments: the first, against every far pair, keeps the pairs their
+    neighbourhood agrees with (a wrong far pair disagrees with its neighbours and drops out);
+    the second, against the trusted pairs and those, decides. Only lesions the far pass paired
+    are reassigned. Returns the new {j: (i, cost, margin)}."""
+    if not far_pairs or doubt is None:
+        return far_pairs
+    cur = {j: v[0] for j, v in far_pairs.items()}
+    cols = np.isin(doubt.free2, list(far_pairs))
+    out = far_pairs
+    for _ in range(2):
+        C, _n = doubt.costs({**trusted, **cur}, o.settle_neighbours, o.far_scale_mm, o.settle_stretch)
+        C[:, ~cols] = np.inf
+        C[banned[np.ix_(doubt.free1, doubt.free2)]] = np.inf
+        out = doubt.assign(C, o)
+        cur = {j: v[0] for j, v in out.items()}
+    return out
 
 
 def _change_cost(a: dict, b: dict, i, j) -> np.ndarray:
@@ -728,9 +784,7 @@ def _leftover_pairs(assign: dict, X: np.ndarray, a: dict, b: dict, D1: np.ndarra
     i_a = np.fromiter(anchors.values(), np.int64)
     C = np.full((len(free1), len(lost)), np.inf)
     for c, j in enumerate(lost):
-        d2 = np.where(j_a == j, np.inf, D2[j, j_a])
-        near = np.argsort(d2)[:o.neighbours]
-        near = near[np.isfinite(d2[near])]
+        d2, near = _nearest(D2[j, j_a], j, j_a, o.neighbours)
         if len(near) < o.leftover_neighbours:
             continue
         gate = np.maximum(o.gate_mm, 0.75 * np.maximum(a["diameter"][free1], b["diameter"][j]))
@@ -770,9 +824,7 @@ def pair_features(assign: dict, costs: dict, X: np.ndarray, gate: np.ndarray, D1
         cost, margin = costs[j]
         support = agree = 0.0
         if len(j_a):
-            d2 = np.where(j_a == j, np.inf, D2[j, j_a])
-            near = np.argsort(d2)[:o.neighbours]
-            near = near[np.isfinite(d2[near])]
+            d2, near = _nearest(D2[j, j_a], j, j_a, o.neighbours)
             if len(near):
                 d1 = D1[i, i_a[near]]
                 ok = np.abs(np.where(np.isfinite(d1), d1, 1e9) - d2[near]) <= o.consistency_mm + 0.04 * d2[near]

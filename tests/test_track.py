@@ -249,7 +249,7 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     """Doubtful lesions 300-700 mm from every trusted pair (a region the registration put on the
     wrong body part) are paired by their distances to far anchors, across a 6 % stretch between
     the visits; a new lesion and an excised one stay unpaired, and a rejected pair is never made."""
-    from bodymap.track import TrackOptions, _confidence, _far_pass
+    from bodymap.track import TrackOptions, _confidence, _Doubtful, _far_pass
 
     # a 1000 x 300 mm strip of skin, 10 mm grid; visit 2 is the same strip stretched 6 % along it
     nx, ny = 101, 31
@@ -282,17 +282,62 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     # 12 % the new lesion, where the stretch puts an old one, could not be told from it)
     opts = TrackOptions(far_reach_mm=1200.0, far_stretch=0.08)
     banned = np.zeros((23, 23), bool)
-    out, placed = _far_pass(trusted, banned, g1, g2, a, b, opts)
+    doubt = _Doubtful(trusted, g1, g2, a, b, opts)
+    out, placed = _far_pass(trusted, banned, doubt, opts)
     assert placed == set(range(14, 23))
     want = {14 + k: 14 + 7 - k for k in range(8)}  # visit-2 index -> visit-1 index
     assert {j: v[0] for j, v in out.items()} == want
     assert all(0.5 < _confidence(cost, cost + margin) <= 1.0 for _, cost, margin in out.values())  # clear pairs
     # a clinician's rejection holds: that lesion stays unpaired or takes another partner
     banned[want[15], 15] = True
-    out = _far_pass(trusted, banned, g1, g2, a, b, opts)[0]
+    out = _far_pass(trusted, banned, doubt, opts)[0]
     assert out.get(15, (None,))[0] != want[15]
-    # with fewer than 4 trusted pairs nothing is placed: track() keeps the rounds' pairs then
-    assert _far_pass({0: 0, 1: 1, 2: 2}, banned, g1, g2, a, b, opts) == ({}, set())
+    # with fewer than far_min_anchors trusted pairs nothing is placed (track() builds no
+    # distance fields then): the rounds' pairs are kept
+    few = {0: 0, 1: 1, 2: 2}
+    assert _far_pass(few, banned, _Doubtful(few, g1, g2, a, b, opts), opts) == ({}, set())
+    assert _far_pass(few, banned, None, opts) == ({}, set())
+
+
+def test_settle_undoes_a_swap_the_far_pass_left_among_neighbours():
+    """Far pairs with two lesions 36 mm apart swapped (on a real body, where the registration
+    slides, the far pass's long-range distances leave such swaps): their neighbours, other
+    doubtful lesions 80-150 mm away, tell them apart. Settling puts the swap right, keeps the
+    right pairs and never makes a rejected pair."""
+    from bodymap.track import TrackOptions, _Doubtful, _settle
+
+    nx, ny = 101, 31
+    xs, ys = np.meshgrid(np.arange(nx) * 10.0, np.arange(ny) * 10.0, indexing="ij")
+    v1 = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    q = np.arange(nx * ny).reshape(nx, ny)
+    a_, b_, c_, d_ = q[:-1, :-1].ravel(), q[1:, :-1].ravel(), q[1:, 1:].ravel(), q[:-1, 1:].ravel()
+    faces = np.concatenate([np.stack([a_, b_, c_], 1), np.stack([a_, c_, d_], 1)])
+    g1, g2 = SurfaceGeodesics(v1, faces), SurfaceGeodesics(v1 * [1.06, 1.0, 1.0], faces)
+    rng = np.random.default_rng(5)
+    anchors_v = [q[i, j] for i, j in zip(rng.integers(0, 25, 14), rng.integers(0, ny, 14))]  # x < 250 mm
+    far_v = [q[48, 22], q[55, 12], q[63, 27], q[70, 3], q[73, 5], q[78, 17], q[86, 8], q[95, 25]]
+    corner = {}
+    for f, tri in enumerate(faces):
+        for k, vv in enumerate(tri):
+            corner.setdefault(int(vv), (f, k))
+
+    def lesions(vs):
+        f = np.array([corner[int(vv)][0] for vv in vs])
+        return {"ids": np.arange(len(vs)), "face": f, "bary": np.eye(3)[[corner[int(vv)][1] for vv in vs]],
+                "diameter": np.full(len(vs), 3.0), "lab": np.full((len(vs), 3), np.nan)}
+
+    a = lesions(anchors_v + far_v + [q[40, 25]])  # 14 trusted, 8 doubtful, 1 excised
+    b = lesions(anchors_v + far_v + [q[90, 28]])  # the same, 1 new
+    trusted = {k: k for k in range(14)}
+    opts = TrackOptions(far_reach_mm=1200.0)
+    doubt = _Doubtful(trusted, g1, g2, a, b, opts)
+    right = {j: j for j in range(14, 22)}
+    far = {j: (i, 0.3, 1.0) for j, i in right.items()}
+    far[17], far[18] = (18, 0.3, 1.0), (17, 0.3, 1.0)  # lesions 70/3 and 73/5 swapped
+    banned = np.zeros((23, 23), bool)
+    assert {j: v[0] for j, v in _settle(trusted, far, banned, doubt, opts).items()} == right
+    banned[17, 17] = True  # a clinician rejected one of the right pairs: it is not made
+    assert _settle(trusted, far, banned, doubt, opts).get(17, (None,))[0] != 17
 
 
 def test_final_positions_come_from_the_other_pairs_never_from_a_lesions_own():
