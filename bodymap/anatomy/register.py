@@ -141,6 +141,31 @@ def _facing_turns(p: np.ndarray) -> list[float]:
     return [turn] if np.linalg.norm(fwd) >= 20.0 else [turn, turn + np.pi]
 
 
+_HEIGHTS: dict = {}  # start pose -> {(age, height) logits: standing height (mm) of the body model}
+
+
+def _start_heights(fitter: "_Fitter") -> dict:
+    """{(age, height) logits: the body model's standing height, mm} over the start search's grid
+    (other phenotype logits 0) in the fitter's start pose. The same for every scan and
+    orientation started with hanging arms, so computed once per process and start pose: a
+    registration builds 10-20 fitters, and each used to pose the model 20 times for this."""
+    key = fitter.rotvec.detach().numpy().tobytes()
+    if key not in _HEIGHTS:
+        torch = fitter.torch
+        heights = {}
+        with torch.no_grad():
+            for age in (-2.0, -1.0, 0.0, 1.0):
+                for height in (-2.0, -1.0, 0.0, 1.0, 2.0):
+                    fitter.pheno["age"].fill_(age)
+                    fitter.pheno["height"].fill_(height)
+                    fitter._offset = None
+                    heights[(age, height)] = float(np.ptp(fitter.vertices()[:, 2].numpy()))
+        if len(_HEIGHTS) > 64:  # arm starts differ from scan to scan: keep the cache small
+            _HEIGHTS.clear()
+        _HEIGHTS[key] = heights
+    return _HEIGHTS[key]
+
+
 class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
@@ -189,16 +214,11 @@ class _Fitter:
         (age sets a child's size, height an adult's)."""
         torch = self.torch
         best = None
+        for (age, height), h in _start_heights(self).items():
+            cost = abs(h - self.height) + 20.0 * (abs(age) + abs(height))  # prefer the average body
+            if best is None or cost < best[0]:
+                best = (cost, age, height)
         with torch.no_grad():
-            for age in (-2.0, -1.0, 0.0, 1.0):
-                for height in (-2.0, -1.0, 0.0, 1.0, 2.0):
-                    self.pheno["age"].fill_(age)
-                    self.pheno["height"].fill_(height)
-                    self._offset = None
-                    h = float(np.ptp(self.vertices()[:, 2].numpy()))
-                    cost = abs(h - self.height) + 20.0 * (abs(age) + abs(height))  # prefer the average body
-                    if best is None or cost < best[0]:
-                        best = (cost, age, height)
             self.pheno["age"].fill_(best[1])
             self.pheno["height"].fill_(best[2])
         self._offset = None
