@@ -93,12 +93,21 @@ ON_THEIR_OWN = {"tests/test_anatomy.py::test_partial_scan_labels_the_part_it_has
                 "tests/test_track.py::test_faust_poses_as_unrelated_scans"}
 
 
+#: The longest work units, handed out first in this order (each worker's first two units, then
+#: whichever worker is free): xdist otherwise orders units by their number of tests, which put
+#: the two long single tests last, one after the other on one worker (a 130 s tail, 2026-12-03).
+FIRST = ("small_analysed", "tests/test_batch.py", *sorted(ON_THEIR_OWN), "tests/test_detect.py", "tests/test_gui.py")
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown to pytest without it
 def pytest_xdist_make_scheduler(config, log):
     """`make test` runs two pytest-xdist workers. A test file goes whole to one worker (its
     module fixtures built once), except that the tests sharing the small patient's analysis go
     together (so no worker waits on the other's one-minute registration) and a few long tests
-    that need neither go alone, which keeps the two workers about equally busy."""
+    that need neither go alone; the longest units go first (FIRST), which keeps the two workers
+    about equally busy to the end."""
+    from collections import OrderedDict
+
     from xdist.scheduler import LoadScopeScheduling
 
     class ByFile(LoadScopeScheduling):
@@ -108,6 +117,14 @@ def pytest_xdist_make_scheduler(config, log):
             if test in ON_THEIR_OWN:
                 return test
             return "small_analysed" if (f in SMALL_ANALYSED or test in SMALL_ANALYSED) else f
+
+        def _assign_work_unit(self, node) -> None:
+            if not getattr(self, "_longest_first", False):  # once, before the first unit goes out
+                self._longest_first = True
+                rank = {scope: k for k, scope in enumerate(FIRST)}
+                order = sorted(self.workqueue, key=lambda scope: rank.get(scope, len(FIRST)))  # stable
+                self.workqueue = OrderedDict((scope, self.workqueue[scope]) for scope in order)
+            super()._assign_work_unit(node)
 
     return ByFile(config, log)
 
