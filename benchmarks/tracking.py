@@ -13,11 +13,14 @@ faces; lesions appear, are excised and grow between the visits.
     precision and recall over detections linked to true lesions (bodymap.trackeval.score_end_to_end).
 FAUST (../shared/external/faust_fundcg, real registrations of one person in four poses): each
 pair of poses is shuffled (vertex and face order) so that nothing but the geometry links them,
-200 lesions placed at chosen vertices (8 mm apart; 4 % excised, 6 % new, 12 % grown).
+150 lesions placed at chosen vertices per pair (>= 30 mm apart; 10 % excised, 10 % new, 12 %
+grown; --faust-lesions, --faust-seed). --faust-cache FILE keeps the shuffled poses and their
+registrations between runs (development: two versions of the matching on the same input).
 """
 import argparse
 import json
 import os
+import pickle
 import platform
 import sys
 import tempfile
@@ -134,16 +137,27 @@ def faust(a) -> list:
     from bodymap.anatomy.register import register
 
     poses = sorted({x for pair in a.faust_pairs for x in pair})
-    rng = np.random.default_rng(77)
-    scans, perms, corrs = {}, {}, {}
-    for x in poses:
-        scans[x], perms[x] = shuffled(load_scan(FAUST / f"tr_reg_{x:03d}.off"), rng)
-        t0 = time.perf_counter()
-        corrs[x] = register(scans[x])
-        q = corrs[x].info["quality"]
-        print(f"FAUST tr_reg_{x:03d}: registered in {time.perf_counter() - t0:.1f} s, fit {q['verdict']} "
-              f"(model within 10 mm {q['model_within_10mm']:.3f})",
-              flush=True)
+    cache = Path(a.faust_cache) if a.faust_cache else None
+    if cache is not None and cache.exists():
+        # development: the same shuffled poses and registrations for every run, so that two
+        # versions of the matching are compared on identical input (a file this script wrote)
+        scans, perms, corrs = pickle.loads(cache.read_bytes())
+        if not set(poses) <= set(scans):
+            raise SystemExit(f"{cache}: holds poses {sorted(scans)}, not all of {poses}")
+        print(f"FAUST: shuffled poses and registrations read from {cache} (registration not re-run)", flush=True)
+    else:
+        rng = np.random.default_rng(77)
+        scans, perms, corrs = {}, {}, {}
+        for x in poses:
+            scans[x], perms[x] = shuffled(load_scan(FAUST / f"tr_reg_{x:03d}.off"), rng)
+            t0 = time.perf_counter()
+            corrs[x] = register(scans[x])
+            q = corrs[x].info["quality"]
+            print(f"FAUST tr_reg_{x:03d}: registered in {time.perf_counter() - t0:.1f} s, fit {q['verdict']} "
+                  f"(model within 10 mm {q['model_within_10mm']:.3f})",
+                  flush=True)
+        if cache is not None:
+            cache.write_bytes(pickle.dumps((scans, perms, corrs)))
     rows = []
     for k, (x, y) in enumerate(a.faust_pairs):
         rng = np.random.default_rng(a.faust_seed + k)
@@ -188,6 +202,10 @@ def main() -> None:
                         "were looked at since; 600-611 scored the 12 %% far-pass stretch and final placement once, and "
                         "were looked at since (with 100-311, the settling was developed on them); 700-711 scored "
                         "the settling once")
+    p.add_argument("--faust-cache",
+                   help="development: read the shuffled FAUST poses and their registrations from this file, or "
+                        "register once and write it, so that versions of the matching are compared on the same "
+                        "registrations (the figures to report re-register: leave it out)")
     p.add_argument("--clinic-poses", action="store_true",
                    help="synthetic visits in clinic pose pairs (trackeval.CLINIC_POSE_PAIRS) instead of a-pose -> random")
     p.add_argument("--json", help="also write all figures to this file")
