@@ -245,25 +245,19 @@ def test_leftover_pass_pairs_a_misplaced_lesion_but_not_a_new_one_near_an_excise
     assert _leftover_pairs(assign, X, a, b, D1, D2, anchors, banned, TrackOptions()) == {}
 
 
-def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
-    """Doubtful lesions 300-700 mm from every trusted pair (a region the registration put on the
-    wrong body part) are paired by their distances to far anchors, across a 6 % stretch between
-    the visits; a new lesion and an excised one stay unpaired, and a rejected pair is never made."""
-    from bodymap.track import TrackOptions, _confidence, _Doubtful, _far_pass
-
-    # a 1000 x 300 mm strip of skin, 10 mm grid; visit 2 is the same strip stretched 6 % along it
+def _stretched_strip():
+    """A 1000 x 300 mm strip of skin on a 10 mm grid; visit 2 is the same strip stretched 6 %
+    along it. Returns the grid's vertex index q (101, 31), the two visits' geodesics, 14 anchor
+    vertices at x < 250 mm (seeded), and lesions(vertices) -> the track's lesion arrays."""
     nx, ny = 101, 31
     xs, ys = np.meshgrid(np.arange(nx) * 10.0, np.arange(ny) * 10.0, indexing="ij")
     v1 = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
     q = np.arange(nx * ny).reshape(nx, ny)
     a_, b_, c_, d_ = q[:-1, :-1].ravel(), q[1:, :-1].ravel(), q[1:, 1:].ravel(), q[:-1, 1:].ravel()
     faces = np.concatenate([np.stack([a_, b_, c_], 1), np.stack([a_, c_, d_], 1)])
-    v2 = v1 * [1.06, 1.0, 1.0]
-    g1, g2 = SurfaceGeodesics(v1, faces), SurfaceGeodesics(v2, faces)
+    g1, g2 = SurfaceGeodesics(v1, faces), SurfaceGeodesics(v1 * [1.06, 1.0, 1.0], faces)
     rng = np.random.default_rng(5)
-    anchors_v = [q[i, j] for i, j in zip(rng.integers(0, 25, 14), rng.integers(0, ny, 14))]  # x < 250 mm
-    far_v = [q[40, 5], q[48, 22], q[55, 12], q[63, 27], q[70, 3], q[78, 17], q[86, 8], q[95, 25]]
-    excised_v, new_v = q[60, 20], q[90, 16]
+    anchors_v = [q[i, j] for i, j in zip(rng.integers(0, 25, 14), rng.integers(0, ny, 14))]
     corner = {}
     for f, tri in enumerate(faces):
         for k, vv in enumerate(tri):
@@ -274,6 +268,18 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
         return {"ids": np.arange(len(vs)), "face": f, "bary": np.eye(3)[[corner[int(vv)][1] for vv in vs]],
                 "diameter": np.full(len(vs), 3.0), "lab": np.full((len(vs), 3), np.nan)}
 
+    return q, g1, g2, anchors_v, lesions
+
+
+def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
+    """Doubtful lesions 300-700 mm from every trusted pair (a region the registration put on the
+    wrong body part) are paired by their distances to far anchors, across a 6 % stretch between
+    the visits; a new lesion and an excised one stay unpaired, and a rejected pair is never made."""
+    from bodymap.track import TrackOptions, _confidence, _Doubtful, _far_pass
+
+    q, g1, g2, anchors_v, lesions = _stretched_strip()
+    far_v = [q[40, 5], q[48, 22], q[55, 12], q[63, 27], q[70, 3], q[78, 17], q[86, 8], q[95, 25]]
+    excised_v, new_v = q[60, 20], q[90, 16]
     a = lesions(anchors_v + far_v + [excised_v])  # visit 1: 14 anchors, 8 far, 1 excised
     b = lesions(anchors_v + far_v[::-1] + [new_v])  # visit 2: the far ones in another order, 1 new
     trusted = {k: k for k in range(14)}
@@ -306,26 +312,8 @@ def test_settle_undoes_a_swap_the_far_pass_left_among_neighbours():
     right pairs and never makes a rejected pair."""
     from bodymap.track import TrackOptions, _Doubtful, _settle
 
-    nx, ny = 101, 31
-    xs, ys = np.meshgrid(np.arange(nx) * 10.0, np.arange(ny) * 10.0, indexing="ij")
-    v1 = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
-    q = np.arange(nx * ny).reshape(nx, ny)
-    a_, b_, c_, d_ = q[:-1, :-1].ravel(), q[1:, :-1].ravel(), q[1:, 1:].ravel(), q[:-1, 1:].ravel()
-    faces = np.concatenate([np.stack([a_, b_, c_], 1), np.stack([a_, c_, d_], 1)])
-    g1, g2 = SurfaceGeodesics(v1, faces), SurfaceGeodesics(v1 * [1.06, 1.0, 1.0], faces)
-    rng = np.random.default_rng(5)
-    anchors_v = [q[i, j] for i, j in zip(rng.integers(0, 25, 14), rng.integers(0, ny, 14))]  # x < 250 mm
+    q, g1, g2, anchors_v, lesions = _stretched_strip()
     far_v = [q[48, 22], q[55, 12], q[63, 27], q[70, 3], q[73, 5], q[78, 17], q[86, 8], q[95, 25]]
-    corner = {}
-    for f, tri in enumerate(faces):
-        for k, vv in enumerate(tri):
-            corner.setdefault(int(vv), (f, k))
-
-    def lesions(vs):
-        f = np.array([corner[int(vv)][0] for vv in vs])
-        return {"ids": np.arange(len(vs)), "face": f, "bary": np.eye(3)[[corner[int(vv)][1] for vv in vs]],
-                "diameter": np.full(len(vs), 3.0), "lab": np.full((len(vs), 3), np.nan)}
-
     a = lesions(anchors_v + far_v + [q[40, 25]])  # 14 trusted, 8 doubtful, 1 excised
     b = lesions(anchors_v + far_v + [q[90, 28]])  # the same, 1 new
     trusted = {k: k for k in range(14)}
