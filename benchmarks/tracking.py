@@ -201,7 +201,7 @@ def main() -> None:
                         "checked on 200-211, the calibration fitted on both; 300-311 gave the figures of 2026-12-02 and "
                         "were looked at since; 600-611 scored the 12 %% far-pass stretch and final placement once, and "
                         "were looked at since (with 100-311, the settling was developed on them); 700-711 scored "
-                        "the settling once")
+                        "the settling once, 800-811 scored it again (stop 32)")
     p.add_argument("--faust-cache",
                    help="development: read the shuffled FAUST poses and their registrations from this file, or "
                         "register once and write it, so that versions of the matching are compared on the same "

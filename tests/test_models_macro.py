@@ -115,3 +115,24 @@ def test_region_map_of_a_photograph():
     assert (pred.region_map[bg] == MACRO.index("other")).mean() > 0.5
     noise = (np.random.default_rng(0).random((128, 128, 3)) * 255).astype(np.uint8)
     assert clf.classify(noise).region_map.shape == (128, 128)
+
+
+@needs_shipped
+def test_a_photo_framed_on_the_head_is_called_head():
+    # the photo's label is the whole view's, as trained and scored: the mean of its tiles (each
+    # 0.4 of the photo, plain skin) called faces "trunk"
+    from bodymap.models.synthviews import BodyRenderer, skin_colours
+    from bodymap.anatomy.body import BodySpec, body_model
+    from renderers.camera import Camera
+
+    clf = macro.MacroClassifier.load()
+    rng = np.random.default_rng(5)
+    V = body_model().vertices(BodySpec(), None)
+    br = BodyRenderer(V, skin_colours(rng, hair=False))
+    top = V[np.argmax(V[:, 2])]
+    c = top - np.array([0.0, 0.0, 110.0])  # about the middle of the face
+    cam = Camera.look_at(c + np.array([150.0, -350.0, 40.0]), c, fov_deg=30, width=240, height=240)
+    img, _ = br.render(cam, rng)
+    pred = clf.classify(img, name="head photo")
+    assert pred.label == "head", pred.probs
+    assert pred.probs["head"] == pytest.approx(pred.tile_probs[-1][MACRO.index("head")] / pred.tile_probs[-1].sum())

@@ -342,11 +342,26 @@ def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["s
     return dict(patch_scores(hd["labels"], probs), data=hd["description"], checkpoint=str(clf.path))
 
 
+def photo_label_scores(clf: "MacroClassifier", seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
+                       views: int = HELD_OUT["views"],
+                       cache: Path = Path(__file__).resolve().parents[2] / "out" / "models" / "cache") -> dict:
+    """Share of the held-out photos whose ``classify`` label (what photo mode reports) is right,
+    overall and per class: {"images", "right", "per_class": {class: share}}."""
+    hd = cached_macro_dataset(Path(cache), bodies, views, RENDER_SIZE, seed)
+    labels = np.asarray(hd["labels"])
+    pred = np.array([clf.classes.index(clf.classify(im).label) for im in hd["images"]])
+    ok = pred == labels
+    return {"images": int(len(ok)), "right": round(float(ok.mean()), 4),
+            "per_class": {c: round(float(ok[labels == i].mean()), 3) for i, c in enumerate(clf.classes)
+                          if (labels == i).any()}}
+
+
 def benchmark(path: str | Path | None = None) -> dict:
     """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint, its
     size, and CPU time per patch and per tiled 1024x768 photo."""
     res = evaluate_held_out(path)
     clf = MacroClassifier.load(path)
+    res["photo_label"] = photo_label_scores(clf)
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 255, (32, clf.input_size, clf.input_size, 3)).astype(np.uint8)
     photo = rng.integers(0, 255, (768, 1024, 3)).astype(np.uint8)
@@ -373,6 +388,10 @@ def benchmark_text(res: dict) -> str:
         f"held-out: {d['images']} patches of {d['bodies']} bodies never used in training plus non-skin images "
         f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from 1000 bootstrap resamples of patches",
         "", score_table(res), "", summary_line(res),
+        *([f"photo label (classify, what photo mode reports) right on {res['photo_label']['right']:.3f} of the "
+           f"{res['photo_label']['images']} held-out photos; per class "
+           + ", ".join(f"{k} {v:.2f}" for k, v in res["photo_label"]["per_class"].items())]
+          if "photo_label" in res else []),
         f"speed ({res['device']}): {res['ms_per_patch']} ms per patch, "
         f"{res['ms_per_photo_1024x768']} ms per 1024x768 photo ({res['tiles_per_photo']} tiles)"])
 
@@ -420,9 +439,10 @@ class MacroClassifier(LoadedModel):
         Square tiles of side tile_fraction * min(H, W) (stride (1 - overlap) of that), plus the
         whole image resized as one more tile, each resized to the input size and classified.
         region_map: per pixel, the class with the highest mean probability over the tiles that
-        cover it. label / probs: mean probabilities of the tiles that are more likely body than
-        "other" (all tiles when there is none), so a limb photographed against a wall is not
-        called "other" because of the wall.
+        cover it. label / probs: the whole image's probabilities, the view the network was
+        trained and scored on (photos framed on one region); only when that view is more likely
+        "other" than body while some tiles are body (a limb photographed against a wall), the
+        mean of those body tiles.
         """
         from PIL import Image
 
@@ -449,7 +469,10 @@ class MacroClassifier(LoadedModel):
         region = (acc / np.maximum(cnt, 1)).argmax(2)
         other = self.classes.index("other") if "other" in self.classes else None
         body = tp[:, other] < 0.5 if other is not None else np.ones(len(tp), bool)
-        mean = tp[body].mean(0) if body.any() else tp.mean(0)
+        # the whole view, not the tiles' mean: a tile of 0.4 of a face or a foot is a patch of
+        # plain skin, which the network takes for trunk (that mean called 0.22 of development
+        # head photos head, the whole view 0.64; docs/benchmarks.md, "Macro-anatomy")
+        mean = tp[-1] if body[-1] or not body.any() else tp[body].mean(0)
         mean = mean / mean.sum()
         probs = {c: float(mean[i]) for i, c in enumerate(self.classes)}
         return MacroPrediction(self.classes[int(mean.argmax())], probs, region, list(self.classes),
