@@ -114,6 +114,32 @@ def test_read_csv_and_its_errors(tmp_path):
         diagdata.read_csv(bad)
 
 
+def test_melanoma_score_is_the_log_odds_against_nevus():
+    from bodymap.models.diagnosis import melanoma_score
+
+    classes = ["bkl", "mel", "nv"]
+    p = np.array([[0.8, 0.1, 0.1],    # a keratosis: melanoma and nevus alike
+                  [0.1, 0.3, 0.6],    # more nevus than melanoma
+                  [0.0, 0.2, 0.8]])
+    s = melanoma_score(p, classes, "mel")
+    assert s[0] == pytest.approx(0.0, abs=1e-5) and s[1] == pytest.approx(np.log(0.5), abs=1e-5)
+    # p(mel) would rank the second above the first; against nevus it is the other way round
+    assert s[0] > s[1] > s[2]
+    # without a nevus class: p(mel) itself
+    assert np.allclose(melanoma_score(p[:, :2], ["bkl", "mel"], "mel"), p[:, 1])
+
+
+def test_an_operating_point_in_another_score_is_not_applied():
+    from bodymap.models.diagnosis import MELANOMA_SCORE, melanoma_threshold
+
+    class M:
+        checkpoint = {"metrics": {"operating_point": {"melanoma_threshold": 0.3, "at_specificity": 0.8}}}
+
+    assert melanoma_threshold(M()) is None  # an older checkpoint's threshold on p(mel)
+    M.checkpoint["metrics"]["operating_point"]["score"] = MELANOMA_SCORE
+    assert melanoma_threshold(M()) == 0.3
+
+
 def test_train_and_evaluate_on_an_isic_style_csv_via_the_cli(tmp_path, capsys):
     from bodymap.cli import main
 
