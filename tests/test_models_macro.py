@@ -91,21 +91,30 @@ def test_shipped_weights_on_unseen_bodies(tiny, tmp_path):
         EarSegmenter.load(SHIPPED)
 
 
-@needs_shipped
-def test_region_map_of_a_photograph():
-    from bodymap.models.synthviews import BodyRenderer, _template, skin_colours
+def _photo_of_the_average_body(seed: int, aim, offset, width: int, height: int):
+    """A rendered photo (height, width, 3) of the average anny body, looking at the point
+    ``aim(V)`` of its vertices V (n, 3) mm from ``offset`` (3,) mm away; and its render (mask)."""
+    from bodymap.models.synthviews import BodyRenderer, skin_colours
     from bodymap.anatomy.body import BodySpec, body_model
     from renderers.camera import Camera
 
-    clf = macro.MacroClassifier.load()
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
     V = body_model().vertices(BodySpec(), None)
     br = BodyRenderer(V, skin_colours(rng, hair=False))
+    c = aim(V)
+    cam = Camera.look_at(c + np.asarray(offset, float), c, fov_deg=30, width=width, height=height)
+    return br.render(cam, rng)
+
+
+@needs_shipped
+def test_region_map_of_a_photograph():
+    from bodymap.models.synthviews import _template
+
+    clf = macro.MacroClassifier.load()
     t = _template()
-    foot = V[t.site == t.site[np.argmin(V[:, 2])]]  # the lowest vertex is on a foot
-    c = foot.mean(0)
-    cam = Camera.look_at(c + np.array([0, -700.0, 150.0]), c, fov_deg=30, width=240, height=180)
-    img, r = br.render(cam, rng)
+    # the lowest vertex is on a foot: aim at that foot
+    img, r = _photo_of_the_average_body(3, lambda V: V[t.site == t.site[np.argmin(V[:, 2])]].mean(0),
+                                        [0, -700.0, 150.0], 240, 180)
     pred = clf.classify(img, name="foot photo")
     assert pred.region_map.shape == (180, 240) and pred.classes == list(MACRO)
     assert abs(sum(pred.probs.values()) - 1) < 1e-5
@@ -121,18 +130,10 @@ def test_region_map_of_a_photograph():
 def test_a_photo_framed_on_the_head_is_called_head():
     # the photo's label is the whole view's, as trained and scored: the mean of its tiles (each
     # 0.4 of the photo, plain skin) called faces "trunk"
-    from bodymap.models.synthviews import BodyRenderer, skin_colours
-    from bodymap.anatomy.body import BodySpec, body_model
-    from renderers.camera import Camera
-
     clf = macro.MacroClassifier.load()
-    rng = np.random.default_rng(5)
-    V = body_model().vertices(BodySpec(), None)
-    br = BodyRenderer(V, skin_colours(rng, hair=False))
-    top = V[np.argmax(V[:, 2])]
-    c = top - np.array([0.0, 0.0, 110.0])  # about the middle of the face
-    cam = Camera.look_at(c + np.array([150.0, -350.0, 40.0]), c, fov_deg=30, width=240, height=240)
-    img, _ = br.render(cam, rng)
+    # about the middle of the face: 110 mm under the top of the head
+    img, _ = _photo_of_the_average_body(5, lambda V: V[np.argmax(V[:, 2])] - np.array([0.0, 0.0, 110.0]),
+                                        [150.0, -350.0, 40.0], 240, 240)
     pred = clf.classify(img, name="head photo")
     assert pred.label == "head", pred.probs
     assert pred.probs["head"] == pytest.approx(pred.tile_probs[-1][MACRO.index("head")] / pred.tile_probs[-1].sum())
