@@ -125,18 +125,23 @@ def test_melanoma_score_is_the_log_odds_against_nevus():
     assert s[0] == pytest.approx(0.0, abs=1e-5) and s[1] == pytest.approx(np.log(0.5), abs=1e-5)
     # p(mel) would rank the second above the first; against nevus it is the other way round
     assert s[0] > s[1] > s[2]
-    # without a nevus class: p(mel) itself
-    assert np.allclose(melanoma_score(p[:, :2], ["bkl", "mel"], "mel"), p[:, 1])
+    # without the nevus class "nv" (the synthetic models' classes): p(mel) itself
+    assert np.allclose(melanoma_score(p, ["bkl", "mel", "common_nevus"], "mel"), p[:, 1])
 
 
 def test_an_operating_point_in_another_score_is_not_applied():
     from bodymap.models.diagnosis import MELANOMA_SCORE, melanoma_threshold
 
     class M:
+        classes = ["bkl", "mel", "nv"]
         checkpoint = {"metrics": {"operating_point": {"melanoma_threshold": 0.3, "at_specificity": 0.8}}}
 
     assert melanoma_threshold(M()) is None  # an older checkpoint's threshold on p(mel)
     M.checkpoint["metrics"]["operating_point"]["score"] = MELANOMA_SCORE
+    assert melanoma_threshold(M()) == 0.3
+    M.classes = ["common_nevus", "melanoma"]  # the synthetic models' classes: scored on p(mel)
+    assert melanoma_threshold(M()) is None
+    del M.checkpoint["metrics"]["operating_point"]["score"]
     assert melanoma_threshold(M()) == 0.3
 
 

@@ -674,7 +674,7 @@ def aggregate_groups(probs: np.ndarray, labels: np.ndarray, groups) -> tuple[np.
 
 # The melanoma score that melanoma-vs-rest figures and the melanoma operating point use: the
 # log-odds of melanoma against melanocytic nevus, log p(mel) - log p(nv), when the model has both
-# classes (else p(mel)). Why: melanoma is told apart from keratoses but not from excised,
+# classes ("mel", "nv"; else p(mel)). Why: melanoma is told apart from keratoses but not from excised,
 # suspicious-looking nevi (benchmarks/melanoma_gap.py), and p(mel) also falls when the model
 # spreads probability onto keratoses, which says nothing about melanoma vs nevus. Chosen on the
 # HAM10000 dev part (AUC 0.842 -> 0.866; docs/benchmarks.md). Operating points record the score
@@ -682,15 +682,20 @@ def aggregate_groups(probs: np.ndarray, labels: np.ndarray, groups) -> tuple[np.
 MELANOMA_SCORE = "log p(mel) - log p(nv)"
 
 
+def melanoma_score_name(classes: list[str]) -> str:
+    """The name of the melanoma score ``melanoma_score`` gives for a model with ``classes``."""
+    return MELANOMA_SCORE if "nv" in classes else "p(mel)"
+
+
 def melanoma_score(probs: np.ndarray, classes: list[str], mel: str) -> np.ndarray:
     """(n,) melanoma scores (MELANOMA_SCORE) of class probabilities (n, k) over ``classes``;
-    ``mel`` names the melanoma class. Without a nevus class: p(mel)."""
+    ``mel`` names the melanoma class. Without the dermoscopy sets' nevus class "nv" (the
+    synthetic models' classes, where it was not chosen): p(mel)."""
     probs = np.asarray(probs, np.float64)
     j = classes.index(mel)
-    nv = next((c for c in ("nv", "nevus", "melanocytic_nevus", "common_nevus") if c in classes), None)
-    if nv is None:
+    if "nv" not in classes:
         return probs[:, j]
-    return np.log(probs[:, j] + 1e-7) - np.log(probs[:, classes.index(nv)] + 1e-7)
+    return np.log(probs[:, j] + 1e-7) - np.log(probs[:, classes.index("nv")] + 1e-7)
 
 
 def evaluate(model: DiagnosisModel, data: dict, n_boot: int = 1000, by_group: bool = False,
@@ -728,7 +733,7 @@ def evaluate(model: DiagnosisModel, data: dict, n_boot: int = 1000, by_group: bo
         j = model.classes.index(mel)
         scores["melanoma"] = binary_scores(truth == j, melanoma_score(probs, model.classes, mel),
                                            threshold=melanoma_threshold, n_boot=max(n_boot, 1))
-        scores["melanoma"]["score"] = MELANOMA_SCORE
+        scores["melanoma"]["score"] = melanoma_score_name(model.classes)
     if ood is not None and np.isfinite(ood).any():
         scores["ood_share"] = float((ood > 1).mean())
     scores["correct"] = (pred == truth).tolist()
@@ -896,7 +901,7 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
         for k in ("A", "B"):
             m = cmp_dev[k].get("melanoma")
             op[k] = ({"melanoma_threshold": m["roc_threshold"], "at_specificity": m["at_specificity"],
-                      "score": MELANOMA_SCORE} if m else {})
+                      "score": m["score"]} if m else {})
             dev_scores[k] = _strip(cmp_dev[k])
             log(f"dev {k}: balanced accuracy {cmp_dev[k]['mean_sensitivity']:.3f}"
                 + (f", melanoma AUC {m['auc']:.3f}, threshold {m['roc_threshold']:.3f} for specificity "
@@ -999,9 +1004,11 @@ MELANOMA_NAMES = ("mel", "melanoma", "MEL")
 
 def melanoma_threshold(model: DiagnosisModel) -> float | None:
     """The melanoma operating point recorded in a checkpoint (chosen on its dev data), or None
-    when there is none or it is in another score than MELANOMA_SCORE (older checkpoints: p(mel))."""
+    when there is none or it is in another score than the one ``melanoma_score`` gives this
+    model (a checkpoint that names no score has its threshold on p(mel))."""
     op = model.checkpoint.get("metrics", {}).get("operating_point") or {}
-    return op.get("melanoma_threshold") if op.get("score") == MELANOMA_SCORE else None
+    ok = op.get("score", "p(mel)") == melanoma_score_name(model.classes)
+    return op.get("melanoma_threshold") if ok else None
 
 
 def retune_operating_points(csv: str, paths: dict | None = None, cache: str | None = None, n_boot: int = 200) -> dict:
@@ -1031,7 +1038,7 @@ def retune_operating_points(csv: str, paths: dict | None = None, cache: str | No
     for k, m in models.items():
         sc = evaluate(m, dev, n_boot=n_boot, by_group=True)["melanoma"]
         op = {"melanoma_threshold": sc["roc_threshold"], "at_specificity": sc["at_specificity"],
-              "score": MELANOMA_SCORE, "chosen_on": f"dev part of {Path(csv).name} (split seed {split['seed']}), "
+              "score": sc["score"], "chosen_on": f"dev part of {Path(csv).name} (split seed {split['seed']}), "
                                                      f"{sc['n']} lesions"}
         record_metrics(m.path, TASK, {"operating_point": op})
         out[k] = {**op, "dev_auc": sc["auc"]}
@@ -1097,7 +1104,7 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
     for k, m in (("A", a), ("B", b)):
         probs, ood = m.predict_arrays(imgs, raw["sites"], with_ood=True)
         out[k] = binary_scores(y, melanoma_score(probs, m.classes, mel), threshold=op[k], n_boot=n_boot)
-        out[k]["score"] = MELANOMA_SCORE
+        out[k]["score"] = melanoma_score_name(m.classes)
         if np.isfinite(ood).any():
             out[k]["ood_share"] = float((ood > 1).mean())
     out.update({"kind": "melanoma vs rest", "n": int(len(y)), "data": raw["description"],
