@@ -46,8 +46,7 @@ def auc_line(name: str, mel: np.ndarray, neg: np.ndarray, score: np.ndarray) -> 
 def melanoma_scores(model: DiagnosisModel, rows: list[dict], tta: int) -> dict[str, np.ndarray]:
     """{"p(mel)": (n,) melanoma probability, MELANOMA_SCORE: (n,) the score the benchmarks use}
     of each row's image (read whole at the model's stored size)."""
-    load = int(model.checkpoint.get("training", {}).get("recipe", {}).get("load_size", model.input_size))
-    imgs = load_images([r["path"] for r in rows], load)
+    imgs = load_images([r["path"] for r in rows], model.load_size)
     from bodymap.models.preprocess import fit_size
 
     p = model.predict_arrays(fit_size(imgs, model.input_size), [r["site_code"] for r in rows], tta=tta)

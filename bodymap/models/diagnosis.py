@@ -261,6 +261,12 @@ class DiagnosisModel(LoadedModel):
         return held_out_line(self.info.get("metrics", {}))
 
     @property
+    def load_size(self) -> int:
+        """The side (px) its images were stored at in training (the recipe's "load_size"; the
+        input size when the recipe names none): the size to read evaluation images at."""
+        return int(self.checkpoint.get("training", {}).get("recipe", {}).get("load_size", self.input_size))
+
+    @property
     def uses_site(self) -> bool:
         """True for model B (image + site embedding)."""
         return bool(self.arch.get("use_site"))
@@ -1026,8 +1032,7 @@ def retune_operating_points(csv: str, paths: dict | None = None, cache: str | No
     split = b.checkpoint.get("data", {}).get("split")
     if not split:
         raise ValueError(f"{b.path}: no recorded split, so no dev part to choose the operating point on")
-    load = int(b.checkpoint.get("training", {}).get("recipe", {}).get("load_size", b.input_size))
-    raw = diagdata.read_csv(csv, size=load, cache=cache)
+    raw = diagdata.read_csv(csv, size=b.load_size, cache=cache)
     if b.checkpoint.get("data", {}).get("all", {}).get("sha256") != raw["description"]["sha256"]:
         raise ValueError(f"{csv}: not the data {b.path} was trained on")
     parts = diagdata.group_split(raw["groups"], raw["labels"], split["fractions"], split["seed"])
@@ -1061,9 +1066,8 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
     from bodymap.models import diagdata
     from bodymap.models.metrics import binary_scores
 
-    load = int(b.checkpoint.get("training", {}).get("recipe", {}).get("load_size", b.input_size))
     trained = b.checkpoint.get("data", {})
-    raw = diagdata.read_csv(csv, size=load, cache=cache)
+    raw = diagdata.read_csv(csv, size=b.load_size, cache=cache)
     out = {"checkpoints": {"A": a.path, "B": b.path}}
     op = {k: melanoma_threshold(m) for k, m in (("A", a), ("B", b))}
     split = trained.get("split")

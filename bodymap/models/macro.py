@@ -33,6 +33,7 @@ DEFAULT_PATH = Path(__file__).resolve().parents[1] / "data" / "macro_anatomy.pt"
 ARCH = {"library": "timm", "name": "efficientnet_b2", "classes": len(MACRO)}
 NORMALISATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 HELD_OUT = {"seed": 9001, "bodies": 16, "views": 28}  # bodies and cameras never used for training
+CACHE = Path(__file__).resolve().parents[2] / "out" / "models" / "cache"  # rendered data sets, kept for reuse
 RENDER_SIZE = 96  # patches are rendered at this side and resized to the network's input size
 Progress = Callable[[str, float], None]
 
@@ -328,7 +329,7 @@ def score_table(scores: dict) -> str:
 
 
 def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
-                      views: int = HELD_OUT["views"], cache: str | Path | None = Path(__file__).resolve().parents[2] / "out" / "models" / "cache",
+                      views: int = HELD_OUT["views"], cache: str | Path | None = CACHE,
                       device: str | None = None, progress: Progress | None = None) -> dict:
     """Score a checkpoint (default: the shipped one) on patches of held-out bodies (generator
     seed ``seed``; training uses other seeds). Returns patch_scores(...) plus the data
@@ -344,7 +345,7 @@ def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["s
 
 def photo_label_scores(clf: "MacroClassifier", seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
                        views: int = HELD_OUT["views"],
-                       cache: Path = Path(__file__).resolve().parents[2] / "out" / "models" / "cache") -> dict:
+                       cache: Path = CACHE) -> dict:
     """Share of the held-out photos whose ``classify`` label (what photo mode reports) is right,
     overall and per class: {"images", "right", "per_class": {class: share}}."""
     hd = cached_macro_dataset(Path(cache), bodies, views, RENDER_SIZE, seed)
