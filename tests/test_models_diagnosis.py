@@ -13,7 +13,7 @@ import timm  # noqa: E402,F401  (a dependency: a missing one must fail, not skip
 from bodymap.models import diagdata  # noqa: E402
 from bodymap.models.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from bodymap.models.diagnosis import (NAMED, DiagnosisModel,  # noqa: E402
-                                      lesion_crop, site_index, train_model)
+                                      lesion_crop, recorded_part, site_index, train_model)
 
 shipped = pytest.mark.skipif(not all(p.exists() for p in NAMED.values()),
                              reason="shipped diagnosis checkpoints not built")
@@ -175,6 +175,16 @@ def test_train_and_evaluate_on_an_isic_style_csv_via_the_cli(tmp_path, capsys):
     assert "McNemar" in text and "confusion B" in text and "sensitivity" in text
     ev = json.loads((tmp_path / "ev.json").read_text())
     assert ev["kind"] == "held-out lesions" and ev["n"] == split["parts"]["test"]["groups"]  # never the training rows
+    # the dev part the operating point is chosen on is recreated from the same record, and a
+    # record that no longer matches the CSV's lesions is refused rather than read on other rows
+    raw = diagdata.read_csv(p, size=b.load_size)
+    for part in ("dev", "test"):
+        assert len(set(recorded_part(raw, b, part)["groups"].tolist())) == split["parts"][part]["groups"]
+    b.checkpoint["data"]["split"]["parts"]["dev"]["sha256"] = "0" * 64
+    with pytest.raises(ValueError, match="dev lesions recreated from the split do not match"):
+        recorded_part(raw, b, "dev")
+    (tmp_path / "other").mkdir()
+    assert recorded_part(diagdata.read_csv(_tiny_csv(tmp_path / "other", 12), size=b.load_size), b, "dev") is None
 
 
 def test_wrong_checkpoints_are_refused(tmp_path):

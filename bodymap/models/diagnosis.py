@@ -1017,6 +1017,29 @@ def melanoma_threshold(model: DiagnosisModel) -> float | None:
     return op.get("melanoma_threshold") if ok else None
 
 
+def recorded_part(raw: dict, model: DiagnosisModel, part: str) -> dict | None:
+    """One part ("dev" or "test") of the lesion split recorded in ``model``'s checkpoint,
+    recreated from ``raw`` (diagdata.read_csv of the CSV it was trained on), its classes in the
+    model's order; None when the checkpoint records no split or ``raw`` is other data. Raises
+    ValueError when the recreated lesions differ from the recorded ones (the split code or the
+    CSV changed), so a figure is never read on the wrong lesions."""
+    import hashlib
+
+    from bodymap.models import diagdata
+
+    trained = model.checkpoint.get("data", {})
+    split = trained.get("split")
+    if not split or trained.get("all", {}).get("sha256") != raw["description"]["sha256"]:
+        return None
+    parts = diagdata.group_split(raw["groups"], raw["labels"], split["fractions"], split["seed"])
+    data = _subset(raw, parts[("train", "dev", "test").index(part)])
+    got = hashlib.sha256("\n".join(sorted(set(data["groups"].tolist()))).encode()).hexdigest()
+    if got != split["parts"][part]["sha256"]:
+        raise ValueError(f"{raw['description'].get('csv', 'the CSV')}: the {part} lesions recreated from the split "
+                         f"do not match those recorded in {model.path}")
+    return _relabel(data, model.classes) if data["classes"] != model.classes else data
+
+
 def retune_operating_points(csv: str, paths: dict | None = None, cache: str | None = None, n_boot: int = 200) -> dict:
     """Choose the melanoma operating point (specificity 0.80, MELANOMA_SCORE) of checkpoints A
     and B again on their dev part (recreated from the split they record; one case per lesion)
@@ -1033,12 +1056,9 @@ def retune_operating_points(csv: str, paths: dict | None = None, cache: str | No
     if not split:
         raise ValueError(f"{b.path}: no recorded split, so no dev part to choose the operating point on")
     raw = diagdata.read_csv(csv, size=b.load_size, cache=cache)
-    if b.checkpoint.get("data", {}).get("all", {}).get("sha256") != raw["description"]["sha256"]:
+    dev = recorded_part(raw, b, "dev")
+    if dev is None:
         raise ValueError(f"{csv}: not the data {b.path} was trained on")
-    parts = diagdata.group_split(raw["groups"], raw["labels"], split["fractions"], split["seed"])
-    dev = _subset(raw, parts[1])
-    if dev["classes"] != b.classes:
-        dev = _relabel(dev, b.classes)
     out = {}
     for k, m in models.items():
         sc = evaluate(m, dev, n_boot=n_boot, by_group=True)["melanoma"]
@@ -1071,17 +1091,8 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
     out = {"checkpoints": {"A": a.path, "B": b.path}}
     op = {k: melanoma_threshold(m) for k, m in (("A", a), ("B", b))}
     split = trained.get("split")
-    if split and trained.get("all", {}).get("sha256") == raw["description"]["sha256"]:
-        parts = diagdata.group_split(raw["groups"], raw["labels"], split["fractions"], split["seed"])
-        data = _subset(raw, parts[-1])
-        import hashlib
-
-        got = hashlib.sha256("\n".join(sorted(set(data["groups"].tolist()))).encode()).hexdigest()
-        if got != split["parts"]["test"]["sha256"]:
-            raise ValueError(f"{csv}: the held-out lesions recreated from the split do not match those recorded "
-                             f"in {b.path}")
-        if data["classes"] != b.classes:
-            data = _relabel(data, b.classes)
+    data = recorded_part(raw, b, "test")
+    if data is not None:
         r = compare(a, b, data, n_boot, by_group=True, melanoma_threshold_a=op["A"], melanoma_threshold_b=op["B"])
         img = compare(a, b, data, n_boot, melanoma_threshold_a=op["A"], melanoma_threshold_b=op["B"],
                       probs_a=np.array(r["A"]["image_probs"]), probs_b=np.array(r["B"]["image_probs"]))
