@@ -330,27 +330,30 @@ def score_table(scores: dict) -> str:
 
 def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
                       views: int = HELD_OUT["views"], cache: str | Path | None = CACHE,
-                      device: str | None = None, progress: Progress | None = None) -> dict:
-    """Score a checkpoint (default: the shipped one) on patches of held-out bodies (generator
-    seed ``seed``; training uses other seeds). Returns patch_scores(...) plus the data
-    description and the checkpoint path."""
-    clf = MacroClassifier.load(path, device=device)
+                      device: str | None = None, progress: Progress | None = None, clf: "MacroClassifier | None" = None,
+                      photo_labels: bool = False) -> dict:
+    """Score a checkpoint (default: the shipped one, or the loaded ``clf``) on patches of
+    held-out bodies (generator seed ``seed``; training uses other seeds). Returns
+    patch_scores(...) plus the data description and the checkpoint path, and with
+    ``photo_labels`` also "photo_label" (photo_label_scores on the same photos)."""
+    clf = clf or MacroClassifier.load(path, device=device)
     if cache is None:
         hd = render_macro_dataset(bodies, views, RENDER_SIZE, seed, progress)
     else:
         hd = cached_macro_dataset(Path(cache), bodies, views, RENDER_SIZE, seed, progress)
     probs = clf.patch_probs(hd["images"])
-    return dict(patch_scores(hd["labels"], probs), data=hd["description"], checkpoint=str(clf.path))
+    res = dict(patch_scores(hd["labels"], probs), data=hd["description"], checkpoint=str(clf.path))
+    if photo_labels:
+        res["photo_label"] = photo_label_scores(clf, hd["images"], hd["labels"])
+    return res
 
 
-def photo_label_scores(clf: "MacroClassifier", seed: int = HELD_OUT["seed"], bodies: int = HELD_OUT["bodies"],
-                       views: int = HELD_OUT["views"],
-                       cache: Path = CACHE) -> dict:
-    """Share of the held-out photos whose ``classify`` label (what photo mode reports) is right,
-    overall and per class: {"images", "right", "per_class": {class: share}}."""
-    hd = cached_macro_dataset(Path(cache), bodies, views, RENDER_SIZE, seed)
-    labels = np.asarray(hd["labels"])
-    pred = np.array([clf.classes.index(clf.classify(im).label) for im in hd["images"]])
+def photo_label_scores(clf: "MacroClassifier", images: np.ndarray, labels) -> dict:
+    """Share of the photos ``images`` (n, H, W, 3) uint8, true class indices ``labels`` (n,),
+    whose ``classify`` label (what photo mode reports) is right, overall and per class:
+    {"images", "right", "per_class": {class: share}}."""
+    labels = np.asarray(labels)
+    pred = np.array([clf.classes.index(clf.classify(im).label) for im in images])
     ok = pred == labels
     return {"images": int(len(ok)), "right": round(float(ok.mean()), 4),
             "per_class": {c: round(float(ok[labels == i].mean()), 3) for i, c in enumerate(clf.classes)
@@ -358,11 +361,11 @@ def photo_label_scores(clf: "MacroClassifier", seed: int = HELD_OUT["seed"], bod
 
 
 def benchmark(path: str | Path | None = None) -> dict:
-    """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint, its
-    size, and CPU time per patch and per tiled 1024x768 photo."""
-    res = evaluate_held_out(path)
+    """benchmarks/models.py section: held-out scores of the shipped (or given) checkpoint (its
+    patches, and the label photo mode gives each held-out photo), its size, and CPU time per
+    patch and per tiled 1024x768 photo."""
     clf = MacroClassifier.load(path)
-    res["photo_label"] = photo_label_scores(clf)
+    res = evaluate_held_out(clf=clf, photo_labels=True)
     rng = np.random.default_rng(0)
     patches = rng.integers(0, 255, (32, clf.input_size, clf.input_size, 3)).astype(np.uint8)
     photo = rng.integers(0, 255, (768, 1024, 3)).astype(np.uint8)
