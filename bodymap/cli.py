@@ -609,17 +609,17 @@ def _train_earfind_photokind(args: argparse.Namespace) -> int:
 
 
 def _check_sites(sites: list, vocabulary: list[str]) -> None:
-    """Every --site must be a taxonomy code or name, one of the model's sites (vocabulary), or
-    'unknown': a misspelt site would silently become 'unknown' and change the diagnosis."""
-    from bodymap import taxonomy as tx
+    """Every --site must be a taxonomy code or name, a data set's site name ("back", "lower
+    extremity": diagdata.site_code), one of the model's sites (vocabulary), or 'unknown': a
+    misspelt site would silently become 'unknown' and change the diagnosis."""
+    from bodymap.models.diagdata import site_code
 
-    known = {s.lower() for s in vocabulary} | {s.code.lower() for s in tx.SITES} | {s.name.lower() for s in tx.SITES}
-    known.add("unknown")
-    bad = [s for s in sites if s is not None and str(s).strip().lower() not in known]
+    known = {s.lower() for s in vocabulary} | {"unknown"}
+    bad = [s for s in sites if s is not None and str(s).strip().lower() not in known and site_code(s) is None]
     if bad:
         examples = ", ".join(repr(s) for s in vocabulary[1:6])
         raise ValueError(f"--site {', '.join(repr(b) for b in bad)}: unknown anatomic site; give a taxonomy code or "
-                         f"name (e.g. upper_extremity/forearm, 'back of hand'), one of the model's sites "
+                         f"name (e.g. upper_extremity/forearm, 'back of hand', 'back'), one of the model's sites "
                          f"({examples}, ...) or 'unknown'")
 
 

@@ -60,6 +60,9 @@ def test_site_index_walks_up_the_taxonomy():
     assert site_index(None, vocab) == 0 and site_index("", vocab) == 0
     assert site_index("lower_extremity/foot", vocab) == 0  # not in the vocabulary: unknown
     assert site_index("Upper Extremity", ["unknown", "upper extremity"]) == 1  # ISIC style
+    # what a clinician types, as the data sets write it: "back" is the posterior trunk
+    assert site_index("back", vocab) == 1 and site_index("Lower extremity", vocab) == 0
+    assert site_index("scalp", vocab) == 4 and site_index("elbw", vocab) == 0
 
 
 @pytest.mark.parametrize("use_site", [False, True])

@@ -118,7 +118,8 @@ class Diagnosis:
 
 def site_index(site: str | None, sites: list[str]) -> int:
     """Index of ``site`` in the vocabulary ``sites`` (0 = unknown): exact or case-insensitive
-    match, then the taxonomy ancestors of a site code or name, else 0."""
+    match, then the taxonomy ancestors of a site code, a taxonomy name or a data set's site name
+    ("back", "lower extremity": diagdata.site_code), else 0."""
     if not site:
         return 0
     s = str(site).strip()
@@ -126,9 +127,10 @@ def site_index(site: str | None, sites: list[str]) -> int:
     if s.lower() in lower:
         return lower[s.lower()]
     from bodymap import taxonomy as tx
+    from bodymap.models.diagdata import site_code
 
-    code = s if s in tx.SITE_INDEX else next((x.code for x in tx.SITES if x.name.lower() == s.lower()), None)
-    while code:
+    code = site_code(s)
+    while code in tx.SITE_INDEX:
         if code.lower() in lower:
             return lower[code.lower()]
         code = tx.SITES[tx.SITE_INDEX[code]].parent
