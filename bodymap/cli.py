@@ -539,6 +539,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
         ood = "; out of distribution: unlike the training images, not a confident label" if d.ood else ""
         print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site}{ood})")
+        if d.melanoma_check:
+            print(f"  melanoma check: {d.melanoma_check}")
     if not args.lesions:
         print("(`bodymap photo` first tells dermoscopy from clinical photos; this model's training data is named above)")
     print(f"  {paths[0]}\n  {paths[1]}\n  {out / 'saliency'}/ ({len(paths) - 2} PNG)")

@@ -191,6 +191,8 @@ class PhotoResult:
                     out.append(f"  diagnosis: out of distribution, no confident label (model's view: {probs})")
                 else:
                     out.append(f"  diagnosis: {lab}; {probs}")
+                    if dg.melanoma_check:
+                        out.append(f"  melanoma check: {dg.melanoma_check}")
         for n in self.notes:
             out.append(f"  note: {n}")
         for role, card in self.models.items():

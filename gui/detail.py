@@ -54,6 +54,16 @@ def saliency_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.4
     return (image * (1 - a) + heat * a).astype(np.uint8)
 
 
+def melanoma_check_html(check: str | None, flag: bool | None) -> str:
+    """The diagnosis model's melanoma check (Diagnosis.melanoma_check) as a line of rich text,
+    red when the score is over the validated threshold; "" when there is no verdict."""
+    if not check:
+        return ""
+    text = str(check).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    colour = "#c01020" if flag else "#2a6a2a"
+    return f"<br><b>melanoma check:</b> <span style='color:{colour}'>{text}</span>"
+
+
 def site_path(region: dict) -> str:
     """'lower extremity > thigh (left)': the site's ancestors down to it, with laterality and ear."""
     code = (region or {}).get("code")
@@ -195,7 +205,8 @@ class DetailPanel(QtWidgets.QWidget):
                 "<b>diagnosis:</b> <span style='color:#c01020'>out of distribution (unlike the model's training "
                 "images): no confident label</span>")
         model = f"<br><span style='color:#666; font-size: 9pt'>{d['model']}</span>" if d.get("model") else ""
-        self.diag.setText(f"{head}<br><span style='font-family: monospace'>{bars}</span>{model}")
+        self.diag.setText(f"{head}<br><span style='font-family: monospace'>{bars}</span>"
+                          f"{melanoma_check_html(d.get('melanoma_check'), d.get('melanoma_flag'))}{model}")
         sal = d.get("saliency")
         img = d.get("crop") if d.get("crop") is not None else crop
         if sal is not None and img is not None:

@@ -815,10 +815,12 @@ class MainWindow(QtWidgets.QMainWindow):
             d = model.predict([crop], [(lesion.region or {}).get("code")])[0]
             return {"label": d.label, "probs": {k: float(v) for k, v in d.probs.items()},
                     "saliency": np.asarray(d.saliency), "crop": crop,
-                    "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False))}
+                    "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False)),
+                    "melanoma_flag": getattr(d, "melanoma_flag", None), "melanoma_check": getattr(d, "melanoma_check", None)}
 
         def done(d):
-            self.project.visits[k].diagnoses[lid] = {"label": d["label"], "probs": d["probs"]}
+            self.project.visits[k].diagnoses[lid] = {key: d[key] for key in ("label", "probs", "ood", "melanoma_flag",
+                                                                               "melanoma_check")}
             if self.detail.lid == lid:
                 self.detail.show_diagnosis(d)
             self.table.set_visit(self.project.visits[self.current], self._changes(self.current))

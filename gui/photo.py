@@ -12,7 +12,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap import photo as bp
 from gui import models
-from gui.detail import saliency_overlay, to_pixmap
+from gui.detail import melanoma_check_html, saliency_overlay, to_pixmap
 from gui.workers import Job
 
 CROP_PX = bp.CROP_PX
@@ -309,7 +309,8 @@ class PhotoWidget(QtWidgets.QWidget):
             body = f"<br><span style='color:#888'>model's view:<br>{bars}</span>"
         else:
             head = f"<b>diagnosis:</b> {_esc(d.label)}"
-            body = f"<br>{bars}"
+            body = f"<br>{bars}" + melanoma_check_html(getattr(d, "melanoma_check", None),
+                                                        getattr(d, "melanoma_flag", None))
         self.diag.setText(head + body + (f"<br><i>{_esc(note)}</i>" if note else ""))
         if crop is not None and getattr(d, "saliency", None) is not None:
             self.sal.setPixmap(to_pixmap(saliency_overlay(crop, np.asarray(d.saliency)), 128))

@@ -301,6 +301,8 @@ def test_diagnose_cli_writes_probabilities_and_saliency(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "diagnoses.csv")))
     assert [r["name"] for r in rows] == ["photo0", "photo1"]
     assert rows[0]["site"] == "upper_extremity/hand"
+    assert all(r["melanoma_flag"] in ("", "0", "1") and (r["melanoma_flag"] == "") == (r["out_of_distribution"] == "1")
+               for r in rows)
     j = json.loads((out / "diagnoses.json").read_text())
     assert len(j["items"]) == 2 and "quality" in j["items"][0] and "HAM10000" in j["model"]
     png = Image.open(out / "saliency" / "photo0.png")
@@ -308,6 +310,33 @@ def test_diagnose_cli_writes_probabilities_and_saliency(tmp_path, capsys):
     assert main(["diagnose", str(tmp_path / "none.jpg"), "--out", str(out)]) == 2
     assert "none.jpg: no such file" in capsys.readouterr().err
     assert main(["diagnose", *map(str, paths), "--site", "trunk", "trunk", "trunk", "--out", str(out)]) == 2
+
+
+@shipped
+def test_the_melanoma_check_applies_the_validated_operating_point():
+    """Each prediction of the default model says whether its melanoma score reaches the
+    operating point chosen on development lesions, with that point's held-out figures; an
+    image out of the training distribution gets no verdict."""
+    from bodymap.models.diagnosis import melanoma_score, melanoma_threshold
+
+    model = DiagnosisModel.load()
+    thr = melanoma_threshold(model)
+    assert thr is not None
+    crops = list(diagdata.synthetic_crops(12, seed=5150, size=96)["images"])
+    rng = np.random.default_rng(0)
+    crops += [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)]  # noise: far from any dermoscopy image
+    out = model.predict(crops, ["trunk"] * len(crops), saliency=False)
+    for d in out:
+        p = np.array([[d.probs[c] for c in model.classes]])
+        assert d.melanoma_score == pytest.approx(melanoma_score(p, model.classes, "mel")[0], abs=1e-5)
+        if d.ood:
+            assert d.melanoma_flag is None and d.melanoma_check is None
+        else:
+            assert d.melanoma_flag == (d.melanoma_score >= thr)
+            assert ("over the melanoma threshold" in d.melanoma_check) == d.melanoma_flag
+            assert "of held-out melanomas were found" in d.melanoma_check
+        assert set(d.to_dict()) >= {"melanoma_score", "melanoma_flag", "melanoma_check"}
+    assert out[-1].ood
 
 
 @shipped

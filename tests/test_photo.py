@@ -72,7 +72,8 @@ class Diag:
     def predict(self, crops, sites):
         self.sites.append(sites[0])
         d = type("D", (), {"label": "nv", "probs": {"nv": 0.8, "mel": 0.2}, "saliency": None, "ood": self.ood,
-                           "ood_score": 2.0 if self.ood else 0.5})()
+                           "ood_score": 2.0 if self.ood else 0.5,
+                           "melanoma_check": None if self.ood else "under the melanoma threshold (test)"})()
         d.to_dict = lambda: {"label": "nv", "probs": {"nv": 0.8, "mel": 0.2}, "ood": self.ood}
         return [d]
 
@@ -163,6 +164,7 @@ def test_cli_photo_text_json_and_errors(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "lesion.png: a dermoscopy image" in out and "site: forearm (given)" in out and "diagnosis: nv" in out
     assert "licence CC BY-NC 4.0" in out and "held-out: balanced accuracy 0.7" in out
+    assert "melanoma check: under the melanoma threshold (test)" in out
     assert main(["photo", str(p), "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert j[0]["kind"]["label"] == "dermoscopy" and j[0]["diagnosis"]["out_of_distribution"] is False

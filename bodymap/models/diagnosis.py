@@ -106,14 +106,22 @@ class Diagnosis:
     site: str = UNKNOWN_SITE
     ood: bool = False
     ood_score: float | None = None
+    melanoma_score: float | None = None
+    melanoma_flag: bool | None = None
+    melanoma_check: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready record without the saliency array. ood: the image is unlike the training
         data (its label is not to be trusted); ood_score: its feature distance over the
-        model's threshold (> 1 is out of distribution)."""
+        model's threshold (> 1 is out of distribution); melanoma_score (MELANOMA_SCORE),
+        melanoma_flag (the score is at or over the model's validated operating point; None when
+        the model has none or the image is out of distribution) and melanoma_check (that
+        verdict in words, with the operating point's held-out sensitivity and specificity)."""
         return {"label": self.label, "probs": {k: round(float(v), 5) for k, v in self.probs.items()},
                 "site": self.site, "ood": bool(self.ood),
-                "ood_score": None if self.ood_score is None else round(float(self.ood_score), 3)}
+                "ood_score": None if self.ood_score is None else round(float(self.ood_score), 3),
+                "melanoma_score": None if self.melanoma_score is None else round(float(self.melanoma_score), 4),
+                "melanoma_flag": self.melanoma_flag, "melanoma_check": self.melanoma_check}
 
 
 def site_index(site: str | None, sites: list[str]) -> int:
@@ -317,6 +325,8 @@ class DiagnosisModel(LoadedModel):
             raise ValueError(f"predict: {len(crops)} crops but {len(sites)} sites")
         out: list[Diagnosis] = []
         sidx = [site_index(s, self.sites) for s in sites]
+        mel = next((c for c in self.classes if c in MELANOMA_NAMES), None)
+        threshold = melanoma_threshold(self)
         for b0 in range(0, len(crops), batch):
             part = crops[b0:b0 + batch]
             x = _to_tensor(part, self.input_size, self.normalisation).to(self.device)
@@ -330,9 +340,29 @@ class DiagnosisModel(LoadedModel):
                     h, w = np.asarray(c).shape[:2]
                     sal = _resize01(cams[i], h, w)
                 score = None if dist is None else float(dist[i] / self.ood_threshold)
+                ood = bool(score is not None and score > 1)
+                ms = None if mel is None else float(melanoma_score(p[None], self.classes, mel)[0])
+                # the operating point was validated on in-distribution images only
+                flag = None if ms is None or threshold is None or ood else bool(ms >= threshold)
                 out.append(Diagnosis(self.classes[int(p.argmax())], {k: float(v) for k, v in zip(self.classes, p)},
-                                     sal, self.sites[sidx[b0 + i]], bool(score is not None and score > 1), score))
+                                     sal, self.sites[sidx[b0 + i]], ood, score, ms, flag,
+                                     self.melanoma_check_text(flag, ms)))
         return out
+
+    def melanoma_check_text(self, flag: bool | None, score: float | None) -> str | None:
+        """The melanoma check in words: whether ``score`` (MELANOMA_SCORE) reaches the
+        checkpoint's operating point (chosen on development lesions) and what that point scored
+        on held-out lesions; None when there is no verdict (``flag`` None)."""
+        if flag is None or score is None:
+            return None
+        thr = melanoma_threshold(self)
+        held = (self.checkpoint.get("metrics", {}).get("held_out") or {}).get("melanoma") or {}
+        same = held.get("threshold") == thr and held.get("score", "p(mel)") == melanoma_score_name(self.classes)
+        perf = (f"; at this threshold {held['sensitivity']:.0%} of held-out melanomas were found, "
+                f"{held['specificity']:.0%} of the other lesions passed"
+                if same and "sensitivity" in held and "specificity" in held else "")
+        verdict = "over the melanoma threshold: have it examined" if flag else "under the melanoma threshold"
+        return f"{verdict} (score {score:.2f}, threshold {thr:.2f}{perf})"
 
     def _probs(self, x, s, tta: int):
         """Mean probabilities (B, k) over the test-time views of a normalised batch, and the
@@ -1199,8 +1229,8 @@ def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128):
 
 def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: list[Diagnosis],
                     model: DiagnosisModel, extra: list[dict] | None = None) -> list[Path]:
-    """Write diagnoses.csv (name, label, site, out_of_distribution 0/1, one probability column per
-    class), diagnoses.json (with the model's description and card: training data, licence,
+    """Write diagnoses.csv (name, label, site, out_of_distribution 0/1, melanoma_score,
+    melanoma_flag 0/1 or empty where there is no verdict, one probability column per class), diagnoses.json (with the model's description and card: training data, licence,
     held-out scores; and any ``extra`` per item) and
     saliency/<name>.png (the crop beside its Grad-CAM overlay). Returns the paths."""
     import csv as _csv
@@ -1215,9 +1245,12 @@ def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: l
     names = _unique_names(names)  # two photos called mole.jpg in two folders: two saliency maps
     with open_atomic(paths[0], "w", newline="") as f:
         w = _csv.writer(f)
-        w.writerow(["name", "label", "site", "out_of_distribution", *model.classes])
+        w.writerow(["name", "label", "site", "out_of_distribution", "melanoma_score", "melanoma_flag",
+                    *model.classes])
         for n, d in zip(names, diagnoses):
-            w.writerow([n, d.label, d.site, int(d.ood), *[f"{d.probs[c]:.5f}" for c in model.classes]])
+            w.writerow([n, d.label, d.site, int(d.ood), "" if d.melanoma_score is None else f"{d.melanoma_score:.4f}",
+                        "" if d.melanoma_flag is None else int(d.melanoma_flag),
+                        *[f"{d.probs[c]:.5f}" for c in model.classes]])
     items = []
     for i, (n, c, d) in enumerate(zip(names, crops, diagnoses)):
         png = out / "saliency" / f"{n}.png"
