@@ -56,7 +56,7 @@ LESION_COLUMNS = [
     ("region", "VARCHAR"), ("diameter_mm", "DOUBLE"), ("area_mm2", "DOUBLE"), ("diameter_change_mm", "DOUBLE"),
     ("area_change_mm2", "DOUBLE"), ("colour_delta_e", "DOUBLE"), ("growth_mm_per_year", "DOUBLE"),
     ("track_confidence", "DOUBLE"), ("flags", "VARCHAR"), ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"),
-    ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"), ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
+    ("melanoma_flag", "BOOLEAN"), ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"), ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
     ("colour_a", "DOUBLE"), ("colour_b", "DOUBLE"), ("skin_l", "DOUBLE"), ("skin_a", "DOUBLE"), ("skin_b", "DOUBLE"),
     ("contrast_de", "DOUBLE"), ("confidence", "DOUBLE"), ("source", "VARCHAR"), ("on_skin", "BOOLEAN"),
     ("note", "VARCHAR")]
@@ -71,7 +71,8 @@ PHOTO_COLUMNS = [("patient_id", "VARCHAR"), ("visit_id", "VARCHAR"), ("visit_dat
                  ("site", "VARCHAR"), ("quality_ok", "BOOLEAN"), ("problems", "VARCHAR"), ("sharpness", "DOUBLE"),
                  ("brightness", "DOUBLE"), ("macro", "VARCHAR"), ("macro_prob", "DOUBLE"), ("region", "VARCHAR"),
                  ("ear_found", "BOOLEAN"), ("ear_share", "DOUBLE"), ("ear_regions", "VARCHAR"),
-                 ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"), ("photo_path", "VARCHAR"),
+                 ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"), ("melanoma_flag", "BOOLEAN"),
+                 ("photo_path", "VARCHAR"),
                  ("overlay_path", "VARCHAR"), ("output_dir", "VARCHAR")]
 ITEM_COLUMNS = [("item_id", "VARCHAR"), ("kind", "VARCHAR"), ("patient_id", "VARCHAR"), ("visit_id", "VARCHAR"),
                 ("path", "VARCHAR"), ("status", "VARCHAR"), ("error", "VARCHAR"), ("key", "VARCHAR"),
@@ -255,6 +256,7 @@ def build_index(out: str | Path) -> Path:
                        "track_confidence": p.confidence if p else None,
                        "flags": ";".join(p.flags) if p else None,
                        "diagnosis": d.get("label"), "diagnosis_prob": _rnd((d.get("probs") or {}).get(d.get("label"))),
+                       "melanoma_flag": d.get("melanoma_flag"),
                        "scan_x_mm": _rnd(l.point_mm[0], 3), "scan_y_mm": _rnd(l.point_mm[1], 3),
                        "scan_z_mm": _rnd(l.point_mm[2], 3), "colour_l": _rnd(l.colour_lab[0]),
                        "colour_a": _rnd(l.colour_lab[1]), "colour_b": _rnd(l.colour_lab[2]),
@@ -304,7 +306,7 @@ def build_index(out: str | Path) -> Path:
                 "ear_found": ear is not None, "ear_share": _rnd(ph.get("ear_share")),
                 "ear_regions": ";".join(f"{k}:{v}" for k, v in (ear or {}).get("regions", {}).items()) or None,
                 "diagnosis": d.get("label"), "diagnosis_prob": _rnd((d.get("probs") or {}).get(d.get("label"))),
-                "photo_path": r["path"], "overlay_path": f"{r['dest']}/ear_overlay.png" if ear else None,
+                "melanoma_flag": d.get("melanoma_flag"), "photo_path": r["path"], "overlay_path": f"{r['dest']}/ear_overlay.png" if ear else None,
                 "output_dir": r["dest"]})
         prec = _read_json(out / done[0]["dest"] / "patient.json") if done else {}
         rows["patients"].append({

@@ -294,9 +294,12 @@ def test_photo_step_runs_the_shipped_models(tmp_path, monkeypatch):
     assert s.counts["done"] == 2 and sorted(failed) == ["photo/P1/2024-01-01/broken", "scan/P2/2024-02-01"]
     assert "broken.jpg" in failed["photo/P1/2024-01-01/broken"] and "scan.ply" in failed["scan/P2/2024-02-01"]
     ph = query(tmp_path / "out", sql="select name, quality_ok, macro, region, ear_found, ear_regions, diagnosis, "
-                                     "diagnosis_prob, overlay_path from photos order by name").rows
+                                     "diagnosis_prob, overlay_path, melanoma_flag from photos order by name").rows
     arm, ear = ph
     assert arm[0] == "arm.png" and arm[2] and arm[3] == arm[2] and not arm[4] and arm[6] and 0 < arm[7] <= 1
+    # the melanoma check of the photo's record, NULL where the model gave no verdict
+    rec = json.loads(next((tmp_path / "out").rglob("arm/photo.json")).read_text())["diagnosis"]
+    assert arm[9] == rec["melanoma_flag"] and (rec["melanoma_flag"] is None) == (rec["melanoma_check"] is None)
     from bodymap.taxonomy import EAR_REGIONS
 
     assert ear[3] == "head" and ear[4] and ear[5].startswith(f"{EAR_REGIONS[1]}:") and Path(ear[8]).is_file()
