@@ -82,11 +82,12 @@ def triage(lesions, tracking=None, diagnoses: dict | None = None, new_min_mm: fl
 
     lesions: the visit's LesionSet (counted lesions only); tracking: bodymap.track.Tracking of
     this visit (as its visit 2) against the visit before, or None (first visit, not tracked);
-    diagnoses: {lesion id: {label, probs, ood?}}. A lesion is listed when it is new and at least
-    new_min_mm wide, grown, changed colour, or its diagnosis gives the suspicious classes at
-    least suspicious_min. Order: new >= new_min_mm, then grown, then colour change (each worth
-    more than all the later ones together), then the diagnosis' suspicion; ties by growth, then
-    diameter (larger first), then id."""
+    diagnoses: {lesion id: {label, probs, ood?, melanoma_flag?}}. A lesion is listed when it is
+    new and at least new_min_mm wide, grown, changed colour, its diagnosis' melanoma check is
+    over the model's threshold (melanoma_flag), or its diagnosis gives the suspicious classes at
+    least suspicious_min. Order: new >= new_min_mm, then grown, then colour change, then the
+    melanoma check (each worth more than all the later ones together), then the diagnosis'
+    suspicion; ties by growth, then diameter (larger first), then id."""
     from bodymap.records import FLAG_COLOUR, FLAG_GROWN
 
     diagnoses = diagnoses or {}
@@ -110,10 +111,14 @@ def triage(lesions, tracking=None, diagnoses: dict | None = None, new_min_mm: fl
                 reasons.append("colour change" + (f" (ΔE {p.colour_delta_e:.0f})" if p.colour_delta_e else ""))
         d = diagnoses.get(l.id)
         s = suspicion(d)
+        if d and d.get("melanoma_flag") and not d.get("ood"):
+            # the model's validated operating point, above any suspicion (0.99 x s < 1)
+            score += 1
+            reasons.append("melanoma check: over the model's threshold")
         if s >= suspicious_min:
             reasons.append(f"diagnosis: {diagnosis_name(d.get('label'))} ({100 * s:.0f} % suspicious)")
         if reasons:
-            out.append(Concern(l.id, score + s, reasons, growth, float(l.diameter_mm)))
+            out.append(Concern(l.id, score + 0.99 * s, reasons, growth, float(l.diameter_mm)))
     out.sort(key=lambda c: (-c.score, -c.growth_mm, -c.diameter_mm, c.lesion_id))
     return out
 

@@ -40,6 +40,14 @@ def test_triage_orders_by_concern():
     # new >= 3 mm, then grown + colour, grown, colour, then the diagnosis alone; a new 2 mm lesion,
     # a stable one and a benign diagnosis are not listed
     assert [c.lesion_id for c in items] == [1, 5, 3, 4, 7]
+    # a melanoma check over the threshold lists a lesion and ranks it above any suspicion alone
+    diag[6] = {**diag[6], "melanoma_flag": True}
+    items = ov.triage(ls, tr, diag)
+    assert [c.lesion_id for c in items] == [1, 5, 3, 4, 6, 7]
+    assert items[4].reasons[0] == "melanoma check: over the model's threshold"
+    diag[6]["melanoma_flag"] = False
+    diag[4]["melanoma_flag"] = True  # out of distribution: no verdict to act on
+    assert [c.lesion_id for c in ov.triage(ls, tr, diag)] == [1, 5, 3, 4, 7]
     assert items[0].reasons == ["new, 5.0 mm"]
     assert "grown +2.0 mm" in items[1].reasons and any("colour" in r for r in items[1].reasons)
     assert items[-1].reasons == ["diagnosis: melanoma (70 % suspicious)"]
@@ -144,3 +152,13 @@ def test_surface_ring_follows_curved_skin_and_marker_leaves_the_centre_free():
     assert np.hypot(flat[:, 0], flat[:, 1]).max() > 40.5  # what the old flat disc did: under the skin
     m = ov.marker_offsets([p], [n], [4.0])[0]
     assert np.linalg.norm(m - p) > 4.0 / 2 + 2  # beside the lesion, not on its centre
+
+
+def test_report_rows_say_when_the_melanoma_check_is_over_the_threshold():
+    from bodymap.export.report import lesion_rows
+
+    ls = LesionSet([lesion(1, 5.0), lesion(2, 3.0)])
+    cols, rows = lesion_rows(ls, {1: {"label": "mel", "melanoma_flag": True}, 2: {"label": "nv", "melanoma_flag": False}})
+    dx = cols.index("diagnosis")
+    assert rows[0][dx] == "melanoma (melanoma check: over)"
+    assert rows[1][dx] and "melanoma check" not in rows[1][dx]

@@ -214,13 +214,15 @@ def _history_page(pdf, h) -> None:
 
 
 def lesion_rows(lesions, diagnoses: dict | None = None) -> tuple[list[str], list[list]]:
-    """The lesion table of a report: columns and one row per lesion (sizes in mm)."""
+    """The lesion table of a report: columns and one row per lesion (sizes in mm). A diagnosis
+    whose melanoma check is over the model's threshold (``melanoma_flag``) says so in its cell."""
     cols = ["#", "region", "diam. mm", "area mm2", "confidence", "source", "diagnosis", "note"]
     rows = []
     for l in lesions.lesions:
         dg = (diagnoses or {}).get(l.id, {})
+        dx = diagnosis_name(dg.get("label")) + (" (melanoma check: over)" if dg.get("melanoma_flag") else "")
         rows.append([l.id, (l.region or {}).get("description", ""), f"{l.diameter_mm:.1f}", f"{l.area_mm2:.1f}",
-                     f"{l.confidence:.2f}", l.source, diagnosis_name(dg.get("label")), (l.note or "")[:40]])
+                     f"{l.confidence:.2f}", l.source, dx, (l.note or "")[:40]])
     return cols, rows
 
 
