@@ -11,8 +11,9 @@ laid out PATIENT/VISIT/ (see ``read_manifest``). Work is split into items, each 
 - scan ``scan/P/V``: ``bodymap.pipeline.analyze`` + ``write_result``, then every lesion's
   close-up (``closeups/lesion_ID.jpg``, the texture crop the diagnosis model reads) and
   diagnosis (``diagnoses.json``) -> OUT/patients/P/V/analysis/;
-- photo ``photo/P/V/NAME``: quality, macro region, ear segmentation when an ear is found,
-  diagnosis (``photo_step``) -> OUT/patients/P/V/photos/NAME/photo.json (+ ear_overlay.png);
+- photo ``photo/P/V/NAME``: photo mode's rules (``bodymap.photo``: quality, photo kind, site,
+  ears located then segmented, diagnosis of a close-up; ``photo_step``) ->
+  OUT/patients/P/V/photos/NAME/photo.json (+ ear_overlay.png);
 - track ``track/P/V1--V2``: visit V2 tracked against the patient's previous analysed visit V1
   (``bodymap.pipeline.track_visits``, respecting that folder's reviews.json) ->
   OUT/patients/P/tracking/V1--V2/; a link is submitted as soon as both its scans are done.
@@ -46,13 +47,10 @@ from pathlib import Path
 
 ITEM_SCHEMA = "bodymap.batch-item/1"
 DIAGNOSES_SCHEMA = "bodymap.batch-diagnoses/1"
-PHOTO_SCHEMA = "bodymap.batch-photo/1"
+PHOTO_SCHEMA = "bodymap.batch-photo/2"  # 2: photo mode's record (kind, site source, ears, notes, models)
 SCAN_EXTS = (".obj", ".ply", ".glb", ".gltf", ".off")
 PHOTO_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
-# share of ear pixels above which a photo shows an ear (as in the GUI's photo mode)
-EAR_MIN_SHARE = 0.02
 CLOSEUP_PX = 128
-PHOTO_CROP_PX = 256
 # relative cost of the item kinds, for the progress bar's time left (a scan = 1)
 COST = {"scan": 1.0, "track": 0.4, "photo": 0.03, "error": 0.0}
 
@@ -388,18 +386,13 @@ _MODELS: dict = {}
 
 
 def model(kind: str):
-    """The shipped model of a kind ('diagnosis', 'macro', 'earseg'), loaded once per process
-    (on the GPU when there is one)."""
+    """The shipped model of a kind (photo mode's kinds: 'diagnosis', 'macro', 'kind', 'earfind',
+    'earseg', 'quality'), loaded once per process (on the GPU when there is one) by
+    ``bodymap.photo.load_model``; ``_MODELS`` holds any set in its place (tests)."""
     if kind not in _MODELS:
-        if kind == "diagnosis":
-            from bodymap.models.diagnosis import DiagnosisModel as cls
-        elif kind == "macro":
-            from bodymap.models.macro import MacroClassifier as cls
-        elif kind == "earseg":
-            from bodymap.models.earseg import EarSegmenter as cls
-        else:
-            raise KeyError(kind)
-        _MODELS[kind] = cls.load()
+        from bodymap.photo import load_model
+
+        _MODELS[kind] = load_model(kind)
     return _MODELS[kind]
 
 
@@ -447,45 +440,40 @@ def diagnose_lesions(scan, lesion_set, work: Path) -> int:
 
 
 def photo_step(task: dict, work: Path) -> dict:
-    """A photograph of a body region: quality, macro region, ear segmentation (an ear is found
-    when at least EAR_MIN_SHARE of the pixels are ear; the region is then 'head'), diagnosis of
-    the centre square (site: the manifest's, else the region). Writes photo.json (and
-    ear_overlay.png with an ear) into work/ and returns the record. Kept in one function so
-    that it can follow the photo-mode library when that arrives."""
+    """A photograph, by photo mode's rules (``bodymap.photo.analyse_photo``, the same as
+    ``bodymap photo`` and the GUI): quality, what the photo is (dermoscopy, clinical close-up, body
+    region, not skin), the site (the manifest's, else the region model's for a body-region
+    photo), ears searched and segmented on clinical and body-region photos, a diagnosis of a
+    close-up (out of distribution said so). Writes photo.json (photo mode's record, plus "ear":
+    the found ear's pixel share and its regions' shares, None without one) and ear_overlay.png
+    with an ear into work/; returns a short summary."""
     import numpy as np
     from PIL import Image
 
     from bodymap import taxonomy as tx
     from bodymap.jsonfile import write_json
     from bodymap.models.earseg import overlay
-    from bodymap.models.quality import check_photo, load_photo
+    from bodymap.models.quality import load_photo
+    from bodymap.photo import analyse_photo
 
     path = task["path"]
     img = load_photo(path)
     if min(img.shape[:2]) < 32:
         raise ValueError(f"{path}: the photo is {img.shape[1]}x{img.shape[0]} pixels, too small to analyse")
-    q = check_photo(img, path)
-    mac = model("macro").classify(img)
-    labels = np.asarray(model("earseg").segment(img))
-    share = float((labels > 0).mean())
+    res = analyse_photo(img, site=task.get("site"), models=model, name=Path(path).name)
     ear = None
-    if share >= EAR_MIN_SHARE:
+    if res.ears is not None and res.ears.found:
+        labels = np.asarray(res.ears.labels)
         counts = np.bincount(labels.ravel(), minlength=len(tx.EAR_REGIONS))
-        ear = {"share": round(share, 4), "regions": {tx.EAR_REGIONS[i]: round(float(c) / labels.size, 4)
-                                                     for i, c in enumerate(counts) if i and c}}
+        ear = {"share": round(float((labels > 0).mean()), 4),
+               "regions": {tx.EAR_REGIONS[i]: round(float(c) / labels.size, 4) for i, c in enumerate(counts) if i and c}}
         Image.fromarray(np.asarray(overlay(img, labels))).save(work / "ear_overlay.png")
-    region = "head" if ear else mac.label
-    h, w = img.shape[:2]
-    s = min(h, w)
-    sq = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    crop = np.asarray(Image.fromarray(sq).resize((PHOTO_CROP_PX, PHOTO_CROP_PX), Image.BILINEAR))
-    d = model("diagnosis").predict([crop], [task.get("site") or region], saliency=False)[0]
-    rec = {"schema": PHOTO_SCHEMA, "path": path, "site": task.get("site"), "size": [h, w],
-           "quality": q.to_dict(), "macro": {"label": mac.label, "probs": {k: round(float(v), 5)
-                                                                          for k, v in mac.probs.items()}},
-           "ear": ear, "ear_share": round(share, 4), "region": region, "diagnosis": d.to_dict()}
+    rec = {"schema": PHOTO_SCHEMA, "path": path, **res.to_dict(), "ear": ear,
+           "ear_share": ear["share"] if ear else 0.0}
     write_json(work / "photo.json", rec)
-    return {"region": region, "diagnosis": d.label, "quality_ok": q.ok}
+    return {"region": res.region, "kind": res.kind.label if res.kind is not None else None,
+            "diagnosis": res.diagnosis.label if res.diagnosis is not None else None,
+            "quality_ok": res.quality.ok if res.quality is not None else None}
 
 
 def track_step(task: dict, work: Path) -> dict:

@@ -69,10 +69,11 @@ TRACK_COLUMNS = [("patient_id", "VARCHAR"), ("persistent_id", "INTEGER"), ("visi
                  ("tracking_dir", "VARCHAR")]
 PHOTO_COLUMNS = [("patient_id", "VARCHAR"), ("visit_id", "VARCHAR"), ("visit_date", "DATE"), ("name", "VARCHAR"),
                  ("site", "VARCHAR"), ("quality_ok", "BOOLEAN"), ("problems", "VARCHAR"), ("sharpness", "DOUBLE"),
-                 ("brightness", "DOUBLE"), ("macro", "VARCHAR"), ("macro_prob", "DOUBLE"), ("region", "VARCHAR"),
+                 ("brightness", "DOUBLE"), ("photo_kind", "VARCHAR"), ("macro", "VARCHAR"), ("macro_prob", "DOUBLE"),
+                 ("region", "VARCHAR"),
                  ("ear_found", "BOOLEAN"), ("ear_share", "DOUBLE"), ("ear_regions", "VARCHAR"),
-                 ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"), ("melanoma_flag", "BOOLEAN"),
-                 ("photo_path", "VARCHAR"),
+                 ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"), ("out_of_distribution", "BOOLEAN"),
+                 ("melanoma_flag", "BOOLEAN"), ("photo_path", "VARCHAR"),
                  ("overlay_path", "VARCHAR"), ("output_dir", "VARCHAR")]
 ITEM_COLUMNS = [("item_id", "VARCHAR"), ("kind", "VARCHAR"), ("patient_id", "VARCHAR"), ("visit_id", "VARCHAR"),
                 ("path", "VARCHAR"), ("status", "VARCHAR"), ("error", "VARCHAR"), ("key", "VARCHAR"),
@@ -301,12 +302,15 @@ def build_index(out: str | Path) -> Path:
                 "patient_id": pid, "visit_id": r["visit"], "visit_date": r.get("date") or None,
                 "name": Path(r["path"]).name, "site": r.get("site"), "quality_ok": q.get("ok"),
                 "problems": "; ".join(q.get("problems", [])) or None, "sharpness": _rnd(q.get("sharpness")),
-                "brightness": _rnd(q.get("brightness")), "macro": macro.get("label"),
+                "brightness": _rnd(q.get("brightness")), "photo_kind": (ph.get("kind") or {}).get("label"),
+                "macro": macro.get("label"),
                 "macro_prob": _rnd((macro.get("probs") or {}).get(macro.get("label"))), "region": ph.get("region"),
                 "ear_found": ear is not None, "ear_share": _rnd(ph.get("ear_share")),
                 "ear_regions": ";".join(f"{k}:{v}" for k, v in (ear or {}).get("regions", {}).items()) or None,
                 "diagnosis": d.get("label"), "diagnosis_prob": _rnd((d.get("probs") or {}).get(d.get("label"))),
-                "melanoma_flag": d.get("melanoma_flag"), "photo_path": r["path"], "overlay_path": f"{r['dest']}/ear_overlay.png" if ear else None,
+                "out_of_distribution": d.get("out_of_distribution", d.get("ood")) if d else None,
+                "melanoma_flag": d.get("melanoma_flag"), "photo_path": r["path"],
+                "overlay_path": f"{r['dest']}/ear_overlay.png" if ear else None,
                 "output_dir": r["dest"]})
         prec = _read_json(out / done[0]["dest"] / "patient.json") if done else {}
         rows["patients"].append({

@@ -312,7 +312,7 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
             res.ood, note = _ood(m, d, kind)
             if note:
                 res.notes.append(note)
-            return d
+            return _no_verdict_if(res.ood, d)
 
         res.diagnosis = run("diagnosis", diag)
     elif kind == "body":
@@ -332,6 +332,14 @@ def _ood(model, d, kind: str | None) -> tuple[bool, str]:
         return True, ("this image is unlike the diagnosis model's training images (feature distance "
                       f"{getattr(d, 'ood_score', 0) or 0:.1f} x its limit): out of distribution, no confident label")
     return False, ""
+
+
+def _no_verdict_if(ood: bool, d):
+    """The Diagnosis ``d`` without its melanoma verdict when photo mode calls it out of
+    distribution (the operating point was validated on in-distribution images only)."""
+    if ood and getattr(d, "melanoma_flag", None) is not None:
+        d.melanoma_flag, d.melanoma_check = None, None
+    return d
 
 
 def crop_at(image: np.ndarray, x: int, y: int, size: int = CROP_PX) -> np.ndarray:
@@ -358,7 +366,7 @@ def diagnose_at(image: np.ndarray, x: int, y: int, result: PhotoResult | None = 
     kind = result.kind.label if result is not None and result.kind is not None else "clinical"
     # a crop of a close-up keeps the photo's kind; a crop of a body photo is a clinical close-up
     ood, note = _ood(m, d, "clinical" if kind == "body" else kind)
-    return crop, d, ood, note
+    return crop, _no_verdict_if(ood, d), ood, note
 
 
 def read_photo(path: str | Path) -> np.ndarray:

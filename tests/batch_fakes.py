@@ -125,7 +125,7 @@ def fake_photo_step(task: dict, work: Path) -> dict:
 
     img = load_photo(task["path"])
     q = check_photo(img, task["path"])
-    write_json(work / "photo.json", {"schema": "bodymap.batch-photo/1", "path": task["path"], "site": task.get("site"),
+    write_json(work / "photo.json", {"schema": "bodymap.batch-photo/2", "path": task["path"], "site": task.get("site"),
                                      "quality": q.to_dict(), "macro": {"label": "arm", "probs": {"arm": 0.6}},
                                      "ear": None, "ear_share": 0.0, "region": "arm",
                                      "diagnosis": {"label": "nevus", "probs": {"nevus": 0.9}, "site": "unknown"}})

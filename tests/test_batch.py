@@ -263,26 +263,47 @@ def test_ray_cluster_of_two_nodes_gives_the_same_index(tmp_path, fake_run):
 
 
 @pytest.mark.slow
-def test_photo_step_runs_the_shipped_models(tmp_path, monkeypatch):
-    """Quality, macro region and diagnosis of photos by the shipped models, in this process; an
-    ear found (the ear model stood in for: it marks pure green pixels) makes the region head
-    and writes the overlay; a photo that is not an image, and a corrupt scan (the real scan
-    step), fail alone."""
+def test_photo_step_runs_photo_mode_with_the_shipped_models(tmp_path, monkeypatch):
+    """A batch photo gets photo mode's answer (bodymap.photo: the same rules as `bodymap photo`
+    and the GUI), with the shipped region and diagnosis models in this process: a body-region
+    photo its region from the region model and no whole-photo diagnosis; a dermoscopy image a
+    diagnosis with its melanoma check; an ear (the kind model and the ear locator stood in for:
+    the locator boxes pure green pixels) its regions and overlay, the region never set by the
+    ear alone. A photo that is not an image, and a corrupt scan, fail alone."""
     from PIL import Image
 
     from bodymap import batch
+    from bodymap.models.earfind import decide
+    from bodymap.models.photokind import PhotoKind
+
+    class Kind:  # what each test photo is
+        def classify(self, img, name=None):
+            label = "dermoscopy" if name == "mole.png" else "body"
+            return PhotoKind(label, {k: 0.94 if k == label else 0.02 for k in ("dermoscopy", "clinical", "body", "other")})
+
+    class Locator:
+        card = {"name": "stand-in locator", "trained_on": "-", "licence": None, "held_out": ""}
+
+        def find(self, img, name=None):
+            ys, xs = np.nonzero((img == (0, 255, 0)).all(axis=2))
+            boxes = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]] if len(xs) else np.zeros((0, 4)), float)
+            return decide(boxes, np.full(len(boxes), 0.9), img.shape[:2], {"conf": 0.5})
 
     class Ear:
-        def segment(self, img):
+        card = {"name": "stand-in ear regions", "trained_on": "-", "licence": None, "held_out": ""}
+
+        def segment(self, img, name=None):
             return np.where((img == (0, 255, 0)).all(axis=2), 1, 0)  # 1: helix
 
-    monkeypatch.setitem(batch._MODELS, "earseg", Ear())
+    for k, m in (("kind", Kind()), ("earfind", Locator()), ("earseg", Ear())):
+        monkeypatch.setitem(batch._MODELS, k, m)
     arch = tmp_path / "arch" / "P1" / "2024-01-01"
     arch.mkdir(parents=True)
     rng = np.random.default_rng(0)
     skin = np.clip(rng.normal((200, 150, 130), 12, (240, 320, 3)), 0, 255).astype(np.uint8)
     skin[100:130, 150:180] = (90, 60, 50)
     Image.fromarray(skin).save(arch / "arm.png")
+    Image.fromarray(skin[60:170, 110:220]).save(arch / "mole.png")
     ear = skin.copy()
     ear[20:120, 20:90] = (0, 255, 0)
     Image.fromarray(ear).save(arch / "ear.png")
@@ -291,18 +312,32 @@ def test_photo_step_runs_the_shipped_models(tmp_path, monkeypatch):
     (tmp_path / "arch" / "P2" / "2024-02-01" / "scan.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\n")
     s = run_batch(tmp_path / "arch", tmp_path / "out", workers=0, progress=False)
     failed = dict(s.failed)
-    assert s.counts["done"] == 2 and sorted(failed) == ["photo/P1/2024-01-01/broken", "scan/P2/2024-02-01"]
+    assert s.counts["done"] == 3 and sorted(failed) == ["photo/P1/2024-01-01/broken", "scan/P2/2024-02-01"]
     assert "broken.jpg" in failed["photo/P1/2024-01-01/broken"] and "scan.ply" in failed["scan/P2/2024-02-01"]
-    ph = query(tmp_path / "out", sql="select name, quality_ok, macro, region, ear_found, ear_regions, diagnosis, "
-                                     "diagnosis_prob, overlay_path, melanoma_flag from photos order by name").rows
-    arm, ear = ph
-    assert arm[0] == "arm.png" and arm[2] and arm[3] == arm[2] and not arm[4] and arm[6] and 0 < arm[7] <= 1
-    # the melanoma check of the photo's record, NULL where the model gave no verdict
-    rec = json.loads(next((tmp_path / "out").rglob("arm/photo.json")).read_text())["diagnosis"]
-    assert arm[9] == rec["melanoma_flag"] and (rec["melanoma_flag"] is None) == (rec["melanoma_check"] is None)
+    ph = query(tmp_path / "out", sql="select name, photo_kind, macro, region, ear_found, ear_regions, diagnosis, "
+                                     "diagnosis_prob, overlay_path, melanoma_flag, out_of_distribution "
+                                     "from photos order by name").rows
+    arm, ear, mole = ph
+    assert arm[:2] == ("arm.png", "body") and arm[2] and arm[3] and not arm[4] and arm[6] is None
     from bodymap.taxonomy import EAR_REGIONS
 
-    assert ear[3] == "head" and ear[4] and ear[5].startswith(f"{EAR_REGIONS[1]}:") and Path(ear[8]).is_file()
+    assert ear[4] and ear[5].startswith(f"{EAR_REGIONS[1]}:") and Path(ear[8]).is_file()
+    assert ear[3] == ear_region_expected(ear[2])  # the region model's, never the ear's alone
+    assert mole[:2] == ("mole.png", "dermoscopy") and mole[2] is None and mole[6] and 0 < mole[7] <= 1
+    # the melanoma check of the photo's record, NULL where the model gave no verdict
+    rec = json.loads(next((tmp_path / "out").rglob("mole/photo.json")).read_text())
+    d = rec["diagnosis"]
+    assert mole[9] == d["melanoma_flag"] and (d["melanoma_flag"] is None) == (d["melanoma_check"] is None)
+    assert mole[10] == d["out_of_distribution"] and rec["models"]["diagnosis"]["trained_on"] == "HAM10000"
+
+
+def ear_region_expected(macro_label):
+    """The region photo mode reports for a body-region photo: the region model's site, in words."""
+    from bodymap import taxonomy as tx
+    from bodymap.photo import MACRO_SITE
+
+    code = MACRO_SITE.get(macro_label)
+    return tx.SITES[tx.SITE_INDEX[code]].name if code else None
 
 
 @pytest.mark.slow
@@ -330,7 +365,10 @@ def test_batch_real_scan_end_to_end(small_patient, tmp_path, capsys):
     assert len(res.rows) == len(lesions) and set(res.column("status")) == {"untracked"}
     assert all(Path(p).is_file() for p in res.column("closeup_path"))
     assert all(res.column("site")) and all(res.column("diagnosis")) and None not in res.column("perimeter_mm")
-    assert query(tmp_path / "out", sql="select count(*) from photos where macro is not null").rows == [(1,)]
+    # the photo got photo mode's answer: what it is, and what follows from that
+    (kind, macro, dx), = query(tmp_path / "out", sql="select photo_kind, macro, diagnosis from photos").rows
+    assert kind in ("dermoscopy", "clinical", "body", "other")
+    assert (macro is not None) == (kind == "body") and (dx is not None) == (kind in ("dermoscopy", "clinical"))
 
 
 def test_lesions_a_second_look_found_are_indexed_with_their_track(fake_run, tmp_path):
