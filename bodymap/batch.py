@@ -425,15 +425,14 @@ def diagnose_lesions(scan, lesion_set, work: Path) -> int:
     from PIL import Image
 
     from bodymap.jsonfile import write_json
-    from bodymap.models.diagnosis import lesion_crop
+    from bodymap.models.diagnosis import diagnose_scan
 
     lesions = list(lesion_set.lesions)
-    crops = [lesion_crop(scan, les, CLOSEUP_PX) for les in lesions]
+    m = model("diagnosis")
+    _, crops, diags = diagnose_scan(scan, lesions, m, CLOSEUP_PX, saliency=False)
     (work / "closeups").mkdir(exist_ok=True)
     for les, c in zip(lesions, crops):
         Image.fromarray(c).save(work / "closeups" / f"lesion_{les.id}.jpg", quality=92)
-    m = model("diagnosis")
-    diags = m.predict(crops, [(les.region or {}).get("code") for les in lesions], saliency=False) if crops else []
     write_json(work / "diagnoses.json", {"schema": DIAGNOSES_SCHEMA, "model": m.description,
                                          "lesions": {str(les.id): d.to_dict() for les, d in zip(lesions, diags)}})
     return len(diags)

@@ -39,8 +39,6 @@ MACRO_SITE = {"head": "head_neck/head", "arm": "upper_extremity", "hand": "upper
 CROP_PX = 128  # side of the crop diagnosed around a clicked point of a body-region photo
 EAR_KINDS = ("clinical", "body")  # photo kinds searched for ears
 DIAGNOSIS_KINDS = ("dermoscopy", "clinical")  # photo kinds diagnosed whole
-# the kind of image each diagnosis training set holds (the checkpoint's data name or kind)
-MODALITY = {"HAM10000": "dermoscopy", "synthetic": "synthetic lesion crops", "synthetic scans": "synthetic lesion crops"}
 
 Progress = Callable[[str, float], None]
 
@@ -219,14 +217,6 @@ def _card(model, role: str) -> dict:
             "licence": data.get("licence"), "held_out": ""}
 
 
-def _modality(diag_model) -> str | None:
-    """The kind of images the diagnosis model was trained on ("dermoscopy", ...), when known."""
-    data = (getattr(diag_model, "checkpoint", None) or {}).get("data", {})
-    if data.get("modality"):
-        return data["modality"]
-    return MODALITY.get(data.get("name") or data.get("kind") or "")
-
-
 def _site_code(site: str | None) -> str | None:
     """A user's site (taxonomy code or name, data-set name) as a taxonomy code; ValueError
     naming it when unrecognised."""
@@ -323,7 +313,9 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
 
 def _ood(model, d, kind: str | None) -> tuple[bool, str]:
     """Whether a diagnosis is out of distribution, and the sentence saying why ('' if not)."""
-    modality = _modality(model)
+    from bodymap.models.diagnosis import training_modality
+
+    modality = training_modality(model)
     if modality and kind and kind != modality and modality == "dermoscopy":
         return True, (f"the diagnosis model was trained on {modality} images and this is "
                       f"{'a clinical photo' if kind in ('clinical', 'body') else kind}: out of distribution, "

@@ -810,9 +810,9 @@ class MainWindow(QtWidgets.QMainWindow):
         def run(progress):
             progress("loading the model", 0.1)
             model = models.get("diagnosis")
-            crop = np.asarray(models.module("diagnosis").lesion_crop(scan, lesion, 128))
             progress("predicting", 0.5)
-            d = model.predict([crop], [(lesion.region or {}).get("code")])[0]
+            _, (crop,), (d,) = models.module("diagnosis").diagnose_scan(scan, [lesion], model, 128)
+            crop = np.asarray(crop)
             return {"label": d.label, "probs": {k: float(v) for k, v in d.probs.items()},
                     "saliency": np.asarray(d.saliency), "crop": crop,
                     "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False)),

@@ -375,3 +375,6 @@ def test_diagnose_cli_on_a_scans_lesions(tmp_path, capsys):
     rows = list(csv.DictReader(open(out / "diagnoses.csv")))
     assert rows[0]["name"] == "lesion_5" and rows[0]["site"] == "upper_extremity"
     assert (out / "saliency" / "lesion_5.png").exists()
+    # the default model saw dermoscopy only: a scan's texture is out of its distribution, no verdict
+    assert rows[0]["out_of_distribution"] == "1" and rows[0]["melanoma_flag"] == ""
+    assert "out of distribution" in capsys.readouterr().out

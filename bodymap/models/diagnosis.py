@@ -1218,13 +1218,34 @@ def diagnose_photos(paths: list, sites: list[str | None], model: DiagnosisModel,
     return _unique_names(names), crops, quals, model.predict(crops, sites)
 
 
-def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128):
-    """The lesions of a scan (a LesionSet or list of Lesion) -> (names, crops, diagnoses); each
-    lesion's site is its region code (from anatomy), if any."""
+# the kind of image each diagnosis training set holds (the checkpoint's data name or kind)
+MODALITY = {"HAM10000": "dermoscopy", "synthetic": "synthetic lesion crops", "synthetic scans": "synthetic lesion crops"}
+
+
+def training_modality(model) -> str | None:
+    """The kind of images a diagnosis model was trained on ("dermoscopy", "synthetic lesion
+    crops"; the checkpoint's data "modality", else by its data name or kind), None when unknown."""
+    data = (getattr(model, "checkpoint", None) or {}).get("data", {})
+    if data.get("modality"):
+        return data["modality"]
+    return MODALITY.get(data.get("name") or data.get("kind") or "")
+
+
+def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128, saliency: bool = True):
+    """The lesions of a scan (a LesionSet or list of Lesion) -> (names, crops (size_px, size_px,
+    3) uint8, diagnoses); each lesion's site is its region code (from anatomy), if any. The one
+    path of every scan-lesion diagnosis (CLI, GUI, batch). A model trained on dermoscopy is out
+    of its distribution on a scan's texture (no dermoscope, 0.3-1 mm texels): its diagnoses are
+    marked ``ood`` and carry no melanoma verdict, whatever the feature check says (it passed
+    126 of 126 texture crops of the sample patient, 22 of them labelled melanoma)."""
     items = list(getattr(lesions, "lesions", lesions))
     crops = [lesion_crop(scan, les, size_px) for les in items]
     sites = [(les.region or {}).get("code") for les in items]
-    return [f"lesion_{les.id}" for les in items], crops, model.predict(crops, sites)
+    diags = model.predict(crops, sites, saliency=saliency) if crops else []
+    if training_modality(model) == "dermoscopy":
+        for d in diags:
+            d.ood, d.melanoma_flag, d.melanoma_check = True, None, None
+    return [f"lesion_{les.id}" for les in items], crops, diags
 
 
 def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: list[Diagnosis],
