@@ -56,7 +56,7 @@ LESION_COLUMNS = [
     ("region", "VARCHAR"), ("diameter_mm", "DOUBLE"), ("area_mm2", "DOUBLE"), ("diameter_change_mm", "DOUBLE"),
     ("area_change_mm2", "DOUBLE"), ("colour_delta_e", "DOUBLE"), ("growth_mm_per_year", "DOUBLE"),
     ("track_confidence", "DOUBLE"), ("flags", "VARCHAR"), ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"),
-    ("melanoma_flag", "BOOLEAN"), ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"), ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
+    ("diagnosis_ood", "BOOLEAN"), ("melanoma_flag", "BOOLEAN"), ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"), ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
     ("colour_a", "DOUBLE"), ("colour_b", "DOUBLE"), ("skin_l", "DOUBLE"), ("skin_a", "DOUBLE"), ("skin_b", "DOUBLE"),
     ("contrast_de", "DOUBLE"), ("confidence", "DOUBLE"), ("source", "VARCHAR"), ("on_skin", "BOOLEAN"),
     ("note", "VARCHAR")]
@@ -257,7 +257,7 @@ def build_index(out: str | Path) -> Path:
                        "track_confidence": p.confidence if p else None,
                        "flags": ";".join(p.flags) if p else None,
                        "diagnosis": d.get("label"), "diagnosis_prob": _rnd((d.get("probs") or {}).get(d.get("label"))),
-                       "melanoma_flag": d.get("melanoma_flag"),
+                       "diagnosis_ood": d.get("ood") if d else None, "melanoma_flag": d.get("melanoma_flag"),
                        "scan_x_mm": _rnd(l.point_mm[0], 3), "scan_y_mm": _rnd(l.point_mm[1], 3),
                        "scan_z_mm": _rnd(l.point_mm[2], 3), "colour_l": _rnd(l.colour_lab[0]),
                        "colour_a": _rnd(l.colour_lab[1]), "colour_b": _rnd(l.colour_lab[2]),

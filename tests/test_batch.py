@@ -365,6 +365,8 @@ def test_batch_real_scan_end_to_end(small_patient, tmp_path, capsys):
     assert len(res.rows) == len(lesions) and set(res.column("status")) == {"untracked"}
     assert all(Path(p).is_file() for p in res.column("closeup_path"))
     assert all(res.column("site")) and all(res.column("diagnosis")) and None not in res.column("perimeter_mm")
+    # the dermoscopy-trained model on a scan's texture: its view is kept, marked out of distribution
+    assert set(res.column("diagnosis_ood")) == {True} and set(res.column("melanoma_flag")) == {None}
     # the photo got photo mode's answer: what it is, and what follows from that
     (kind, macro, dx), = query(tmp_path / "out", sql="select photo_kind, macro, diagnosis from photos").rows
     assert kind in ("dermoscopy", "clinical", "body", "other")
