@@ -537,7 +537,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     paths = write_diagnoses(out, names, crops, diags, model, extra)
     for n, d in zip(names, diags):
         top = sorted(d.probs.items(), key=lambda kv: -kv[1])[:2]
-        ood = "; out of distribution: unlike the training images, not a confident label" if d.ood else ""
+        why = getattr(d, "ood_reason", None) or "unlike the training images"
+        ood = f"; out of distribution ({why}): not a confident label" if d.ood else ""
         print(f"{n}: {d.label} ({', '.join(f'{k} {v:.2f}' for k, v in top)}; site {d.site}{ood})")
         if d.melanoma_check:
             print(f"  melanoma check: {d.melanoma_check}")

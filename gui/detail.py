@@ -201,11 +201,15 @@ class DetailPanel(QtWidgets.QWidget):
             return
         probs = sorted(d["probs"].items(), key=lambda t: -t[1])
         bars = "<br>".join(f"{diagnosis_name(k)}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs[:6])
+        why = str(d.get("ood_reason") or "unlike the model's training images").replace("<", "&lt;")
         head = (f"<b>diagnosis:</b> {diagnosis_name(d['label'])}" if not d.get("ood") else
-                "<b>diagnosis:</b> <span style='color:#c01020'>out of distribution (unlike the model's training "
-                "images): no confident label</span>")
+                f"<b>diagnosis:</b> <span style='color:#c01020'>out of distribution ({why}): no confident "
+                "label</span>")
         model = f"<br><span style='color:#666; font-size: 9pt'>{d['model']}</span>" if d.get("model") else ""
-        self.diag.setText(f"{head}<br><span style='font-family: monospace'>{bars}</span>"
+        # out of distribution: the probabilities are only the model's view, shown greyed
+        style = "font-family: monospace" + ("; color:#888" if d.get("ood") else "")
+        view = "model's view:<br>" if d.get("ood") else ""
+        self.diag.setText(f"{head}<br><span style='{style}'>{view}{bars}</span>"
                           f"{melanoma_check_html(d.get('melanoma_check'), d.get('melanoma_flag'))}{model}")
         sal = d.get("saliency")
         img = d.get("crop") if d.get("crop") is not None else crop

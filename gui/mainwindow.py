@@ -816,11 +816,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return {"label": d.label, "probs": {k: float(v) for k, v in d.probs.items()},
                     "saliency": np.asarray(d.saliency), "crop": crop,
                     "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False)),
+                    "ood_reason": getattr(d, "ood_reason", None),
                     "melanoma_flag": getattr(d, "melanoma_flag", None), "melanoma_check": getattr(d, "melanoma_check", None)}
 
         def done(d):
-            self.project.visits[k].diagnoses[lid] = {key: d[key] for key in ("label", "probs", "ood", "melanoma_flag",
-                                                                               "melanoma_check")}
+            self.project.visits[k].diagnoses[lid] = {key: d[key] for key in ("label", "probs", "ood", "ood_reason",
+                                                                               "melanoma_flag", "melanoma_check")}
             if self.detail.lid == lid:
                 self.detail.show_diagnosis(d)
             self.table.set_visit(self.project.visits[self.current], self._changes(self.current))

@@ -377,4 +377,5 @@ def test_diagnose_cli_on_a_scans_lesions(tmp_path, capsys):
     assert (out / "saliency" / "lesion_5.png").exists()
     # the default model saw dermoscopy only: a scan's texture is out of its distribution, no verdict
     assert rows[0]["out_of_distribution"] == "1" and rows[0]["melanoma_flag"] == ""
-    assert "out of distribution" in capsys.readouterr().out
+    assert "out of distribution (the model was trained on dermoscopy images and this is a crop of a scan's texture)" \
+        in capsys.readouterr().out

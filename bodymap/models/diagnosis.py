@@ -109,6 +109,7 @@ class Diagnosis:
     melanoma_score: float | None = None
     melanoma_flag: bool | None = None
     melanoma_check: str | None = None
+    ood_reason: str | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready record without the saliency array. ood: the image is unlike the training
@@ -116,12 +117,14 @@ class Diagnosis:
         model's threshold (> 1 is out of distribution); melanoma_score (MELANOMA_SCORE),
         melanoma_flag (the score is at or over the model's validated operating point; None when
         the model has none or the image is out of distribution) and melanoma_check (that
-        verdict in words, with the operating point's held-out sensitivity and specificity)."""
+        verdict in words, with the operating point's held-out sensitivity and specificity);
+        ood_reason: why it is out of distribution, in words (None when it is not)."""
         return {"label": self.label, "probs": {k: round(float(v), 5) for k, v in self.probs.items()},
                 "site": self.site, "ood": bool(self.ood),
                 "ood_score": None if self.ood_score is None else round(float(self.ood_score), 3),
                 "melanoma_score": None if self.melanoma_score is None else round(float(self.melanoma_score), 4),
-                "melanoma_flag": self.melanoma_flag, "melanoma_check": self.melanoma_check}
+                "melanoma_flag": self.melanoma_flag, "melanoma_check": self.melanoma_check,
+                "ood_reason": self.ood_reason}
 
 
 def site_index(site: str | None, sites: list[str]) -> int:
@@ -344,9 +347,11 @@ class DiagnosisModel(LoadedModel):
                 ms = None if mel is None else float(melanoma_score(p[None], self.classes, mel)[0])
                 # the operating point was validated on in-distribution images only
                 flag = None if ms is None or threshold is None or ood else bool(ms >= threshold)
+                why = (f"unlike the model's training images (feature distance {score:.1f} x its limit)"
+                       if ood else None)
                 out.append(Diagnosis(self.classes[int(p.argmax())], {k: float(v) for k, v in zip(self.classes, p)},
                                      sal, self.sites[sidx[b0 + i]], ood, score, ms, flag,
-                                     self.melanoma_check_text(flag, ms)))
+                                     self.melanoma_check_text(flag, ms), why))
         return out
 
     def melanoma_check_text(self, flag: bool | None, score: float | None) -> str | None:
@@ -1245,6 +1250,7 @@ def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128, sali
     if training_modality(model) == "dermoscopy":
         for d in diags:
             d.ood, d.melanoma_flag, d.melanoma_check = True, None, None
+            d.ood_reason = "the model was trained on dermoscopy images and this is a crop of a scan's texture"
     return [f"lesion_{les.id}" for les in items], crops, diags
 
 
