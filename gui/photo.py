@@ -264,8 +264,10 @@ class PhotoWidget(QtWidgets.QWidget):
             self.ear.setText("<b>ear:</b> no ear in this photo")
         else:
             self.ear.setText("<b>ear:</b> not searched (" + (k.description if k is not None else "-") + ")")
-        if r.diagnosis is not None:
-            self._show_diag(r.diagnosis, None, r.ood)
+        if r.diagnosis is not None:  # the whole photo was diagnosed: it is the crop, with its Grad-CAM
+            if self.image is not None:
+                self.crop.setPixmap(to_pixmap(self.image, 128))
+            self._show_diag(r.diagnosis, self.image, r.ood)
         elif "diagnosis" in msg:
             self.diag.setText(f"<b>diagnosis:</b> {_esc(msg['diagnosis'])}")
         else:
