@@ -465,7 +465,8 @@ def photo_step(task: dict, work: Path) -> dict:
         labels = np.asarray(res.ears.labels)
         counts = np.bincount(labels.ravel(), minlength=len(tx.EAR_REGIONS))
         ear = {"share": round(float((labels > 0).mean()), 4),
-               "regions": {tx.EAR_REGIONS[i]: round(float(c) / labels.size, 4) for i, c in enumerate(counts) if i and c}}
+               "regions": {tx.EAR_REGIONS[i]: round(float(c) / labels.size, 4)
+                           for i, c in enumerate(counts) if i and c}}
         Image.fromarray(np.asarray(overlay(img, labels))).save(work / "ear_overlay.png")
     rec = {"schema": PHOTO_SCHEMA, "path": path, **res.to_dict(), "ear": ear,
            "ear_share": ear["share"] if ear else 0.0}

@@ -56,7 +56,8 @@ LESION_COLUMNS = [
     ("region", "VARCHAR"), ("diameter_mm", "DOUBLE"), ("area_mm2", "DOUBLE"), ("diameter_change_mm", "DOUBLE"),
     ("area_change_mm2", "DOUBLE"), ("colour_delta_e", "DOUBLE"), ("growth_mm_per_year", "DOUBLE"),
     ("track_confidence", "DOUBLE"), ("flags", "VARCHAR"), ("diagnosis", "VARCHAR"), ("diagnosis_prob", "DOUBLE"),
-    ("diagnosis_ood", "BOOLEAN"), ("melanoma_flag", "BOOLEAN"), ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"), ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
+    ("diagnosis_ood", "BOOLEAN"), ("melanoma_flag", "BOOLEAN"), ("scan_x_mm", "DOUBLE"), ("scan_y_mm", "DOUBLE"),
+    ("scan_z_mm", "DOUBLE"), ("colour_l", "DOUBLE"),
     ("colour_a", "DOUBLE"), ("colour_b", "DOUBLE"), ("skin_l", "DOUBLE"), ("skin_a", "DOUBLE"), ("skin_b", "DOUBLE"),
     ("contrast_de", "DOUBLE"), ("confidence", "DOUBLE"), ("source", "VARCHAR"), ("on_skin", "BOOLEAN"),
     ("note", "VARCHAR")]

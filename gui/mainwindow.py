@@ -817,7 +817,8 @@ class MainWindow(QtWidgets.QMainWindow):
                     "saliency": np.asarray(d.saliency), "crop": crop,
                     "model": getattr(model, "description", ""), "ood": bool(getattr(d, "ood", False)),
                     "ood_reason": getattr(d, "ood_reason", None),
-                    "melanoma_flag": getattr(d, "melanoma_flag", None), "melanoma_check": getattr(d, "melanoma_check", None)}
+                    "melanoma_flag": getattr(d, "melanoma_flag", None),
+                    "melanoma_check": getattr(d, "melanoma_check", None)}
 
         def done(d):
             self.project.visits[k].diagnoses[lid] = {key: d[key] for key in ("label", "probs", "ood", "ood_reason",

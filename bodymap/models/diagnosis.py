@@ -111,6 +111,12 @@ class Diagnosis:
     melanoma_check: str | None = None
     ood_reason: str | None = None
 
+    def out_of_distribution(self, reason: str) -> "Diagnosis":
+        """Mark this diagnosis out of distribution for ``reason`` (words), withdrawing its melanoma
+        verdict (the operating point was validated on in-distribution images only); returns it."""
+        self.ood, self.ood_reason, self.melanoma_flag, self.melanoma_check = True, reason, None, None
+        return self
+
     def to_dict(self) -> dict:
         """JSON-ready record without the saliency array. ood: the image is unlike the training
         data (its label is not to be trusted); ood_score: its feature distance over the
@@ -351,16 +357,16 @@ class DiagnosisModel(LoadedModel):
                        if ood else None)
                 out.append(Diagnosis(self.classes[int(p.argmax())], {k: float(v) for k, v in zip(self.classes, p)},
                                      sal, self.sites[sidx[b0 + i]], ood, score, ms, flag,
-                                     self.melanoma_check_text(flag, ms), why))
+                                     self.melanoma_check_text(flag, ms, threshold), why))
         return out
 
-    def melanoma_check_text(self, flag: bool | None, score: float | None) -> str | None:
+    def melanoma_check_text(self, flag: bool | None, score: float | None, thr: float | None) -> str | None:
         """The melanoma check in words: whether ``score`` (MELANOMA_SCORE) reaches the
-        checkpoint's operating point (chosen on development lesions) and what that point scored
-        on held-out lesions; None when there is no verdict (``flag`` None)."""
-        if flag is None or score is None:
+        checkpoint's operating point ``thr`` (melanoma_threshold: chosen on development lesions)
+        and what that point scored on held-out lesions; None when there is no verdict (``flag``
+        None)."""
+        if flag is None or score is None or thr is None:
             return None
-        thr = melanoma_threshold(self)
         held = (self.checkpoint.get("metrics", {}).get("held_out") or {}).get("melanoma") or {}
         same = held.get("threshold") == thr and held.get("score", "p(mel)") == melanoma_score_name(self.classes)
         perf = (f"; at this threshold {held['sensitivity']:.0%} of held-out melanomas were found, "
@@ -1249,17 +1255,17 @@ def diagnose_scan(scan, lesions, model: DiagnosisModel, size_px: int = 128, sali
     diags = model.predict(crops, sites, saliency=saliency) if crops else []
     if training_modality(model) == "dermoscopy":
         for d in diags:
-            d.ood, d.melanoma_flag, d.melanoma_check = True, None, None
-            d.ood_reason = "the model was trained on dermoscopy images and this is a crop of a scan's texture"
+            d.out_of_distribution("the model was trained on dermoscopy images and this is a crop of a scan's texture")
     return [f"lesion_{les.id}" for les in items], crops, diags
 
 
 def write_diagnoses(out, names: list[str], crops: list[np.ndarray], diagnoses: list[Diagnosis],
                     model: DiagnosisModel, extra: list[dict] | None = None) -> list[Path]:
     """Write diagnoses.csv (name, label, site, out_of_distribution 0/1, melanoma_score,
-    melanoma_flag 0/1 or empty where there is no verdict, one probability column per class), diagnoses.json (with the model's description and card: training data, licence,
-    held-out scores; and any ``extra`` per item) and
-    saliency/<name>.png (the crop beside its Grad-CAM overlay). Returns the paths."""
+    melanoma_flag 0/1 or empty where there is no verdict, one probability column per class),
+    diagnoses.json (with the model's description and card: training data, licence, held-out
+    scores; and any ``extra`` per item) and saliency/<name>.png (the crop beside its Grad-CAM
+    overlay). Returns the paths."""
     import csv as _csv
 
     from PIL import Image
