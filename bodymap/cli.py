@@ -673,7 +673,7 @@ def _train_diagnosis(args: argparse.Namespace) -> int:
     cmd = (f"bodymap train diagnosis --out {args.out} {src} --seed {seed} --epochs {epochs} --batch {batch} "
            f"--lr {lr} --size {size}" + (f" --recipe {args.recipe}" if args.recipe else "")
            + (f" --steps {args.steps}" if args.steps else "") + (f" --threads {args.threads}" if args.threads else "")
-           + (" --parallel" if args.parallel else ""))
+           + (" --parallel" if args.parallel else "") + (f" --device {args.device}" if args.device else ""))
     bar = _Bar("training diagnosis", enabled=not args.quiet)
     try:
         r = train_diagnosis(Path(args.out), csv=args.csv, test_csv=args.test_csv, synth=args.synth,

@@ -509,15 +509,19 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     12% of the side. Colour and light: brightness x0.7-1.3, contrast x0.7-1.3, saturation
     x0.6-1.4, hue turned up to 8 degrees, per-channel gain x0.92-1.08 (white balance), gamma
     0.8-1.25, sensor noise. A colour constancy in ``norm`` is applied to the whole image first,
-    as at prediction time."""
+    as at prediction time.
+
+    ``u8`` may be on a GPU: the random parameters still come from ``gen`` (a CPU generator), so a
+    seed gives the same geometry and colours on either device; the image work runs where ``u8``
+    is, and the sensor noise there is drawn from a GPU generator seeded from ``gen``."""
     import torch
     import torch.nn.functional as F
 
     x = unit_rgb(u8, norm)
-    B = len(x)
+    B, dev = len(x), x.device
 
     def U(lo, hi, *shape):
-        return lo + (hi - lo) * torch.rand(B, *shape, generator=gen)
+        return (lo + (hi - lo) * torch.rand(B, *shape, generator=gen)).to(dev)
 
     ang = U(0, 2 * np.pi)
     zoom = torch.exp(U(np.log(0.65), np.log(1.1)))
@@ -535,15 +539,21 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     # hue: rotate the colours about the grey axis (Rodrigues about (1, 1, 1) / sqrt(3))
     h = U(-0.14, 0.14)
     k = torch.ones(3) / np.sqrt(3)
-    K = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    R = (torch.eye(3)[None] + torch.sin(h)[:, None, None] * K[None]
+    K = torch.tensor([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]]).to(dev)
+    R = (torch.eye(3, device=dev)[None] + torch.sin(h)[:, None, None] * K[None]
          + (1 - torch.cos(h))[:, None, None] * (K @ K)[None])  # (B, 3, 3)
     x = torch.einsum("bij,bjhw->bihw", R, x)
     m = x.mean((1, 2, 3), keepdim=True)
     x = (x - m) * U(0.7, 1.3, 1, 1, 1) + m  # contrast
     x = x * U(0.7, 1.3, 1, 1, 1) * U(0.92, 1.08, 3, 1, 1)  # brightness, white balance
     x = x.clamp(0, 1) ** U(0.8, 1.25, 1, 1, 1)
-    x = x + U(0, 0.02, 1, 1, 1) * torch.randn(x.shape, generator=gen)
+    sigma = U(0, 0.02, 1, 1, 1)
+    if dev.type == "cpu":
+        noise = torch.randn(x.shape, generator=gen)
+    else:  # drawing it on the CPU and copying it over would take longer than the network's step
+        g = torch.Generator(device=dev).manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
+        noise = torch.randn(x.shape, generator=g, device=dev)
+    x = x + sigma * noise
     return standardise(x.clamp(0, 1), norm)
 
 
@@ -551,7 +561,7 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
                 seed: int = 0, device=None, arch: dict | None = None, site_dropout: float = 0.1,
                 progress: Progress | None = None, log: Callable[[str], None] | None = None,
                 max_steps: int | None = None, recipe: dict | None = None, input_size: int | None = None,
-                dev: dict | None = None):
+                dev: dict | None = None, eval_every: int | None = None):
     """Train one diagnosis network from random weights on ``data`` (as made by
     bodymap.models.diagdata: images (n, S, S, 3) uint8, labels (n,), sites, classes).
 
@@ -560,7 +570,9 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
     network sees ``input_size`` pixels (default the images' size; the strong augmentation
     samples its windows from the larger stored image). A and B trained with the same seed see
     the same batches, augmentations and site dropouts. ``dev`` (data like ``data``): its
-    balanced accuracy (one view) is logged after each epoch. Returns (net on cpu, arch,
+    balanced accuracy (one view) is logged after every ``eval_every`` epochs (default: about 25
+    times in the run, and after the last epoch). On a GPU the images are moved there once and
+    augmented there (see strong_augment). Returns (net on cpu, arch,
     history list of per-epoch dicts)."""
     import torch
     import torch.nn.functional as F
@@ -575,6 +587,8 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
     # channels-last: about 30% faster convolutions on a CPU (measured on resnet10t, one thread)
     net = build_network(arch, len(data["classes"])).to(dev_, memory_format=torch.channels_last)
     imgs = torch.from_numpy(np.ascontiguousarray(data["images"]))
+    if dev_.type != "cpu":  # a few hundred MB: on the GPU once, so batches are cut and augmented there
+        imgs = imgs.to(dev_)
     labels = torch.as_tensor(np.asarray(data["labels"]), dtype=torch.long)
     sidx = torch.tensor([site_index(s, vocab) for s in data["sites"]], dtype=torch.long)
     n, k = len(imgs), len(data["classes"])
@@ -588,6 +602,7 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
     sched = TorchOneCycle(opt, lr, max(total, 2), pct_start=float(rec["pct_start"]))
     gen = torch.Generator().manual_seed(seed)
     norm = normalisation_for(rec)
+    every = int(eval_every or max(1, -(-epochs // 25)))
     history, t0 = [], time.perf_counter()
     epoch = {}  # this epoch's sampling order and site dropouts
 
@@ -599,10 +614,11 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
             epoch["drop"] = torch.rand(n, generator=gen) < site_dropout
         b0 = b * batch
         idx = epoch["order"][b0:b0 + batch]
+        u8 = imgs[idx.to(imgs.device)]
         if rec["augment"] == "strong":
-            x = strong_augment(imgs[idx], size, gen, norm)
+            x = strong_augment(u8, size, gen, norm)
         else:
-            x = normalise(imgs[idx], norm)
+            x = normalise(u8, norm)
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             x = _augment(x, gen)
@@ -623,7 +639,8 @@ def train_model(data: dict, *, use_site: bool, epochs: int = 10, batch: int = 64
                   "train_acc": round(float(np.average(scores[k0:], weights=w)), 4),
                   "seconds": round(time.perf_counter() - t0, 1)}
         msg = ""
-        if dev is not None:
+        last = step + 1 >= min(total, steps_per_epoch * epochs)
+        if dev is not None and ((ep + 1) % every == 0 or last):
             m = model_from_net(net.cpu().eval(), arch, data["classes"], size, {**rec, "tta": 1})
             sc = evaluate(m, dev, n_boot=0)
             net.to(dev_, memory_format=torch.channels_last).train()
@@ -913,6 +930,11 @@ def train_diagnosis(out: Path, *, csv: str | None = None, test_csv: str | None =
     kw = dict(epochs=epochs, batch=batch, lr=lr, seed=seed, device=device, max_steps=max_steps, recipe=rec,
               input_size=size, dev=dev)
     trained = {}
+    if parallel and pick_device(device).type != "cpu":
+        # the workers would be forked from a process that may hold CUDA, and one GPU runs the
+        # small networks one after the other about as fast
+        log("on a GPU: A and B trained one after the other (--parallel is for CPU cores)")
+        parallel = False
     if parallel:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor

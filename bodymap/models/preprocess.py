@@ -65,8 +65,8 @@ def standardise(x, normalisation: dict):
     ``normalise``."""
     import torch
 
-    mean = torch.tensor(normalisation["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(normalisation["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(normalisation["mean"], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(normalisation["std"], device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
