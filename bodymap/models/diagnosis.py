@@ -527,7 +527,7 @@ def strong_augment(u8, out: int, gen, norm: dict = NORMALISATION):
     zoom = torch.exp(U(np.log(0.65), np.log(1.1)))
     asp = torch.exp(U(-0.22, 0.22))
     sx, sy = zoom * torch.sqrt(asp), zoom / torch.sqrt(asp)
-    flip = torch.where(torch.rand(B, generator=gen) < 0.5, -1.0, 1.0)
+    flip = torch.where(torch.rand(B, generator=gen) < 0.5, -1.0, 1.0).to(dev)
     t = U(-0.12, 0.12, 2)
     c, s_ = torch.cos(ang), torch.sin(ang)
     theta = torch.stack([torch.stack([sx * c * flip, -sy * s_, t[:, 0]], 1),
