@@ -155,8 +155,15 @@ def test_quality_flags_blur_exposure_size():
     bright = np.clip(good.astype(int) + 120, 0, 255).astype(np.uint8)
     qo = check_photo(bright)
     assert any(p.startswith("overexposed") for p in qo.problems) and qo.clipped_high > 0.15
-    small = good[:120, :150]
+    pink = good.copy()
+    pink[..., 0] = 255  # red saturated (fair skin under a dermoscope), green and blue not
+    assert not any(p.startswith("overexposed") for p in check_photo(pink).problems)
+    glare = good.copy()
+    glare[:200] = 255  # half the photo burnt out to white
+    assert any(p.startswith("overexposed") for p in check_photo(glare).problems)
+    small = good[:100, :150]
     assert any(p.startswith("too small") for p in check_photo(small).problems)
+    assert not any(p.startswith("too small") for p in check_photo(good[:150, :200]).problems)  # HAM10000's size
     assert any(p.startswith("blank") for p in check_photo(np.full((300, 300, 3), 128, np.uint8)).problems)
     assert check_photo(good[..., 0]).ok  # grey accepted
     with pytest.raises(ValueError, match="x.png: not an image"):
@@ -175,6 +182,31 @@ def test_quality_on_real_isic_photos():
         img = load_photo(f)
         assert check_photo(img, f).ok, check_photo(img, f).message()
         assert not check_photo(ndimage.gaussian_filter(img, (2, 2, 0)), f).ok
+
+
+def test_quality_passes_the_dermoscopy_the_model_was_measured_on():
+    """HAM10000's 200 x 150 images are the diagnosis model's own data: the size check must not
+    tell the user to retake them (with a 200-px minimum it told all of them)."""
+    from pathlib import Path
+
+    files = sorted(Path("/work/shared/external/ham10000/images").glob("ISIC_*.jpg"))[:40]
+    if not files:
+        pytest.skip("HAM10000 not present")
+    for f in files:
+        q = check_photo(load_photo(f), f)
+        assert not any(p.startswith("too small") for p in q.problems), q.message()
+
+
+def test_quality_does_not_call_bright_dermoscopy_overexposed():
+    """ISIC 2017's fair-skinned dermoscopy: a saturated red channel is not glare (counting it
+    called 10 % of these overexposed)."""
+    from pathlib import Path
+
+    files = sorted(Path("/work/shared/external/isic2017/images").glob("ISIC_*.jpg"))[:80]
+    if not files:
+        pytest.skip("ISIC 2017 not present")
+    over = [f.name for f in files if any(p.startswith("overexposed") for p in check_photo(load_photo(f)).problems)]
+    assert len(over) <= 0.05 * len(files), over
 
 
 def test_load_photo_errors(tmp_path):
