@@ -67,17 +67,37 @@ def clean_barycentric(b) -> np.ndarray:
     return b / b.sum(1, keepdims=True)
 
 
-def _texel_bary(px: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
-    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * width + col)
-    in triangles px (k, 3, 2) given in pixel coordinates (x = col, y = row)."""
-    rows, cols = np.divmod(flat, width)
-    a, b, c = px[:, 0], px[:, 1], px[:, 2]
-    v0, v1 = b - a, c - a
-    v2 = np.stack([cols, rows], axis=1).astype(np.float64) - a
+def _texel_affine(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The second and third barycentric coordinates l1, l2 (each (k,), float64, unclipped) of
+    texel centres flat (k,) (row * width + col) in their triangles face (k,), of px (m, 3, 2)
+    given in pixel coordinates (x = col, y = row); the first is 1 - l1 - l2.
+
+    Each triangle's two affine maps (texel offset from its first corner -> l1, l2) are worked out
+    once per triangle and only their numbers are gathered per texel, one contiguous array at a
+    time: a 4096^2 texture has ten million texels, and gathering each one's whole triangle
+    (px[face], 48 bytes) cost seconds."""
+    px = np.asarray(px, np.float64)
+    a = px[:, 0]
+    v0, v1 = px[:, 1] - a, px[:, 2] - a
     den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
     den = np.where(np.abs(den) < 1e-12, 1e-12, den)
-    l1 = (v2[:, 0] * v1[:, 1] - v1[:, 0] * v2[:, 1]) / den
-    l2 = (v0[:, 0] * v2[:, 1] - v2[:, 0] * v0[:, 1]) / den
+    rows, cols = np.divmod(flat, width)
+    dx = cols - np.take(np.ascontiguousarray(a[:, 0]), face)
+    dy = rows - np.take(np.ascontiguousarray(a[:, 1]), face)
+
+    def per_texel(v):
+        return np.take(np.ascontiguousarray(v), face)
+
+    # l1 = (dx * v1y - v1x * dy) / den, l2 = (v0x * dy - dx * v0y) / den
+    l1 = (dx * per_texel(v1[:, 1]) - per_texel(v1[:, 0]) * dy) / per_texel(den)
+    l2 = (per_texel(v0[:, 0]) * dy - dx * per_texel(v0[:, 1])) / per_texel(den)
+    return l1, l2
+
+
+def _texel_bary(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
+    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * width + col)
+    in their triangles face (k,), of px (m, 3, 2) given in pixel coordinates (x = col, y = row)."""
+    l1, l2 = _texel_affine(px, face, flat, width)
     return np.stack([1 - l1 - l2, l1, l2], axis=1)
 
 
@@ -94,18 +114,22 @@ def rasterize_uv(uv: np.ndarray, size: int | tuple[int, int]) -> UVAtlas:
     img = Image.new("I", (w, h), -1)
     draw = ImageDraw.Draw(img)
     # PIL puts pixel centres at integer coordinates too; polygon() includes boundary texels.
-    for i, tri in enumerate(px.tolist()):
-        draw.polygon([tuple(p) for p in tri], fill=i, outline=i)
+    for i, tri in enumerate(px.reshape(m, 6).tolist()):  # flat [x0, y0, x1, y1, x2, y2]: no tuples to build
+        draw.polygon(tri, fill=i, outline=i)
     fid = np.asarray(img, dtype=np.int32).ravel()
     flat = np.flatnonzero(fid >= 0)
     face = fid[flat]
-    bary = _texel_bary(px[face], flat, w)
-    # boundary texels lie slightly outside their triangle: clamp back onto it
-    bary = np.clip(bary, 0.0, 1.0)
-    bary /= bary.sum(1, keepdims=True)
+    l1, l2 = _texel_affine(px, face, flat, w)
+    # boundary texels lie slightly outside their triangle: clamp back onto it (column by column:
+    # ten million rows of three are slow to stride through)
+    b0, b1, b2 = np.clip(1 - l1 - l2, 0.0, 1.0), np.clip(l1, 0.0, 1.0), np.clip(l2, 0.0, 1.0)
+    total = b0 + b1 + b2
+    bary = np.empty((len(flat), 3), np.float32)
+    for j, b in enumerate((b0, b1, b2)):
+        bary[:, j] = b / total
     order = np.argsort(face, kind="stable")
     offsets = np.searchsorted(face[order], np.arange(m + 1))
-    return UVAtlas(h, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary.astype(np.float32),
+    return UVAtlas(h, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary,
                    order, offsets, width=0 if w == h else w)
 
 
@@ -139,7 +163,7 @@ def dilate_atlas(atlas: UVAtlas, width: int) -> UVAtlas:
     texel_face[atlas.flat] = atlas.face
     src = ri.ravel()[new] * w + ci.ravel()[new]
     face = texel_face[src]
-    bary = _texel_bary(uv_to_pixel(atlas.uv[face].astype(np.float64), (h, w)), new, w)
+    bary = _texel_bary(uv_to_pixel(atlas.uv.astype(np.float64), (h, w)), face, new, w)
     flat = np.concatenate([atlas.flat, new])
     face_all = np.concatenate([atlas.face, face.astype(np.int32)])
     bary_all = np.concatenate([atlas.bary, bary.astype(np.float32)])
