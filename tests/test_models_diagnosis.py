@@ -379,3 +379,37 @@ def test_diagnose_cli_on_a_scans_lesions(tmp_path, capsys):
     assert rows[0]["out_of_distribution"] == "1" and rows[0]["melanoma_flag"] == ""
     assert "out of distribution (the model was trained on dermoscopy images and this is a crop of a scan's texture)" \
         in capsys.readouterr().out
+
+
+def test_compare_on_pairs_two_models_on_the_same_images(tmp_path):
+    """compare_on: both models on the same rows, the paired difference consistent with the two
+    figures, McNemar on the same cases; a model trained on the CSV is refused on it."""
+    from bodymap.models.diagnosis import (DEFAULT_ARCH, build_network, compare_on, compare_on_text, melanoma_score,
+                                          model_from_net)
+    from bodymap.models.metrics import roc_auc
+
+    p = _tiny_csv(tmp_path, 24)
+    raw = diagdata.read_csv(p, size=32)
+    classes = list(raw["classes"])
+    assert "melanoma" in classes
+    models = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        arch = {**DEFAULT_ARCH, "use_site": True, "sites": ["unknown", "trunk/anterior"]}
+        models.append(model_from_net(build_network(arch, len(classes)).eval(), arch, classes, 32))
+    cand, ship = models
+    res = compare_on(cand, ship, str(p), n_boot=50)
+    assert res["n"] == 24
+    m = res["melanoma"]
+    y = np.asarray(raw["labels"]) == classes.index("melanoma")
+    auc = roc_auc(y, melanoma_score(cand.predict_arrays(raw["images"], raw["sites"]), classes, "melanoma"))
+    assert m["auc"]["candidate"] == pytest.approx(auc)
+    assert m["difference"] == pytest.approx(m["auc"]["candidate"] - m["auc"]["shipped"])
+    assert m["difference_ci"][0] <= m["difference_ci"][1]
+    c = res["classes"]
+    assert c["difference"] == pytest.approx(c["balanced_accuracy"]["candidate"] - c["balanced_accuracy"]["shipped"])
+    assert c["mcnemar"]["b"] + c["mcnemar"]["c"] <= 24
+    assert any("paired" in line for line in compare_on_text(res))
+    ship.checkpoint["data"] = {"sha256": raw["description"]["sha256"]}  # as if trained on this CSV
+    with pytest.raises(ValueError, match="was trained on this data"):
+        compare_on(cand, ship, str(p), n_boot=10)

@@ -1192,6 +1192,86 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
     return out
 
 
+def compare_on(candidate: DiagnosisModel, shipped: DiagnosisModel, csv: str, n_boot: int = 1000,
+               cache: str | None = None) -> dict:
+    """A candidate model against the shipped one on the same images of an ISIC-style CSV that
+    neither was trained on: the comparison a decision to ship rests on (dev or held-out parts
+    of two different lesion splits compare two draws, not two models).
+
+    Melanoma vs rest (a melanoma class or flag): each model's ROC AUC on ``melanoma_score`` and
+    the paired bootstrap interval of the difference (candidate - shipped; the images resampled
+    together). Diagnoses that map onto the models' classes (diagdata.PAD_CLASSES): per-image
+    balanced accuracy over the classes present, the paired interval of its difference and a
+    McNemar test of right / wrong. Model B gets each row's site. Raises ValueError naming the
+    CSV when either model was trained on it. Returns {"csv", "n", "melanoma": {...} or None,
+    "classes": {...} or None}."""
+    from bodymap.models import diagdata
+    from bodymap.models.metrics import bootstrap_ci, mcnemar, roc_auc
+
+    raws = {}
+    for m in (candidate, shipped):
+        if m.load_size not in raws:
+            raws[m.load_size] = diagdata.read_csv(csv, size=m.load_size, cache=cache)
+    for m in (candidate, shipped):
+        trained = m.checkpoint.get("data", {})
+        if trained.get("all", {}).get("sha256", trained.get("sha256")) == raws[m.load_size]["description"]["sha256"]:
+            raise ValueError(f"{csv}: {m.path} was trained on this data; compare on data neither model saw")
+    raw = raws[candidate.load_size]
+    names = raw["classes"]
+    probs = {k: m.predict_arrays(fit_size(raws[m.load_size]["images"], m.input_size), raws[m.load_size]["sites"])
+             for k, m in (("candidate", candidate), ("shipped", shipped))}
+    out: dict = {"csv": str(csv), "n": int(len(raw["labels"])), "melanoma": None, "classes": None}
+    labels = np.asarray(raw["labels"])
+    pos = next((c for c in names if c in MELANOMA_NAMES), None)
+    mel = next((c for c in candidate.classes if c in MELANOMA_NAMES), None)
+    if pos is not None and mel is not None and mel in shipped.classes:
+        y = labels == names.index(pos)
+        sc = {k: melanoma_score(p, m.classes, mel) for (k, p), m in zip(probs.items(), (candidate, shipped))}
+        out["melanoma"] = {
+            "positives": int(y.sum()), "auc": {k: roc_auc(y, v) for k, v in sc.items()},
+            "difference": roc_auc(y, sc["candidate"]) - roc_auc(y, sc["shipped"]),
+            "difference_ci": bootstrap_ci(lambda t, a, b: roc_auc(t, a) - roc_auc(t, b), y, sc["candidate"],
+                                          sc["shipped"], n=n_boot)}
+    mapped = [diagdata.PAD_CLASSES.get(c, c) for c in names]
+    if set(mapped) <= set(candidate.classes) and candidate.classes == shipped.classes:
+        classes = candidate.classes
+        truth = np.array([classes.index(mapped[i]) for i in labels])
+        pred = {k: p.argmax(1) for k, p in probs.items()}
+        present = sorted(set(truth.tolist()))
+
+        def balanced(t, p_):
+            return float(np.mean([np.mean(p_[t == c] == c) for c in present if (t == c).any()]))
+
+        out["classes"] = {
+            "balanced_accuracy": {k: balanced(truth, v) for k, v in pred.items()},
+            "difference": balanced(truth, pred["candidate"]) - balanced(truth, pred["shipped"]),
+            "difference_ci": bootstrap_ci(lambda t, a, b: balanced(t, a) - balanced(t, b), truth, pred["candidate"],
+                                          pred["shipped"], n=n_boot),
+            "mcnemar": mcnemar(pred["shipped"] == truth, pred["candidate"] == truth)}
+    return out
+
+
+def compare_on_text(res: dict) -> list[str]:
+    """Lines for a terminal from compare_on's result."""
+    lines = [f"{res['csv']} ({res['n']} images):"]
+    m = res["melanoma"]
+    if m:
+        lo, hi = m["difference_ci"]
+        lines.append(f"  melanoma vs rest ({m['positives']} melanomas): AUC shipped {m['auc']['shipped']:.3f}, candidate "
+                     f"{m['auc']['candidate']:.3f}; difference {m['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired)")
+    c = res["classes"]
+    if c:
+        lo, hi = c["difference_ci"]
+        mc = c["mcnemar"]
+        lines.append(f"  balanced accuracy over the classes present: shipped {c['balanced_accuracy']['shipped']:.3f}, "
+                     f"candidate {c['balanced_accuracy']['candidate']:.3f}; difference {c['difference']:+.3f} "
+                     f"[{lo:+.3f}, {hi:+.3f}] (paired); McNemar b={mc['b']} (only shipped right) c={mc['c']} "
+                     f"(only candidate right) p={mc['p']:.3g}")
+    if not m and not c:
+        lines.append("  nothing to compare: no melanoma label and classes the models do not share")
+    return lines
+
+
 def _relabel(data: dict, classes: list[str]) -> dict:
     """A data dict whose class names are all in ``classes``, re-indexed to that list."""
     d = dict(data)
