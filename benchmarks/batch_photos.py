@@ -8,8 +8,8 @@ A manifest of real photos never trained on, drawn at random (``--seed``) from th
 ear left out, referenced by path (never copied); one "patient" per data set. `bodymap batch`
 runs them with 2 local workers; the index's photos table then gives, per set: how many photos
 were called head, had an ear found, what kind photo mode took them for, how many diagnoses it
-called out of distribution, how many got a melanoma verdict over the threshold; and the time per
-photo. Nothing is trained or tuned here.
+called out of distribution, how many got a melanoma verdict over the threshold, how many were
+told to retake (the quality check); and the time per photo. Nothing is trained or tuned here.
 """
 import argparse
 import csv
@@ -70,13 +70,14 @@ def main() -> int:
     sql = ("select patient_id, count(*), count(*) filter (where region = 'head'), count(*) filter (where ear_found), "
            "count(*) filter (where photo_kind = 'dermoscopy'), count(*) filter (where photo_kind = 'clinical'), "
            "count(*) filter (where photo_kind = 'body'), count(*) filter (where photo_kind = 'other'), "
-           "count(*) filter (where out_of_distribution), count(*) filter (where melanoma_flag) "
+           "count(*) filter (where out_of_distribution), count(*) filter (where melanoma_flag), "
+           "count(*) filter (where not quality_ok) "
            "from photos group by 1 order by 1")
     print("| set | photos | called head | ear found | dermoscopy / clinical / body / other | diagnosis out of "
-          "distribution | melanoma check over |")
-    print("|---|---|---|---|---|---|---|")
-    for name, k, head, ear, de, cl, bo, ot, ood, mel in query(out, sql=sql).rows:
-        print(f"| {name} | {k} | {head} | {ear} | {de} / {cl} / {bo} / {ot} | {ood} | {mel} |")
+          "distribution | melanoma check over | told to retake (quality) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, k, head, ear, de, cl, bo, ot, ood, mel, bad in query(out, sql=sql).rows:
+        print(f"| {name} | {k} | {head} | {ear} | {de} / {cl} / {bo} / {ot} | {ood} | {mel} | {bad} |")
     return 0
 
 
