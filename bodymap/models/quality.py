@@ -9,9 +9,9 @@ figures do not depend on the camera's resolution):
 - brightness: mean luminance 0-255; below 45 too dark, above 215 overexposed.
 - clipped_high / clipped_low: share of pixels with all channels >= 250 (burnt out to white) /
   all channels <= 5 (black). Over 15% burnt out: overexposed. One saturated channel is not
-  burnt out: fair, pink skin under a dermoscope's light saturates red alone (counting any channel
-  called 15 of 150 ISIC 2017 images overexposed; white alone, 3, the palest). Over 50% black: too dark (a dermoscope's
-  black corners take about 20%).
+  burnt out: fair, pink skin under a dermoscope's light saturates red alone (counting any
+  channel called 15 of 150 ISIC 2017 images overexposed; white alone, 3, the palest). Over 50%
+  black: too dark (a dermoscope's black corners take about 20%).
 - size: (height, width) pixels; under ``MIN_SIDE`` = 128 px on the short side (the diagnosis
   network's input side): too small. HAM10000's 200 x 150 dermoscopy images, on which the shipped
   diagnosis figures are measured, pass (with 200 px every one of them was told to retake).
