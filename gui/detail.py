@@ -54,12 +54,17 @@ def saliency_overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.4
     return (image * (1 - a) + heat * a).astype(np.uint8)
 
 
+def escape(text) -> str:
+    """``text`` safe inside Qt rich text: &, < and > as entities."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def melanoma_check_html(check: str | None, flag: bool | None) -> str:
     """The diagnosis model's melanoma check (Diagnosis.melanoma_check) as a line of rich text,
     red when the score is over the validated threshold; "" when there is no verdict."""
     if not check:
         return ""
-    text = str(check).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = escape(check)
     colour = "#c01020" if flag else "#2a6a2a"
     return f"<br><b>melanoma check:</b> <span style='color:{colour}'>{text}</span>"
 
@@ -201,7 +206,7 @@ class DetailPanel(QtWidgets.QWidget):
             return
         probs = sorted(d["probs"].items(), key=lambda t: -t[1])
         bars = "<br>".join(f"{diagnosis_name(k)}: {'█' * int(round(20 * v))} {100 * v:.0f} %" for k, v in probs[:6])
-        why = str(d.get("ood_reason") or "unlike the model's training images").replace("<", "&lt;")
+        why = escape(d.get("ood_reason") or "unlike the model's training images")
         head = (f"<b>diagnosis:</b> {diagnosis_name(d['label'])}" if not d.get("ood") else
                 f"<b>diagnosis:</b> <span style='color:#c01020'>out of distribution ({why}): no confident "
                 "label</span>")

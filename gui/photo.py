@@ -12,7 +12,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from bodymap import photo as bp
 from gui import models
-from gui.detail import melanoma_check_html, saliency_overlay, to_pixmap
+from gui.detail import escape as _esc, melanoma_check_html, saliency_overlay, to_pixmap
 from gui.workers import Job
 
 CROP_PX = bp.CROP_PX
@@ -29,10 +29,6 @@ def ear_overlay(image: np.ndarray, result: bp.PhotoResult) -> np.ndarray | None:
     if result.ears is None or not result.ears.found:
         return None
     return np.asarray(models.module("earseg").overlay(image, result.ears.labels))
-
-
-def _esc(t) -> str:
-    return str(t).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def model_lines(result: bp.PhotoResult) -> str:
