@@ -334,7 +334,7 @@ class DiagnosisModel(LoadedModel):
             raise ValueError(f"predict: {len(crops)} crops but {len(sites)} sites")
         out: list[Diagnosis] = []
         sidx = [site_index(s, self.sites) for s in sites]
-        mel = next((c for c in self.classes if c in MELANOMA_NAMES), None)
+        mel = melanoma_class(self.classes)
         threshold = melanoma_threshold(self)
         for b0 in range(0, len(crops), batch):
             part = crops[b0:b0 + batch]
@@ -794,7 +794,7 @@ def evaluate(model: DiagnosisModel, data: dict, n_boot: int = 1000, by_group: bo
     pred = probs.argmax(1)
     scores = per_class_scores(truth, pred, model.classes, n_boot=max(n_boot, 1))
     scores["unit"] = unit
-    mel = next((c for c in ("mel", "melanoma") if c in model.classes), None)
+    mel = melanoma_class(model.classes)
     if mel is not None:
         j = model.classes.index(mel)
         scores["melanoma"] = binary_scores(truth == j, melanoma_score(probs, model.classes, mel),
@@ -1073,6 +1073,12 @@ def evaluate_held_out(weights_b=None, weights_a=None, csv: str | None = None, n:
 MELANOMA_NAMES = ("mel", "melanoma", "MEL")
 
 
+def melanoma_class(names) -> str | None:
+    """The melanoma class among ``names`` (a model's classes or a CSV's diagnoses: one of
+    MELANOMA_NAMES), or None."""
+    return next((c for c in names if c in MELANOMA_NAMES), None)
+
+
 def melanoma_threshold(model: DiagnosisModel) -> float | None:
     """The melanoma operating point recorded in a checkpoint (chosen on its dev data), or None
     when there is none or it is in another score than the one ``melanoma_score`` gives this
@@ -1174,8 +1180,7 @@ def evaluate_csv(a: DiagnosisModel, b: DiagnosisModel, csv: str, n_boot: int = 1
         out.update({"kind": "per image", "A": _strip(r["A"]), "B": _strip(r["B"]), "mcnemar": r["mcnemar"],
                     "n": r["n"], "data": raw["description"], "class_map": dict(zip(names, mapped))})
         return out
-    pos = next((c for c in names if c in MELANOMA_NAMES), None)
-    mel = next((c for c in b.classes if c in MELANOMA_NAMES), None)
+    pos, mel = melanoma_class(names), melanoma_class(b.classes)
     if pos is None or mel is None:
         raise ValueError(f"{csv}: its diagnoses ({', '.join(names)}) are neither the model's classes nor a "
                          "melanoma flag")
@@ -1222,8 +1227,7 @@ def compare_on(candidate: DiagnosisModel, shipped: DiagnosisModel, csv: str, n_b
              for k, m in (("candidate", candidate), ("shipped", shipped))}
     out: dict = {"csv": str(csv), "n": int(len(raw["labels"])), "melanoma": None, "classes": None}
     labels = np.asarray(raw["labels"])
-    pos = next((c for c in names if c in MELANOMA_NAMES), None)
-    mel = next((c for c in candidate.classes if c in MELANOMA_NAMES), None)
+    pos, mel = melanoma_class(names), melanoma_class(candidate.classes)
     if pos is not None and mel is not None and mel in shipped.classes:
         y = labels == names.index(pos)
         sc = {k: melanoma_score(p, m.classes, mel) for (k, p), m in zip(probs.items(), (candidate, shipped))}
