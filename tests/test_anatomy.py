@@ -211,3 +211,38 @@ def test_partial_scan_labels_the_part_it_has(small_patient):
               load_template())
     print(s)
     assert s["level1"] >= 0.9 and s["corr_median_mm"] < 15
+
+
+def test_body_model_builds_its_skinning_kernel_once():
+    """anny defines a new warp kernel on every forward pass (2 ms of a 35-50 ms fitting step);
+    BodyModel memoises it, and the memoised kernel gives the same body."""
+    from anny.skinning import warp_skinning
+
+    from bodymap.anatomy.body import BodySpec, body_model
+
+    bm = body_model()
+    spec = BodySpec(sex="male", age_years=50.0, weight=0.7)
+    first = bm.vertices(spec)
+    hits = warp_skinning.get_kernel.cache_info().hits
+    second = bm.vertices(spec)
+    assert warp_skinning.get_kernel.cache_info().hits == hits + 1
+    np.testing.assert_array_equal(first, second)
+
+
+def test_fit_worker_thread_survives_a_fork():
+    """The fit's second nearest-point query runs on a worker thread; a forked child (which has
+    the parent's executor but not its thread) gets a thread of its own instead of waiting."""
+    import multiprocessing as mp
+
+    from bodymap.anatomy.register import _pool
+
+    assert _pool().submit(sum, [1, 2]).result(timeout=10) == 3
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as p:
+        assert p.apply_async(_child_uses_pool).get(timeout=30) == 3
+
+
+def _child_uses_pool() -> int:
+    from bodymap.anatomy.register import _pool
+
+    return _pool().submit(sum, [1, 2]).result(timeout=10)
