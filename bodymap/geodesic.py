@@ -52,8 +52,14 @@ class SurfaceGeodesics:
                                  shape=(self.n + k, self.n + k))
             g = sp.bmat([[self.graph, None], [None, sp.csr_matrix((k, k))]], format="csr") + link
             d = dijkstra(g, directed=True, indices=np.arange(self.n, self.n + k), limit=limit_mm)[:, :self.n]
-            d[~np.isfinite(d)] = 0.0  # not stored: beyond the limit
-            out.append(sp.csr_matrix(d))
+            # the rows straight into CSR (vertices beyond the limit, inf, not stored): building
+            # it from the dense block went through COO and a sort, as long as Dijkstra itself
+            # for a short limit
+            reached = np.isfinite(d)
+            indptr = np.concatenate([[0], np.cumsum(reached.sum(1))])
+            out.append(sp.csr_matrix((d[reached], np.nonzero(reached)[1], indptr), shape=(k, self.n)))
+        if len(out) == 1:
+            return out[0]
         return sp.vstack(out, format="csr") if out else sp.csr_matrix((0, self.n))
 
     def at_points(self, fields: sp.csr_matrix, face: np.ndarray, bary: np.ndarray,

@@ -476,13 +476,33 @@ class _FarAnchors:
         return sp.vstack([self._fields[int(i)] for i in i_sel], format="csr")
 
 
-def _trilaterate(F: sp.csr_matrix, target: np.ndarray, prior: np.ndarray, s1: Scan, o: TrackOptions) -> int:
+def _rows_at(F: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(len(rows), len(cols)) dense values of F (CSR, no duplicate entries) at rows x cols, 0
+    where nothing is stored. Each row is scattered into one dense scratch row and the columns
+    gathered from it: scipy's fancy indexing of a row set, then of a column set, cost about
+    1 ms a call, and the matching makes thousands of calls on fields of ~10^4 vertices each."""
+    scratch = np.zeros(F.shape[1])
+    out = np.empty((len(rows), len(cols)))
+    for k, r in enumerate(rows):
+        ind = F.indices[F.indptr[r]:F.indptr[r + 1]]
+        scratch[ind] = F.data[F.indptr[r]:F.indptr[r + 1]]
+        out[k] = scratch[cols]
+        scratch[ind] = 0.0
+    return out
+
+
+def _trilaterate(F: sp.csr_matrix, target: np.ndarray, prior: np.ndarray, s1: Scan, o: TrackOptions,
+                 rows: np.ndarray | None = None) -> int:
     """The scan-1 vertex (or -1) whose distances in fields F (K, n1) to K anchors best agree with
-    target (K,) mm, among the vertices all K reach; prior (3,) mm breaks near-ties."""
-    F = F.tocsr()
-    F.sort_indices()
-    cand = F[0].indices  # the nearest anchor's reach on scan 1
-    rows = F[:, cand].toarray()  # (K, c), 0 = beyond the limit
+    target (K,) mm, among the vertices all K reach; prior (3,) mm breaks near-ties. rows (K,):
+    the anchors' rows of F when F holds more fields than theirs (its indices sorted)."""
+    if rows is None:
+        F = F.tocsr()
+        F.sort_indices()
+        rows = np.arange(F.shape[0])
+    first = rows[0]
+    cand = F.indices[F.indptr[first]:F.indptr[first + 1]]  # the nearest anchor's reach on scan 1
+    rows = _rows_at(F, rows, cand)  # (K, c), 0 = beyond the limit
     keep = (rows > 0).all(0)
     if not keep.any():
         return -1
@@ -526,11 +546,13 @@ def _refine(m0: np.ndarray, p1: np.ndarray, anchors: dict, D2: np.ndarray, F1: "
     f, b = _snap(s1, m0 + shift)
     pts = s1.points_from_barycentric(f, b)
     vface = s1.vertex_corners
+    F1 = F1.tocsr()
+    F1.sort_indices()  # (in place, once; _trilaterate reads rows by their sorted indices)
     lost = set(int(j) for j in lost)
     for j in range(len(m0)):
         dj, near = _nearest(d[j], j, j_a, o.neighbours)
         if len(near) >= 3:
-            v = _trilaterate(F1[i_a[near]], dj[near], pts[j], s1, o)
+            v = _trilaterate(F1, dj[near], pts[j], s1, o, rows=i_a[near])
         elif j in lost and far is not None:
             dj, near = _nearest(far.distances(j, j_a), j, j_a, 4)
             if len(near) < 3:

@@ -353,3 +353,22 @@ def test_final_positions_come_from_the_other_pairs_never_from_a_lesions_own():
     err = np.linalg.norm(pts - p1, axis=1)
     assert err[0] < 0.5 and face.shape == (40,) and np.allclose(bary.sum(1), 1.0)
     assert np.median(err) < 1.0
+
+
+def test_rows_at_reads_the_same_values_as_scipy_indexing():
+    """_rows_at (the trilateration's reader of distance fields) gives what scipy's fancy
+    indexing gives, including empty rows and columns past a row's last stored one."""
+    import scipy.sparse as sp
+
+    from bodymap.track import _rows_at
+
+    rng = np.random.default_rng(3)
+    F = sp.random(12, 400, density=0.2, format="csr", random_state=rng) + 0.5 * (sp.random(12, 400, density=0.2, format="csr", random_state=rng) > 0)
+    F = F.tocsr()
+    F[4] = 0.0  # an empty row (a field reaching no vertex)
+    F.eliminate_zeros()
+    F.sort_indices()
+    rows = np.array([7, 4, 0, 11, 7])
+    cols = np.sort(rng.choice(400, 150, replace=False))
+    cols = np.append(cols, 399)
+    np.testing.assert_array_equal(_rows_at(F, rows, cols), F[rows][:, cols].toarray())
