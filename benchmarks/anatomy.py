@@ -57,6 +57,19 @@ def worst_limb(q: dict) -> str:
     return f"worst limb {name} {share:.0%} off the scan"
 
 
+def mended(info: dict) -> str:
+    """What the second fit for an arm left off the scan did (Correspondence.info["arms_mended"])."""
+    m = info.get("arms_mended") or {}
+    if not m:
+        return "no second fit"
+    if "mean_mm" not in m:
+        return f"second fit not tried (arms {', '.join(m['arms'])} off, no hand found)"
+    a, b = m["mean_mm"]
+    arms = lambda d: " / ".join(f"{d[s]:.2f}" for s in m["arms"])  # noqa: E731
+    return (f"second fit {'kept' if m['kept'] else 'refused'} ({a:.2f} -> {b:.2f} mm; "
+            f"{', '.join(m['arms'])} arm off {arms(m['off_before'])} -> {arms(m['off_after'])})")
+
+
 def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> np.ndarray:
     """(k,) mm: for vertices `sample` of scan a, the geodesic distance on scan b between where
     the two registrations carry each vertex and the same-index vertex of b (meshes in dense
@@ -122,7 +135,7 @@ def faust_figures(a, seed: int = 0) -> tuple[float, float, float]:
         q = corrs[p].info["quality"]
         print(f"FAUST tr_reg_{p:03d}: {time.perf_counter() - t0:.1f} s; fit "
               f"{q['verdict']}: model within 5 / 10 mm {q['model_within_5mm']:.3f} / {q['model_within_10mm']:.3f}, "
-              f"surface within 5 mm {q['within_5mm']:.3f}; {worst_limb(q)}", flush=True)
+              f"surface within 5 mm {q['within_5mm']:.3f}; {worst_limb(q)}; {mended(corrs[p].info)}", flush=True)
     l2 = {p: tx.level_lut(2)[transfer_labels(corrs[p], template).site] for p in poses}
     same = np.all([l2[p] == l2[poses[0]] for p in poses], axis=0)
     print(f"FAUST level-2 label consistency across the 4 poses: {same.mean():.4f} of vertices (target >= 0.97)")
@@ -189,7 +202,7 @@ def main() -> None:
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
                   f"p95 {s['corr_p95_mm']:.1f} mm; fit {corr.info['quality']['verdict']}, model within 10 mm "
-                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
+                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
                   f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)
