@@ -1062,7 +1062,7 @@ def evaluate_held_out(weights_b=None, weights_a=None, csv: str | None = None, n:
         data = diagdata.scan_crops(diagdata.visit_dirs(synth), b.input_size)
     else:
         data = diagdata.synthetic_crops(n, seed, b.input_size, classes=b.classes)
-        train_hash = b.checkpoint.get("data", {}).get("sha256")
+        train_hash = trained_data_sha256(b)
         if train_hash and train_hash == data["description"]["sha256"]:
             raise ValueError(f"seed {seed} makes the training data of {b.path}; pick another")
     r = compare(a, b, data, n_boot)
@@ -1077,6 +1077,14 @@ def melanoma_class(names) -> str | None:
     """The melanoma class among ``names`` (a model's classes or a CSV's diagnoses: one of
     MELANOMA_NAMES), or None."""
     return next((c for c in names if c in MELANOMA_NAMES), None)
+
+
+def trained_data_sha256(model: DiagnosisModel) -> str | None:
+    """sha256 of all the data ``model`` was trained from (diagdata descriptions): the whole CSV
+    its lesion split was drawn from (checkpoint data.all), else its training data itself
+    (synthetic crops); None when the checkpoint records neither."""
+    trained = model.checkpoint.get("data", {})
+    return trained.get("all", {}).get("sha256", trained.get("sha256"))
 
 
 def melanoma_threshold(model: DiagnosisModel) -> float | None:
@@ -1100,7 +1108,7 @@ def recorded_part(raw: dict, model: DiagnosisModel, part: str) -> dict | None:
 
     trained = model.checkpoint.get("data", {})
     split = trained.get("split")
-    if not split or trained.get("all", {}).get("sha256") != raw["description"]["sha256"]:
+    if not split or trained_data_sha256(model) != raw["description"]["sha256"]:
         return None
     parts = diagdata.group_split(raw["groups"], raw["labels"], split["fractions"], split["seed"])
     data = _subset(raw, parts[("train", "dev", "test").index(part)])
@@ -1218,8 +1226,7 @@ def compare_on(candidate: DiagnosisModel, shipped: DiagnosisModel, csv: str, n_b
         if m.load_size not in raws:
             raws[m.load_size] = diagdata.read_csv(csv, size=m.load_size, cache=cache)
     for m in (candidate, shipped):
-        trained = m.checkpoint.get("data", {})
-        if trained.get("all", {}).get("sha256", trained.get("sha256")) == raws[m.load_size]["description"]["sha256"]:
+        if trained_data_sha256(m) == raws[m.load_size]["description"]["sha256"]:
             raise ValueError(f"{csv}: {m.path} was trained on this data; compare on data neither model saw")
     raw = raws[candidate.load_size]
     names = raw["classes"]
