@@ -67,31 +67,43 @@ def clean_barycentric(b) -> np.ndarray:
     return b / b.sum(1, keepdims=True)
 
 
-def _texel_affine(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The second and third barycentric coordinates l1, l2 (each (k,), float64, unclipped) of
-    texel centres flat (k,) (row * width + col) in their triangles face (k,), of px (m, 3, 2)
-    given in pixel coordinates (x = col, y = row); the first is 1 - l1 - l2.
-
-    Each triangle's two affine maps (texel offset from its first corner -> l1, l2) are worked out
-    once per triangle and only their numbers are gathered per texel, one contiguous array at a
-    time: a 4096^2 texture has ten million texels, and gathering each one's whole triangle
-    (px[face], 48 bytes) cost seconds."""
+def _triangle_affine(px: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per triangle of px (m, 3, 2) (pixel coordinates, x = col, y = row), the numbers of its two
+    affine maps from a texel's offset to the first corner onto the barycentric l1, l2: the
+    corner ax, ay and v1y, v1x, v0x, v0y, den (each (m,), float64, contiguous so that gathering
+    them per texel reads one small array at a time)."""
     px = np.asarray(px, np.float64)
     a = px[:, 0]
     v0, v1 = px[:, 1] - a, px[:, 2] - a
     den = v0[:, 0] * v1[:, 1] - v1[:, 0] * v0[:, 1]
     den = np.where(np.abs(den) < 1e-12, 1e-12, den)
+    return tuple(np.ascontiguousarray(v) for v in (a[:, 0], a[:, 1], v1[:, 1], v1[:, 0], v0[:, 0], v0[:, 1], den))
+
+
+def _texel_affine(px, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The second and third barycentric coordinates l1, l2 (each (k,), float64, unclipped) of
+    texel centres flat (k,) (row * width + col) in their triangles face (k,), of px (m, 3, 2)
+    given in pixel coordinates (x = col, y = row), or of px's ``_triangle_affine`` numbers; the
+    first is 1 - l1 - l2.
+
+    Each triangle's two affine maps are worked out once per triangle and only their numbers are
+    gathered per texel: a 4096^2 texture has ten million texels, and gathering each one's whole
+    triangle (px[face], 48 bytes) cost seconds."""
+    ax, ay, v1y, v1x, v0x, v0y, den = px if isinstance(px, tuple) else _triangle_affine(px)
     rows, cols = np.divmod(flat, width)
-    dx = cols - np.take(np.ascontiguousarray(a[:, 0]), face)
-    dy = rows - np.take(np.ascontiguousarray(a[:, 1]), face)
-
-    def per_texel(v):
-        return np.take(np.ascontiguousarray(v), face)
-
+    dx = cols - np.take(ax, face)
+    dy = rows - np.take(ay, face)
+    d = np.take(den, face)
     # l1 = (dx * v1y - v1x * dy) / den, l2 = (v0x * dy - dx * v0y) / den
-    l1 = (dx * per_texel(v1[:, 1]) - per_texel(v1[:, 0]) * dy) / per_texel(den)
-    l2 = (per_texel(v0[:, 0]) * dy - dx * per_texel(v0[:, 1])) / per_texel(den)
+    l1 = (dx * np.take(v1y, face) - np.take(v1x, face) * dy) / d
+    l2 = (np.take(v0x, face) * dy - dx * np.take(v0y, face)) / d
     return l1, l2
+
+
+# Texels per pass when rasterising: small enough that the float64 temporaries of a pass are
+# reused from the heap instead of being fresh pages (on a 4096^2 texture, whole-array
+# temporaries cost more in page faults than in arithmetic).
+_CHUNK = 1 << 18
 
 
 def _texel_bary(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
@@ -119,17 +131,20 @@ def rasterize_uv(uv: np.ndarray, size: int | tuple[int, int]) -> UVAtlas:
     fid = np.asarray(img, dtype=np.int32).ravel()
     flat = np.flatnonzero(fid >= 0)
     face = fid[flat]
-    l1, l2 = _texel_affine(px, face, flat, w)
-    # boundary texels lie slightly outside their triangle: clamp back onto it (column by column:
-    # ten million rows of three are slow to stride through)
-    b0, b1, b2 = np.clip(1 - l1 - l2, 0.0, 1.0), np.clip(l1, 0.0, 1.0), np.clip(l2, 0.0, 1.0)
-    total = b0 + b1 + b2
+    del fid
+    tri = _triangle_affine(px)
     bary = np.empty((len(flat), 3), np.float32)
-    for j, b in enumerate((b0, b1, b2)):
-        bary[:, j] = b / total
+    for s in range(0, len(flat), _CHUNK):
+        l1, l2 = _texel_affine(tri, face[s:s + _CHUNK], flat[s:s + _CHUNK], w)
+        # boundary texels lie slightly outside their triangle: clamp back onto it
+        b0, b1, b2 = np.clip(1 - l1 - l2, 0.0, 1.0), np.clip(l1, 0.0, 1.0), np.clip(l2, 0.0, 1.0)
+        total = b0 + b1 + b2
+        for j, b in enumerate((b0, b1, b2)):
+            bary[s:s + _CHUNK, j] = b / total
     order = np.argsort(face, kind="stable")
-    offsets = np.searchsorted(face[order], np.arange(m + 1))
-    return UVAtlas(h, np.asarray(uv, np.float32), flat.astype(np.int64), face.astype(np.int32), bary,
+    offsets = np.zeros(m + 1, np.int64)
+    np.cumsum(np.bincount(face, minlength=m), out=offsets[1:])
+    return UVAtlas(h, np.asarray(uv, np.float32), flat.astype(np.int64, copy=False), face.astype(np.int32, copy=False), bary,
                    order, offsets, width=0 if w == h else w)
 
 
