@@ -156,6 +156,9 @@ def faust_figures(a, seed: int = 0) -> tuple[float, float, float]:
 
 
 def main() -> None:
+    from bodymap.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # as the bodymap command does: times are what a user of it gets
     p = argparse.ArgumentParser()
     p.add_argument("--faces", type=int, default=300_000)
     p.add_argument("--quick", action="store_true", help="three cases only")

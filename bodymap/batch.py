@@ -361,7 +361,10 @@ def _limit_threads(threads: int | None) -> None:
 def _init_worker(threads: int | None) -> None:
     """A local worker's start: its thread share, and (Linux) death with the batch that spawned
     it, so a killed batch leaves no worker finishing an item behind the next run's back."""
+    from bodymap.memory import reuse_freed_memory
+
     _limit_threads(threads)
+    reuse_freed_memory()
     try:
         import ctypes
         import signal

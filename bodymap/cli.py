@@ -1103,10 +1103,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point. Errors about the user's files are printed as one line, exit code 2."""
+    from bodymap.memory import reuse_freed_memory
     from bodymap.scan import ScanError
 
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    reuse_freed_memory()
     try:
         return args.func(args)
     except ScanError as e:

@@ -11,6 +11,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv if argv is None else argv
     from PySide6 import QtWidgets
 
+    from bodymap.memory import reuse_freed_memory
+
+    reuse_freed_memory()  # an analysis in the app is the same job as `bodymap analyze`
+
     from gui.mainwindow import MainWindow
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(argv)

@@ -63,3 +63,19 @@ def test_default_outputs_go_under_the_current_folder_never_beside_the_input(tmp_
     assert main(["detect", str(b), "--quiet"]) == 0
     assert (tmp_path / "bodymap-out" / "P1_visit1_scan-2" / "detections" / "lesions.json").exists()
     assert json.loads((out / "lesions.json").read_text())["info"]["scan_abs"] == str(a.resolve())
+
+
+def test_commands_keep_freed_memory_for_reuse(monkeypatch):
+    """The long jobs ask glibc to keep freed blocks (bodymap.memory); off Linux that is a no-op."""
+    import sys
+
+    import bodymap.memory as memory
+
+    monkeypatch.setattr(memory, "_done", False)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert memory.reuse_freed_memory() is False
+    monkeypatch.undo()
+    monkeypatch.setattr(memory, "_done", False)
+    if sys.platform.startswith("linux") and "glibc" in " ".join(__import__("platform").libc_ver()):
+        assert main(["info", str(SAMPLE)]) == 0
+        assert memory._done  # main() set it, and glibc took both settings
