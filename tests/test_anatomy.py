@@ -175,6 +175,24 @@ def test_a_shape_that_is_not_a_body_fails_loudly():
     assert issubclass(RegistrationError, ValueError)  # the CLI reports both as one line, exit code 2
 
 
+def test_a_bent_forward_body_registers(tmp_path):
+    """Issue 14: a body bent forward at the hips, which no standing start reaches (the fit ended
+    poor with level-2 agreement 0.46 before the pose search), is fitted from a bent start and
+    labelled right."""
+    from bodymap.synth.patient import SynthOptions, synthesize_patient
+
+    opts = SynthOptions(n_lesions=5, texture_size=256, target_faces=15_000, visits=1, poses=("bent-forward",))
+    vdir = synthesize_patient(11, opts, tmp_path)[0]
+    scan = load_scan(vdir / "scan.obj")
+    corr, labels = label_scan(scan)
+    truth, arrays = read_visit_truth(vdir)
+    s = score(corr, labels, arrays["vertex_template_face"], arrays["vertex_template_bary"], load_template())
+    print(s, corr.info["start_pose"], corr.info["quality"]["verdict"])
+    assert corr.info["start_pose"] == "bent-forward"
+    assert s["level2"] >= 0.95 and s["laterality"] >= 0.97
+    assert corr.info["quality"]["verdict"] != "poor"
+
+
 def test_registration_can_be_cancelled_between_fitting_steps():
     """The GUI cancels by raising from the progress callback: the fitters call it every 10
     steps, so a cancel does not wait for the end of a stage."""

@@ -3,6 +3,8 @@
 Route: (1) coarse alignment: the longer of the y/z axes is up (both signs tried); the feet,
 which point forward, give the facing; short fits from each start rank them, and the best
 (with a close runner-up) is fitted on from its start and from an arm start found in the scan;
+a body still far from every standing start is tried from bent, seated, kneeling and crouched
+starts facing each horizontal way (_pose_search);
 (2) the body model's pose
 (major joints) and phenotype, plus a rigid placement, are fitted to the scan by gradient descent
 on a robust two-way nearest-point distance (differentiable anny, CPU); (3) each scan vertex
@@ -42,6 +44,11 @@ COARSE_KEEP = 1.5
 # An arm the fit leaves off the scan (limbs_off_scan >= LIMB_OFF_FAIR) gets a second body fit
 # with its hand pulled towards the scan's hand (bodymap.anatomy.keypoints; _mend_arms)
 KEYPOINT_WEIGHT = 0.1  # per mm of the hand's distance, against the fit's mean surface distances
+# A body still this far (mean distance, mm) from the best standing start is fitted from
+# SEARCH_POSES too (bodymap.anatomy.poses), and one of those kept when under POSE_KEEP of it
+POSE_SEARCH_MM = 20.0
+SEARCH_POSES = ("bent-forward", "seated", "kneeling", "crouched")
+POSE_KEEP = 0.8
 PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 # Quality verdicts: the share of the scan within 10 mm of the body model (before the surface
@@ -166,6 +173,19 @@ def _start_heights(fitter: "_Fitter") -> dict:
     return _HEIGHTS[key]
 
 
+def _start_rotvecs(name: str) -> np.ndarray:
+    """Rotation vectors (len(FIT_BONES), 3) of the named pose (bodymap.anatomy.poses.START_POSES)
+    on the fitted bones (the others stay at rest)."""
+    from scipy.spatial.transform import Rotation
+
+    from bodymap.anatomy.poses import START_POSES
+
+    rv = np.zeros((len(FIT_BONES), 3))
+    for bone, rot in START_POSES[name].items():
+        rv[FIT_BONES.index(bone)] = Rotation.from_matrix(np.asarray(rot, float)).as_rotvec()
+    return rv
+
+
 _POOL: dict = {}  # process id -> the fit's worker thread
 
 
@@ -187,7 +207,7 @@ class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
     def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0),
-                 partial: bool = False, tick: Callable[[], None] | None = None):
+                 partial: bool = False, tick: Callable[[], None] | None = None, start: str | None = None):
         import torch
 
         from bodymap.anatomy.body import body_model
@@ -208,6 +228,12 @@ class _Fitter:
         rv = torch.zeros(len(FIT_BONES), 3)
         # upper arms start at the given rotations about y (left lowers with +, right with -)
         rv[FIT_BONES.index("upperarm01.L"), 1], rv[FIT_BONES.index("upperarm01.R"), 1] = arms[0], -arms[1]
+        if start is not None:  # a named pose (bodymap.anatomy.poses.START_POSES) instead
+            rv = torch.as_tensor(_start_rotvecs(start), dtype=torch.float32)
+        self.start = start
+        # the pull towards the rest pose pulls towards the start pose instead: a seated start
+        # must not be pulled back to standing
+        self._rest = rv.clone()
         self.rotvec = rv.requires_grad_(True)
         self._reg_mask = torch.ones(len(FIT_BONES), 1)
         self._reg_mask[[0, FIT_BONES.index("upperarm01.L"), FIT_BONES.index("upperarm01.R")]] = 0.0
@@ -329,7 +355,7 @@ class _Fitter:
                 loss_a = (rho(a) * w).sum() / w.sum().clamp_min(1.0)
             else:
                 loss_a = rho(a).mean()
-            loss = loss_a + rho(b).mean() + REG * ((self.rotvec * self._reg_mask) ** 2).mean()
+            loss = loss_a + rho(b).mean() + REG * (((self.rotvec - self._rest) * self._reg_mask) ** 2).mean()
             for idx, target in self.keypoints:
                 loss = loss + KEYPOINT_WEIGHT * (v[idx].mean(0) - target).norm()
             loss.backward()
@@ -631,6 +657,37 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     return new_err, record
 
 
+def _pose_search(pts: np.ndarray, sv: np.ndarray, ups: list, tick: Callable[[], None] | None):
+    """Coarse fits from the poses a standing start cannot reach (SEARCH_POSES), with each up
+    rotation of ups ((3, 3) each; +z up after it), facing along either horizontal axis of the
+    body, either way (the feet cue of a standing body fails here: a kneeling body's feet point
+    backwards, and a bent body's standing fit is often upside down). pts (k, 3), sv (n, 3):
+    scan points and vertices, mm. Every start is ranked after COARSE_RANK_STEPS; the best two go
+    on to COARSE_STEPS. Returns the best (mean distance mm, rotation, offset, fitter)."""
+    turns = []
+    for up in ups:
+        p = pts @ up.T
+        xy = p[:, :2] - p[:, :2].mean(0)
+        _, v = np.linalg.eigh(xy.T @ xy)
+        axis = np.arctan2(v[1, 1], v[0, 1])  # the body's longer horizontal extent
+        turns += [_rot_z(-axis + k * np.pi / 2) @ up for k in range(4)]
+    trials = []
+    for Rf in turns:
+        p = pts @ Rf.T
+        offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
+        for name in SEARCH_POSES:
+            fitter = _Fitter(p - offset, sv @ Rf.T - offset, tick=tick, start=name)
+            e = fitter.fit(COARSE_RANK_STEPS, lr=0.012)
+            trials.append((e, Rf, offset, fitter))
+    trials.sort(key=lambda t: t[0])
+    best = None
+    for _, Rf, offset, fitter in trials[:2]:
+        e = fitter.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
+        if best is None or e < best[0]:
+            best = (e, Rf, offset, fitter)
+    return best
+
+
 def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
     """n points (n, 3) mm on the scan surface, area-weighted."""
     p = scan.face_areas / scan.face_areas.sum()
@@ -691,6 +748,14 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             if best is None or e < best[0]:
                 best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
+    searched = {}
+    if err0 > POSE_SEARCH_MM:  # far from every standing start: a bent, seated or kneeling body?
+        say("coarse alignment (other poses)", 0.4)
+        found = _pose_search(pts, sv, _up_rotations(scan), tick)
+        searched = {"standing_mm": round(err0, 2), "best": found[3].start, "best_mm": round(found[0], 2),
+                    "kept": bool(found[0] < POSE_KEEP * err0)}
+        if searched["kept"]:
+            err0, R, offset, fitter = found
     # a partial scan (upper body only, say) is better explained by a body that is not stood on
     # the scan's lowest point: compare how well each explains the scan's points
     fitter.fit(10, lr=0.012)
@@ -746,6 +811,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "rotation": np.round(R, 6).tolist(), "median_residual_mm": round(float(np.median(resid)), 2),
             "model_median_residual_mm": round(float(np.median(model_d)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
-            "quality": quality, "arms_mended": mended}
+            "quality": quality, "arms_mended": mended, "start_pose": fitter.start,
+            "pose_search": searched}
     say("done", 1.0)
     return Correspondence(I, B.astype(np.float32), resid.astype(np.float32), surface, info)
