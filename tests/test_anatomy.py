@@ -86,6 +86,7 @@ def test_fit_quality_verdicts():
     assert poor["verdict"] == "poor" and "60%" in poor["reason"] and "partial" in poor["reason"]
     assert fit_summary({"quality": poor}).startswith("body fit poor:")
     assert fit_summary({}) == "body fit: not recorded"
+    assert fit_summary({"quality": poor, "start_pose": "bent-forward"}).startswith("body fit poor (bent forward pose):")
     # the whole scan near the body, but an arm of the body fitted where the scan has none
     limbs = {"left arm": 0.3, "right arm": 0.0, "left leg": 0.02, "right leg": 0.0}
     arm = fit_quality(np.full(1000, 1.0), np.full(1000, 3.0), site, 0.99, False, limbs)
@@ -179,6 +180,7 @@ def test_a_bent_forward_body_registers(tmp_path):
     """Issue 14: a body bent forward at the hips, which no standing start reaches (the fit ended
     poor with level-2 agreement 0.46 before the pose search), is fitted from a bent start and
     labelled right."""
+    from bodymap.anatomy.register import fit_summary
     from bodymap.synth.patient import SynthOptions, synthesize_patient
 
     opts = SynthOptions(n_lesions=5, texture_size=256, target_faces=15_000, visits=1, poses=("bent-forward",))
@@ -191,6 +193,7 @@ def test_a_bent_forward_body_registers(tmp_path):
     assert corr.info["start_pose"] == "bent-forward"
     assert s["level2"] >= 0.95 and s["laterality"] >= 0.97
     assert corr.info["quality"]["verdict"] != "poor"
+    assert "(bent forward pose)" in fit_summary(corr.info)  # the user is told how the body was found
 
 
 def test_registration_can_be_cancelled_between_fitting_steps():

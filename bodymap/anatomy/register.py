@@ -603,7 +603,9 @@ def fit_summary(info: dict) -> str:
     q = info.get("quality")
     if not q:
         return "body fit: not recorded"
-    return f"body fit {q['verdict']}: {q['reason']}"
+    start = info.get("start_pose")  # a pose the standing starts could not reach (_pose_search)
+    pose = f" ({start.replace('-', ' ')} pose)" if start else ""
+    return f"body fit {q['verdict']}{pose}: {q['reason']}"
 
 
 def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], frac: tuple[float, float]) -> float:
@@ -770,6 +772,8 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         part, R_part, off_part = _partial_search(scan, pts, sv, tick)
         if part.scan_to_body_mm < 0.7 * fitter.scan_to_body_mm:
             partial, fitter, R, offset = True, part, R_part, off_part
+            if searched:  # whatever start the search kept, the partial fit replaced it
+                searched["kept"] = False
     n = max(1, steps // 50)
     start = fitter.state()
     err = _fit_body(fitter, n, say, (0.4, 0.6))
