@@ -196,6 +196,22 @@ def test_a_bent_forward_body_registers(tmp_path):
     assert "(bent forward pose)" in fit_summary(corr.info)  # the user is told how the body was found
 
 
+def test_facing_is_offered_when_a_lifted_foot_misleads_the_feet_cue(tmp_path):
+    """Clinic seed 7402: one foot lifted off the floor sits in the ankle band, and the feet cue
+    alone turned the body 94 degrees (level 2 0.574). The trunk's thinner axis offers the
+    right facing too."""
+    from bodymap.anatomy.register import _facing_turns, _sample_points, _up_rotations
+    from bodymap.synth.patient import SynthOptions, synthesize_patient
+
+    opts = SynthOptions(n_lesions=20, texture_size=512, target_faces=8_000, visits=1, poses=("hands-on-hips",))
+    scan = load_scan(synthesize_patient(7402, opts, tmp_path)[0] / "scan.obj")
+    pts = _sample_points(scan, 6000, np.random.default_rng(0)) @ _up_rotations(scan)[0].T
+    turns = np.degrees(_facing_turns(pts))
+    off = np.abs((turns + 180) % 360 - 180)  # the generator's body faces -y: turn 0
+    print(turns)
+    assert off.min() < 20
+
+
 def test_registration_can_be_cancelled_between_fitting_steps():
     """The GUI cancels by raising from the progress callback: the fitters call it every 10
     steps, so a cancel does not wait for the end of a stage."""

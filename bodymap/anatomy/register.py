@@ -145,7 +145,19 @@ def _facing_turns(p: np.ndarray) -> list[float]:
         return [0.0, np.pi / 2, np.pi, -np.pi / 2]
     fwd = feet.mean(0) - ankles.mean(0)
     turn = np.arctan2(-fwd[0], -fwd[1])  # rotation taking fwd onto -y
-    return [turn] if np.linalg.norm(fwd) >= 20.0 else [turn, turn + np.pi]
+    turns = [turn] if np.linalg.norm(fwd) >= 20.0 else [turn, turn + np.pi]
+    # a standing body's trunk is thinner front to back than across: when the feet point more
+    # than 45 degrees off the thinner axis of the hips to the chest (a foot lifted into the
+    # ankle band), that axis's two facings are offered too. (Above the chest, arms raised in
+    # front make the body deeper than wide.)
+    trunk = p[(z > 0.45 * H) & (z < 0.7 * H), :2]
+    if len(trunk) >= 10:
+        _, v = np.linalg.eigh(np.cov(trunk.T))
+        thin = np.arctan2(-v[0, 0], -v[1, 0])
+        off = np.abs((turn - thin + np.pi / 2) % np.pi - np.pi / 2)  # angle to the axis, either way
+        if off > np.pi / 4:
+            turns += [thin, thin + np.pi]
+    return turns
 
 
 _HEIGHTS: dict = {}  # start pose -> {(age, height) logits: standing height (mm) of the body model}
