@@ -1,7 +1,7 @@
 """Registration of the template body to a scan of unknown topology, pose, shape and placement.
 
 Route: (1) coarse alignment: the longer of the y/z axes is up (both signs tried); the feet,
-which point forward, give the facing; short fits from each start rank them, and the best
+which point forward, give the facing (the trunk's thinner axis too when they disagree); short fits from each start rank them, and the best
 (with a close runner-up) is fitted on from its start and from an arm start found in the scan;
 a body still far from every standing start is tried from bent, seated, kneeling and crouched
 starts facing each horizontal way (_pose_search);
