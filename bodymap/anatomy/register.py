@@ -4,11 +4,12 @@ Route: (1) coarse alignment: the longer of the y/z axes is up (both signs tried)
 which point forward, give the facing (the trunk's thinner axis too when they disagree); short
 fits from each start rank them, and the best (with a close runner-up) is fitted on from its
 start and from an arm start found in the scan; a body still far from every standing start is
-tried from bent, seated, kneeling and crouched starts facing each horizontal way
-(_pose_search); (2) the body model's pose (major joints) and phenotype, plus a rigid placement, are fitted to the scan by gradient descent
-on a robust two-way nearest-point distance (differentiable anny, CPU); (3) each scan vertex
-takes the closest point on the fitted body, whose face and barycentric coordinates are the same
-on the template (anny keeps one topology), giving a dense correspondence and a residual.
+tried from bent, seated, kneeling and crouched starts facing each horizontal way (_pose_search);
+(2) the body model's pose (major joints) and phenotype, plus a rigid placement, are fitted to
+the scan by gradient descent on a robust two-way nearest-point distance (differentiable anny,
+CPU); (3) each scan vertex takes the closest point on the fitted body, whose face and
+barycentric coordinates are the same on the template (anny keeps one topology), giving a dense
+correspondence and a residual.
 
 Scans whose shape is far from a body fail loudly (RegistrationError says why); a partial scan
 (upper body only, say) still gets labels where it fits: residuals say where to trust them.
