@@ -80,16 +80,15 @@ def _triangle_affine(px: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(v) for v in (a[:, 0], a[:, 1], v1[:, 1], v1[:, 0], v0[:, 0], v0[:, 1], den))
 
 
-def _texel_affine(px, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def _texel_affine(tri: tuple, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The second and third barycentric coordinates l1, l2 (each (k,), float64, unclipped) of
-    texel centres flat (k,) (row * width + col) in their triangles face (k,), of px (m, 3, 2)
-    given in pixel coordinates (x = col, y = row), or of px's ``_triangle_affine`` numbers; the
-    first is 1 - l1 - l2.
+    texel centres flat (k,) (row * width + col) in their triangles face (k,); tri: the
+    triangles' ``_triangle_affine`` numbers. The first coordinate is 1 - l1 - l2.
 
     Each triangle's two affine maps are worked out once per triangle and only their numbers are
     gathered per texel: a 4096^2 texture has ten million texels, and gathering each one's whole
     triangle (px[face], 48 bytes) cost seconds."""
-    ax, ay, v1y, v1x, v0x, v0y, den = px if isinstance(px, tuple) else _triangle_affine(px)
+    ax, ay, v1y, v1x, v0x, v0y, den = tri
     rows, cols = np.divmod(flat, width)
     dx = cols - np.take(ax, face)
     dy = rows - np.take(ay, face)
@@ -100,17 +99,17 @@ def _texel_affine(px, face: np.ndarray, flat: np.ndarray, width: int) -> tuple[n
     return l1, l2
 
 
+def _texel_bary(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
+    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * width + col)
+    in their triangles face (k,), of px (m, 3, 2) given in pixel coordinates (x = col, y = row)."""
+    l1, l2 = _texel_affine(_triangle_affine(px), face, flat, width)
+    return np.stack([1 - l1 - l2, l1, l2], axis=1)
+
+
 # Texels per pass when rasterising: small enough that the float64 temporaries of a pass are
 # reused from the heap instead of being fresh pages (on a 4096^2 texture, whole-array
 # temporaries cost more in page faults than in arithmetic).
 _CHUNK = 1 << 18
-
-
-def _texel_bary(px: np.ndarray, face: np.ndarray, flat: np.ndarray, width: int) -> np.ndarray:
-    """Barycentric coordinates (k, 3), unclipped, of texel centres flat (k,) (row * width + col)
-    in their triangles face (k,), of px (m, 3, 2) given in pixel coordinates (x = col, y = row)."""
-    l1, l2 = _texel_affine(px, face, flat, width)
-    return np.stack([1 - l1 - l2, l1, l2], axis=1)
 
 
 def rasterize_uv(uv: np.ndarray, size: int | tuple[int, int]) -> UVAtlas:
