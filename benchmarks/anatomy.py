@@ -77,10 +77,10 @@ def mended(info: dict) -> str:
         return "no second fit"
     if "mean_mm" not in m:
         return f"second fit not tried (arms {', '.join(m['arms'])} off, no hand found)"
-    a, b = m["mean_mm"]
     arms = lambda d: " / ".join(f"{d[s]:.2f}" for s in m["arms"])  # noqa: E731
-    return (f"second fit {'kept' if m['kept'] else 'refused'} ({a:.2f} -> {b:.2f} mm; "
-            f"{', '.join(m['arms'])} arm off {arms(m['off_before'])} -> {arms(m['off_after'])})")
+    tried = "; ".join(f"{k} {t['mean_mm']:.2f} mm, off {arms(t['off'])}" for k, t in m["tried"].items())
+    return (f"second fit {'kept (' + m['pulled'] + ')' if m['kept'] else 'refused'}: first {m['mean_mm'][0]:.2f} mm, "
+            f"{', '.join(m['arms'])} arm off {arms(m['off_before'])}; tried {tried}")
 
 
 def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> np.ndarray:

@@ -121,7 +121,8 @@ def test_limbs_off_scan_finds_a_limb_fitted_away_from_the_scan():
 
 def test_hand_keypoints_find_a_raised_hand_the_fit_left_hanging():
     """The scan raises its left arm above the shoulder; the body fitted so far still hangs it.
-    The left hand's keypoint must be the scan's raised hand; the right one, unmoved, stays put."""
+    The left hand's keypoint must be the scan's raised hand, the left arm's rings its raised
+    arm; the right ones, unmoved, stay put."""
     from scipy.spatial.transform import Rotation
 
     from bodymap import taxonomy as tx
@@ -137,9 +138,15 @@ def test_hand_keypoints_find_a_raised_hand_the_fit_left_hanging():
     found = hand_keypoints(raised, t.faces, t.vertices, log)
     assert [r["kept"] for r in log] == [True, True] and set(found) == {"left", "right"}
     hand = lambda v, k: v[(l2 == names.index("hand")) & (t.side == k)].mean(0)  # noqa: E731
-    left_at, (right_idx, right_at) = found["left"][1], found["right"]
+    left_at, (right_idx, right_at) = found["left"][0][1], found["right"][0]
     assert np.linalg.norm(left_at - hand(raised, 1)) < 80 < np.linalg.norm(left_at - hand(t.vertices, 1)) - 300
     assert np.linalg.norm(right_at - t.vertices[right_idx].mean(0)) < 25  # found where the fit has it
+    # the arm's rings: each target is the same ring of the raised arm, far from the hanging one
+    assert len(found["left"]) == len(found["right"]) == 2
+    for idx, target in found["left"][1:]:
+        assert np.linalg.norm(target - raised[idx].mean(0)) < 25 < np.linalg.norm(target - t.vertices[idx].mean(0)) - 50
+    for idx, target in found["right"][1:]:
+        assert np.linalg.norm(target - t.vertices[idx].mean(0)) < 25
 
 
 def test_region_at_names_where_each_lesion_is(labelled):
@@ -194,6 +201,30 @@ def test_a_bent_forward_body_registers(tmp_path):
     assert s["level2"] >= 0.95 and s["laterality"] >= 0.97
     assert corr.info["quality"]["verdict"] != "poor"
     assert "(bent forward pose)" in fit_summary(corr.info)  # the user is told how the body was found
+
+
+def test_shape_details_fit_proportions_the_phenotype_cannot_make():
+    """anny's six phenotype sliders set a body's size and build, not its proportions. A body
+    with long upper arms, short lower legs and wide hips (anny's local changes) is fitted with
+    those changes (SHAPE_DETAILS): the fitted body lies on it (0.79 of it within 5 mm with the
+    phenotype alone)."""
+    import torch
+
+    from bodymap.anatomy import register as reg
+    from bodymap.anatomy.body import body_model
+
+    bm = body_model()
+    true = {"measure-upperarm-length-incr": 0.8, "measure-lowerleg-height-incr": -0.7, "measure-hips-circ-incr": 0.8}
+    change = torch.tensor([[true.get(k, 0.0) for k in reg.SHAPE_DETAILS]])
+    with torch.no_grad():
+        v = bm.detail_model(reg.SHAPE_DETAILS)(phenotype_kwargs={k: 0.5 for k in bm._model.phenotype_labels},
+                                               local_changes_kwargs=change)["vertices"][0]
+    corr = reg.register(Scan(v.numpy().astype(np.float64) * 1000.0, bm.faces))
+    got = corr.info["shape_details"]
+    print(corr.info["quality"]["model_within_5mm"], {k: got[k] for k in true})
+    assert corr.info["quality"]["model_within_5mm"] >= 0.95
+    assert got["measure-upperarm-length-incr"] > 0.3 and got["measure-hips-circ-incr"] > 0.3
+    assert got["measure-lowerleg-height-incr"] < 0.0
 
 
 def test_facing_is_offered_when_a_lifted_foot_misleads_the_feet_cue(tmp_path):

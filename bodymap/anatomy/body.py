@@ -164,6 +164,16 @@ class BodyModel:
         # anny vertex i is MakeHuman base-mesh vertex base_index[i]
         self.base_index = self._model.base_mesh_vertex_indices.numpy()
 
+    def detail_model(self, labels: tuple[str, ...]):
+        """anny with the given local shape changes (cached per label set): same topology and
+        rig as the plain model, vertices equal to it when every change is 0."""
+        import anny
+
+        cache = self.__dict__.setdefault("_detail_models", {})
+        if labels not in cache:
+            cache[labels] = anny.Anny(local_changes=list(labels)).to(dtype=self._torch.float32)
+        return cache[labels]
+
     def _faces_labelled(self, names: tuple[str, ...]) -> np.ndarray:
         """Faces whose UV centroid falls in the given parts of anny's UV segmentation image."""
         import yaml

@@ -13,7 +13,16 @@ the skin from the trunk, legs and head, the farthest points are the fingertips. 
 3. each is given to the arm whose shoulder is geodesically nearer (the pair with the smaller
    sum), and kept only when that shoulder-to-tip length is within 30 % of the fitted arm's;
 4. the keypoint is the mean of the scan points within DISTAL_MM of the tip, its partner the
-   mean of the model's vertices within DISTAL_MM (on the model's surface) of its fingertip.
+   mean of the model's vertices within DISTAL_MM (on the model's surface) of its fingertip;
+5. the hand alone leaves the forearm free: a straight arm through the trunk reaches a hand
+   held before the thighs as well as the bent arm does, and the hand hangs where the scan's
+   lies flat. So the arm between shoulder and tip gives keypoints too: on each surface the arm
+   is the band of points whose geodesic distances from the shoulder and from the tip add up to
+   little more than the arm's length, and at each fraction of ARM_RINGS of that length the ring
+   of the band at that distance from the shoulder (RING_MM either way) has its centre inside
+   the arm. The scan's ring centre is the target of the model's ring centre: the same
+   construction on both surfaces, so its bias (the rings are slanted, the shoulder point is on
+   the skin) is much the same on both.
 
 Dijkstra on edges overestimates geodesics by about 8 %; that is far below what tells a hand
 from an elbow, and it needs no factorisation of a 300k-face scan.
@@ -29,17 +38,25 @@ from bodymap.geodesic import mesh_graph
 DISTAL_MM = 60.0  # the hand's end, both sides: a fist and an open hand differ by a few cm
 EXPLAINED_MM = 20.0  # scan points this close to the fitted trunk, legs or head are not hands
 ARM_LENGTH_TOLERANCE = 0.3  # shoulder -> tip on the scan within 30 % of the fitted arm's
+# ring keypoints at these fractions of shoulder -> fingertip: 0.85 is the wrist, which with the
+# hand's keypoint sets the forearm's direction (rings at the elbow and upper arm, tried on FAUST,
+# pulled the trunk out of place: the two surfaces' rings differ more there)
+ARM_RINGS = (0.85,)
+RING_MM = 10.0  # a ring: points within this of its geodesic distance from the shoulder
+TUBE_SLACK_MM = 60.0  # the arm: d(shoulder) + d(tip) within this of the arm's length
+MIN_RING = 6  # vertices a ring needs on each surface (a hole or a merged arm leaves fewer)
 
 
 def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.ndarray,
-                   log: list | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   log: list | None = None) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """The scan's hands as keypoints for the body model.
 
     scan_vertices (n, 3) mm and scan_faces (m, 3): the scan; body (13718, 3) mm: the body model
-    as fitted so far, in the same frame. Returns {"left" / "right": (model vertex indices (k,),
-    target (3,) mm)}: the mean of those model vertices belongs at the target. A hand not found, or found
-    at an arm length the fitted arm does not have, gives none. log, if given, gets one dict per
-    arm (side, arm lengths, kept or not).
+    as fitted so far, in the same frame. Returns {"left" / "right": [(model vertex indices (k,),
+    target (3,) mm), ...]}: the mean of those model vertices belongs at the target; the hand's
+    keypoint first, then the arm's rings (step 5) that both surfaces have. A hand not found, or
+    found at an arm length the fitted arm does not have, gives none. log, if given, gets one
+    dict per arm (side, arm lengths, kept or not, rings found).
     """
     from bodymap import taxonomy as tx
     from bodymap.anatomy.template import load_template
@@ -83,7 +100,22 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
                         if np.isfinite(arm_scan) else None, "kept": bool(kept)})
         if not kept:
             continue
-        near_tip = dijkstra(graph, indices=[tip_of[k]], limit=DISTAL_MM)[0] < DISTAL_MM
-        model_end = np.flatnonzero(dijkstra(body_graph, indices=[fingertip], limit=DISTAL_MM)[0] < DISTAL_MM)
-        out[side] = (model_end, scan_vertices[near_tip].mean(0))
+        from_tip = dijkstra(graph, indices=[tip_of[k]], limit=arm_scan + TUBE_SLACK_MM)[0]
+        model_from_tip = dijkstra(body_graph, indices=[fingertip])[0]
+        model_end = np.flatnonzero(model_from_tip < DISTAL_MM)
+        out[side] = [(model_end, scan_vertices[from_tip < DISTAL_MM].mean(0))]
+        scan_rings = _rings(from_shoulder[k - 1], from_tip, arm_scan)
+        model_rings = _rings(along, model_from_tip, arm_model)
+        for ring_s, ring_m in zip(scan_rings, model_rings):
+            if len(ring_s) >= MIN_RING and len(ring_m) >= MIN_RING:
+                out[side].append((ring_m, scan_vertices[ring_s].mean(0)))
+        if log is not None:
+            log[-1]["rings"] = len(out[side]) - 1
     return out
+
+
+def _rings(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float) -> list[np.ndarray]:
+    """Vertex indices of the arm's rings (ARM_RINGS): from_shoulder, from_tip (n,) geodesic mm
+    on one surface, length the shoulder -> tip distance (mm)."""
+    tube = from_shoulder + from_tip <= length + TUBE_SLACK_MM
+    return [np.flatnonzero(tube & (np.abs(from_shoulder - f * length) <= RING_MM)) for f in ARM_RINGS]
