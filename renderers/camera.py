@@ -77,6 +77,18 @@ def body_view(bounds: np.ndarray, azimuth_deg: float, elevation_deg: float = 0.0
     return Camera.look_at(centre + dist * direction, centre, fov_deg=fov_deg, width=width, height=height)
 
 
+def framed_body_view(vertices: np.ndarray, azimuth_deg: float, elevation_deg: float = 0.0, width: int = 512,
+                     height: int = 1024, frame: np.ndarray | None = None) -> Camera:
+    """body_view of the points vertices (n, 3) mm as seen in ``frame`` (3, 3): a rotation whose
+    rows are the upright body's x, y, z axes (z up, the body facing -y) in the points'
+    coordinates (bodymap.anatomy.labels.view_frame); None: the points' own axes. The camera
+    works on the points as they are (no copy of the mesh is rotated)."""
+    F = np.eye(3) if frame is None else np.asarray(frame, dtype=np.float64)
+    p = vertices @ F.T
+    cam = body_view(np.stack([p.min(0), p.max(0)]), azimuth_deg, elevation_deg, width, height)
+    return Camera(cam.K, cam.R @ F, cam.t, cam.width, cam.height)
+
+
 def orbit_rig(bounds: np.ndarray, azimuths=(0, 45, 90, 135, 180, 225, 270, 315), elevations=(-25, 10, 45),
               width: int = 1024, height: int = 2048, fov_deg: float = 30.0) -> list[Camera]:
     """Cameras around a standing body (bounds (2, 3) mm): every azimuth (degrees, 0 = front) at

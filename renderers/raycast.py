@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 
 from bodymap.scan import Scan, uv_to_pixel
-from renderers.camera import Camera, body_view
+from renderers.camera import Camera, framed_body_view
 
 
 @dataclasses.dataclass
@@ -121,12 +121,14 @@ class RaycastRenderer:
 
 
 def render_views(scan: Scan, azimuths=(0.0, 180.0), width: int = 400, height: int = 800,
-                 elevation_deg: float = 5.0) -> np.ndarray:
+                 elevation_deg: float = 5.0, frame: np.ndarray | None = None) -> np.ndarray:
     """Whole-body views side by side: (height, width * len(azimuths), 3) uint8.
 
-    azimuths : degrees around z; 0 = front, 90 = the body's left side, 180 = back.
+    azimuths : degrees around the body's up; 0 = front, 90 = the body's left side, 180 = back.
+    frame : (3, 3) the upright body's axes in the scan's coordinates (camera.framed_body_view);
+        None: the scan's own (z up, facing -y).
     """
     renderer = RaycastRenderer(scan)
-    bounds = scan.bounds
-    views = [renderer.render(body_view(bounds, a, elevation_deg, width, height)).rgb for a in azimuths]
+    views = [renderer.render(framed_body_view(scan.vertices, a, elevation_deg, width, height, frame)).rgb
+             for a in azimuths]
     return np.concatenate(views, axis=1)

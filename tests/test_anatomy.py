@@ -152,6 +152,25 @@ def test_hand_keypoints_find_a_raised_hand_the_fit_left_hanging():
         assert np.linalg.norm(target - t.vertices[idx].mean(0)) < 25
 
 
+def test_view_frame_stands_a_y_up_scan_upright(labelled):
+    """Region maps are front and back views: a scan whose up is y (FAUST, many scanners) was
+    drawn from below and above. view_frame finds the body's up and front from its labels,
+    whichever axes the scan uses."""
+    from scipy.spatial.transform import Rotation
+
+    from bodymap.anatomy.labels import view_frame
+
+    vdir, out = labelled
+    v = load_scan(vdir / "scan.obj").vertices
+    labels = RegionLabels.load(out / "labels.npz")
+    F = view_frame(v, labels)
+    assert F[2] @ [0, 0, 1] == pytest.approx(1.0)  # the generator's scans stand on z
+    assert np.allclose(F @ F.T, np.eye(3)) and np.linalg.det(F) == pytest.approx(1.0)
+    Q = Rotation.from_euler("zx", [30, -90], degrees=True).as_matrix()  # turned 30 degrees, then y up
+    G = view_frame(v @ Q.T, labels)
+    assert np.allclose(G @ Q, F, atol=1e-9)  # the same upright view of the same body
+
+
 def test_region_at_names_where_each_lesion_is(labelled):
     vdir, out = labelled
     scan = load_scan(vdir / "scan.obj")

@@ -85,6 +85,35 @@ def transfer_labels(corr: Correspondence, template: LabelledTemplate) -> RegionL
                         template.ear[corner].astype(np.uint8), corr.residual_mm.astype(np.float32))
 
 
+def view_frame(vertices: np.ndarray, labels: RegionLabels) -> np.ndarray:
+    """(3, 3) the upright body's axes (rows x, y, z: z up, the body facing -y) in the scan's
+    coordinates, for front and back views (renderers.camera.framed_body_view): up is the scan
+    axis, either sign, nearest the feet-to-head direction (a seated or bent body stays as it
+    was scanned; a scanner's up is one of its axes: many give y), the front is the anterior
+    torso's side of the posterior torso, level. vertices (n, 3) mm with labels (RegionLabels of
+    them). The identity when the labels lack a head, feet or either side of the trunk."""
+    l2 = labels.at_level(2)
+    names = [site.name for site in tx.SITES]
+
+    def centre(*sites: str):
+        m = np.isin(l2, [names.index(x) for x in sites]) & labels.reliable
+        return vertices[m].mean(0) if m.sum() >= 10 else None
+
+    head, feet = centre("head"), centre("foot", "ankle")
+    front, back = centre("anterior torso"), centre("posterior torso")
+    if head is None or feet is None or front is None or back is None:
+        return np.eye(3)
+    d = head - feet
+    up = np.zeros(3)
+    up[np.argmax(np.abs(d))] = np.sign(d[np.argmax(np.abs(d))])
+    f = front - back
+    f = f - f.dot(up) * up
+    if np.linalg.norm(f) < 1e-6:
+        return np.eye(3)
+    y = -f / np.linalg.norm(f)
+    return np.stack([np.cross(y, up), y, up])
+
+
 class RegionIndex:
     """Answers "which region is this?" for any point on (or near) a labelled scan.
 

@@ -52,13 +52,15 @@ def visible_lesions(lesions, cam, depth: np.ndarray):
         yield l, float(x), float(y), max(4.0, 0.5 * l.diameter_mm * s + 2)
 
 
-def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height: int) -> Image.Image:
+def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height: int,
+           frame: np.ndarray | None = None) -> Image.Image:
     """One rendered view with the visible lesions circled and numbered; marks {lesion id:
-    (label, rgb)} (lesions not in it are left out)."""
+    (label, rgb)} (lesions not in it are left out); frame (3, 3): the upright body's axes in
+    the scan's coordinates (bodymap.anatomy.labels.view_frame; None: the scan's own)."""
     from renderers import RaycastRenderer
-    from renderers.camera import body_view
+    from renderers.camera import framed_body_view
 
-    cam = body_view(scan.bounds, azimuth, 5.0, width, height)
+    cam = framed_body_view(scan.vertices, azimuth, 5.0, width, height, frame)
     r = RaycastRenderer(scan).render(cam)
     img = Image.fromarray(r.rgb)
     d = ImageDraw.Draw(img)

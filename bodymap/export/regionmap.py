@@ -56,7 +56,10 @@ def write_region_maps(scan: Scan, labels: RegionLabels, out_dir: str | Path, ste
     paths = [out / f"{stem}.ply", out / f"{stem}.glb"]
     for p in paths:
         save_scan(coloured, p)
-    views = Image.fromarray(render_views(coloured, (0, 180), 420, 840))
+    from bodymap.anatomy.labels import view_frame
+
+    # front and back as the body stands, whichever axis the scanner called up
+    views = Image.fromarray(render_views(coloured, (0, 180), 420, 840, frame=view_frame(scan.vertices, labels)))
     leg = legend(labels)
     page = Image.new("RGB", (views.width + leg.width, max(views.height, leg.height)), "white")
     page.paste(views, (0, 0))

@@ -50,10 +50,12 @@ def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720)
     """Region map with numbered lesions: front and back views coloured by region (RegionLabels),
     every visible lesion of lesions (LesionSet or None) circled and numbered, and the legend.
     Returns an RGB image."""
+    from bodymap.anatomy.labels import view_frame
     from bodymap.export.changemap import _panel
     from bodymap.export.regionmap import legend, vertex_colours
 
     coloured = Scan(scan.vertices, scan.faces, vertex_colors=vertex_colours(labels), meta=scan.meta, validate=False)
+    frame = view_frame(scan.vertices, labels)  # front and back as the body stands
     top = 22
     marks = _numbered(lesions) if lesions is not None else {}
     empty = type("NoLesions", (), {"__len__": lambda self: 0, "lesions": []})()
@@ -61,7 +63,7 @@ def region_map(scan: Scan, labels, lesions, width: int = 360, height: int = 720)
     page = Image.new("RGB", (2 * width + leg.width, max(height + top, leg.height + top)), "white")
     d = ImageDraw.Draw(page)
     for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
-        page.paste(_panel(coloured, lesions if lesions is not None else empty, marks, az, width, height),
+        page.paste(_panel(coloured, lesions if lesions is not None else empty, marks, az, width, height, frame),
                    (k * width, top))
         d.text((k * width + 8, 5), side, fill="black")
     page.paste(leg, (2 * width, top))
@@ -95,16 +97,18 @@ def write_region_svg(scan: Scan, labels, lesions, path: str | Path, width: int =
     PNG), lesions as vector circles with their numbers, and a vector legend. labels:
     RegionLabels of scan; lesions: LesionSet or None. Returns path."""
     from bodymap import taxonomy as tx
+    from bodymap.anatomy.labels import view_frame
     from bodymap.export.regionmap import UNRELIABLE, vertex_colours
     from renderers import RaycastRenderer
-    from renderers.camera import body_view
+    from renderers.camera import framed_body_view
 
     coloured = Scan(scan.vertices, scan.faces, vertex_colors=vertex_colours(labels), meta=scan.meta, validate=False)
     rend = RaycastRenderer(coloured)
     top, legend_w = 22, 260
     parts, images = [], []
+    frame = view_frame(scan.vertices, labels)  # front and back as the body stands
     for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
-        cam = body_view(scan.bounds, az, 5.0, width, height)
+        cam = framed_body_view(scan.vertices, az, 5.0, width, height, frame)
         r = rend.render(cam)
         buf = io.BytesIO()
         Image.fromarray(r.rgb).save(buf, format="PNG")
