@@ -777,7 +777,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             hv = [HistoryVisit(x.scan, x.lesions, visit_date_of(x.scan) or None, x.correspondence) for x in (before, v)]
             hs = flagged_histories(hv, chain_ids([[l.id for l in x.lesions.lesions] for x in hv], [comparison[2]]))
-        report.write_report(out, v.scan, v.lesions, comparison=comparison, histories=hs)
+        from bodymap.anatomy.labels import registered_view_frame as upright
+
+        frames = (upright(v.scan.vertices, v.correspondence),
+                  upright(before.scan.vertices, before.correspondence) if comparison is not None else None)
+        report.write_report(out, v.scan, v.lesions, comparison=comparison, histories=hs, frames=frames)
     elif ext == ".svg":
         report.write_region_svg(v.scan, labels, v.lesions, out)
     elif ext == ".png":

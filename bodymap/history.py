@@ -362,6 +362,11 @@ def write_project_report(project, path, progress=None) -> "Path":  # noqa: F821
     pt = project.patient
     who = f"{pt.id} {pt.name}".strip() if pt is not None else ""
     title = f"BodyMap report: {visits[last].title}" + (f" ({visits[last].date})" if visits[last].date else "")
+    from bodymap.anatomy.labels import registered_view_frame as upright
+
+    before = visits[last - 1] if comparison is not None else None
+    frames = (upright(visits[last].scan.vertices, visits[last].correspondence),
+              upright(before.scan.vertices, before.correspondence) if before is not None else None)
     return write_report(path, visits[last].scan, visits[last].lesions, title=title, patient=who,
                         comparison=comparison, diagnoses=vs[last].diagnoses, histories=hs,
-                        progress=lambda s, f: say(s, 0.7 + 0.3 * f))
+                        progress=lambda s, f: say(s, 0.7 + 0.3 * f), frames=frames)

@@ -442,6 +442,10 @@ def write_tracking(tracking, out: str | Path, visit1=None, visit2=None) -> list[
                 out / f"visit{k}_lesions.json")
             v.lesions.save_csv(out / f"visit{k}_lesions.csv")
             paths += [out / f"visit{k}_lesions.json", out / f"visit{k}_lesions.csv"]
+        from bodymap.anatomy.labels import registered_view_frame as upright
+
         paths.append(write_change_map(visit1.scan, visit1.lesions, visit2.scan, visit2.lesions, tracking,
-                                      out / "tracking_bodymap.png"))
+                                      out / "tracking_bodymap.png",
+                                      frames=(upright(visit1.scan.vertices, visit1.correspondence),
+                                              upright(visit2.scan.vertices, visit2.correspondence))))
     return paths

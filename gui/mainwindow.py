@@ -996,8 +996,13 @@ class MainWindow(QtWidgets.QMainWindow):
             elif kind == "json":
                 lesions.save_json(path)
             elif kind == "pdf":
+                from bodymap.anatomy.labels import view_frame
+
+                # the visit shown stands upright once labelled (the earlier one of a comparison
+                # keeps its scan's axes: its labels are not at hand here)
+                frames = (view_frame(scan.vertices, labels) if labels is not None else None, None)
                 report.write_report(path, scan, lesions, title=title, patient=who, comparison=comparison,
-                                    diagnoses=diagnoses, progress=progress)
+                                    diagnoses=diagnoses, progress=progress, frames=frames)
             elif kind in ("slice3d", "dicom", "fhir"):
                 from bodymap.export import standard_export
                 from bodymap.export.record import export_visit

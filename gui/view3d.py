@@ -408,24 +408,35 @@ class View3D(QtWidgets.QWidget):
         n = normal / max(np.linalg.norm(normal), 1e-9)
         cam.focal_point = tuple(point)
         cam.position = tuple(point + distance * n)
-        cam.up = (0, 0, 1) if abs(n[2]) < 0.9 else (0, 1, 0)
+        F = self.upright()
+        cam.up = tuple(F[2]) if abs(n @ F[2]) < 0.9 else tuple(F[1])
         self.plotter.renderer.ResetCameraClippingRange()
         self.plotter.render()
 
     # ------------------------------------------------------------------ camera
+    def upright(self) -> np.ndarray:
+        """(3, 3) the body's upright axes in the scan's coordinates (bodymap.anatomy.labels.view_frame)
+        once the scan is labelled; before, the scan's own axes (z up, facing -y)."""
+        if self.scan is None or self.labels is None:
+            return np.eye(3)
+        from bodymap.anatomy.labels import view_frame
+
+        return view_frame(self.scan.vertices, self.labels)
+
     def view(self, name: str) -> None:
         """A standard view of the whole body: front, back, left, right, top; 'reset' = front."""
         if self.plotter is None or self.scan is None:
             return
         name = "front" if name == "reset" else name
-        d, up = VIEWS[name]
+        F = self.upright()  # VIEWS are in the body's frame; the scan's up may be y
+        d, up = (F.T @ np.asarray(x, float) for x in VIEWS[name])
         b = self.scan.bounds
         c = b.mean(0)
         size = float(np.ptp(b, axis=0).max())
         cam = self.plotter.camera
         cam.focal_point = tuple(c)
         cam.position = tuple(c + 2.2 * size * np.asarray(d, float))
-        cam.up = up
+        cam.up = tuple(up)
         cam.view_angle = 30.0
         self.plotter.reset_camera()
         self.plotter.render()

@@ -114,6 +114,16 @@ def view_frame(vertices: np.ndarray, labels: RegionLabels) -> np.ndarray:
     return np.stack([np.cross(y, up), y, up])
 
 
+def registered_view_frame(vertices: np.ndarray, correspondence: Correspondence | None) -> np.ndarray | None:
+    """view_frame of a registered scan (vertices (n, 3) mm) from its correspondence; None when
+    it has none (views then use the scan's own axes)."""
+    if correspondence is None:
+        return None
+    from bodymap.anatomy.template import load_template
+
+    return view_frame(vertices, transfer_labels(correspondence, load_template()))
+
+
 class RegionIndex:
     """Answers "which region is this?" for any point on (or near) a labelled scan.
 

@@ -75,13 +75,14 @@ def _panel(scan: Scan, lesions, marks: dict, azimuth: float, width: int, height:
 
 
 def change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, width: int = 360, height: int = 720,
-               titles: tuple[str, str] = ("visit 1", "visit 2")) -> Image.Image:
+               titles: tuple[str, str] = ("visit 1", "visit 2"), frames: tuple = (None, None)) -> Image.Image:
     """The comparison page: visit 1 front and back, visit 2 front and back, legend and counts.
-    lesions1/2: LesionSets; tracking: bodymap.track.Tracking of visit 2 against visit 1."""
+    lesions1/2: LesionSets; tracking: bodymap.track.Tracking of visit 2 against visit 1;
+    frames: each scan's upright axes (3, 3) or None (_panel)."""
     m1, m2 = _marks(tracking)
-    panels = [(_panel(scan1, lesions1, m1, a, width, height), f"{titles[0]} {side}")
+    panels = [(_panel(scan1, lesions1, m1, a, width, height, frames[0]), f"{titles[0]} {side}")
               for a, side in ((0.0, "front"), (180.0, "back"))]
-    panels += [(_panel(scan2, lesions2, m2, a, width, height), f"{titles[1]} {side}")
+    panels += [(_panel(scan2, lesions2, m2, a, width, height, frames[1]), f"{titles[1]} {side}")
                for a, side in ((0.0, "front"), (180.0, "back"))]
     top, bottom = 22, 46
     page = Image.new("RGB", (width * 4, height + top + bottom), "white")
@@ -99,10 +100,11 @@ def change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, width: in
     return page
 
 
-def write_change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, path: str | Path) -> Path:
+def write_change_map(scan1: Scan, lesions1, scan2: Scan, lesions2, tracking, path: str | Path,
+                     frames: tuple = (None, None)) -> Path:
     """Write change_map(...) as a PNG; returns the path."""
     path = Path(path)
-    page = change_map(scan1, lesions1, scan2, lesions2, tracking)
+    page = change_map(scan1, lesions1, scan2, lesions2, tracking, frames=frames)
     with atomic_write(path) as tmp:
         page.save(tmp)
     return path

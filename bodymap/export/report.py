@@ -30,10 +30,12 @@ def _numbered(lesions) -> dict:
     return {l.id: (str(l.id), LESION_RGB) for l in lesions.lesions}
 
 
-def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: str = "") -> Image.Image:
+def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: str = "",
+              frame: np.ndarray | None = None) -> Image.Image:
     """Front and back views of scan (rendered, textured) side by side with every visible lesion
-    circled (radius from its diameter) and numbered by its id. Returns an RGB image
-    (2 * width, height + 22)."""
+    circled (radius from its diameter) and numbered by its id; frame: the body's upright axes
+    (3, 3) in the scan's coordinates (bodymap.anatomy.labels.view_frame; None: the scan's own).
+    Returns an RGB image (2 * width, height + 22)."""
     from bodymap.export.changemap import _panel
 
     marks = _numbered(lesions)
@@ -41,7 +43,7 @@ def visit_map(scan: Scan, lesions, width: int = 360, height: int = 720, title: s
     page = Image.new("RGB", (2 * width, height + top), "white")
     d = ImageDraw.Draw(page)
     for k, (az, side) in enumerate(((0.0, "front"), (180.0, "back"))):
-        page.paste(_panel(scan, lesions, marks, az, width, height), (k * width, top))
+        page.paste(_panel(scan, lesions, marks, az, width, height, frame), (k * width, top))
         d.text((k * width + 8, 5), f"{title} {side}".strip(), fill="black")
     return page
 
@@ -242,13 +244,14 @@ def _source(scan: Scan, max_chars: int = 70) -> str:
 
 def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient: str = "",
                  comparison: tuple | None = None, diagnoses: dict | None = None,
-                 progress=None, histories: list | None = None) -> Path:
+                 progress=None, histories: list | None = None, frames: tuple = (None, None)) -> Path:
     """Write a PDF report. Visit report: body maps front and back with numbered lesions, counts,
     the lesion table. comparison: (scan1, lesions1, tracking) of the earlier visit (scan and
     lesions are then visit 2): adds the change map of both visits (matched, grown, new,
     missing) and the flagged changes table. histories: bodymap.history.LesionHistory list
     (e.g. of the flagged lesions, bodymap.history.flagged): a page each with its close-ups over
-    time. progress(stage, fraction) optional. Returns path."""
+    time. progress(stage, fraction) optional. frames: the upright axes (3, 3) or None of scan and
+    of the comparison's scan (visit_map). Returns path."""
     from matplotlib.backends.backend_pdf import PdfPages
 
     say = progress or (lambda s, f: None)
@@ -259,7 +262,8 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
             + (f"    >= 6 mm: {int((lesions.diameters >= 6).sum())}" if len(lesions) else "")]
     with atomic_write(path) as tmp, PdfPages(tmp) as pdf:
         say("body maps", 0.1)
-        _image_page(pdf, title, head, visit_map(scan, lesions, title="visit" if comparison is None else "visit 2"))
+        _image_page(pdf, title, head, visit_map(scan, lesions, title="visit" if comparison is None else "visit 2",
+                                                    frame=frames[0]))
         if comparison is not None:
             from bodymap.export.changemap import change_map
             from bodymap.records import TrackedPair, summary
@@ -268,7 +272,7 @@ def write_report(path: str | Path, scan: Scan, lesions, title: str = "", patient
             say("change map", 0.4)
             lines = [f"visit 1: {_source(scan1)}", f"visit 2: {_source(scan)}", summary(tracking)]
             _image_page(pdf, "Changes since the previous visit", lines,
-                        change_map(scan1, lesions1, scan, lesions, tracking, 300, 600))
+                        change_map(scan1, lesions1, scan, lesions, tracking, 300, 600, frames=(frames[1], frames[0])))
             cols = ["visit 2", "visit 1", "status", "region", "diam. 1", "diam. 2", "change mm", "flags"]
             rows = []
             for p in tracking.flagged:
