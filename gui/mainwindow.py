@@ -998,9 +998,10 @@ class MainWindow(QtWidgets.QMainWindow):
             elif kind == "pdf":
                 from bodymap.anatomy.labels import view_frame
 
-                # the visit shown stands upright once labelled (the earlier one of a comparison
-                # keeps its scan's axes: its labels are not at hand here)
-                frames = (view_frame(scan.vertices, labels) if labels is not None else None, None)
+                # upright from the labels of the visit shown; the earlier one of a comparison from
+                # its extent (its labels are not at hand here)
+                frames = (view_frame(scan.vertices, labels),
+                          view_frame(comparison[0].vertices, None) if comparison is not None else None)
                 report.write_report(path, scan, lesions, title=title, patient=who, comparison=comparison,
                                     diagnoses=diagnoses, progress=progress, frames=frames)
             elif kind in ("slice3d", "dicom", "fhir"):

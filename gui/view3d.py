@@ -415,9 +415,9 @@ class View3D(QtWidgets.QWidget):
 
     # ------------------------------------------------------------------ camera
     def upright(self) -> np.ndarray:
-        """(3, 3) the body's upright axes in the scan's coordinates (bodymap.anatomy.labels.view_frame)
-        once the scan is labelled; before, the scan's own axes (z up, facing -y)."""
-        if self.scan is None or self.labels is None:
+        """(3, 3) the body's upright axes in the scan's coordinates (bodymap.anatomy.labels.view_frame:
+        from its labels once the scan is labelled; before, from its extent)."""
+        if self.scan is None:
             return np.eye(3)
         from bodymap.anatomy.labels import view_frame
 

@@ -169,6 +169,10 @@ def test_view_frame_stands_a_y_up_scan_upright(labelled):
     Q = Rotation.from_euler("zx", [30, -90], degrees=True).as_matrix()  # turned 30 degrees, then y up
     G = view_frame(v @ Q.T, labels)
     assert np.allclose(G @ Q, F, atol=1e-9)  # the same upright view of the same body
+    # unlabelled (a scan opened, not analysed yet): a y-up scan stands on y, facing +z
+    Y = Rotation.from_euler("x", -90, degrees=True).as_matrix()  # z up, facing -y -> y up, facing +z
+    assert np.allclose(view_frame(v @ Y.T, None) @ Y, np.eye(3), atol=1e-9)
+    assert np.allclose(view_frame(v, None), np.eye(3))
 
 
 def test_region_at_names_where_each_lesion_is(labelled):

@@ -85,13 +85,26 @@ def transfer_labels(corr: Correspondence, template: LabelledTemplate) -> RegionL
                         template.ear[corner].astype(np.uint8), corr.residual_mm.astype(np.float32))
 
 
-def view_frame(vertices: np.ndarray, labels: RegionLabels) -> np.ndarray:
+def axes_view_frame(vertices: np.ndarray) -> np.ndarray:
+    """view_frame without labels, from the scan's extent alone (vertices (n, 3) mm): a scan
+    taller along y than along z is taken as y up, facing +z (the OBJ convention many scanners
+    export), else as z up, facing -y (the identity)."""
+    size = np.ptp(vertices, axis=0)
+    if size[1] > size[2]:
+        return np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    return np.eye(3)
+
+
+def view_frame(vertices: np.ndarray, labels: RegionLabels | None) -> np.ndarray:
     """(3, 3) the upright body's axes (rows x, y, z: z up, the body facing -y) in the scan's
     coordinates, for front and back views (renderers.camera.framed_body_view): up is the scan
     axis, either sign, nearest the feet-to-head direction (a seated or bent body stays as it
     was scanned; a scanner's up is one of its axes: many give y), the front is the anterior
     torso's side of the posterior torso, level. vertices (n, 3) mm with labels (RegionLabels of
-    them). The identity when the labels lack a head, feet or either side of the trunk."""
+    them). axes_view_frame when there are no labels, or they lack a head, feet or either side
+    of the trunk."""
+    if labels is None:
+        return axes_view_frame(vertices)
     l2 = labels.at_level(2)
     names = [site.name for site in tx.SITES]
 
@@ -102,23 +115,23 @@ def view_frame(vertices: np.ndarray, labels: RegionLabels) -> np.ndarray:
     head, feet = centre("head"), centre("foot", "ankle")
     front, back = centre("anterior torso"), centre("posterior torso")
     if head is None or feet is None or front is None or back is None:
-        return np.eye(3)
+        return axes_view_frame(vertices)
     d = head - feet
     up = np.zeros(3)
     up[np.argmax(np.abs(d))] = np.sign(d[np.argmax(np.abs(d))])
     f = front - back
     f = f - f.dot(up) * up
     if np.linalg.norm(f) < 1e-6:
-        return np.eye(3)
+        return axes_view_frame(vertices)
     y = -f / np.linalg.norm(f)
     return np.stack([np.cross(y, up), y, up])
 
 
-def registered_view_frame(vertices: np.ndarray, correspondence: Correspondence | None) -> np.ndarray | None:
-    """view_frame of a registered scan (vertices (n, 3) mm) from its correspondence; None when
-    it has none (views then use the scan's own axes)."""
+def registered_view_frame(vertices: np.ndarray, correspondence: Correspondence | None) -> np.ndarray:
+    """view_frame of a registered scan (vertices (n, 3) mm) from its correspondence;
+    axes_view_frame when it has none."""
     if correspondence is None:
-        return None
+        return axes_view_frame(vertices)
     from bodymap.anatomy.template import load_template
 
     return view_frame(vertices, transfer_labels(correspondence, load_template()))
