@@ -117,8 +117,9 @@ def view_frame(vertices: np.ndarray, labels: RegionLabels | None) -> np.ndarray:
     if head is None or feet is None or front is None or back is None:
         return axes_view_frame(vertices)
     d = head - feet
+    k = int(np.argmax(np.abs(d)))
     up = np.zeros(3)
-    up[np.argmax(np.abs(d))] = np.sign(d[np.argmax(np.abs(d))])
+    up[k] = np.sign(d[k])
     f = front - back
     f = f - f.dot(up) * up
     if np.linalg.norm(f) < 1e-6:

@@ -8,9 +8,9 @@ tried from bent, seated, kneeling and crouched starts facing each horizontal way
 (2) the body model's pose (major joints), phenotype and proportions (SHAPE_DETAILS), plus a
 rigid placement, are fitted to the scan by gradient descent on a robust two-way nearest-point
 distance (differentiable anny, CPU); an arm the fit leaves off the scan is fitted again with its
-hand and wrist pulled to keypoints found on the scan (_mend_arms); (3) each scan vertex takes the closest point on the fitted body, whose face and
-barycentric coordinates are the same on the template (anny keeps one topology), giving a dense
-correspondence and a residual.
+hand and wrist pulled to keypoints found on the scan (_mend_arms); (3) each scan vertex takes
+the closest point on the fitted body, whose face and barycentric coordinates are the same on
+the template (anny keeps one topology), giving a dense correspondence and a residual.
 
 Scans whose shape is far from a body fail loudly (RegistrationError says why); a partial scan
 (upper body only, say) still gets labels where it fits: residuals say where to trust them.
@@ -273,7 +273,7 @@ class _Fitter:
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
         self.partial = partial
-        self.keypoints = []  # [(model vertex indices (k,), target (3,) mm, weight)]: their mean belongs there
+        self.keypoints = []  # [(model vertex indices (k,), target (3,) mm)]: their mean belongs there
         self.tick = tick  # called every few steps: a progress callback may raise there to cancel
         self.scan_to_body_mm = np.inf
         if partial:  # an upper-body scan: an average adult, its head top at the scan's top
@@ -322,14 +322,14 @@ class _Fitter:
                               torch.cat([torch.cat([R, torch.zeros(len(FIT_BONES), 3, 1)], 2),
                                          torch.tensor([[[0.0, 0, 0, 1]]]).repeat(len(FIT_BONES), 1, 1)], 1))
         ph = {k: torch.sigmoid(v) for k, v in self.pheno.items()}
-        if self.details_on and SHAPE_DETAILS:
+        if self.details_on:  # (set by register only when SHAPE_DETAILS is not empty)
             from bodymap.anatomy.body import body_model
 
             v = body_model().detail_model(SHAPE_DETAILS)(pose_parameters=pose, phenotype_kwargs=ph,
                                                          local_changes_kwargs=torch.tanh(self.detail))["vertices"][0]
-            v = v * 1000.0
         else:
-            v = self.model(pose_parameters=pose, phenotype_kwargs=ph)["vertices"][0] * 1000.0
+            v = self.model(pose_parameters=pose, phenotype_kwargs=ph)["vertices"][0]
+        v = v * 1000.0
         if self._offset is None:  # the initial body: feet on the floor, centred like the points
             self._offset = torch.cat([v[:, :2].mean(0), v[:, 2:].min(0).values]).detach()
         return v - self._offset + self.trans
@@ -398,8 +398,8 @@ class _Fitter:
             loss = loss_a + rho(b).mean() + REG * (((self.rotvec - self._rest) * self._reg_mask) ** 2).mean()
             if self.details_on:
                 loss = loss + DETAIL_REG * (torch.tanh(self.detail) ** 2).sum()
-            for idx, target, weight in self.keypoints:  # weight per mm of the distance
-                loss = loss + weight * (v[idx].mean(0) - target).norm()
+            for idx, target in self.keypoints:
+                loss = loss + KEYPOINT_WEIGHT * (v[idx].mean(0) - target).norm()
             loss.backward()
             opt.step()
             loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
@@ -698,7 +698,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     record["tried"] = {}
     for name, k in tries.items():
         fitter.restore(start)
-        fitter.keypoints = [(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32), KEYPOINT_WEIGHT)
+        fitter.keypoints = [(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32))
                             for s in pull for idx, target in found[s][:k]]
         new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
         after = limbs_off_scan((model() + offset) @ R, scan, partial)
