@@ -10,6 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     argv = sys.argv if argv is None else argv
     from PySide6 import QtWidgets
+    from PySide6.QtCore import QEventLoop
 
     from bodymap.memory import reuse_freed_memory
 
@@ -30,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"window shown in {time.perf_counter() - t0:.2f} s; exposed: {w.windowHandle().isExposed()}; "
                   f"torch imported: {'torch' in sys.modules}", flush=True)
 
-        app.processEvents()  # the first paint of the window
+        # the first paint: under load the window system may take more than one event round to
+        # expose the window, so wait for it (up to 10 s) rather than report a single round
+        deadline = time.perf_counter() + 10.0
+        app.processEvents()
+        while not w.windowHandle().isExposed() and time.perf_counter() < deadline:
+            app.processEvents(QEventLoop.AllEvents, 20)
+            time.sleep(0.005)
         report()
         if "--wait-3d" not in argv:
             return 0
