@@ -38,7 +38,9 @@ def test_reviews_made_with_the_cli_apply_to_every_later_tracking(small_analysed,
     tdir = next((first / "bodymap-out").glob("*/tracking-vs-*"))  # the default folder, under the current one
     t0 = _tracking(tdir)
     pairs = sorted((p["id1"], p["id2"]) for p in t0["pairs"])
-    assert len(pairs) >= 6
+    # five pairs are all the reviews below need (how many the small patient yields varies by one or
+    # two with the number of threads its scans were made with)
+    assert len(pairs) >= 5
     (ri, rj), (ci, cj), (ai, aj), (bi, bj), (_, nj) = pairs[:5]
     # reject one pair, confirm one, reassign one lesion to another's partner, mark one new
     assert main(["review", str(tdir), "--reject", f"{ri}:{rj}", "--confirm", f"{ci}:{cj}",
