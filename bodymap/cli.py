@@ -212,7 +212,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             if args.views:  # rendered views around the body, back-projected through the face-id buffer
                 from renderers import orbit_rig
 
-                lesions = detect_lesions_in_views(scan, orbit_rig(scan.bounds), _detector(args), progress=bar)
+                from bodymap.anatomy.labels import axes_view_frame
+
+                # about the scan's up axis: a y-up scan seen from below and above misses its sides
+                rig = orbit_rig(scan.bounds, frame=axes_view_frame(scan.vertices))
+                lesions = detect_lesions_in_views(scan, rig, _detector(args), progress=bar)
             else:
                 lesions = detect_lesions(scan, _detector(args), progress=bar)
         finally:
@@ -737,7 +741,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     scan = load_scan(args.scan, units=args.units)
     w, h = (int(x) for x in args.size.lower().split("x"))
-    img = render_views(scan, [VIEWS[v] for v in args.views], w, h)
+    from bodymap.anatomy.labels import axes_view_frame
+
+    # standing in the picture whichever of z or y the scanner calls up
+    img = render_views(scan, [VIEWS[v] for v in args.views], w, h, frame=axes_view_frame(scan.vertices))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out) as tmp:
         Image.fromarray(img).save(tmp, format="PNG")

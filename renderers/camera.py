@@ -90,11 +90,20 @@ def framed_body_view(vertices: np.ndarray, azimuth_deg: float, elevation_deg: fl
 
 
 def orbit_rig(bounds: np.ndarray, azimuths=(0, 45, 90, 135, 180, 225, 270, 315), elevations=(-25, 10, 45),
-              width: int = 1024, height: int = 2048, fov_deg: float = 30.0) -> list[Camera]:
+              width: int = 1024, height: int = 2048, fov_deg: float = 30.0,
+              frame: np.ndarray | None = None) -> list[Camera]:
     """Cameras around a standing body (bounds (2, 3) mm): every azimuth (degrees, 0 = front) at
     every elevation (degrees above the horizon), each framing the whole body. Soles and the top
-    of the head are seen from the lowest and highest elevations."""
-    return [body_view(bounds, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
+    of the head are seen from the lowest and highest elevations. frame (3, 3): the upright
+    body's axes in the scan's coordinates as for framed_body_view (a y-up scan is orbited about
+    y); None: z is up."""
+    if frame is None:
+        return [body_view(bounds, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
+    F = np.asarray(frame, dtype=np.float64)
+    corners = np.array([[bounds[i, 0], bounds[j, 1], bounds[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ F.T
+    b = np.stack([corners.min(0), corners.max(0)])  # (exact for an axis permutation, loose otherwise)
+    cams = [body_view(b, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
+    return [Camera(c.K, c.R @ F, c.t, c.width, c.height) for c in cams]
 
 
 def framing_camera(points: np.ndarray, view_dir: np.ndarray, width: int = 512, height: int = 512,

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bodymap.io import load_scan
+from bodymap.scan import Scan
 from renderers import Camera, RaycastRenderer, body_view, render_views
 
 from conftest import SAMPLES
@@ -55,3 +56,35 @@ def test_close_up_of_a_lesion_is_centred(scan):
         assert res.face_id[32, 32] >= 0
         centre = np.asarray(res.bary[32, 32]) @ scan.vertices[scan.faces[res.face_id[32, 32]]]
         assert np.linalg.norm(centre - p) < 0.5
+
+
+def test_a_y_up_scan_is_rendered_and_orbited_standing(scan, tmp_path):
+    """Many scanners export y up (FAUST, OBJ convention): `bodymap render` and the view rig of
+    `bodymap detect --views` showed such a body from below. The same body turned y-up gives the
+    same pictures and the same cameras (moved with it)."""
+    from bodymap.anatomy.labels import axes_view_frame
+    from bodymap.cli import main
+    from renderers import orbit_rig
+
+    Y = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # z up, facing -y -> y up, facing +z
+    yup = Scan(scan.vertices @ Y.T, scan.faces, scan.uv, scan.texture, scan.vertex_colors)
+    assert np.allclose(axes_view_frame(yup.vertices) @ Y, np.eye(3))
+    a = render_views(scan, (0, 90), 60, 120)
+    b = render_views(yup, (0, 90), 60, 120, frame=axes_view_frame(yup.vertices))
+    assert np.mean(np.any(a != b, axis=2)) < 0.005  # (a pixel or two on silhouettes: float ties)
+    cams = orbit_rig(scan.bounds, azimuths=(0, 90), elevations=(10, 45), width=40, height=80)
+    turned = orbit_rig(yup.bounds, azimuths=(0, 90), elevations=(10, 45), width=40, height=80,
+                       frame=axes_view_frame(yup.vertices))
+    for c, t in zip(cams, turned):
+        assert np.allclose(Y @ c.position, t.position, atol=1e-6)
+        assert np.allclose(Y @ c.forward, t.forward, atol=1e-9)
+    # the command renders a y-up file standing: the same picture as of the z-up file
+    from PIL import Image
+
+    from bodymap.io import save_scan
+
+    for name, s in (("zup", scan), ("yup", yup)):
+        save_scan(s, tmp_path / f"{name}.obj")
+        assert main(["render", str(tmp_path / f"{name}.obj"), str(tmp_path / f"{name}.png"), "--size", "50x100"]) == 0
+    z, y = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("zup", "yup"))
+    assert np.mean(np.any(z != y, axis=2)) < 0.005
