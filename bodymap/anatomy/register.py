@@ -774,21 +774,30 @@ def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], f
     return err
 
 
+def _in_scan(fitter: _Fitter, R: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The fitter's current body (13718, 3) mm in the scan's frame (the fitter works in
+    scan @ R.T - offset)."""
+    return (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
+
+
 def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, partial: bool, err: float,
-               start: list, rounds: int, say: Callable[[str, float], None]) -> tuple[float, dict]:
+               start: list, rounds: int, say: Callable[[str, float], None],
+               before: dict[str, float] | None = None) -> tuple[float, dict]:
     """Fit the body again when an arm was left off the scan (limbs_off_scan >= LIMB_OFF_FAIR):
     from ``start`` (fitter.state() before the body fit), with that arm's hand pulled towards the
     scan's hand, then once more with the arm's rings pulled too (bodymap.anatomy.keypoints:
     the rings place a bent elbow, which the hand alone leaves free, but they can also pull a
     body the hand alone would fit better). A second fit is kept only when it is closer to the
     scan (mean distance) and those arms lie less off it; of two such, the closer. fitter in the
-    frame scan @ R.T - offset; err: the first fit's mean distance (mm). Returns the mean
+    frame scan @ R.T - offset; err: the first fit's mean distance (mm); before: limbs_off_scan of
+    the fit as it is, when the caller has it. Returns the mean
     distance of the fit kept and a record of what was tried (empty when no arm was off or no
     hand found)."""
     torch = fitter.torch
     model = lambda: fitter.vertices().detach().numpy().astype(np.float64)  # noqa: E731  (the fitter's frame)
     v = model()
-    before = limbs_off_scan((v + offset) @ R, scan, partial)
+    if before is None:
+        before = limbs_off_scan((v + offset) @ R, scan, partial)
     bad = [s for s in ("left", "right") if before.get(f"{s} arm", 0.0) >= LIMB_OFF_FAIR]
     if not bad:
         return err, {}
@@ -941,9 +950,26 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     fitter.details_on = bool(SHAPE_DETAILS)
     start = fitter.state()
     err = _fit_body(fitter, n, say, (0.4, 0.6))
+    off = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
+    legs_off = max(off.get("left leg", 0.0), off.get("right leg", 0.0))
+    if not searched and not partial and legs_off >= LIMB_OFF_POOR:
+        # a body the standing start fitted closely enough to skip the pose search (a seated
+        # body's trunk and arms) but whose legs the fit left off the scan: search now, and fit
+        # again from the pose found when it explains the scan better than the standing start
+        say("coarse alignment (other poses)", 0.55)
+        found = _pose_search(pts, sv, _up_rotations(scan), tick)
+        searched = {"standing_mm": round(err0, 2), "standing_legs_off": round(legs_off, 3), "best": found[3].start,
+                    "best_mm": round(found[0], 2), "kept": bool(found[0] < POSE_KEEP * err0)}
+        if searched["kept"]:
+            err0, R, offset, fitter = found
+            fitter.fit(10, lr=0.012)
+            fitter.details_on = bool(SHAPE_DETAILS)
+            start = fitter.state()
+            err = _fit_body(fitter, n, say, (0.55, 0.6))
+            off = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
     say("checking the arms", 0.6)
-    err, mended = _mend_arms(fitter, scan, R, offset, partial, err, start, n, say)
-    fitted_scan = (fitter.vertices().detach().numpy().astype(np.float64) + offset) @ R
+    err, mended = _mend_arms(fitter, scan, R, offset, partial, err, start, n, say, off)
+    fitted_scan = _in_scan(fitter, R, offset)
     fitted_scan = refine_ears(fitted_scan, scan.vertices)
     hands = {}
     fitted_scan = refine_hands(fitted_scan, scan.vertices, hands)
