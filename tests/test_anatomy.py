@@ -403,3 +403,21 @@ def test_a_seated_body_whose_standing_fit_is_close_is_searched_anyway(tmp_path):
     print(s, corr.info["pose_search"])
     assert corr.info["pose_search"]["standing_legs_off"] >= reg.LIMB_OFF_POOR and corr.info["start_pose"] == "seated"
     assert s["level2"] >= 0.95
+
+
+def test_a_whole_body_is_not_taken_for_a_partial_scan():
+    """FAUST 003 (hands raised before the face) was registered as a partial scan: the partial
+    fit, which leaves out what it does not reach, explained it better than a standing start
+    with the arms down. A partial fit is kept only when its body reaches past the scan's top
+    or bottom (_lacks_part): an upper body does, a whole body does not."""
+    from bodymap.anatomy import register as reg
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
+    with f.torch.no_grad():
+        v = f.vertices().numpy().astype(np.float64)
+    v = v - [*v[:, :2].mean(0), v[:, 2].min()]
+    upper = v[v[:, 2] > 0.55 * v[:, 2].max()]
+    for pts, lacks in ((v, False), (upper, True)):
+        fit = reg._Fitter(pts, pts, partial=True)  # an average adult, its head top at the scan's top
+        fit.fit(20, lr=0.012)
+        assert reg._lacks_part(fit, pts) == lacks
