@@ -421,9 +421,10 @@ class _Fitter:
         return loss_val
 
 
-def _kabsch(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation (3, 3) and translation (3,) that best map points a (k, 3) onto b (k, 3)."""
-    ca, cb = a.mean(0), b.mean(0)
+def _kabsch(a: np.ndarray, b: np.ndarray, translate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation (3, 3) and translation (3,) that best map points a (k, 3) onto b (k, 3);
+    translate False: the best rotation about the origin (translation zero)."""
+    ca, cb = (a.mean(0), b.mean(0)) if translate else (np.zeros(3), np.zeros(3))
     U, _, Vt = np.linalg.svd((a - ca).T @ (b - cb))
     D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
     R = Vt.T @ D @ U.T
@@ -503,7 +504,8 @@ def refine_hands(fitted: np.ndarray, scan_vertices: np.ndarray, log: dict | None
         near = np.asarray(tree.query_ball_point(pivot, reach), dtype=np.int64)
         # the scan's hand: points near the wrist that the fitted body without this hand leaves
         # unexplained (a palm pressed on the thigh is lost; its back and fingers remain)
-        others = np.flatnonzero(~np.isin(np.arange(len(fitted)), hand))
+        others = np.ones(len(fitted), bool)
+        others[hand] = False
         d_other = cKDTree(fitted[others]).query(scan_vertices[near])[0]
         target = scan_vertices[near[d_other > HAND_EXPLAINED_MM]]
         if len(target) < 50:
@@ -521,28 +523,25 @@ def refine_hands(fitted: np.ndarray, scan_vertices: np.ndarray, log: dict | None
         side_axis = np.cross(axis, np.eye(3)[np.argmin(np.abs(axis))])  # any axis across the forearm
         side_axis /= np.linalg.norm(side_axis)
         third = np.cross(axis, side_axis)
-        for roll, flex, dev in HAND_STARTS:
-            Rs = _rotation(third, np.deg2rad(dev)) @ _rotation(side_axis, np.deg2rad(flex)) @ _rotation(axis, np.deg2rad(roll))
-            h = src @ Rs.T
-            R_all = Rs
-            for _ in range(HAND_ICP_ITERS):
+        def icp(R_all: np.ndarray, iters: int, translate: bool) -> tuple[np.ndarray, np.ndarray]:
+            """src turned by R_all, then ICP (trimmed to the closer 80 % of pairs) about the
+            wrist, or with translation: (the hand relative to the pivot (h, 3), R_all)."""
+            h = src @ R_all.T
+            for _ in range(iters):
                 d, j = local.query(h + pivot)
                 keep = d < np.percentile(d, 80) + 1e-9
-                U, _, Vt = np.linalg.svd(h[keep].T @ (target[j[keep]] - pivot))  # rotation about the wrist
-                D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
-                R = Vt.T @ D @ U.T
-                h, R_all = h @ R.T, R @ R_all
+                R, tr = _kabsch(h[keep], target[j[keep]] - pivot, translate)
+                h, R_all = h @ R.T + tr, R @ R_all
+            return h, R_all
+
+        for roll, flex, dev in HAND_STARTS:
+            Rs = _rotation(third, np.deg2rad(dev)) @ _rotation(side_axis, np.deg2rad(flex)) @ _rotation(axis, np.deg2rad(roll))
+            h, R_all = icp(Rs, HAND_ICP_ITERS, translate=False)
             s = score(h)
             if s < best[0]:
                 best = (s, R_all, np.zeros(3))
         if HAND_SHIFT_ITERS and best[0] < before:  # the best turn, then the wrist may move a little too
-            R_all = best[1]
-            h = src @ R_all.T
-            for _ in range(HAND_SHIFT_ITERS):
-                d, j = local.query(h + pivot)
-                keep = d < np.percentile(d, 80) + 1e-9
-                R, tr = _kabsch(h[keep], target[j[keep]] - pivot)
-                h, R_all = h @ R.T + tr, R @ R_all
+            h, R_all = icp(best[1], HAND_SHIFT_ITERS, translate=True)
             move = h.mean(0) - (src @ R_all.T).mean(0)
             s = score(h)
             if np.linalg.norm(move) <= HAND_SHIFT_MM and s < best[0]:
@@ -806,16 +805,15 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     distance of the fit kept and a record of what was tried (empty when no arm was off or no
     hand found)."""
     torch = fitter.torch
-    model = lambda: fitter.vertices().detach().numpy().astype(np.float64)  # noqa: E731  (the fitter's frame)
-    v = model()
     if before is None:
-        before = limbs_off_scan((v + offset) @ R, scan, partial)
+        before = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
     bad = [s for s in ("left", "right") if before.get(f"{s} arm", 0.0) >= LIMB_OFF_FAIR]
     if not bad:
         return err, {}
     from bodymap.anatomy.keypoints import hand_keypoints
 
     hands_log = []
+    v = fitter.vertices().detach().numpy().astype(np.float64)  # (the fitter's frame)
     found = hand_keypoints(scan.vertices @ R.T - offset, scan.faces, v, hands_log)
     pull = [s for s in bad if s in found]
     record = {"arms": bad, "hands_found": pull, "kept": False, "hands": hands_log}
@@ -832,7 +830,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         fitter.keypoints = [(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32))
                             for s in pull for idx, target in found[s][:k]]
         new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
-        after = limbs_off_scan((model() + offset) @ R, scan, partial)
+        after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
         record["tried"][name] = {"mean_mm": round(new_err, 2), "off": {s: after[f"{s} arm"] for s in bad}}
         # (or far closer: FAUST 003, 15.3 -> 9.1 mm, has an arm hanging where the check reads it
         # more off; not on a partial scan, whose fit distance leaves the parts it lacks out)
