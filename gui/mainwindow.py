@@ -998,10 +998,9 @@ class MainWindow(QtWidgets.QMainWindow):
             elif kind == "pdf":
                 from bodymap.anatomy.labels import view_frame
 
-                # upright from the labels of the visit shown; the earlier one of a comparison from
-                # its extent (its labels are not at hand here)
+                # each visit upright from its own labels (from its extent when it has none yet)
                 frames = (view_frame(scan.vertices, labels),
-                          view_frame(comparison[0].vertices, None) if comparison is not None else None)
+                          view_frame(comparison[0].vertices, self.labels[k - 1]) if comparison is not None else None)
                 report.write_report(path, scan, lesions, title=title, patient=who, comparison=comparison,
                                     diagnoses=diagnoses, progress=progress, frames=frames)
             elif kind in ("slice3d", "dicom", "fhir"):

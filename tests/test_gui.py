@@ -374,6 +374,31 @@ def test_export_every_format(win, qtbot, tmp_path):
     assert b"BodyMap report: visit 1" in pdf  # the visit shown, not the later one of the comparison
 
 
+def test_pdf_of_a_later_visit_stands_the_earlier_one_up_by_its_own_labels(win, qtbot, tmp_path, monkeypatch):
+    """The PDF of visit 2 (with its change since visit 1) frames each visit's body views from
+    that visit's own region labels, not the earlier one's from its extent alone."""
+    from bodymap.anatomy import labels as labels_mod
+    from bodymap.export import report
+
+    if len(win.project.visits) != 2 or win.ws.link_tracking(1) is None:  # (run apart from the comparison test)
+        win.add_visit(str(V2))
+        wait_jobs(win, qtbot, timeout=600)
+        assert win.ws.link_tracking(1) is not None, getattr(win, "last_error", "")
+    seen, frames = [], []
+    view_frame = labels_mod.view_frame
+    monkeypatch.setattr(labels_mod, "view_frame", lambda v, lab: seen.append((v, lab)) or view_frame(v, lab))
+    write = report.write_report
+    monkeypatch.setattr(report, "write_report", lambda *a, **k: frames.append(k["frames"]) or write(*a, **k))
+    win.show_visit(1)
+    win.export("pdf", tmp_path / "v2.pdf")
+    wait_jobs(win, qtbot)
+    win.show_visit(0)
+    assert (tmp_path / "v2.pdf").stat().st_size > 0, getattr(win, "last_error", "")
+    earlier = [lab for v, lab in seen if v is win.scans[0].vertices]  # (the 3D view asks too)
+    assert win.labels[0] is not None and earlier and all(lab is win.labels[0] for lab in earlier)
+    assert len(frames) == 1 and frames[0][1] is not None
+
+
 def test_export_offers_the_standards(win, qtbot, tmp_path):
     """File > Export has SLICE-3D, DICOM and FHIR; the FHIR Bundle of the shown visit (the
     clinician's lesion list) reads back with every lesion and its site."""
