@@ -85,7 +85,11 @@ def framed_body_view(vertices: np.ndarray, azimuth_deg: float, elevation_deg: fl
     works on the points as they are (no copy of the mesh is rotated)."""
     F = np.eye(3) if frame is None else np.asarray(frame, dtype=np.float64)
     p = vertices @ F.T
-    cam = body_view(np.stack([p.min(0), p.max(0)]), azimuth_deg, elevation_deg, width, height)
+    return _unframed(body_view(np.stack([p.min(0), p.max(0)]), azimuth_deg, elevation_deg, width, height), F)
+
+
+def _unframed(cam: Camera, F: np.ndarray) -> Camera:
+    """cam, set up in the upright frame (points @ F.T), as a camera on the points themselves."""
     return Camera(cam.K, cam.R @ F, cam.t, cam.width, cam.height)
 
 
@@ -102,8 +106,7 @@ def orbit_rig(bounds: np.ndarray, azimuths=(0, 45, 90, 135, 180, 225, 270, 315),
     F = np.asarray(frame, dtype=np.float64)
     corners = np.array([[bounds[i, 0], bounds[j, 1], bounds[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ F.T
     b = np.stack([corners.min(0), corners.max(0)])  # (exact for an axis permutation, loose otherwise)
-    cams = [body_view(b, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
-    return [Camera(c.K, c.R @ F, c.t, c.width, c.height) for c in cams]
+    return [_unframed(body_view(b, a, e, width, height, fov_deg), F) for e in elevations for a in azimuths]
 
 
 def framing_camera(points: np.ndarray, view_dir: np.ndarray, width: int = 512, height: int = 512,
