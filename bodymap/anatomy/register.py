@@ -875,6 +875,13 @@ def _pose_search(pts: np.ndarray, sv: np.ndarray, ups: list, tick: Callable[[], 
     return best
 
 
+def _search_record(standing_mm: float, found: tuple, **extra) -> dict:
+    """What a pose search found (for the fit info): the standing start's and the best search
+    start's mean distances (mm), its name, and whether it is kept (under POSE_KEEP of standing)."""
+    return {"standing_mm": round(standing_mm, 2), **extra, "best": found[3].start, "best_mm": round(found[0], 2),
+            "kept": bool(found[0] < POSE_KEEP * standing_mm)}
+
+
 def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
     """n points (n, 3) mm on the scan surface, area-weighted."""
     p = scan.face_areas / scan.face_areas.sum()
@@ -939,8 +946,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     if err0 > POSE_SEARCH_MM:  # far from every standing start: a bent, seated or kneeling body?
         say("coarse alignment (other poses)", 0.4)
         found = _pose_search(pts, sv, _up_rotations(scan), tick)
-        searched = {"standing_mm": round(err0, 2), "best": found[3].start, "best_mm": round(found[0], 2),
-                    "kept": bool(found[0] < POSE_KEEP * err0)}
+        searched = _search_record(err0, found)
         if searched["kept"]:
             err0, R, offset, fitter = found
     # a partial scan (upper body only, say) is better explained by a body that is not stood on
@@ -974,8 +980,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         # again from the pose found when it explains the scan better than the standing start
         say("coarse alignment (other poses)", 0.55)
         found = _pose_search(pts, sv, _up_rotations(scan), tick)
-        searched = {"standing_mm": round(err0, 2), "standing_legs_off": round(legs_off, 3), "best": found[3].start,
-                    "best_mm": round(found[0], 2), "kept": bool(found[0] < POSE_KEEP * err0)}
+        searched = _search_record(err0, found, standing_legs_off=round(legs_off, 3))
         if searched["kept"]:
             err0, R, offset, fitter = found
             fitter.fit(10, lr=0.012)
