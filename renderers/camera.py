@@ -101,9 +101,7 @@ def orbit_rig(bounds: np.ndarray, azimuths=(0, 45, 90, 135, 180, 225, 270, 315),
     of the head are seen from the lowest and highest elevations. frame (3, 3): the upright
     body's axes in the scan's coordinates as for framed_body_view (a y-up scan is orbited about
     y); None: z is up."""
-    if frame is None:
-        return [body_view(bounds, a, e, width, height, fov_deg) for e in elevations for a in azimuths]
-    F = np.asarray(frame, dtype=np.float64)
+    F = np.eye(3) if frame is None else np.asarray(frame, dtype=np.float64)
     corners = np.array([[bounds[i, 0], bounds[j, 1], bounds[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) @ F.T
     b = np.stack([corners.min(0), corners.max(0)])  # (exact for an axis permutation, loose otherwise)
     return [_unframed(body_view(b, a, e, width, height, fov_deg), F) for e in elevations for a in azimuths]

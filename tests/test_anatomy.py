@@ -345,9 +345,9 @@ def _child_uses_pool() -> int:
 def test_a_hand_turned_at_the_wrist_is_turned_back_onto_the_scan():
     """The body fit stops at the nearest way a hand lies at the end of the forearm (FAUST pose
     001, leaning forward with the hands held before the thighs: fitted palm-down, 60-85 mm
-    median error). refine_hands
-    searches the turns about the wrist: a body whose hands the scan has turned (one rolled 100
-    degrees, one flexed 60 and shifted 15 mm) gets them back; a hand already right is left."""
+    median error). refine_hands searches the turns about the wrist: a body whose hands the scan
+    has turned (one rolled 100 degrees, one flexed 60 and shifted 15 mm) gets them back; a hand
+    already right is left."""
     from scipy.spatial.transform import Rotation
 
     from bodymap import taxonomy as tx
