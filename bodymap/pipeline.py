@@ -396,7 +396,7 @@ def _second_look(t, visit1, visit2, rv, o, progress: Progress | None, regather=N
     if added["visit1"] or added["visit2"]:
         if regather is not None:
             rv = regather(visit1, visit2)
-        t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.3, 0.9))
+        t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.3, 0.9), pair_points=t.pair_points)
         # a recovered lesion must pair with the lesion that led to it: one left unpaired, or
         # paired with another (taking a persistent lesion's partner), was no find; one a review
         # names stays (confirmed elsewhere, marked new, or its pair rejected: the clinician's call)
@@ -413,7 +413,8 @@ def _second_look(t, visit1, visit2, rv, o, progress: Progress | None, regather=N
                 v.lesions.lesions = [l for l in v.lesions.lesions if l.id not in gone]
                 rec[key] = [r for r in rec[key] if r["id"] not in gone]
             rec["dropped"] = drop
-            t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.9, 1.0))
+            t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.9, 1.0),
+                      pair_points=t.pair_points)
     for v, key in ((visit1, "visit1"), (visit2, "visit2")):
         if rec[key]:
             v.lesions.info["second_look"] = [r["id"] for r in rec[key]]

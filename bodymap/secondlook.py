@@ -89,14 +89,18 @@ def second_look(tracking, visit1, visit2, options: SecondLookOptions | None = No
 
 
 def place_on_scan2(tracking, visit1, visit2, lesions: list, o: SecondLookOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Where visit-1 lesions (Lesion list) lie on scan 2: their template point found on scan 2
-    (bodymap.track.map_between), moved by the Gaussian-weighted mean offset (mapped point to
-    partner) of the tracking's pairs within neighbour_mm on scan 1, snapped to scan 2. Returns
-    face (k,) (-1 where scan 2 has a hole there) and bary (k, 3)."""
+    """Where visit-1 lesions (Lesion list) lie on scan 2: their closest point on scan 2 laid onto
+    scan 1 by the tracking's pair map (Tracking.pair_points; through the template when the
+    tracking has none: read from a file), moved by the Gaussian-weighted mean offset (mapped
+    point to partner) of the tracking's pairs within neighbour_mm on scan 1, snapped to scan 2.
+    Returns face (k,) (-1 where scan 2 has a hole there) and bary (k, 3)."""
     from bodymap.track import _snap, map_between, template_positions
 
     s1, s2 = visit1.scan, visit2.scan
-    tp1, tp2 = template_positions(s1, visit1.correspondence), template_positions(s2, visit2.correspondence)
+    if tracking.pair_points is not None and len(tracking.pair_points) == s2.n_vertices:
+        tp1, tp2 = s1.vertices, tracking.pair_points  # both scans in scan 1's space
+    else:
+        tp1, tp2 = template_positions(s1, visit1.correspondence), template_positions(s2, visit2.correspondence)
     f = np.array([l.face for l in lesions], np.int64)
     b = np.array([l.bary for l in lesions], np.float64).reshape(-1, 3)
     mf, mb, gap = map_between(tp1, s1.faces, f, b, tp2, s2) if len(f) else (f, b, np.zeros(0))
@@ -114,7 +118,7 @@ def place_on_scan2(tracking, visit1, visit2, lesions: list, o: SecondLookOptions
         w = np.exp(-0.5 * (d / (0.5 * o.neighbour_mm)) ** 2) * (d <= o.neighbour_mm)
         m = m + (w @ off) / (w.sum(1, keepdims=True) + 1e-9) * (w.sum(1, keepdims=True) > 0)
         mf, mb = _snap(s2, m)
-    mf = np.where(gap > 30.0, -1, mf)  # the template point has no scan-2 surface near it (a hole)
+    mf = np.where(gap > 30.0, -1, mf)  # no scan-2 surface near the point (a hole)
     return mf, mb
 
 

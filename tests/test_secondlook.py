@@ -125,3 +125,43 @@ def test_reviews_of_lesions_the_second_look_found_apply_to_the_next_tracking(det
     assert rid in {m["id1"] for m in t3["missing"]} | {i for i, _ in pairs}  # kept: the clinician saw it
     kept = Reviews.load(out / "reviews.json")
     assert kept.rejected == {(p.id2, rid)} and not kept.confirmed
+
+
+def test_a_visit_1_lesion_is_looked_for_where_the_pair_map_puts_it_on_scan_2(monkeypatch):
+    """place_on_scan2 reads the tracking's pair map (scan 2's vertices on scan 1) backwards:
+    scan 2 here is scan 1 turned and moved, and the pair map the true one, so each visit-1
+    lesion lands on the same face of scan 2 with the same weights; with no pair map (a tracking
+    read from a file) the registrations' template positions are used."""
+    from types import SimpleNamespace
+
+    import trimesh
+    from scipy.spatial.transform import Rotation
+
+    from bodymap.scan import Scan, ScanMeta
+    from bodymap.secondlook import SecondLookOptions, place_on_scan2
+    from bodymap.track import Tracking
+
+    m = trimesh.creation.icosphere(3, radius=100.0)
+    s1 = Scan(np.asarray(m.vertices), np.asarray(m.faces), meta=ScanMeta(source="one"), validate=False)
+    R = Rotation.from_euler("xyz", [40, 10, -70], degrees=True).as_matrix()
+    s2 = Scan(s1.vertices @ R.T + [0.0, 400.0, 0.0], s1.faces, meta=ScanMeta(source="two"), validate=False)
+    rng = np.random.default_rng(5)
+    face = rng.choice(s1.n_faces, 12, replace=False)
+    bary = rng.dirichlet([4, 4, 4], 12)
+    lesions = [SimpleNamespace(id=k, face=int(f), bary=b, point_mm=s1.points_from_barycentric(f[None], b[None])[0])
+               for k, (f, b) in enumerate(zip(face, bary))]
+    t = Tracking([], [], [], np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros((0, 3)), pair_points=s1.vertices.copy())
+    visit1 = SimpleNamespace(scan=s1, lesions=SimpleNamespace(lesions=lesions))
+    visit2 = SimpleNamespace(scan=s2, lesions=SimpleNamespace(lesions=[]))
+    f2, b2 = place_on_scan2(t, visit1, visit2, lesions, SecondLookOptions())
+    expect = s2.points_from_barycentric(face, bary)
+    assert np.abs(s2.points_from_barycentric(f2, b2) - expect).max() < 1e-6
+    # without it (a tracking read from a file) the registrations' template positions carry them
+    import bodymap.track
+
+    calls = []
+    monkeypatch.setattr(bodymap.track, "template_positions", lambda scan, corr: calls.append(scan) or scan.vertices)
+    t.pair_points = None
+    place_on_scan2(t, SimpleNamespace(**vars(visit1), correspondence=None),
+                   SimpleNamespace(**vars(visit2), correspondence=None), lesions, SecondLookOptions())
+    assert calls == [s1, s2]

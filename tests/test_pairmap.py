@@ -1,0 +1,83 @@
+"""The pair map (bodymap.pairmap): a map slid along the skin is pulled back to keep the first
+scan's own surface, on the full mesh and on a clustered copy."""
+from __future__ import annotations
+
+import numpy as np
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from bodymap.pairmap import _closest, coarse, refine_map
+from bodymap.scan import Scan, ScanMeta
+
+
+def _scan(v: np.ndarray, f: np.ndarray, name: str) -> Scan:
+    return Scan(np.asarray(v, np.float64), np.asarray(f, np.int64), meta=ScanMeta(source=name), validate=False)
+
+
+def _body(subdivisions: int) -> Scan:
+    """An egg with a bump (120 x 70 x 45 mm semi-axes): no symmetry that could carry a slide."""
+    m = trimesh.creation.icosphere(subdivisions, radius=1.0)
+    v = np.asarray(m.vertices) * [120.0, 70.0, 45.0]
+    v[:, 2] += 25.0 * np.exp(-((v[:, 0] - 60.0) ** 2 + v[:, 1] ** 2) / 900.0) * (v[:, 2] > 0)
+    v[:, 0] += 0.002 * v[:, 1] ** 2  # and bent, so that it is not even mirror-symmetric
+    return _scan(v, m.faces, "egg")
+
+
+def _pair(subdivisions: int):
+    """Scan A, scan B (A remeshed finer, turned and moved), each A vertex's true point on B,
+    and a start map slid along B by a smooth field of up to 12 mm."""
+    a = _body(subdivisions)
+    vb, fb = trimesh.remesh.subdivide(a.vertices, a.faces)
+    R = Rotation.from_euler("xyz", [20, -35, 60], degrees=True).as_matrix()
+    move = lambda p: p @ R.T + [300.0, -40.0, 15.0]  # noqa: E731
+    b = _scan(move(vb), fb, "egg, visit 2")
+    truth = move(a.vertices)
+    slide = 12.0 * np.column_stack([np.sin(a.vertices[:, 1] / 30.0), np.cos(a.vertices[:, 0] / 40.0),
+                                    np.sin(a.vertices[:, 0] / 50.0)])
+    _, _, start = _closest(truth + slide @ R.T, b.vertices, b.faces)
+    return a, b, truth, start
+
+
+def test_a_slid_map_is_pulled_back_to_keep_the_surface():
+    a, b, truth, start = _pair(4)
+    # the true map is kept exactly
+    assert np.abs(refine_map(a, truth, b).points - truth).max() < 1e-6
+    before = np.linalg.norm(start - truth, axis=1)
+    pm = refine_map(a, start, b)
+    after = np.linalg.norm(pm.points - truth, axis=1)
+    assert np.median(before) > 6.0
+    # (100 steps undo a slide this smooth by half; 300 by 80 %: the loose start converges slowly)
+    assert np.median(after) < 0.5 * np.median(before) and np.percentile(after, 95) < 0.7 * np.percentile(before, 95)
+    # the points lie on B and say where they are on it
+    assert np.allclose(b.points_from_barycentric(pm.face, pm.bary), pm.points, atol=1e-6)
+    assert np.allclose(pm.moved, np.linalg.norm(pm.points - start, axis=1))
+
+
+def test_a_large_scan_is_solved_on_a_clustered_copy():
+    a, b, truth, start = _pair(5)  # 10,242 vertices
+    before = np.linalg.norm(start - truth, axis=1)
+    pm = refine_map(a, start, b, max_vertices=2500)
+    after = np.linalg.norm(pm.points - truth, axis=1)
+    assert np.median(after) < 0.5 * np.median(before)
+    assert pm.points.shape == (a.n_vertices, 3)
+
+
+def test_the_coarse_copy_is_a_valid_mesh_near_the_size_asked_that_never_joins_close_sheets():
+    a = _body(5)
+    pts, faces = coarse(a.vertices, a.faces, 2000)
+    assert 1600 <= len(pts) <= 2400
+    assert faces.min() >= 0 and faces.max() < len(pts)
+    assert np.all((faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2]))
+    assert len(np.unique(np.sort(faces, axis=1), axis=0)) == len(faces)
+    assert np.isin(pts, a.vertices).all(1).all()  # seeds are vertices of the surface
+    # two plates 4 mm apart (a hand on a thigh): a grid cell of ~20 mm holds both, the copy
+    # keeps them apart
+    p = trimesh.creation.box([200.0, 200.0, 1.0]).subdivide().subdivide().subdivide().subdivide()
+    top = np.asarray(p.vertices) + [0, 0, 2.5]
+    bottom = np.asarray(p.vertices) - [0, 0, 2.5]
+    v = np.concatenate([top, bottom])
+    f = np.concatenate([p.faces, p.faces + len(top)])
+    pts, faces = coarse(v, f, 300)
+    side = pts[:, 2] > 0
+    assert side.any() and (~side).any()
+    assert np.all(side[faces] == side[faces[:, :1]])
