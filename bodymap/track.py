@@ -376,7 +376,7 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
     D1 = g1.at_points(fields1, a["face"], a["bary"], src1)
     say("mapping", 0.85)
     mf, mb, gap = map_between(tp2, s2.faces, b["face"], b["bary"], tp1, s1)
-    if o.pair_iterations > 0 and k2:
+    if o.pair_iterations > 0 and k1 and k2:  # (nothing to map, or nothing to map onto)
         say("pair map", 0.86)
         t2 = time.perf_counter()
         if pair_points is None or len(pair_points) != s2.n_vertices:
