@@ -2,17 +2,17 @@
 
 The template carries each point of one scan to the other (`bodymap.track.map_between`), but a
 fit by distance alone lets the template slide along the skin, and differently in each pose: on
-the FAUST scans a vertex lands 5-11 mm from its true partner at the median and up to 100 mm on
-an arm whose fit slid. Both scans are the same person's skin, so the right map keeps lengths
+the FAUST scans a vertex lands 5-11 mm from its true partner at the median and 100 mm on an arm
+whose fit slid. Both scans are the same person's skin, so the right map keeps lengths
 along the surface. This stage starts from the template's map and moves it over the second
 scan's surface until the first scan's local shape is kept: the as-rigid-as-possible energy of
 the first scan (Sorkine and Alexa 2007), every vertex drawn onto the second scan by its closest
 surface point, from loose (the shape leads, large slides can undo) to tight (every vertex on
 the surface). A scan with many vertices is solved on a coarse copy whose regions grow along
-the surface (`coarse`), and each of its vertices follows the copy. FAUST, four pairs of poses:
-median 8.1 -> 2.5 mm from the true partner on the full mesh (6,890 vertices), and 8,000 coarse
-vertices of the same meshes subdivided to 110k: 4.3 and 2.6 mm on two pairs (2.7 / 2.6 on the
-full mesh), 6 s a pair on 2 cores.
+the surface (`coarse`), and each of its vertices follows the copy. FAUST, all 12 ordered pairs
+of poses (6,890 vertices, solved whole): worst pair median 10.6 -> 4.1 mm from the true partner,
+pooled 7.3 -> 2.8 mm; the same meshes subdivided to 110k vertices, on a coarse copy of 8,000:
+4.1 and 2.5 mm on two pairs (2.7 / 2.6 whole), 7 s a pair on 2 cores (docs/benchmarks.md).
 """
 from __future__ import annotations
 
