@@ -81,3 +81,19 @@ def test_the_coarse_copy_is_a_valid_mesh_near_the_size_asked_that_never_joins_cl
     side = pts[:, 2] > 0
     assert side.any() and (~side).any()
     assert np.all(side[faces] == side[faces[:, :1]])
+
+
+def test_junk_in_a_scan_neither_breaks_the_map_nor_spoils_it(recwarn):
+    """Raw scans carry junk: vertices no face uses, a stray triangle, faces with a repeated
+    corner. The map stays finite and still pulls the body's slide back, on either path."""
+    a, b, truth, start = _pair(4)
+    n = a.n_vertices
+    v = np.concatenate([a.vertices, [[1000.0, 0, 0], [1001.0, 0, 0]], [[0, 0, 500.0], [10, 0, 500], [0, 10, 500]]])
+    f = np.concatenate([a.faces, [[n + 2, n + 3, n + 4], [0, 0, 1], [5, 6, 5]]])
+    junk = _scan(v, f, "egg with junk")
+    before = np.median(np.linalg.norm(start - truth, axis=1))
+    for max_vertices in (100_000, 1500):  # solved whole, and on a coarse copy
+        pm = refine_map(junk, np.concatenate([start, np.zeros((5, 3))]), b, max_vertices=max_vertices)
+        assert np.isfinite(pm.points).all() and pm.points.shape == (n + 5, 3)
+        assert np.median(np.linalg.norm(pm.points[:n] - truth, axis=1)) < 0.5 * before
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
