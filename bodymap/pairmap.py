@@ -83,7 +83,7 @@ def coarse(vertices: np.ndarray, faces: np.ndarray, target: int) -> tuple[np.nda
     from bodymap.geodesic import mesh_graph
 
     v = np.asarray(vertices, np.float64)
-    _, label, h = cluster(v, target)
+    label, h = cluster(v, target)
     seeds = _cell_seeds(np.arange(len(v)), v, label)
     graph = mesh_graph(v, faces, shortcuts=False)
     for _ in range(6):
@@ -113,10 +113,10 @@ def _cell_seeds(idx: np.ndarray, v: np.ndarray, cell: np.ndarray) -> np.ndarray:
     return idx[order[np.r_[True, c[order][1:] != c[order][:-1]]]]
 
 
-def cluster(vertices: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray, float]:
+def cluster(vertices: np.ndarray, target: int) -> tuple[np.ndarray, float]:
     """Vertices (n, 3) mm grouped by the cells of a grid sized for about `target` groups (the
-    cell size corrected on the count: a surface crosses cells unevenly). Returns each group's
-    mean point (c, 3) mm, each vertex's group (n,) and the cell size, mm."""
+    cell size corrected on the count: a surface crosses cells unevenly). Returns each vertex's
+    group (n,) and the cell size, mm."""
     v = np.asarray(vertices, np.float64)
     lo, hi = v.min(0), v.max(0)
     h = max(float(np.prod(np.maximum(hi - lo, 1e-6)) ** (1 / 3)) / target ** 0.5, 1e-6)
@@ -127,9 +127,7 @@ def cluster(vertices: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray, 
         if 0.8 * target <= n <= 1.2 * target:
             break
         h *= np.sqrt(n / target)
-    pts = np.zeros((n, 3))
-    np.add.at(pts, label, v)
-    return pts / np.bincount(label, minlength=n)[:, None], label, h
+    return label, h
 
 
 def _edge_weights(v: np.ndarray, f: np.ndarray) -> sp.coo_matrix:
