@@ -38,7 +38,7 @@ class PairMap:
     moved: np.ndarray
 
 
-def _closest(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray):
+def closest_points(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray):
     """Closest surface point of a mesh to each of points (k, 3): face (k,), bary (k, 3), point (k, 3)."""
     import gpytoolbox as gp
 
@@ -211,7 +211,7 @@ def refine_map(scan_a, start: np.ndarray, scan_b, iterations: int = 100, max_ver
         # (the coarse copy's points are vertices of A: each starts where the template put it)
         Xc, R = arap_onto(pts, fc, start[_nearest_vertex(va, pts)], scan_b.vertices, scan_b.faces, iterations)
         X = _follow(va, pts, fc, Xc, R)
-    f, b, p = _closest(X, scan_b.vertices, scan_b.faces)
+    f, b, p = closest_points(X, scan_b.vertices, scan_b.faces)
     return PairMap(p, f, b, np.linalg.norm(p - start, axis=1))
 
 
@@ -227,6 +227,6 @@ def _follow(vertices: np.ndarray, pts: np.ndarray, faces: np.ndarray, moved: np.
     whose points went to moved (c, 3), turned by R (c, 3, 3): each follows the three coarse
     vertices of its closest point on the copy, keeping its offset from each turned as that one
     turned, blended by the closest point's weights."""
-    f, b, _ = _closest(vertices, pts, faces)
+    f, b, _ = closest_points(vertices, pts, faces)
     c = faces[f]  # (n, 3)
     return np.einsum("nj,njd->nd", b, moved[c] + np.einsum("njde,nje->njd", R[c], vertices[:, None] - pts[c]))

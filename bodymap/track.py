@@ -36,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 from bodymap.geodesic import SurfaceGeodesics
 from bodymap.jsonfile import read_json, write_json
 from bodymap.lesions import LesionSet
+from bodymap.pairmap import closest_points
 from bodymap.project import clean_barycentric
 from bodymap.records import (CONFIDENT, FLAG_COLOUR, FLAG_GROWN, UNCERTAIN, MissingLesion, NewLesion,  # noqa: F401
                              Status, TrackedPair, flag_new)
@@ -321,10 +322,8 @@ def pair_map(scan_from: Scan, tp_from: np.ndarray, scan_to: Scan, tp_to: np.ndar
 
 def _snap(scan: Scan, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closest surface point of scan to each point (k, 3): face (k,), bary (k, 3)."""
-    import gpytoolbox as gp
-
-    _, f, b = gp.squared_distance(points, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
-    return np.asarray(f, np.int64).ravel(), clean_barycentric(b)
+    f, b, _ = closest_points(points, scan.vertices, scan.faces)
+    return f, b
 
 
 def register_scans(scans: list[Scan], steps: int = 400, progress: Progress | None = None) -> list:

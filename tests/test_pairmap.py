@@ -6,7 +6,7 @@ import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
 
-from bodymap.pairmap import _closest, coarse, refine_map
+from bodymap.pairmap import closest_points, coarse, refine_map
 from bodymap.scan import Scan, ScanMeta
 
 
@@ -34,7 +34,7 @@ def _pair(subdivisions: int):
     truth = move(a.vertices)
     slide = 12.0 * np.column_stack([np.sin(a.vertices[:, 1] / 30.0), np.cos(a.vertices[:, 0] / 40.0),
                                     np.sin(a.vertices[:, 0] / 50.0)])
-    _, _, start = _closest(truth + slide @ R.T, b.vertices, b.faces)
+    _, _, start = closest_points(truth + slide @ R.T, b.vertices, b.faces)
     return a, b, truth, start
 
 
