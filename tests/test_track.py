@@ -380,3 +380,28 @@ def test_rows_at_reads_the_same_values_as_scipy_indexing():
     cols = np.sort(rng.choice(400, 150, replace=False))
     cols = np.append(cols, 399)
     np.testing.assert_array_equal(_rows_at(F, rows, cols), F[rows][:, cols].toarray())
+
+
+def test_beside_runs_a_job_on_a_second_thread_or_in_this_one(monkeypatch):
+    """track's pair map runs beside the geodesics (`_beside`): on a second thread, or first in
+    this one in a process held to one thread (a batch worker); either way result() gives the
+    job's value or raises its error."""
+    import threading
+
+    from bodymap.track import _beside
+
+    def job(x):
+        if x < 0:
+            raise ValueError("no map")
+        return x + 1, threading.get_ident()
+
+    for omp, other_thread in (("2", True), ("1", False)):
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+        value, ident = _beside(job, 41).result()
+        assert value == 42 and (ident != threading.get_ident()) == other_thread
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with pytest.raises(ValueError, match="no map"):
+        _beside(job, -1).result()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with pytest.raises(ValueError, match="no map"):
+        _beside(job, -1).result()
