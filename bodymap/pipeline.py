@@ -341,7 +341,7 @@ def load_visit(path: str | Path, lesions: str | Path | None = None, units: str |
 
 
 def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None, second_look: bool = True,
-                 **options):
+                 pair_points=None, **options):
     """Track visit 2's lesions against visit 1's (bodymap.track.track) respecting a clinician's
     reviews (confirmed, rejected, reassigned matches, lesions marked new): a bodymap.track.Reviews
     (see bodymap.reviewfiles.gather for finding every review of two visits), a reviews file, a
@@ -354,7 +354,9 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
     the lesions found now, so its checks (ids, points) see them, and a found lesion a review
     names is kept whatever it pairs with. Returns the Tracking; info["reviews"] holds the reviews
     applied, and info records both visits (scan file and each lesion's point), which `bodymap
-    review` checks ids against and keys the reviews by."""
+    review` checks ids against and keys the reviews by. pair_points (n2, 3) mm: the pair map of
+    an earlier tracking of these two scans with these correspondences (Tracking.pair_points),
+    not computed again."""
     from bodymap.reviewfiles import VisitIds, read_reviews
     from bodymap.track import Reviews, TrackOptions, track
 
@@ -370,7 +372,8 @@ def track_visits(visit1, visit2, reviews=None, progress: Progress | None = None,
         rv, regather = reviews or Reviews(), None
     o = TrackOptions(**options)
     look = second_look and all(v.scan.texture is not None for v in (visit1, visit2))
-    t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.0, 0.8 if look else 1.0))
+    t = track(visit1, visit2, reviews=rv, options=o, progress=_sub(progress, 0.0, 0.8 if look else 1.0),
+              pair_points=pair_points)
     if look:
         t = _second_look(t, visit1, visit2, rv, o, _sub(progress, 0.8, 1.0), regather)
     t.info["visit1"], t.info["visit2"] = VisitIds.of(visit1).to_dict(), VisitIds.of(visit2).to_dict()

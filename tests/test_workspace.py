@@ -38,6 +38,11 @@ def test_a_session_through_the_workspace_without_qt(tmp_path, monkeypatch):
     assert v1.state.lesions is not None and v1.state.analysis_dir == str(V1.resolve())
     corr = v1.correspondence()
     assert corr is not None and v1.correspondence() is corr  # read once, kept
+    import bodymap.track as track_module
+
+    maps = []  # the pair maps computed: once for these scans, whatever the reviews
+    real_pair_map = track_module.pair_map
+    monkeypatch.setattr(track_module, "pair_map", lambda *a, **k: maps.append(1) or real_pair_map(*a, **k))
     t = ws.compute_tracking()
     ws.set_tracking(t)
     assert events[-1] == "tracking" and ws.project.tracking == t.to_dict()
@@ -52,6 +57,7 @@ def test_a_session_through_the_workspace_without_qt(tmp_path, monkeypatch):
     ws.history.redo()
     ws.set_tracking(ws.compute_tracking())
     t2 = ws.tracking
+    assert len(maps) == 1 and t2.pair_points is not None  # the second tracking reused the first's
     assert t2.partner().get(a.id2) != a.id1
     pb = next(p for p in t2.pairs if p.id2 == b.id2)
     assert pb.reviewed and pb.confidence == 1.0 and pb.status is not Status.UNCERTAIN
