@@ -138,10 +138,10 @@ class Workspace:
         self.history.listeners.append(lambda cmd: self.emit("edit", cmd))
         self.visits: list[LoadedVisit] = []
         self.tracking = None  # bodymap.track.Tracking of visits[1] against visits[0]
-        # the pair map of the last tracking: (visit 1, visit 2, options) -> (their correspondences,
+        # the last tracking's pair map: ((visit 1, visit 2, options), their correspondences,
         # Tracking.pair_points); a tracking of the same scans and registrations (after a review,
         # say) reuses it: 5-9 s of a 300k-face pair
-        self._pair_maps: dict = {}
+        self._pair_map: tuple | None = None
         self.listeners: list[Listener] = []
 
     @classmethod
@@ -282,10 +282,11 @@ class Workspace:
 
             tv = [v.for_tracking(ls) for v, ls in zip(visits, lesions)]
             key = (*visits, repr(sorted(options.items())))  # (options: pair_iterations changes the map)
-            known = self._pair_maps.get(key)
-            same = known is not None and all(c is x.correspondence is not None for c, x in zip(known[0], tv))
+            known = self._pair_map
+            same = known is not None and known[0] == key and all(c is x.correspondence is not None
+                                                                 for c, x in zip(known[1], tv))
             t = track_visits(*tv, reviews=reviews if reviews is not None else gather, progress=progress,
-                             pair_points=known[1] if same else None, **options)
+                             pair_points=known[2] if same else None, **options)
             t.info["review_files"], t.info["review_notes"] = got["files"], got["notes"]
             # lesions the second look added to the copies travel with the tracking (set_tracking
             # adds them to the visits, so every id of the tracking is a lesion of its visit)
@@ -298,7 +299,7 @@ class Workspace:
                 with v._lock:
                     v._correspondence = v._correspondence or x.correspondence
             if t.pair_points is not None:
-                self._pair_maps = {key: (tuple(v.correspondence() for v in visits), t.pair_points)}
+                self._pair_map = (key, tuple(v.correspondence() for v in visits), t.pair_points)
             return t
 
         return run
