@@ -195,7 +195,7 @@ class Scan:
     # ------------------------------------------------------------------ derived data
     def _clear_cache(self) -> None:
         for name in ("face_normals", "face_areas", "vertex_normals", "uv_areas_texels",
-                     "texel_density", "bounds", "surface_area_mm2", "vertex_corners"):
+                     "texel_density", "bounds", "surface_area_mm2", "vertex_corners", "locator"):
             self.__dict__.pop(name, None)
 
     @property
@@ -242,6 +242,14 @@ class Scan:
         out = np.full(self.n_vertices, -1, np.int64)
         out[u] = first
         return out
+
+    @functools.cached_property
+    def locator(self):
+        """bodymap.pairmap.SurfaceLocator of this scan, built on first use: closest surface
+        points for the many small batches of tracking (locator.closest(points (k, 3) mm))."""
+        from bodymap.pairmap import SurfaceLocator
+
+        return SurfaceLocator(self.vertices, self.faces)
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:

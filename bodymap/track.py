@@ -38,7 +38,6 @@ from scipy.optimize import linear_sum_assignment
 from bodymap.geodesic import SurfaceGeodesics
 from bodymap.jsonfile import read_json, write_json
 from bodymap.lesions import LesionSet
-from bodymap.pairmap import closest_points
 from bodymap.project import clean_barycentric
 from bodymap.records import (CONFIDENT, FLAG_COLOUR, FLAG_GROWN, UNCERTAIN, MissingLesion, NewLesion,  # noqa: F401
                              Status, TrackedPair, flag_new)
@@ -348,7 +347,7 @@ def _beside(fn, *args) -> Future:
 
 def _snap(scan: Scan, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closest surface point of scan to each point (k, 3): face (k,), bary (k, 3)."""
-    f, b, _ = closest_points(points, scan.vertices, scan.faces)
+    f, b, _ = scan.locator.closest(points)
     return f, b
 
 

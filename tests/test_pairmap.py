@@ -97,3 +97,29 @@ def test_junk_in_a_scan_neither_breaks_the_map_nor_spoils_it(recwarn):
         assert np.isfinite(pm.points).all() and pm.points.shape == (n + 5, 3)
         assert np.median(np.linalg.norm(pm.points[:n] - truth, axis=1)) < 0.5 * before
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_locator_finds_the_same_closest_points_as_the_face_tree():
+    """SurfaceLocator (a vertex k-d tree built once) answers exactly what gp.squared_distance's
+    face tree does: the same distances and points, near the surface and far from it, with a
+    long hole-filling face and a loose vertex (not on the surface) in the mesh."""
+    from bodymap.pairmap import SurfaceLocator
+
+    a = _body(4)
+    v = np.vstack([a.vertices, [[0.0, 0.0, 200.0], [0.0, 0.0, 60.0]]])  # a far corner, a loose vertex
+    n = len(a.vertices)
+    f = np.vstack([a.faces, [[0, 1, n]]])  # one face ~150 mm long
+    loc = SurfaceLocator(v, f)
+    assert len(loc.long) >= 1
+    rng = np.random.default_rng(3)
+    for spread in (1.0, 8.0, 40.0):
+        p = v[rng.integers(0, n, 400)] + rng.normal(0.0, spread, (400, 3))
+        p[:5] = [0.0, 0.0, 60.0]  # at the loose vertex: the surface is ~15 mm away, not 0
+        f0, b0, p0 = closest_points(p, v, f)
+        f1, b1, p1 = loc.closest(p)
+        d0, d1 = np.linalg.norm(p - p0, axis=1), np.linalg.norm(p - p1, axis=1)
+        np.testing.assert_allclose(d1, d0, atol=1e-9)
+        np.testing.assert_allclose(p1, p0, atol=1e-6)
+        np.testing.assert_allclose(np.einsum("kj,kjd->kd", b1, v[f[f1]]), p1, atol=1e-9)
+        assert d1[:5].min() > 5.0
+    assert [len(x) for x in loc.closest(np.zeros((0, 3)))] == [0, 0, 0]
