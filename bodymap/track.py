@@ -59,6 +59,8 @@ CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "tracking_calibrat
 # a pair neither backed by nearby anchors nor confirmed by the far pass reports at most this,
 # below UNCERTAIN: it is shown as "uncertain, please review"
 UNCONFIRMED_CONFIDENCE = 0.45
+# the doubtful lesions' distances are first computed this far on scan 2 (_Doubtful)
+FAR_FIRST_MM = 250.0
 # distance scale (geodesic on scan 2) over which a standing pair's residual moves a lesion's
 # final position (_place)
 PLACE_MM = 40.0
@@ -755,8 +757,32 @@ class _Doubtful:
                  o: TrackOptions):
         self.free2 = np.setdiff1d(np.arange(len(b["ids"])), list(trusted)).astype(np.int64)
         self.free1 = np.setdiff1d(np.arange(len(a["ids"])), list(trusted.values())).astype(np.int64)
-        self.E2 = g2.between(b["face"][self.free2], b["bary"][self.free2], b["face"], b["bary"], o.far_reach_mm)
-        self.E1 = g1.between(a["face"][self.free1], a["bary"][self.free1], a["face"], a["bary"], o.far_reach_mm)
+        # costs() looks at each lesion's k nearest anchors only, and anchors always include the
+        # trusted pairs: where k trusted pairs lie within a short reach on scan 2, nothing
+        # beyond it is read, and the lesion's distances stop there (Dijkstra to 900 mm settles
+        # most of a scan: 27 ms a lesion at 145k vertices, 7 ms to 250 mm). Scan-1 distances
+        # are needed only as far as they can still agree with the longest distance read on
+        # scan 2; beyond that every pair costs the same capped 4. The costs are those of the
+        # full reach, computed in a third of the time (patient 9201, 500 lesions: 4.8 -> 1.x s)
+        k = max(o.far_neighbours, o.settle_neighbours)
+        t2 = np.fromiter(trusted.keys(), np.int64, len(trusted))
+        first = min(FAR_FIRST_MM, o.far_reach_mm)
+        self.E2 = g2.between(b["face"][self.free2], b["bary"][self.free2], b["face"], b["bary"], first)
+        if first < o.far_reach_mm:
+            _within(self.E2, first)
+        r = _kth(self.E2[:, t2], k)
+        redo = ~np.isfinite(r)
+        if redo.any() and first < o.far_reach_mm:
+            f2 = self.free2[redo]
+            self.E2[redo] = g2.between(b["face"][f2], b["bary"][f2], b["face"], b["bary"], o.far_reach_mm)
+            r = _kth(self.E2[:, t2], k)
+        reach1 = o.far_reach_mm
+        if first < o.far_reach_mm and len(r) and np.isfinite(r).all():
+            longest = float(r.max())
+            reach1 = min(reach1, longest + 4 * (o.far_scale_mm + max(o.far_stretch, o.settle_stretch) * longest))
+        self.E1 = g1.between(a["face"][self.free1], a["bary"][self.free1], a["face"], a["bary"], reach1)
+        if reach1 < o.far_reach_mm:
+            _within(self.E1, reach1)
         self.change = _change_cost(a, b, self.free1[:, None], self.free2[None])
 
     def costs(self, anchors: dict, k: int, scale_mm: float, stretch: float) -> tuple[np.ndarray, np.ndarray]:
@@ -790,6 +816,22 @@ class _Doubtful:
             second = min(np.delete(C[:, c], ri).min(initial=np.inf), np.delete(C[ri], c).min(initial=np.inf), o.far_cost)
             out[int(self.free2[c])] = (int(self.free1[ri]), cost, (second - cost) * o.max_cost / o.far_cost)
         return out
+
+
+def _within(D: np.ndarray, reach_mm: float) -> np.ndarray:
+    """D (r, k) mm with every distance beyond reach_mm set to inf (in place). A surface point
+    beyond a field's limit may still get a value through one of its face's corners that was
+    reached; such values (> reach_mm) are upper bounds, not distances."""
+    D[D > reach_mm] = np.inf
+    return D
+
+
+def _kth(D: np.ndarray, k: int) -> np.ndarray:
+    """(r,) mm: the k-th smallest entry of each row of D (r, c), inf where a row has fewer than
+    k finite entries (or c < k)."""
+    if D.shape[1] < k:
+        return np.full(D.shape[0], np.inf)
+    return np.partition(D, k - 1, axis=1)[:, k - 1]
 
 
 def _far_pass(trusted: dict, banned: np.ndarray, doubt: _Doubtful | None, o: TrackOptions) -> tuple[dict, set]:

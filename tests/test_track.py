@@ -308,6 +308,35 @@ def test_far_pass_pairs_lesions_of_a_region_with_no_anchor_near_it():
     assert _far_pass(few, banned, None, opts) == ({}, set())
 
 
+def test_doubtful_distances_over_a_short_reach_cost_the_same_as_over_the_full_one(monkeypatch):
+    """_Doubtful first computes distances to FAR_FIRST_MM and goes further only where fewer
+    than k trusted pairs lie within it, and on scan 1 only as far as a distance can still
+    agree: every cost the far pass and the settling read is the same as with the full reach,
+    for any anchors that include the trusted pairs."""
+    import bodymap.track as T
+
+    q, g1, g2, _, lesions = _stretched_strip()
+    grid = [q[i, j] for i in range(0, 101, 6) for j in (0, 7, 15, 22, 30)]  # 85 trusted pairs
+    rng = np.random.default_rng(8)
+    free = [q[i, j] for i, j in zip(rng.integers(0, 101, 12), rng.integers(0, 31, 12)) if q[i, j] not in grid]
+    a = lesions(grid + free)
+    b = lesions(grid + free[::-1])
+    trusted = {k: k for k in range(len(grid))}
+    opts = T.TrackOptions()
+    short = T._Doubtful(trusted, g1, g2, a, b, opts)
+    monkeypatch.setattr(T, "FAR_FIRST_MM", opts.far_reach_mm)
+    full = T._Doubtful(trusted, g1, g2, a, b, opts)
+    assert np.isinf(short.E1).sum() > np.isinf(full.E1).sum()  # the short reach was used on both scans
+    assert np.isinf(short.E2).sum() > np.isinf(full.E2).sum()
+    m = len(grid)
+    for extra in ({}, {m + k: m + len(free) - 1 - k for k in range(0, len(free), 2)}, {m: m + 3, m + 1: m}):
+        anchors = {**trusted, **extra}
+        for k, stretch in ((opts.far_neighbours, opts.far_stretch), (opts.settle_neighbours, opts.settle_stretch)):
+            for got, want in zip(short.costs(anchors, k, opts.far_scale_mm, stretch),
+                                 full.costs(anchors, k, opts.far_scale_mm, stretch)):
+                np.testing.assert_array_equal(got, want)
+
+
 def test_settle_undoes_a_swap_the_far_pass_left_among_neighbours():
     """Far pairs with two lesions 36 mm apart swapped (on a real body, where the registration
     slides, the far pass's long-range distances leave such swaps): their neighbours, other
