@@ -14,6 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
+FIELD_CHUNK = 16  # points per Dijkstra call in SurfaceGeodesics.from_points
+
 
 class SurfaceGeodesics:
     """Geodesic distances on one triangle mesh.
@@ -40,27 +42,29 @@ class SurfaceGeodesics:
         face's three corners. Work is chunked so memory stays bounded for any k."""
         face = np.asarray(face, np.int64).reshape(-1)
         bary = np.asarray(bary, np.float64).reshape(-1, 3)
+        k = len(face)
+        if k == 0:
+            return sp.csr_matrix((0, self.n))
+        corners = self.faces[face]
+        w = np.linalg.norm(self.vertices[corners] - self.points(face, bary)[:, None], axis=2)
+        # one extra node per point, joined to its corners by edges out of it only (so no path
+        # from one point passes through another's node): one graph serves every chunk
+        rows = np.repeat(np.arange(self.n, self.n + k), 3)
+        link = sp.csr_matrix((np.maximum(w.ravel(), 1e-9), (rows, corners.ravel())), shape=(self.n + k, self.n + k))
+        g = sp.bmat([[self.graph, None], [None, sp.csr_matrix((k, k))]], format="csr") + link
         out = []
-        for s in range(0, len(face), 64):
-            f, b = face[s:s + 64], bary[s:s + 64]
-            k = len(f)
-            corners = self.faces[f]
-            w = np.linalg.norm(self.vertices[corners] - self.points(f, b)[:, None], axis=2)
-            # one extra node per point, joined to its corners; Dijkstra starts at the extra nodes
-            rows = np.repeat(np.arange(self.n, self.n + k), 3)
-            link = sp.csr_matrix((np.maximum(w.ravel(), 1e-9), (rows, corners.ravel())),
-                                 shape=(self.n + k, self.n + k))
-            g = sp.bmat([[self.graph, None], [None, sp.csr_matrix((k, k))]], format="csr") + link
-            d = dijkstra(g, directed=True, indices=np.arange(self.n, self.n + k), limit=limit_mm)[:, :self.n]
+        # small chunks: Dijkstra holds the interpreter lock for a whole call, and a pair map
+        # running beside (bodymap.track) waits for it
+        for s in range(0, k, FIELD_CHUNK):
+            src = np.arange(self.n + s, self.n + min(s + FIELD_CHUNK, k))
+            d = dijkstra(g, directed=True, indices=src, limit=limit_mm)[:, :self.n]
             # the rows straight into CSR (vertices beyond the limit, inf, not stored): building
             # it from the dense block went through COO and a sort, as long as Dijkstra itself
             # for a short limit
             reached = np.isfinite(d)
             indptr = np.concatenate([[0], np.cumsum(reached.sum(1))])
-            out.append(sp.csr_matrix((d[reached], np.nonzero(reached)[1], indptr), shape=(k, self.n)))
-        if len(out) == 1:
-            return out[0]
-        return sp.vstack(out, format="csr") if out else sp.csr_matrix((0, self.n))
+            out.append(sp.csr_matrix((d[reached], np.nonzero(reached)[1], indptr), shape=(len(src), self.n)))
+        return out[0] if len(out) == 1 else sp.vstack(out, format="csr")
 
     def at_points(self, fields: sp.csr_matrix, face: np.ndarray, bary: np.ndarray,
                   sources: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
