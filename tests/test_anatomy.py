@@ -336,6 +336,36 @@ def test_fit_worker_thread_survives_a_fork():
         assert p.apply_async(_child_uses_pool).get(timeout=30) == 3
 
 
+def test_the_fit_is_the_same_with_its_queries_beside_or_in_turn():
+    """Each fitting step pairs the body with the scan by the body of the step before, so the
+    nearest-point queries run on a second thread beside the gradient, or in this thread in a
+    process held to one (a batch worker): the fit is the same, to the last bit, either way."""
+    import torch
+
+    from bodymap.anatomy import register as reg
+    from bodymap.anatomy.body import body_model
+
+    bm = body_model()
+    with torch.no_grad():
+        v = bm._model(phenotype_kwargs={k: 0.3 for k in bm._model.phenotype_labels})["vertices"][0].numpy()
+    v = v.astype(np.float64) * 1000.0
+    v -= [*v[:, :2].mean(0), v[:, 2].min()]
+    pts = v[np.random.default_rng(4).choice(len(v), 3000, replace=False)]
+    got = []
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for workers in (1, 2, 1):
+            f = reg._Fitter(pts, v)
+            err = f._fit(12, 0.012, 60.0, workers=workers)
+            got.append((err, f.rotvec.detach().clone(), f.trans.detach().clone()))
+    finally:
+        torch.set_num_threads(n)
+    for err, rv, tr in got[1:]:
+        assert err == got[0][0] and torch.equal(rv, got[0][1]) and torch.equal(tr, got[0][2])
+    assert np.isfinite(got[0][0]) and got[0][1].abs().sum() > 0  # the fit moved
+
+
 def _child_uses_pool() -> int:
     from bodymap.anatomy.register import _pool
 

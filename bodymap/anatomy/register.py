@@ -18,6 +18,7 @@ Scans whose shape is far from a body fail loudly (RegistrationError says why); a
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future
 from typing import Callable
 
 import numpy as np
@@ -361,8 +362,8 @@ class _Fitter:
         # torch on one thread: the fit's tensors are small, so a second OpenMP thread only spins
         # at the barriers (28.5 s wall either way, 46.7 s of CPU with two threads, 28.4 with one),
         # taking the core a second batch worker or the GUI needs. The nearest-point queries, a
-        # third of the fit's time, run side by side when the process has two threads (a batch
-        # worker has one)
+        # third of the fit's time, run beside the gradient when the process has two threads (a
+        # batch worker has one; see _fit)
         torch = self.torch
         n = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -379,20 +380,21 @@ class _Fitter:
                                 {"params": list(self.pheno.values()), "lr": lr * 3},
                                 {"params": [self.detail], "lr": lr * 3 if self.details_on else 0.0}])
         loss_val = np.inf
+        pairs = None
         for it in range(steps):
             opt.zero_grad()
             v = self.vertices()
-            vn = v.detach().numpy()
-            # model -> scan (the longer query) on a second core while this one finds scan -> model
-            # and the normals; both release the GIL. One query per core beats splitting each
-            # query over two threads (scipy starts its threads anew on every call): 2.5 s of a
-            # 300k-face registration. The answers are exact, so the fit is the same either way.
-            ms = _pool().submit(self.tree.query, vn) if workers > 1 else None
-            # (an unbalanced tree builds in 60 % of the time and answers as fast: the body's
-            # vertices are put in a new tree every step)
-            i_sm = cKDTree(vn, balanced_tree=False).query(self.points.numpy())[1]  # scan -> model
+            vn = v.detach().numpy().copy()
+            # each step pairs the body with the scan by the nearest points of the body one step
+            # before (the first step, of its own): a step moves the body by a few mm at most, and
+            # the queries (16 ms of a 35 ms step at 300k faces) then run on a second core beside
+            # this step's gradient and the next one's body, instead of between them. Without a
+            # second core (a batch worker) they run here, on the same bodies: the same fit
+            if pairs is None:
+                pairs = self._pairs(vn, False)
+            i_ms, i_sm = pairs.result()
+            pairs = self._pairs(vn, workers > 1)
             n = self._normals(v)
-            i_ms = (ms.result() if ms is not None else self.tree.query(vn))[1]
             if self.tick is not None and it % 10 == 9:
                 self.tick()
             # point-to-plane with a little point-to-point: sliding along the surface is free,
@@ -417,8 +419,27 @@ class _Fitter:
             opt.step()
             loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
             self.scan_to_body_mm = float(b.detach().mean())
+        if pairs is not None:
+            pairs.result()  # (a fit never leaves work running behind it)
         del params
         return loss_val
+
+    def _pairs(self, vn: np.ndarray, beside: bool) -> Future:
+        """The nearest points between body vn (n, 3) mm and the scan: (model -> scan (n,),
+        scan -> model (k,)) indices, from a Future; on the fit's second thread when beside."""
+
+        def query():
+            i_ms = self.tree.query(vn)[1]
+            # (an unbalanced tree builds in 60 % of the time and answers as fast: the body's
+            # vertices are put in a new tree every step)
+            i_sm = cKDTree(vn, balanced_tree=False).query(self.points.numpy())[1]
+            return i_ms, i_sm
+
+        if beside:
+            return _pool().submit(query)
+        done = Future()
+        done.set_result(query())
+        return done
 
 
 def _kabsch(a: np.ndarray, b: np.ndarray, translate: bool = True) -> tuple[np.ndarray, np.ndarray]:
