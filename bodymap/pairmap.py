@@ -28,6 +28,9 @@ MAX_VERTICES = 10_000  # above this the first scan is solved on a coarse copy (F
 # SurfaceLocator answers batches up to this size itself (5,000 points 10 mm off a 290k-face
 # scan: 1.9 s, against 0.3 s for gp.squared_distance's tree; 500 points 3 mm off: 0.04 / 0.4 s)
 LOCATOR_MAX_BATCH = 2000
+# ... and while the balls of a batch hold at most this many vertices in all (a point 3 mm off a
+# 290k-face scan: about 30; one at the middle of the trunk: thousands)
+LOCATOR_MAX_NEAR = 200_000
 
 
 @dataclass
@@ -92,7 +95,12 @@ class SurfaceLocator:
             return closest_points(P, self.vertices, self.faces)
         _, v0 = self.tree.query(P)
         r0 = self._nearest_of(P, self.used[v0])
-        near = self.tree.query_ball_point(P, r0 * (1 + 1e-9) + 1e-9 + self.tau, return_sorted=False)
+        r = r0 * (1 + 1e-9) + 1e-9 + self.tau
+        # a point deep inside the body (far from the surface everywhere) draws a wide ring of the
+        # surface into its ball: past a budget, the face tree is the cheaper way
+        if int(self.tree.query_ball_point(P, r, return_length=True).sum()) > LOCATOR_MAX_NEAR:
+            return closest_points(P, self.vertices, self.faces)
+        near = self.tree.query_ball_point(P, r, return_sorted=False)
         counts = np.fromiter((len(x) for x in near), np.int64, k)
         verts = self.used[np.fromiter((v for x in near for v in x), np.int64, int(counts.sum()))]
         q_of_v = np.repeat(np.arange(k), counts)

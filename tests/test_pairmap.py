@@ -99,10 +99,11 @@ def test_junk_in_a_scan_neither_breaks_the_map_nor_spoils_it(recwarn):
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
-def test_the_locator_finds_the_same_closest_points_as_the_face_tree():
+def test_the_locator_finds_the_same_closest_points_as_the_face_tree(monkeypatch):
     """SurfaceLocator (a vertex k-d tree built once) answers exactly what gp.squared_distance's
     face tree does: the same distances and points, near the surface and far from it, with a
     long hole-filling face and a loose vertex (not on the surface) in the mesh."""
+    from bodymap import pairmap
     from bodymap.pairmap import SurfaceLocator
 
     a = _body(4)
@@ -123,3 +124,9 @@ def test_the_locator_finds_the_same_closest_points_as_the_face_tree():
         np.testing.assert_allclose(np.einsum("kj,kjd->kd", b1, v[f[f1]]), p1, atol=1e-9)
         assert d1[:5].min() > 5.0
     assert [len(x) for x in loc.closest(np.zeros((0, 3)))] == [0, 0, 0]
+    # past its budget of vertices near the queries, the same answer from the face tree
+    p = np.vstack([np.zeros((3, 3)), v[:50] + 2.0])
+    want = np.linalg.norm(p - closest_points(p, v, f)[2], axis=1)
+    for budget in (10 ** 9, 10):
+        monkeypatch.setattr(pairmap, "LOCATOR_MAX_NEAR", budget)
+        np.testing.assert_allclose(np.linalg.norm(p - loc.closest(p)[2], axis=1), want, atol=1e-9)
