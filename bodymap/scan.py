@@ -195,7 +195,7 @@ class Scan:
     # ------------------------------------------------------------------ derived data
     def _clear_cache(self) -> None:
         for name in ("face_normals", "face_areas", "vertex_normals", "uv_areas_texels",
-                     "texel_density", "bounds", "surface_area_mm2", "vertex_corners", "locator"):
+                     "texel_density", "bounds", "surface_area_mm2", "vertex_corners", "locator", "geodesics"):
             self.__dict__.pop(name, None)
 
     @property
@@ -250,6 +250,14 @@ class Scan:
         from bodymap.pairmap import SurfaceLocator
 
         return SurfaceLocator(self.vertices, self.faces)
+
+    @functools.cached_property
+    def geodesics(self):
+        """bodymap.geodesic.SurfaceGeodesics of this scan, built on first use and kept: a
+        tracking run again (after a review, a second look) reuses its graph and its fields."""
+        from bodymap.geodesic import SurfaceGeodesics
+
+        return SurfaceGeodesics(self.vertices, self.faces)
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:

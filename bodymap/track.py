@@ -398,7 +398,7 @@ def track(visit1: Visit, visit2: Visit, reviews: Reviews | None = None, options:
         pair_job = _beside(_timed_pair_map, s2, tp2, s1, tp1, o.pair_iterations)
     else:
         pair_job = None
-    g1, g2 = SurfaceGeodesics(s1.vertices, s1.faces), SurfaceGeodesics(s2.vertices, s2.faces)
+    g1, g2 = s1.geodesics, s2.geodesics
     p1 = g1.points(a["face"], a["bary"])
     # distances among each visit's own lesions (neighbour consistency, anchor weights)
     # scan-1 fields reach further than scan-2 neighbourhoods: a neighbour just inside

@@ -39,6 +39,39 @@ def test_geodesics_on_a_sphere_follow_great_circles():
     assert np.median(np.abs(hv[sel] - gd[sel]) / gd[sel]) < 0.05
 
 
+def test_fields_asked_for_again_are_kept_and_the_same(monkeypatch):
+    """SurfaceGeodesics keeps short fields per point (a tracking run again after a review or a
+    second look asks for nearly the same lesions): a point asked for again is not computed
+    again, a batch mixing kept, new and repeated points comes back in its order and equals a
+    fresh computation, long fields are not kept, and past KEEP_ENTRIES the store starts over."""
+    import bodymap.geodesic as geo
+
+    m = trimesh.creation.icosphere(4, radius=100.0)
+    g = SurfaceGeodesics(m.vertices, m.faces)
+    rng = np.random.default_rng(1)
+    f, b = rng.integers(0, len(m.faces), 30), rng.dirichlet([1, 1, 1], 30)
+    computed = []
+    real = g._fields
+    monkeypatch.setattr(g, "_fields", lambda face, bary, lim: computed.append(len(face)) or real(face, bary, lim))
+    first = g.from_points(f[:20], b[:20], 120.0)
+    again = g.from_points(f[:20], b[:20], 120.0)
+    assert computed == [20] and (first != again).nnz == 0
+    order = [25, 3, 3, 21, 0, 25]  # new, kept, repeated
+    mixed = g.from_points(f[order], b[order], 120.0)
+    assert computed == [20, 2]
+    fresh = SurfaceGeodesics(m.vertices, m.faces)._fields(f[order], b[order], 120.0)
+    assert (mixed != fresh).nnz == 0
+    short = g.from_points(f[:3], b[:3], 60.0)  # another limit: other fields
+    assert computed[-1] == 3 and (short != real(f[:3], b[:3], 60.0)).nnz == 0
+    assert short.nnz < first[:3].nnz
+    g.from_points(f[:5], b[:5], 400.0)  # beyond KEEP_LIMIT_MM: computed every time
+    g.from_points(f[:5], b[:5], 400.0)
+    assert computed[-2:] == [5, 5]
+    monkeypatch.setattr(geo, "KEEP_ENTRIES", first[:3].nnz)
+    g.from_points(f[26:], b[26:], 120.0)
+    assert len(g._kept) == 4  # (the four just computed)
+
+
 @pytest.fixture(scope="module")
 def tracked(small_patient, small_analysed):
     """The small patient's two visits (a-pose -> arms raised, remeshed) tracked with the true
