@@ -90,9 +90,9 @@ class SurfaceLocator:
         k = len(P)
         if k == 0:
             return np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 3))
-        # a first bound: the nearest vertex's own faces (the ball below grows with it)
         if k > LOCATOR_MAX_BATCH or len(self.long) > LOCATOR_MAX_BATCH:
             return closest_points(P, self.vertices, self.faces)
+        # a first bound: the nearest vertex's own faces (the ball below grows with it)
         _, v0 = self.tree.query(P)
         r0 = self._nearest_of(P, self.used[v0])
         r = r0 * (1 + 1e-9) + 1e-9 + self.tau
