@@ -366,6 +366,33 @@ def test_the_fit_is_the_same_with_its_queries_beside_or_in_turn():
     assert np.isfinite(got[0][0]) and got[0][1].abs().sum() > 0  # the fit moved
 
 
+def test_the_fits_nearest_points_are_scipys(monkeypatch):
+    """The fit's nearest-vertex queries (pykdtree when installed) name the vertices scipy's
+    k-d tree names, and a process without pykdtree falls back to scipy."""
+    import builtins
+
+    from scipy.spatial import cKDTree
+
+    from bodymap.anatomy import register as reg
+
+    rng = np.random.default_rng(11)
+    v = rng.normal(size=(5000, 3)) * 300.0
+    q = rng.normal(size=(2000, 3)) * 300.0
+    want = cKDTree(v.astype(np.float32)).query(q.astype(np.float32))[1]
+    got = reg._Nearest(v).query(q)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    real_import = builtins.__import__
+
+    def no_pykdtree(name, *a, **k):
+        if name.startswith("pykdtree"):
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_pykdtree)
+    fallback = reg._Nearest(v)
+    assert isinstance(fallback._tree, cKDTree) and np.array_equal(fallback.query(q), want)
+
+
 def _child_uses_pool() -> int:
     from bodymap.anatomy.register import _pool
 

@@ -228,6 +228,47 @@ def _start_rotvecs(name: str) -> np.ndarray:
     return rv
 
 
+class _Nearest:
+    """Nearest-vertex queries for the fit's steps: pykdtree (a k-d tree in C, two nearest-point
+    queries of a step in 10 ms against scipy's 19 ms on FAUST; the same indices up to ties in
+    float32) when installed, else scipy's cKDTree. vertices (n, 3) mm, float32."""
+
+    def __init__(self, vertices: np.ndarray):
+        v = np.ascontiguousarray(vertices, np.float32)
+        try:
+            from pykdtree.kdtree import KDTree
+        except ImportError:  # (an install without it: the same fit, slower)
+            self._tree = cKDTree(v, balanced_tree=False)
+        else:
+            self._tree = KDTree(v)
+
+    def query(self, points: np.ndarray) -> np.ndarray:
+        """(k,) int64: the nearest vertex of each of points (k, 3) mm."""
+        return np.asarray(self._tree.query(np.ascontiguousarray(points, np.float32))[1], np.int64)
+
+
+def _one_openmp_thread() -> None:
+    """The fit's worker thread runs its OpenMP loops (pykdtree's queries) on one thread: the
+    other core is the gradient's. omp_set_num_threads holds for the calling thread only."""
+    import ctypes
+    import importlib
+
+    try:  # (loaded first, so that its runtime is among those set)
+        importlib.import_module("pykdtree.kdtree")
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "libgomp" in line or "libomp" in line}
+    except OSError:  # (not Linux: the queries take what OpenMP gives them)
+        return
+    for path in libs:
+        try:
+            ctypes.CDLL(path).omp_set_num_threads(1)
+        except (OSError, AttributeError):
+            pass
+
+
 _POOL: dict = {}  # process id -> the fit's worker thread
 
 
@@ -241,7 +282,8 @@ def _pool():
     pid = os.getpid()
     if pid not in _POOL:
         _POOL.clear()
-        _POOL[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bodymap-fit")
+        _POOL[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bodymap-fit",
+                                        initializer=_one_openmp_thread)
     return _POOL[pid]
 
 
@@ -261,7 +303,7 @@ class _Fitter:
         self.fit_idx = torch.tensor([self.labels.index(b) for b in FIT_BONES])
         self.points = torch.as_tensor(points, dtype=torch.float32)
         self.scan_vertices = torch.as_tensor(scan_vertices, dtype=torch.float32)
-        self.tree = cKDTree(scan_vertices)
+        self.tree = _Nearest(scan_vertices)
         self.faces = torch.as_tensor(bm.faces)
         z = points[:, 2]
         # standing height: the top of the central column (raised hands lie off to the sides)
@@ -387,7 +429,8 @@ class _Fitter:
             vn = v.detach().numpy().copy()
             # each step pairs the body with the scan by the nearest points of the body one step
             # before (the first step, of its own): a step moves the body by a few mm at most, and
-            # the queries (16 ms of a 35 ms step at 300k faces) then run on a second core beside
+            # the queries (with scipy's trees, 16 ms of a 35 ms step at 300k faces; _Nearest)
+            # then run on a second core beside
             # this step's gradient and the next one's body, instead of between them. Without a
             # second core (a batch worker) they run here, on the same bodies: the same fit
             if pairs is None:
@@ -429,10 +472,8 @@ class _Fitter:
         scan -> model (k,)) indices, from a Future; on the fit's second thread when beside."""
 
         def query():
-            i_ms = self.tree.query(vn)[1]
-            # (an unbalanced tree builds in 60 % of the time and answers as fast: the body's
-            # vertices are put in a new tree every step)
-            i_sm = cKDTree(vn, balanced_tree=False).query(self.points.numpy())[1]
+            i_ms = self.tree.query(vn)
+            i_sm = _Nearest(vn).query(self.points.numpy())  # (the body moved: a new tree each step)
             return i_ms, i_sm
 
         if beside:
