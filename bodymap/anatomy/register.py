@@ -399,8 +399,12 @@ class _Fitter:
         n = torch.zeros_like(v).index_add_(0, f[:, 0], fn).index_add_(0, f[:, 1], fn).index_add_(0, f[:, 2], fn)
         return n / n.norm(dim=1, keepdim=True).clamp_min(1e-9)
 
-    def fit(self, steps: int, lr: float = 0.03, cap_mm: float = 60.0) -> float:
-        """Gradient steps on the robust two-way distance; returns the final mean distance (mm)."""
+    def fit(self, steps: int, lr: float = 0.03, cap_mm: float = 60.0, lag: bool = False) -> float:
+        """Gradient steps on the robust two-way distance; returns the final mean distance (mm).
+        lag: pair body and scan by the body of the step before, so that the nearest-point
+        queries run beside the gradient (the body fit's small steps); otherwise by the current
+        body (the coarse fits: their large first steps, paired by a body a step old, ended FAUST
+        003 in a closer but wrong fit on two sampling seeds of three)."""
         # torch on one thread: the fit's tensors are small, so a second OpenMP thread only spins
         # at the barriers (28.5 s wall either way, 46.7 s of CPU with two threads, 28.4 with one),
         # taking the core a second batch worker or the GUI needs. The nearest-point queries, a
@@ -410,11 +414,11 @@ class _Fitter:
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._fit(steps, lr, cap_mm, workers=n)
+            return self._fit(steps, lr, cap_mm, workers=n, lag=lag)
         finally:
             torch.set_num_threads(n)
 
-    def _fit(self, steps: int, lr: float, cap_mm: float, workers: int = 1) -> float:
+    def _fit(self, steps: int, lr: float, cap_mm: float, workers: int = 1, lag: bool = True) -> float:
         torch = self.torch
         params = [self.rotvec, self.trans, *self.pheno.values()]
         opt = torch.optim.Adam([{"params": [self.rotvec], "lr": lr},
@@ -427,16 +431,18 @@ class _Fitter:
             opt.zero_grad()
             v = self.vertices()
             vn = v.detach().numpy().copy()
-            # each step pairs the body with the scan by the nearest points of the body one step
-            # before (the first step, of its own): a step moves the body by a few mm at most, and
+            # with lag (the body fit), each step pairs the body with the scan by the nearest
+            # points of the body one step before (the first step, of its own): a step moves the
+            # body by a few mm at most, and
             # the queries (with scipy's trees, 16 ms of a 35 ms step at 300k faces; _Nearest)
             # then run on a second core beside
             # this step's gradient and the next one's body, instead of between them. Without a
             # second core (a batch worker) they run here, on the same bodies: the same fit
-            if pairs is None:
+            if pairs is None or not lag:
                 pairs = self._pairs(vn, False)
             i_ms, i_sm = pairs.result()
-            pairs = self._pairs(vn, workers > 1)
+            if lag:
+                pairs = self._pairs(vn, workers > 1)
             n = self._normals(v)
             if self.tick is not None and it % 10 == 9:
                 self.tick()
@@ -842,7 +848,8 @@ def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], f
         if k == n - 2:
             fitter.keypoints = []
         say("fitting the body", frac[0] + (frac[1] - frac[0]) * k / n)
-        err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0)
+        err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0,
+                         lag=True)
     fitter.keypoints = []
     return err
 
