@@ -15,7 +15,7 @@ import platform
 import time
 from pathlib import Path
 
-EXTERNAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "external"
+EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external"
 
 
 def main() -> None:

@@ -418,7 +418,7 @@ class _Fitter:
         finally:
             torch.set_num_threads(n)
 
-    def _fit(self, steps: int, lr: float, cap_mm: float, workers: int = 1, lag: bool = True) -> float:
+    def _fit(self, steps: int, lr: float, cap_mm: float, workers: int, lag: bool) -> float:
         torch = self.torch
         params = [self.rotvec, self.trans, *self.pheno.values()]
         opt = torch.optim.Adam([{"params": [self.rotvec], "lr": lr},
@@ -433,11 +433,10 @@ class _Fitter:
             vn = v.detach().numpy().copy()
             # with lag (the body fit), each step pairs the body with the scan by the nearest
             # points of the body one step before (the first step, of its own): a step moves the
-            # body by a few mm at most, and
-            # the queries (with scipy's trees, 16 ms of a 35 ms step at 300k faces; _Nearest)
-            # then run on a second core beside
-            # this step's gradient and the next one's body, instead of between them. Without a
-            # second core (a batch worker) they run here, on the same bodies: the same fit
+            # body by a few mm at most, and the queries (with scipy's trees, 16 ms of a 35 ms
+            # step at 300k faces; _Nearest) then run on a second core beside this step's
+            # gradient and the next one's body, instead of between them. Without a second core
+            # (a batch worker) they run here, on the same bodies: the same fit
             if pairs is None or not lag:
                 pairs = self._pairs(vn, False)
             i_ms, i_sm = pairs.result()
