@@ -22,7 +22,11 @@ the skin from the trunk, legs and head, the farthest points are the fingertips. 
    of the band at that distance from the shoulder (RING_MM either way) has its centre inside
    the arm. The scan's ring centre is the target of the model's ring centre: the same
    construction on both surfaces, so its bias (the rings are slanted, the shoulder point is on
-   the skin) is much the same on both.
+   the skin) is much the same on both;
+6. and two rings either side of the elbow, placed by their geodesic distance from the tip (at
+   ELBOW_RINGS of the model's fingertip-to-elbow distance): hand and forearm are as long on
+   both surfaces wherever the fit put the shoulder, so these find the scan's elbow where a
+   forearm swung up before the face hides it from the shoulder's distances.
 
 Dijkstra on edges overestimates geodesics by about 8 %; that is far below what tells a hand
 from an elbow, and it needs no factorisation of a 300k-face scan.
@@ -39,11 +43,13 @@ DISTAL_MM = 60.0  # the hand's end, both sides: a fist and an open hand differ b
 EXPLAINED_MM = 20.0  # scan points this close to the fitted trunk, legs or head are not hands
 ARM_LENGTH_TOLERANCE = 0.3  # shoulder -> tip on the scan within 30 % of the fitted arm's
 # ring keypoints at these fractions of shoulder -> fingertip: 0.85 is the wrist, which with the
-# hand's keypoint sets the forearm's direction (rings at the elbow and upper arm, tried on FAUST,
-# pulled the trunk out of place: the two surfaces' rings differ more there)
+# hand's keypoint sets the forearm's direction (rings at the elbow and upper arm by this
+# measure, tried on FAUST, pulled the trunk out of place: the two surfaces' rings differ more
+# there, and register lets such rings move the arm only)
 ARM_RINGS = (0.85,)
 RING_MM = 10.0  # a ring: points within this of its geodesic distance from the shoulder
 TUBE_SLACK_MM = 60.0  # the arm: d(shoulder) + d(tip) within this of the arm's length
+ELBOW_RINGS = (0.8, 1.3)  # rings at these fractions of the model's fingertip -> elbow distance (step 6)
 MIN_RING = 6  # vertices a ring needs on each surface (a hole or a merged arm leaves fewer)
 
 
@@ -106,6 +112,14 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
         out[side] = [(model_end, scan_vertices[from_tip < DISTAL_MM].mean(0))]
         scan_rings = _rings(from_shoulder[k - 1], from_tip, arm_scan)
         model_rings = _rings(along, model_from_tip, arm_model)
+        if ELBOW_RINGS:
+            # rings either side of the elbow, measured from the fingertip (hand and forearm have
+            # the same length on both surfaces, wherever the fit put the shoulder)
+            elbow = np.flatnonzero((l2 == names.index("elbow")) & (t.side == k))
+            to_elbow = float(np.median(model_from_tip[elbow]))
+            for f in ELBOW_RINGS:
+                scan_rings.append(_ring(from_shoulder[k - 1], from_tip, arm_scan, f * to_elbow))
+                model_rings.append(_ring(along, model_from_tip, arm_model, f * to_elbow))
         for ring_s, ring_m in zip(scan_rings, model_rings):
             if len(ring_s) >= MIN_RING and len(ring_m) >= MIN_RING:
                 out[side].append((ring_m, scan_vertices[ring_s].mean(0)))
@@ -119,3 +133,9 @@ def _rings(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float) -> li
     on one surface, length the shoulder -> tip distance (mm)."""
     tube = from_shoulder + from_tip <= length + TUBE_SLACK_MM
     return [np.flatnonzero(tube & (np.abs(from_shoulder - f * length) <= RING_MM)) for f in ARM_RINGS]
+
+
+def _ring(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float, at_mm: float) -> np.ndarray:
+    """Vertex indices of the arm's ring at_mm (geodesic) from the fingertip."""
+    tube = from_shoulder + from_tip <= length + TUBE_SLACK_MM
+    return np.flatnonzero(tube & (np.abs(from_tip - at_mm) <= RING_MM))

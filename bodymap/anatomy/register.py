@@ -8,7 +8,7 @@ tried from bent, seated, kneeling and crouched starts facing each horizontal way
 (2) the body model's pose (major joints), phenotype and proportions (SHAPE_DETAILS), plus a
 rigid placement, are fitted to the scan by gradient descent on a robust two-way nearest-point
 distance (differentiable anny, CPU); an arm the fit leaves off the scan is fitted again with its
-hand and wrist pulled to keypoints found on the scan (_mend_arms); (3) each scan vertex takes
+hand, wrist and elbow pulled to keypoints found on the scan (_mend_arms); (3) each scan vertex takes
 the closest point on the fitted body, whose face and barycentric coordinates are the same on
 the template (anny keeps one topology), giving a dense correspondence and a residual.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import Future
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -287,6 +287,17 @@ def _pool():
     return _POOL[pid]
 
 
+class Keypoint(NamedTuple):
+    """A pull on the fitted body: the mean of model vertices idx (k,) belongs at target (3,) mm
+    (torch tensors). arm_only: it moves the arm's bones alone (_Fitter.keypoint_grad); to_end: it
+    pulls in the body fit's last rounds too, which otherwise leave the body to the surface."""
+
+    idx: object
+    target: object
+    arm_only: bool = False
+    to_end: bool = False
+
+
 class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
@@ -321,15 +332,18 @@ class _Fitter:
         self.rotvec = rv.requires_grad_(True)
         self._reg_mask = torch.ones(len(FIT_BONES), 1)
         self._reg_mask[[0, FIT_BONES.index("upperarm01.L"), FIT_BONES.index("upperarm01.R")]] = 0.0
+        self._arm_rows = torch.tensor([[1.0] if b.startswith(("clavicle", "upperarm", "lowerarm", "wrist")) else [0.0]
+                                       for b in FIT_BONES])
         self.trans = torch.tensor([*points[:, :2].mean(0), z.min()], dtype=torch.float32, requires_grad=True)
         self.pheno = {k: torch.zeros(1, requires_grad=True) for k in self.model.phenotype_labels}  # logits
         # local shape changes (SHAPE_DETAILS; tanh of these), fitted only once details_on is set
         self.detail = torch.zeros(1, len(SHAPE_DETAILS), requires_grad=True)
         self.details_on = False
+        self.shape_fixed = False  # phenotype and details held (_mend_arms' arm-only try)
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
         self.partial = partial
-        self.keypoints = []  # [(model vertex indices (k,), target (3,) mm)]: their mean belongs there
+        self.keypoints: list[Keypoint] = []
         self.tick = tick  # called every few steps: a progress callback may raise there to cancel
         self.scan_to_body_mm = np.inf
         if partial:  # an upper-body scan: an average adult, its head top at the scan's top
@@ -390,6 +404,17 @@ class _Fitter:
             self._offset = torch.cat([v[:, :2].mean(0), v[:, 2:].min(0).values]).detach()
         return v - self._offset + self.trans
 
+    def keypoint_grad(self, v):
+        """(len(FIT_BONES), 3) torch: the gradient of the arm-only keypoints' pull (each one's
+        mean vertex towards its target, KEYPOINT_WEIGHT per mm) on the bone rotations of the arms
+        (clavicle to wrist), zero on every other parameter. The arm's rings are such: pulled
+        through the trunk too, their rough targets (a slanted ring's centre) shifted its skin
+        along the scan (FAUST 003's median correspondence error 4.5 -> 16.7 mm with rings at the
+        elbow). v: the current vertices (13718, 3) with their graph (kept)."""
+        torch = self.torch
+        kp = sum(KEYPOINT_WEIGHT * (v[k.idx].mean(0) - k.target).norm() for k in self.keypoints if k.arm_only)
+        return torch.autograd.grad(kp, self.rotvec, retain_graph=True)[0] * self._arm_rows
+
     def _normals(self, v):
         """Unit vertex normals (n, 3) of the body v (torch), area-weighted, without gradient."""
         torch = self.torch
@@ -423,8 +448,8 @@ class _Fitter:
         params = [self.rotvec, self.trans, *self.pheno.values()]
         opt = torch.optim.Adam([{"params": [self.rotvec], "lr": lr},
                                 {"params": [self.trans], "lr": lr * 100},
-                                {"params": list(self.pheno.values()), "lr": lr * 3},
-                                {"params": [self.detail], "lr": lr * 3 if self.details_on else 0.0}])
+                                {"params": list(self.pheno.values()), "lr": 0.0 if self.shape_fixed else lr * 3},
+                                {"params": [self.detail], "lr": lr * 3 if self.details_on and not self.shape_fixed else 0.0}])
         loss_val = np.inf
         pairs = None
         for it in range(steps):
@@ -461,9 +486,13 @@ class _Fitter:
             loss = loss_a + rho(b).mean() + REG * (((self.rotvec - self._rest) * self._reg_mask) ** 2).mean()
             if self.details_on:
                 loss = loss + DETAIL_REG * (torch.tanh(self.detail) ** 2).sum()
-            for idx, target in self.keypoints:
-                loss = loss + KEYPOINT_WEIGHT * (v[idx].mean(0) - target).norm()
+            for k in self.keypoints:
+                if not k.arm_only:
+                    loss = loss + KEYPOINT_WEIGHT * (v[k.idx].mean(0) - k.target).norm()
+            kp_grad = self.keypoint_grad(v) if any(k.arm_only for k in self.keypoints) else None
             loss.backward()
+            if kp_grad is not None:
+                self.rotvec.grad += kp_grad
             opt.step()
             loss_val = 0.5 * (float(a.detach().mean()) + float(b.detach().mean()))
             self.scan_to_body_mm = float(b.detach().mean())
@@ -841,11 +870,12 @@ def fit_summary(info: dict) -> str:
 def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], frac: tuple[float, float]) -> float:
     """The body fit proper: ``rounds`` rounds of 50 steps, large steps and a wide capture first,
     then finer steps and a tight cap; keypoints pull until the last two rounds, which leave the
-    hands to the surface. Returns the final mean distance (mm); progress from frac[0] to frac[1]."""
+    hands to the surface (those marked to_end pull on). Returns the final mean distance (mm);
+    progress from frac[0] to frac[1]."""
     n = rounds
     for k in range(n):
         if k == n - 2:
-            fitter.keypoints = []
+            fitter.keypoints = [kp for kp in fitter.keypoints if kp.to_end]
         say("fitting the body", frac[0] + (frac[1] - frac[0]) * k / n)
         err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0,
                          lag=True)
@@ -864,9 +894,10 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
                before: dict[str, float] | None = None) -> tuple[float, dict]:
     """Fit the body again when an arm was left off the scan (limbs_off_scan >= LIMB_OFF_FAIR):
     from ``start`` (fitter.state() before the body fit), with that arm's hand pulled towards the
-    scan's hand, then once more with the arm's rings pulled too (bodymap.anatomy.keypoints:
-    the rings place a bent elbow, which the hand alone leaves free, but they can also pull a
-    body the hand alone would fit better). A second fit is kept only when it is closer to the
+    scan's hand; again with the wrist's ring pulled too; and again with the rings either side
+    of the elbow too, each pulling the arm's bones only (bodymap.anatomy.keypoints: the rings
+    place a bent elbow, which the hand alone leaves free, but pulled through the trunk they slid
+    its skin along the scan), the rings until the end of the fit. A second fit is kept only when it is closer to the
     scan (mean distance) and those arms lie less off it; of two such, the closer. fitter in the
     frame scan @ R.T - offset; err: the first fit's mean distance (mm); before: limbs_off_scan of
     the fit as it is, when the caller has it. Returns the mean
@@ -889,15 +920,26 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         return err, record
     off_sum = lambda off: sum(off[f"{s} arm"] for s in bad)  # noqa: E731
     best = (err, fitter.state(), before, None)
-    tries = {"hands": 1, "hands and arms": None}  # keypoints of each pulled arm: the hand's, or all
+    # keypoints of each pulled arm (the hand's, with the wrist's ring, or all), pulling the whole
+    # body (a body leaning to reach its hands leans) or, with the elbow's rings, the arm only
+    # (their rough targets slid the trunk's skin)
+    tries = {"hands": (1, False), "hands and wrists": (2, False), "hands and arms": (None, True)}
     if not any(len(found[s]) > 1 for s in pull):
-        del tries["hands and arms"]
+        del tries["hands and wrists"], tries["hands and arms"]
     record["tried"] = {}
-    for name, k in tries.items():
+    for name, (k, arm_only) in tries.items():
         fitter.restore(start)
-        fitter.keypoints = [(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32))
-                            for s in pull for idx, target in found[s][:k]]
+        if arm_only:  # the body's shape as the best fit so far read it: only the pose changes
+            fitter.restore([start[0], start[1], best[1][2], best[1][3]])
+            fitter.shape_fixed = True
+        # the arm-only rings pull to the end: left to the surface in the last rounds, FAUST 003's
+        # arms went back towards the first fit's (its upper arm's template points 29 -> 57 mm,
+        # at the median, from pose 000's). The hand is left to the surface (refine_hands turns it)
+        fitter.keypoints = [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
+                                     arm_only, to_end=arm_only and j > 0)
+                            for s in pull for j, (idx, target) in enumerate(found[s][:k])]
         new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
+        fitter.shape_fixed = False
         after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
         record["tried"][name] = {"mean_mm": round(new_err, 2), "off": {s: after[f"{s} arm"] for s in bad}}
         # (or far closer: FAUST 003, 15.3 -> 9.1 mm, has an arm hanging where the check reads it
