@@ -897,8 +897,9 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     scan's hand; again with the wrist's ring pulled too; and again with the rings either side
     of the elbow too, each pulling the arm's bones only (bodymap.anatomy.keypoints: the rings
     place a bent elbow, which the hand alone leaves free, but pulled through the trunk they slid
-    its skin along the scan), the rings until the end of the fit. A second fit is kept only when it is closer to the
-    scan (mean distance) and those arms lie less off it; of two such, the closer. fitter in the
+    its skin along the scan), the rings until the end of the fit. A second fit is kept only when
+    it is closer to the scan (mean distance) and those arms lie less off it; of such, the
+    closest. fitter in the
     frame scan @ R.T - offset; err: the first fit's mean distance (mm); before: limbs_off_scan of
     the fit as it is, when the caller has it. Returns the mean
     distance of the fit kept and a record of what was tried (empty when no arm was off or no
@@ -933,8 +934,9 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
             fitter.restore([start[0], start[1], best[1][2], best[1][3]])
             fitter.shape_fixed = True
         # the arm-only rings pull to the end: left to the surface in the last rounds, FAUST 003's
-        # arms went back towards the first fit's (its upper arm's template points 29 -> 57 mm,
-        # at the median, from pose 000's). The hand is left to the surface (refine_hands turns it)
+        # arms went back towards the first fit's (its upper arm's template points a median 57 mm
+        # from pose 000's, against 29 mm). The hand is left to the surface (refine_hands turns it;
+        # held too, FAUST 001's hands slid)
         fitter.keypoints = [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
                                      arm_only, to_end=arm_only and j > 0)
                             for s in pull for j, (idx, target) in enumerate(found[s][:k])]
