@@ -110,16 +110,10 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
         model_from_tip = dijkstra(body_graph, indices=[fingertip])[0]
         model_end = np.flatnonzero(model_from_tip < DISTAL_MM)
         out[side] = [(model_end, scan_vertices[from_tip < DISTAL_MM].mean(0))]
-        scan_rings = _rings(from_shoulder[k - 1], from_tip, arm_scan)
-        model_rings = _rings(along, model_from_tip, arm_model)
-        if ELBOW_RINGS:
-            # rings either side of the elbow, measured from the fingertip (hand and forearm have
-            # the same length on both surfaces, wherever the fit put the shoulder)
-            elbow = np.flatnonzero((l2 == names.index("elbow")) & (t.side == k))
-            to_elbow = float(np.median(model_from_tip[elbow]))
-            for f in ELBOW_RINGS:
-                scan_rings.append(_ring(from_shoulder[k - 1], from_tip, arm_scan, f * to_elbow))
-                model_rings.append(_ring(along, model_from_tip, arm_model, f * to_elbow))
+        elbow = np.flatnonzero((l2 == names.index("elbow")) & (t.side == k))
+        to_elbow = float(np.median(model_from_tip[elbow]))  # the model's fingertip -> elbow
+        scan_rings = _rings(from_shoulder[k - 1], from_tip, arm_scan, to_elbow)
+        model_rings = _rings(along, model_from_tip, arm_model, to_elbow)
         for ring_s, ring_m in zip(scan_rings, model_rings):
             if len(ring_s) >= MIN_RING and len(ring_m) >= MIN_RING:
                 out[side].append((ring_m, scan_vertices[ring_s].mean(0)))
@@ -128,14 +122,12 @@ def hand_keypoints(scan_vertices: np.ndarray, scan_faces: np.ndarray, body: np.n
     return out
 
 
-def _rings(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float) -> list[np.ndarray]:
-    """Vertex indices of the arm's rings (ARM_RINGS): from_shoulder, from_tip (n,) geodesic mm
-    on one surface, length the shoulder -> tip distance (mm)."""
+def _rings(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float, to_elbow: float) -> list[np.ndarray]:
+    """Vertex indices of the arm's rings on one surface: at ARM_RINGS of the shoulder -> tip
+    length from the shoulder, then at ELBOW_RINGS of to_elbow (the model's fingertip -> elbow
+    distance, mm) from the fingertip (hand and forearm have the same length on both surfaces,
+    wherever the fit put the shoulder). from_shoulder, from_tip (n,) geodesic mm on that
+    surface; length the shoulder -> tip distance (mm)."""
     tube = from_shoulder + from_tip <= length + TUBE_SLACK_MM
-    return [np.flatnonzero(tube & (np.abs(from_shoulder - f * length) <= RING_MM)) for f in ARM_RINGS]
-
-
-def _ring(from_shoulder: np.ndarray, from_tip: np.ndarray, length: float, at_mm: float) -> np.ndarray:
-    """Vertex indices of the arm's ring at_mm (geodesic) from the fingertip."""
-    tube = from_shoulder + from_tip <= length + TUBE_SLACK_MM
-    return np.flatnonzero(tube & (np.abs(from_tip - at_mm) <= RING_MM))
+    return ([np.flatnonzero(tube & (np.abs(from_shoulder - f * length) <= RING_MM)) for f in ARM_RINGS]
+            + [np.flatnonzero(tube & (np.abs(from_tip - f * to_elbow) <= RING_MM)) for f in ELBOW_RINGS])
