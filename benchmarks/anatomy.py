@@ -68,7 +68,10 @@ def start_pose(info: dict) -> str:
     if not s:
         return "standing start"
     verdict = "kept" if s["kept"] else "not kept"
-    return f"pose search: {s['best']} {s['best_mm']:.1f} mm against standing {s['standing_mm']:.1f} mm, {verdict}"
+    beyond = (f" (standing start {s['standing_off_beyond_arms']:.0%} off the scan beyond the arms)"
+              if "standing_off_beyond_arms" in s else "")
+    return (f"pose search: {s['best']} {s['best_mm']:.1f} mm against standing {s['standing_mm']:.1f} mm{beyond}, "
+            f"{verdict}")
 
 
 def mended(info: dict) -> str:

@@ -210,6 +210,27 @@ def test_a_shape_that_is_not_a_body_fails_loudly():
     assert issubclass(RegistrationError, ValueError)  # the CLI reports both as one line, exit code 2
 
 
+def test_off_beyond_arms_reads_the_trunk_and_legs_only():
+    """The pose search's cue: how much of a standing body lies off the scan outside its arms
+    and hands. Arms held elsewhere leave it at zero; a body bent at the hips does not."""
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.register import _off_beyond_arms
+
+    t = load_template()
+    scan = Scan(t.vertices, t.faces)
+    assert _off_beyond_arms(t.vertices, scan) == 0.0
+    body = t.vertices.copy()
+    macro = np.array([tx.macro(int(i)) for i in t.site])
+    body[np.isin(macro, ["arm", "hand"])] += [0.0, -200.0, 100.0]  # both arms raised forward
+    assert _off_beyond_arms(body, scan) == 0.0
+    # the trunk, head and arms bent forward at the hips (z = 950 mm) by 60 degrees
+    up = t.vertices[:, 2] > 950.0
+    a = np.deg2rad(60.0)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])  # head towards -y (front)
+    body[up] = (t.vertices[up] - [0, 0, 950.0]) @ rot.T + [0, 0, 950.0]
+    assert _off_beyond_arms(body, scan) > 0.3
+
+
 def test_a_bent_forward_body_registers(tmp_path):
     """Issue 14: a body bent forward at the hips, which no standing start reaches (the fit ended
     poor with level-2 agreement 0.46 before the pose search), is fitted from a bent start and
@@ -380,10 +401,14 @@ def test_faust_hands_before_the_face_register_onto_the_same_skin():
     folder = EXTERNAL / "faust_fundcg"
     if not folder.exists():
         pytest.skip(f"{folder} not available")
-    tp = [template_positions(s, register(s, seed=1)) for s in
-          (load_scan(folder / "tr_reg_000.off"), load_scan(folder / "tr_reg_003.off"))]
+    corrs = [register(load_scan(folder / f"tr_reg_{k:03d}.off"), seed=1) for k in (0, 3)]
+    tp = [template_positions(load_scan(folder / f"tr_reg_{k:03d}.off"), c) for k, c in zip((0, 3), corrs)]
     d = np.linalg.norm(tp[0] - tp[1], axis=1)
     assert np.median(d) < 10.0 and np.percentile(d, 95) < 60.0
+    # far from the standing start through its raised arms only: no bent, seated or kneeling
+    # start is searched (one was, for 15 s, and never kept)
+    skipped = corrs[1].info["pose_search_skipped"]
+    assert not corrs[1].info["pose_search"] and skipped["standing_off_beyond_arms"] < 0.2
 
 
 def test_the_body_fits_last_rounds_keep_only_the_keypoints_marked_to_end():

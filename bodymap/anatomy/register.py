@@ -54,6 +54,11 @@ KEYPOINT_WEIGHT = 0.1  # per mm of the hand's distance, against the fit's mean s
 POSE_SEARCH_MM = 20.0
 SEARCH_POSES = ("bent-forward", "seated", "kneeling", "crouched")
 POSE_KEEP = 0.8
+# ... and only when at least POSE_SEARCH_OFF of the standing start's body outside the arms and
+# hands lies off the scan (_off_beyond_arms). Development scans (docs/benchmarks.md, stop 45):
+# bodies the search fitted better 0.28-0.60; those it did not (raised, forward and crossed
+# arms: FAUST 003, clinic 7105, 7803, 7805) 0.06-0.14, where it cost 15 s (FAUST 003)
+POSE_SEARCH_OFF = 0.20
 # The body fit proper (after the coarse alignment) also fits these of anny's local shape changes
 # (MakeHuman's measurement modifiers, each in [-1, 1]): the six phenotype sliders set a body's
 # size and build, not its proportions, and a limb or trunk the model has too long or too short
@@ -782,17 +787,11 @@ def limbs_off_scan(body: np.ndarray, scan: Scan, partial: bool = False) -> dict[
     partial: the scan shows part of the body, so only the limb's vertices within the scan's
     bounds count, and a limb with under a quarter of them there is left out (not scanned).
     """
-    import gpytoolbox as gp
     from bodymap import taxonomy as tx
     from bodymap.anatomy.template import load_template
 
     t = load_template()
-    d2, face, _ = gp.squared_distance(body, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
-    d, face = np.sqrt(np.asarray(d2).ravel()), np.asarray(face).ravel()
-    tri = scan.vertices[scan.faces[face]]
-    # the side of the closest face's plane: at > 15 mm the plane and the surface agree
-    inside = np.einsum("nd,nd->n", body - tri.mean(1), scan.face_normals[face]) < 0
-    off = np.where(inside, d > LIMB_IN_MM, d > LIMB_OUT_MM)
+    off = _off_scan(body, scan)
     lo, hi = scan.bounds
     seen = (np.all((body >= lo - LIMB_OUT_MM) & (body <= hi + LIMB_OUT_MM), axis=1) if partial
             else np.ones(len(body), bool))
@@ -806,6 +805,30 @@ def limbs_off_scan(body: np.ndarray, scan: Scan, partial: bool = False) -> dict[
             if seen[m].mean() >= 0.25:
                 out[f"{side} {limb}"] = round(float(off[m & seen].mean()), 4)
     return out
+
+
+def _off_scan(body: np.ndarray, scan: Scan) -> np.ndarray:
+    """(n,) bool: which vertices of ``body`` (n, 3) mm lie more than LIMB_OUT_MM outside the
+    scan's surface or LIMB_IN_MM inside it (inside: behind the closest scan face's normal)."""
+    import gpytoolbox as gp
+
+    d2, face, _ = gp.squared_distance(body, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
+    d, face = np.sqrt(np.asarray(d2).ravel()), np.asarray(face).ravel()
+    tri = scan.vertices[scan.faces[face]]
+    # the side of the closest face's plane: at > 15 mm the plane and the surface agree
+    inside = np.einsum("nd,nd->n", body - tri.mean(1), scan.face_normals[face]) < 0
+    return np.where(inside, d > LIMB_IN_MM, d > LIMB_OUT_MM)
+
+
+def _off_beyond_arms(body: np.ndarray, scan: Scan) -> float:
+    """The share of the fitted body's (13718, 3) mm template vertices off the scan (_off_scan)
+    outside the arms and hands: what a different trunk or leg pose could bring onto it."""
+    from bodymap import taxonomy as tx
+    from bodymap.anatomy.template import load_template
+
+    t = load_template()
+    rest = ~np.isin([tx.macro(int(i)) for i in t.site], ["arm", "hand", "other"])
+    return float(_off_scan(body[rest], scan).mean())
 
 
 def fit_quality(residual_mm: np.ndarray, model_residual_mm: np.ndarray, site_l1: np.ndarray,
@@ -1054,13 +1077,19 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             if best is None or e < best[0]:
                 best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
-    searched = {}
-    if err0 > POSE_SEARCH_MM:  # far from every standing start: a bent, seated or kneeling body?
+    searched, skipped = {}, {}
+    # far from every standing start: a bent, seated or kneeling body? Not when the standing body
+    # lies on the scan beyond its arms: the arms alone keep it far (raised, crossed), and the
+    # searched poses differ in the trunk and legs
+    beyond = _off_beyond_arms(_in_scan(fitter, R, offset), scan) if err0 > POSE_SEARCH_MM else 0.0
+    if beyond >= POSE_SEARCH_OFF:
         say("coarse alignment (other poses)", 0.4)
         found = _pose_search(pts, sv, _up_rotations(scan), tick)
-        searched = _search_record(err0, found)
+        searched = _search_record(err0, found, standing_off_beyond_arms=round(beyond, 3))
         if searched["kept"]:
             err0, R, offset, fitter = found
+    elif err0 > POSE_SEARCH_MM:
+        skipped = {"standing_mm": round(err0, 2), "standing_off_beyond_arms": round(beyond, 3)}
     # a partial scan (upper body only, say) is better explained by a body that is not stood on
     # the scan's lowest point: compare how well each explains the scan's points
     fitter.fit(10, lr=0.012)
@@ -1142,6 +1171,6 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
             "quality": quality, "arms_mended": mended, "start_pose": fitter.start,
             "shape_details": {k: round(float(x), 3) for k, x in zip(SHAPE_DETAILS, fitter.torch.tanh(fitter.detail.detach())[0])},
-            "pose_search": searched, "hands_turned": hands}
+            "pose_search": searched, "pose_search_skipped": skipped, "hands_turned": hands}
     say("done", 1.0)
     return Correspondence(I, B.astype(np.float32), resid.astype(np.float32), surface, info)
