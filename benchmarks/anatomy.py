@@ -66,7 +66,10 @@ def start_pose(info: dict) -> str:
     """Which start the fit went on from (Correspondence.info): standing, or a pose the search found."""
     s = info.get("pose_search") or {}
     if not s:
-        return "standing start"
+        skip = info.get("pose_search_skipped") or {}
+        return "standing start" + (f" (no pose search: {skip['standing_mm']:.1f} mm from it, but only "
+                                   f"{skip['standing_off_beyond_arms']:.0%} off the scan beyond the arms)"
+                                   if skip else "")
     verdict = "kept" if s["kept"] else "not kept"
     beyond = (f" (standing start {s['standing_off_beyond_arms']:.0%} off the scan beyond the arms)"
               if "standing_off_beyond_arms" in s else "")

@@ -231,6 +231,19 @@ def test_off_beyond_arms_reads_the_trunk_and_legs_only():
     assert _off_beyond_arms(body, scan) > 0.3
 
 
+def test_a_searched_start_closer_than_standing_is_kept():
+    """A searched pose is kept whenever it explains the scan better than the standing start: a
+    seated body whose seated start ended 0.86 of the standing distance (clinic seed 8007) was
+    fitted standing (level 2 0.709) while the margin asked 0.8; from the seated start, 0.962."""
+    from types import SimpleNamespace
+
+    from bodymap.anatomy.register import _search_record
+
+    seated = SimpleNamespace(start="seated")
+    assert _search_record(21.54, (18.49, None, None, seated))["kept"]
+    assert not _search_record(23.57, (36.27, None, None, seated))["kept"]  # FAUST 003's kneeling start
+
+
 def test_a_bent_forward_body_registers(tmp_path):
     """Issue 14: a body bent forward at the hips, which no standing start reaches (the fit ended
     poor with level-2 agreement 0.46 before the pose search), is fitted from a bent start and
