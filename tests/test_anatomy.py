@@ -220,8 +220,8 @@ def test_off_beyond_arms_reads_the_trunk_and_legs_only():
     scan = Scan(t.vertices, t.faces)
     assert _off_beyond_arms(t.vertices, scan) == 0.0
     body = t.vertices.copy()
-    macro = np.array([tx.macro(int(i)) for i in t.site])
-    body[np.isin(macro, ["arm", "hand"])] += [0.0, -200.0, 100.0]  # both arms raised forward
+    macro = tx.macro_lut()[t.site]
+    body[np.isin(macro, [tx.MACRO.index("arm"), tx.MACRO.index("hand")])] += [0.0, -200.0, 100.0]  # both arms raised forward
     assert _off_beyond_arms(body, scan) == 0.0
     # the trunk, head and arms bent forward at the hips (z = 950 mm) by 60 degrees
     up = t.vertices[:, 2] > 950.0
@@ -414,8 +414,9 @@ def test_faust_hands_before_the_face_register_onto_the_same_skin():
     folder = EXTERNAL / "faust_fundcg"
     if not folder.exists():
         pytest.skip(f"{folder} not available")
-    corrs = [register(load_scan(folder / f"tr_reg_{k:03d}.off"), seed=1) for k in (0, 3)]
-    tp = [template_positions(load_scan(folder / f"tr_reg_{k:03d}.off"), c) for k, c in zip((0, 3), corrs)]
+    scans = [load_scan(folder / f"tr_reg_{k:03d}.off") for k in (0, 3)]
+    corrs = [register(s, seed=1) for s in scans]
+    tp = [template_positions(s, c) for s, c in zip(scans, corrs)]
     d = np.linalg.norm(tp[0] - tp[1], axis=1)
     assert np.median(d) < 10.0 and np.percentile(d, 95) < 60.0
     # far from the standing start through its raised arms only: no bent, seated or kneeling

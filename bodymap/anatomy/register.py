@@ -831,7 +831,7 @@ def _off_beyond_arms(body: np.ndarray, scan: Scan) -> float:
     from bodymap.anatomy.template import load_template
 
     t = load_template()
-    rest = ~np.isin([tx.macro(int(i)) for i in t.site], ["arm", "hand", "other"])
+    rest = ~np.isin(tx.macro_lut()[t.site], [tx.MACRO.index(m) for m in ("arm", "hand", "other")])
     return float(_off_scan(body[rest], scan).mean())
 
 
