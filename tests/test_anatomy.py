@@ -565,6 +565,43 @@ def test_arm_keypoints_pull_the_arms_only():
     assert f.trans.grad is None and all(p.grad is None for p in f.pheno.values())
 
 
+def test_the_upper_arms_turn_moves_the_skin_near_the_elbow_not_the_shoulder(monkeypatch):
+    """A turn of the humerus (the fitted upper arm's rotation about its own axis) turns the
+    elbow's half of the upper-arm skin (anny's twist bone, upperarm02) and leaves the skin near
+    the shoulder: turned rigidly, the fit's skin slid up to 65 degrees about FAUST's upper arms.
+    Forearm and hand end where they did."""
+    from bodymap.anatomy import register as reg
+    from bodymap.anatomy.body import body_model
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
+    axes, rows, _ = reg._twist_axes(tuple(f.labels), tuple(reg.TWIST_BONES))
+    with f.torch.no_grad():
+        rest = f.vertices().numpy()
+        f.rotvec[rows[0]] = f.torch.as_tensor(axes[0] * np.deg2rad(40.0))  # the left humerus turned 40 degrees
+        split = f.vertices().numpy()
+        monkeypatch.setattr(reg, "TWIST_BONES", {})
+        rigid = f.vertices().numpy()
+    bm = body_model()
+    heads, t = bm.template_bone_heads, bm.template().vertices
+    W, I = bm._model.vertex_bone_weights.numpy(), bm._model.vertex_bone_indices.numpy()
+    weight = lambda *bones: sum((W * (I == f.labels.index(b))).sum(1) for b in bones)  # noqa: E731
+    # the left upper arm's skin by where it lies along the bone, shoulder (0) to elbow (1)
+    top, bottom = heads[f.labels.index("upperarm01.L")], heads[f.labels.index("lowerarm01.L")]
+    along = (t - top) @ (bottom - top) / np.sum((bottom - top) ** 2)
+    off_axis = np.linalg.norm(t - top - np.outer(along, bottom - top), axis=1)
+    arm = (off_axis < 60.0) & (weight("upperarm01.L", "upperarm02.L") > 0.8)
+    near_shoulder, near_elbow = arm & (along > 0.05) & (along < 0.3), arm & (along > 0.75) & (along < 1.0)
+    hand = weight("wrist.L", "lowerarm01.L", "lowerarm02.L") > 0.9
+    moved = lambda v, sel: np.linalg.norm(v[sel] - rest[sel], axis=1).mean()  # noqa: E731
+    assert near_shoulder.sum() > 15 and near_elbow.sum() > 30 and hand.sum() > 200
+    # (40 degrees turn the template's skin 29 / 26 mm near the shoulder / elbow; split: 6 / 25 mm)
+    assert moved(rigid, near_shoulder) > 15.0 and moved(split, near_shoulder) < 0.3 * moved(rigid, near_shoulder)
+    assert moved(split, near_elbow) > 0.8 * moved(rigid, near_elbow)
+    assert np.abs(split[hand] - rigid[hand]).max() < 2.0  # mm
+    right = weight("upperarm01.R", "upperarm02.R", "lowerarm01.R") > 0.5
+    assert np.abs(split[right] - rest[right]).max() < 1e-3
+
+
 def test_a_whole_body_is_not_taken_for_a_partial_scan():
     """FAUST 003 (hands raised before the face) was registered as a partial scan: the partial
     fit, which leaves out what it does not reach, explained it better than a standing start
