@@ -602,6 +602,32 @@ def test_the_upper_arms_turn_moves_the_skin_near_the_elbow_not_the_shoulder(monk
     assert np.abs(split[right] - rest[right]).max() < 1e-3
 
 
+def test_the_body_fit_bends_an_elbow_instead_of_turning_the_upper_arm():
+    """An elbow bent 70 degrees past the rest pose: the body fit (body_fit_on) bends the model's
+    elbow to it. Pulled towards the rest pose, the elbow cost more than a turn of the upper arm
+    (which the pull leaves free): the fit stopped at 32 degrees and turned the upper arm 45."""
+    from bodymap.anatomy import register as reg
+    from bodymap.anatomy.poses import ELBOW_L
+
+    e = ELBOW_L / np.linalg.norm(ELBOW_L)
+    row, upper = reg.FIT_BONES.index("lowerarm01.L"), reg.FIT_BONES.index("upperarm01.L")
+    target = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
+    with target.torch.no_grad():
+        target.rotvec[row] = target.torch.as_tensor(e * np.deg2rad(70.0), dtype=target.torch.float32)
+        pts = target.vertices().numpy().astype(np.float64)
+    bent, turned = {}, {}
+    for body_fit in (False, True):
+        f = reg._Fitter(pts[::3], pts, partial=True)
+        if body_fit:
+            f.body_fit_on()
+        f.shape_fixed = True  # the pose alone: the same body
+        f.fit(60, lr=0.03)
+        rv = f.rotvec.detach().numpy()
+        bent[body_fit], turned[body_fit] = np.rad2deg(rv[row] @ e), np.rad2deg(np.linalg.norm(rv[upper]))
+    assert bent[True] > 50.0 and bent[False] < bent[True] - 15.0, bent
+    assert turned[True] < 0.5 * turned[False], turned
+
+
 def test_a_whole_body_is_not_taken_for_a_partial_scan():
     """FAUST 003 (hands raised before the face) was registered as a partial scan: the partial
     fit, which leaves out what it does not reach, explained it better than a standing start
