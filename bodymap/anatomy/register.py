@@ -18,7 +18,6 @@ Scans whose shape is far from a body fail loudly (RegistrationError says why); a
 from __future__ import annotations
 
 import dataclasses
-import functools
 from concurrent.futures import Future
 from typing import Callable, NamedTuple
 
@@ -237,40 +236,37 @@ def _start_heights(fitter: "_Fitter") -> dict:
 TWIST_BONES = {"upperarm01": ("upperarm02", "lowerarm01")}  # bone: (twist child, bone its axis runs to)
 
 
-@functools.lru_cache(maxsize=4)
-def _twist_axes(labels: tuple, bones: tuple) -> tuple:
-    """For each of bones (L, then R): its rest direction (unit, in the world-aligned local-ref
-    frame the rotations live in) (n, 3), its row in FIT_BONES (n,) and its twist child's bone
-    index (n,)."""
+def _twist_axes(labels: list) -> tuple:
+    """For each TWIST_BONES bone (L, then R): its rest direction (unit, in the world-aligned
+    local-ref frame the rotations live in) (n, 3), its row in FIT_BONES (n,) and its twist
+    child's bone index (n,)."""
     from bodymap.anatomy.body import body_model
 
     H = body_model().template_bone_heads
     ax, rows, kids = [], [], []
-    for b in bones:
-        child, end = TWIST_BONES[b]
+    for b, (child, end) in TWIST_BONES.items():
         for side in "LR":
             d = H[labels.index(f"{end}.{side}")] - H[labels.index(f"{b}.{side}")]
             ax.append(d / np.linalg.norm(d))
             rows.append(FIT_BONES.index(f"{b}.{side}"))
             kids.append(labels.index(f"{child}.{side}"))
-    return np.array(ax, np.float32), rows, kids
+    return np.array(ax, np.float32).reshape(-1, 3), rows, kids
 
 
-def _twist_to_child(roma, torch, rotvec, fit_idx, labels: list) -> tuple:
-    """Rotation matrices (k, 3, 3) and the bone indices (k,) they pose, from the fitted rotation
-    vectors rotvec (len(FIT_BONES), 3) of the bones fit_idx: each TWIST_BONES bone keeps its
-    swing, and its twist (swing-twist split about its rest axis) poses its child."""
+def _twist_to_child(roma, torch, rotvec, axes, rows) -> tuple:
+    """Rotation matrices (len(FIT_BONES) + n, 3, 3) from the fitted rotation vectors rotvec
+    (len(FIT_BONES), 3): the FIT_BONES rows, each TWIST_BONES bone's (rows (n,), rest axes
+    (n, 3) torch) keeping its swing, then those bones' twists (swing-twist split about the rest
+    axis), which pose their twist children."""
     R = roma.rotvec_to_rotmat(rotvec)
-    if not TWIST_BONES:
-        return R, fit_idx
-    axes, rows, kids = _twist_axes(tuple(labels), tuple(TWIST_BONES))
+    if not len(rows):
+        return R
     q = roma.rotvec_to_unitquat(rotvec[rows])  # (n, 4) xyzw
-    a = torch.as_tensor(axes)
-    twist = torch.cat([(q[:, :3] * a).sum(1, keepdim=True) * a, q[:, 3:]], 1)
+    twist = torch.cat([(q[:, :3] * axes).sum(1, keepdim=True) * axes, q[:, 3:]], 1)
     twist = twist / twist.norm(dim=1, keepdim=True).clamp_min(1e-8)
     swing = roma.quat_product(q, roma.quat_conjugation(twist))  # q = swing * twist
-    R = R.index_put((torch.tensor(rows),), roma.unitquat_to_rotmat(swing))
-    return torch.cat([R, roma.unitquat_to_rotmat(twist)]), torch.cat([fit_idx, torch.tensor(kids)])
+    R = R.index_put((rows,), roma.unitquat_to_rotmat(swing))
+    return torch.cat([R, roma.unitquat_to_rotmat(twist)])
 
 
 def _start_rotvecs(name: str) -> np.ndarray:
@@ -370,6 +366,10 @@ class _Fitter:
         self.model = bm._model
         self.labels = bm.bone_labels
         self.fit_idx = torch.tensor([self.labels.index(b) for b in FIT_BONES])
+        # the twist bones (TWIST_BONES), once: their rest axes and rows, and every bone posed
+        axes, rows, kids = _twist_axes(self.labels)
+        self._twist_axes, self._twist_rows = torch.as_tensor(axes), torch.tensor(rows, dtype=torch.long)
+        self._posed_idx = torch.cat([self.fit_idx, torch.tensor(kids, dtype=torch.long)])
         self.points = torch.as_tensor(points, dtype=torch.float32)
         self.scan_vertices = torch.as_tensor(scan_vertices, dtype=torch.float32)
         self.tree = _Nearest(scan_vertices)
@@ -463,9 +463,9 @@ class _Fitter:
         torch = self.torch
         nb = len(self.labels)
         pose = torch.eye(4).repeat(1, nb, 1, 1)
-        R, idx = _twist_to_child(roma, torch, self.rotvec, self.fit_idx, self.labels)
-        k = len(idx)
-        pose = pose.index_put((torch.zeros(k, dtype=torch.long), idx),
+        R = _twist_to_child(roma, torch, self.rotvec, self._twist_axes, self._twist_rows)
+        k = len(self._posed_idx)
+        pose = pose.index_put((torch.zeros(k, dtype=torch.long), self._posed_idx),
                               torch.cat([torch.cat([R, torch.zeros(k, 3, 1)], 2),
                                          torch.tensor([[[0.0, 0, 0, 1]]]).repeat(k, 1, 1)], 1))
         ph = {k: torch.sigmoid(v) for k, v in self.pheno.items()}
