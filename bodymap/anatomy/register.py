@@ -1038,8 +1038,10 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         fitter.keypoints = [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
                                      arm_only, to_end=arm_only and j > 0)
                             for s in pull for j, (idx, target) in enumerate(found[s][:k])]
-        new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
-        fitter.shape_fixed = False
+        try:
+            new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
+        finally:  # (a cancelled try must not leave the shape held for whoever uses the fitter next)
+            fitter.shape_fixed = False
         after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
         record["tried"][name] = {"mean_mm": round(new_err, 2), "off": {s: after[f"{s} arm"] for s in bad}}
         # (or far closer: FAUST 003, 15.3 -> 9.1 mm, has an arm hanging where the check reads it
