@@ -13,6 +13,8 @@ the surface (`coarse`), and each of its vertices follows the copy. FAUST, all 12
 of poses (6,890 vertices, solved whole): worst pair median 10.6 -> 4.1 mm from the true partner,
 pooled 7.3 -> 2.8 mm; the same meshes subdivided to 110k vertices, on a coarse copy of 8,000:
 4.1 and 2.5 mm on two pairs (2.7 / 2.6 whole), 7 s a pair on 2 cores (docs/benchmarks.md).
+A leash draws each point back when it strays over LEASH_MM from the template's map: a slide
+along a limb costs ARAP next to nothing, so without it whole arms slid.
 """
 from __future__ import annotations
 
@@ -24,6 +26,16 @@ from scipy.sparse.linalg import factorized
 
 from bodymap.project import clean_barycentric
 
+# A leash on the refinement: each point is drawn back towards the ball of LEASH_MM around where
+# the template put it, with LEASH_WEIGHT times the mean vertex weight (inside the ball, nothing
+# draws it). Unleashed, ARAP slides a sheet along a limb freely (a cylinder slides isometrically),
+# and the loose first steps let whole arms slide: FAUST 002 -> 003, the upper arm's points ended a
+# median 81 mm from their partners, where the template had them 39 mm off. FAUST, 12 ordered
+# pairs, sampling seeds 0 / 1 / 2 (development): worst p95 85.6 / 84.6 / 87.8 -> 47.4 / 46.6 /
+# 51.5 mm, within 10 mm 0.749 / 0.753 / 0.748 -> 0.772 / 0.776 / 0.773, the medians the same or
+# lower (docs/benchmarks.md, stop 47)
+LEASH_MM = 20.0
+LEASH_WEIGHT = 0.01
 MAX_VERTICES = 10_000  # above this the first scan is solved on a coarse copy (FAUST, 6,890: 4-6 s)
 # SurfaceLocator answers batches up to this size itself (5,000 points 10 mm off a 290k-face
 # scan: 1.9 s, against 0.3 s for gp.squared_distance's tree; 500 points 3 mm off: 0.04 / 0.4 s)
@@ -303,12 +315,15 @@ def _rotations(inc: sp.csr_matrix, w: np.ndarray, e_rest: np.ndarray, e_now: np.
 
 
 def arap_onto(rest: np.ndarray, faces: np.ndarray, start: np.ndarray, vertices_b: np.ndarray, faces_b: np.ndarray,
-              iterations: int = 100, stiffness: tuple[float, float] = (0.01, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+              iterations: int = 100, stiffness: tuple[float, float] = (0.01, 1.0),
+              leash: tuple[float, float] = (LEASH_MM, LEASH_WEIGHT)) -> tuple[np.ndarray, np.ndarray]:
     """Move points start (n, 3) mm over mesh B (vertices_b (p, 3), faces_b (q, 3)) to keep the
     shape of mesh A (rest (n, 3) mm, faces (m, 3)): minimises ARAP(A -> X) + lam |X - P_B(X)|^2
-    (P_B: onto the tangent plane of B's nearest vertex), lam rising geometrically over
-    `iterations` from stiffness[0] to stiffness[1] times the mean vertex weight (loose: A's
-    shape leads and undoes slides; tight: on B). Returns X (n, 3) mm and the rotations (n, 3, 3)."""
+    + mu dist(X, ball(start, r))^2 (P_B: onto the tangent plane of B's nearest vertex), lam
+    rising geometrically over `iterations` from stiffness[0] to stiffness[1] times the mean
+    vertex weight (loose: A's shape leads and undoes slides; tight: on B); leash (r mm, mu as a
+    multiple of the mean vertex weight): no point strays far from its start (mu 0: free).
+    Returns X (n, 3) mm and the rotations (n, 3, 3)."""
     W = _edge_weights(rest, faces)
     i, j, w = W.row, W.col, W.data
     n = len(rest)
@@ -319,32 +334,41 @@ def arap_onto(rest: np.ndarray, faces: np.ndarray, start: np.ndarray, vertices_b
     inc = sp.csr_matrix((np.ones(len(i)), (i, np.arange(len(i)))), shape=(n, len(i)))  # vertex <- its half-edges
     surface = _Surface(vertices_b, faces_b)
     X = np.asarray(start, np.float64).copy()
+    start = X.copy()
+    reach, mu = leash[0], leash[1] * scale
     solve, lam = None, None
     R = np.broadcast_to(np.eye(3), (n, 3, 3))
     for k, s in enumerate(np.geomspace(stiffness[0], stiffness[1], iterations)):
         if lam is None or s * scale > 1.2 * lam or k == iterations - 1:
             # refactorise only when the weight has risen by a fifth (the solve barely notices less)
             lam = s * scale
-            solve = factorized((L + lam * sp.eye(n, format="csc")).tocsc())
+            solve = factorized((L + (lam + mu) * sp.eye(n, format="csc")).tocsc())
         R = _rotations(inc, w, e_rest, X[i] - X[j])
         rhs = inc @ ((0.5 * w)[:, None] * np.einsum("nij,nj->ni", R[i] + R[j], e_rest))
         C = surface.project(X)
-        X = np.column_stack([solve(rhs[:, d] + lam * C[:, d]) for d in range(3)])
+        # the leash: drawn to the nearest point of the ball around the start (inside it, to itself)
+        off = X - start
+        far = np.linalg.norm(off, axis=1, keepdims=True)
+        T = start + off * np.minimum(1.0, reach / np.maximum(far, 1e-9))
+        X = np.column_stack([solve(rhs[:, d] + lam * C[:, d] + mu * T[:, d]) for d in range(3)])
     return X, R
 
 
-def refine_map(scan_a, start: np.ndarray, scan_b, iterations: int = 100, max_vertices: int = MAX_VERTICES) -> PairMap:
+def refine_map(scan_a, start: np.ndarray, scan_b, iterations: int = 100, max_vertices: int = MAX_VERTICES,
+               leash: tuple[float, float] = (LEASH_MM, LEASH_WEIGHT)) -> PairMap:
     """The map of scan A's vertices onto scan B made to keep A's own surface (see the module
     docstring). start (n_a, 3) mm: where the template carries each vertex of A on B. A scan of
-    more than max_vertices vertices is solved on a coarse copy (`coarse`) of 0.8 x max_vertices."""
+    more than max_vertices vertices is solved on a coarse copy (`coarse`) of 0.8 x max_vertices.
+    leash: arap_onto's (radius mm, weight)."""
     va, fa = scan_a.vertices, scan_a.faces
     start = np.asarray(start, np.float64)
     if scan_a.n_vertices <= max_vertices:
-        X, _ = arap_onto(va, fa, start, scan_b.vertices, scan_b.faces, iterations)
+        X, _ = arap_onto(va, fa, start, scan_b.vertices, scan_b.faces, iterations, leash=leash)
     else:
         pts, fc = coarse(va, fa, int(0.8 * max_vertices))
         # (the coarse copy's points are vertices of A: each starts where the template put it)
-        Xc, R = arap_onto(pts, fc, start[_nearest_vertex(va, pts)], scan_b.vertices, scan_b.faces, iterations)
+        Xc, R = arap_onto(pts, fc, start[_nearest_vertex(va, pts)], scan_b.vertices, scan_b.faces, iterations,
+                          leash=leash)
         X = _follow(va, pts, fc, Xc, R)
     f, b, p = closest_points(X, scan_b.vertices, scan_b.faces)
     return PairMap(p, f, b, np.linalg.norm(p - start, axis=1))

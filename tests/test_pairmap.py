@@ -130,3 +130,18 @@ def test_the_locator_finds_the_same_closest_points_as_the_face_tree(monkeypatch)
     for budget in (10 ** 9, 10):
         monkeypatch.setattr(pairmap, "LOCATOR_MAX_NEAR", budget)
         np.testing.assert_allclose(np.linalg.norm(p - loc.closest(p)[2], axis=1), want, atol=1e-9)
+
+
+def test_the_leash_holds_points_near_where_the_template_put_them():
+    """A map slid 80 mm along the egg: unleashed, ARAP takes points back 40 mm and more (and it
+    as freely slides a sheet along a limb that the template had right); on the leash
+    (pairmap.LEASH_MM, LEASH_WEIGHT) the far moves are restrained, while a slide within the
+    leash is still undone (test_a_slid_map_is_pulled_back_to_keep_the_surface)."""
+    a, b, truth, _ = _pair(4)
+    R = Rotation.from_euler("xyz", [20, -35, 60], degrees=True).as_matrix()
+    _, _, start = closest_points(truth + np.array([80.0, 0.0, 0.0]) @ R.T, b.vertices, b.faces)
+    free = refine_map(a, start, b, leash=(20.0, 0.0))
+    held = refine_map(a, start, b)
+    assert free.moved.max() > 40.0
+    assert np.percentile(held.moved, 95) < 0.7 * np.percentile(free.moved, 95)
+    assert np.allclose(b.points_from_barycentric(held.face, held.bary), held.points, atol=1e-6)
