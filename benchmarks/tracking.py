@@ -192,7 +192,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=9201,
                    help="first synthetic patient's seed (one patient per lesion count; development used 201-206; "
                         "9101-9103 were held out before the leftover pass and have been looked at since; the second "
-                        "look was developed on 501-502 and 9501)")
+                        "look was developed on 501-502 and 9501; synthetic patients 9701-9752 have been scored "
+                        "and looked at, so a new held-out figure starts at 9761)")
     p.add_argument("--no-e2e", action="store_true", help="skip detection (true lesion lists only)")
     p.add_argument("--no-faust", action="store_true")
     p.add_argument("--no-synthetic", action="store_true")
@@ -204,7 +205,8 @@ def main() -> None:
                         "checked on 200-211, the calibration fitted on both; 300-311 gave the figures of 2026-12-02 and "
                         "were looked at since; 600-611 scored the 12 %% far-pass stretch and final placement once, and "
                         "were looked at since (with 100-311, the settling was developed on them); 700-711 scored "
-                        "the settling once, 800-811 scored it again (stop 32)")
+                        "the settling once, 800-811 scored it again (stop 32); 1000-1911 have been scored and looked "
+                        "at since (stops 38-47), so a new held-out figure starts at 2000)")
     p.add_argument("--faust-cache",
                    help="development: read the shuffled FAUST poses and their registrations from this file, or "
                         "register once and write it, so that versions of the matching are compared on the same "
