@@ -333,8 +333,8 @@ def arap_onto(rest: np.ndarray, faces: np.ndarray, start: np.ndarray, vertices_b
     e_rest = rest[i] - rest[j]
     inc = sp.csr_matrix((np.ones(len(i)), (i, np.arange(len(i)))), shape=(n, len(i)))  # vertex <- its half-edges
     surface = _Surface(vertices_b, faces_b)
-    X = np.asarray(start, np.float64).copy()
-    start = X.copy()
+    start = np.asarray(start, np.float64)
+    X = start.copy()
     reach, mu = leash[0], leash[1] * scale
     solve, lam = None, None
     R = np.broadcast_to(np.eye(3), (n, 3, 3))
