@@ -586,13 +586,17 @@ def _train_earfind_photokind(args: argparse.Namespace) -> int:
         if args.model == "earfind":
             from bodymap.models.earfind import train_locator
 
-            kw = {k: getattr(args, k) for k in ("bodies", "views", "epochs", "batch", "n_pool", "n_negatives", "threads")
-                  if getattr(args, k, None) is not None}
+            kw = {k: getattr(args, k) for k in ("bodies", "views", "epochs", "batch", "n_pool", "n_negatives", "threads",
+                                                "resume") if getattr(args, k, None) is not None}
+            if args.size is not None:
+                kw["imgsz"] = args.size
             cmd = " ".join([f"bodymap train earfind --out {args.out} --seed {seed}"]
-                           + [f"--{k.replace('_', '-')} {v}" for k, v in kw.items()]
+                           + [f"--{'size' if k == 'imgsz' else k.replace('_', '-')} {v}" for k, v in kw.items()]
                            + ([f"--negatives {' '.join(args.negatives)}"] if args.negatives else [])
+                           + ([f"--whole-negatives {' '.join(args.whole_negatives)}"] if args.whole_negatives else [])
                            + ([f"--cache {args.cache}"] if args.cache else []))
-            path = train_locator(Path(args.out), negatives=args.negatives, seed=seed, cache=args.cache,
+            path = train_locator(Path(args.out), negatives=args.negatives, whole_negatives=args.whole_negatives,
+                                 seed=seed, cache=args.cache,
                                  device=args.device, progress=bar, command=cmd, **kw)
             ship = "bodymap/data/ear_locator.pt"
         else:
@@ -922,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--quiet", action="store_true")
     q.add_argument("--folder", help="ear: train on a folder of photos (images/) and label masks (masks/) instead")
     q.add_argument("--steps", type=int, help="ear/macro: optimiser steps")
-    q.add_argument("--resume", help="ear/macro: start from this checkpoint's weights (a further training round)")
+    q.add_argument("--resume", help="ear/macro/earfind: start from this checkpoint's weights (a further training round)")
     q.add_argument("--threads", type=int, help="ear/macro/diagnosis: torch CPU threads (default 1: on a busy machine more "
                                                "threads wait on each other)")
     q.add_argument("--minutes", type=float, help="ear/macro: stop after this much training time (the learning-rate "
@@ -955,6 +959,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "earfind / photokind: folder of the rendered heads")
     q.add_argument("--negatives", nargs="+", metavar="CSV", help="earfind: real photos without ears (the training "
                                                                  "part of each data set's CSV)")
+    q.add_argument("--whole-negatives", nargs="+", metavar="CSV", help="earfind: data sets whose every training-part "
+                                                                       "photo is added whole as a photo without an ear "
+                                                                       "(clinical close-ups: what photo mode searches)")
     q.add_argument("--n-pool", type=int, help="earfind: real photos lending skin texture and backgrounds (default 1500)")
     q.add_argument("--n-negatives", type=int, help="earfind: real photos added whole as photos without an ear "
                                                    "(default 600)")

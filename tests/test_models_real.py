@@ -278,8 +278,9 @@ def test_locator_training_set_has_ear_boxes_and_photos_without_ears(tmp_path):
     for i in range(5):
         photos.append(tmp_path / f"p{i}.png")
         Image.fromarray((rng.random((30, 50, 3)) * 255).astype(np.uint8)).save(photos[-1])
-    d = write_yolo_dataset(heads, tmp_path / "data", [str(p) for p in photos], seed=0, views=2, n_pool=2,
-                           n_negatives=3, val_bodies=0.5)
+    d = write_yolo_dataset(heads, tmp_path / "data", [str(p) for p in photos[:4]], seed=0, views=2, n_pool=2,
+                           n_negatives=3, val_bodies=0.5, whole_paths=[str(photos[4])])
+    # 2 of the 4 pooled photos are left for whole negatives (of 3 asked), and the whole_paths photo is one too
     assert d["train"] == 2 + 2 and d["val"] == 2 + 1 and d["boxes"] == 2 and d["negatives"] == 3
     lab = (tmp_path / "data" / "labels" / "train" / "r00000.txt").read_text().split()
     assert lab[0] == "0" and [float(v) for v in lab[1:]] == pytest.approx([14 / 32, 15 / 32, 4 / 32, 6 / 32])
@@ -288,6 +289,54 @@ def test_locator_training_set_has_ear_boxes_and_photos_without_ears(tmp_path):
     assert len(neg) == 2 and Image.open(neg[0]).size == (32, 19)  # whole photo, long side the render's
     assert "names:\n  0: ear" in (tmp_path / "data" / "data.yaml").read_text()
 
+
+
+def test_a_further_training_round_starts_from_the_checkpoints_weights(tmp_path):
+    """`bodymap train earfind --resume CK`: ultralytics' trainer is handed CK's weights as a file
+    of its own format, and the network it builds from them is CK's network, every tensor."""
+    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+
+    from bodymap.models.checkpoint import save_checkpoint
+    from bodymap.models.earfind import ARCH, TASK, _checkpoint_dict, _ultralytics_start, build_model, yolo_config
+
+    torch.manual_seed(3)
+    net = build_model(ARCH)
+    ck = _checkpoint_dict(net.state_dict(), {"conf": 0.5}, input_size=320)
+    save_checkpoint(tmp_path / "ck.pt", task=TASK, arch=ck["arch"], state_dict=net.state_dict(), classes=ck["classes"],
+                    input_size=ck["input_size"], normalisation=ck["normalisation"], data={}, metrics={"held_out": {}},
+                    training={"command": "round one"})
+    to, prev = _ultralytics_start(tmp_path / "ck.pt", tmp_path / "start.pt")
+    assert prev["training"]["command"] == "round one" and prev["arch"]["inference"] == {"size": 320, "mirror": False}
+    weights, _ = load_checkpoint(to)  # what the trainer reads for pretrained=<file>
+    fresh = DetectionModel(yolo_config(prev["arch"]), nc=1, verbose=False)
+    fresh.load(weights)
+    want = net.state_dict()
+    # (saved as fp16: the weights come back to within fp16 rounding)
+    assert all(torch.allclose(v.float(), want[k].float(), rtol=1e-3, atol=1e-3) for k, v in fresh.state_dict().items())
+    assert not torch.allclose(DetectionModel(yolo_config(prev["arch"]), nc=1, verbose=False).state_dict()["model.0.conv.weight"],
+                              want["model.0.conv.weight"])
+
+
+def test_the_threshold_holds_false_finds_on_each_real_set_not_on_their_pool():
+    """choose_thresholds: one clinical photo of ten scoring 0.5 must not be outvoted by 300
+    dermoscopy images (pooled, 2 of 310 found is under 1 %; alone it is 10 %)."""
+    from bodymap.models.earfind import choose_thresholds
+
+    class Loc:
+        def detect(self, image, name="image", conf=0.05):  # a real photo's score is written in its pixels
+            score = image[0, 0, 0] / 250.0 if image.shape[:2] == (20, 30) else 0.0
+            return np.zeros((1, 4)), np.array([score])
+
+    photo = lambda score: np.full((20, 30, 3), round(score * 250), np.uint8)  # noqa: E731
+    dermoscopy = [photo(0.1)] * 299 + [photo(0.6)]
+    clinical = [photo(0.1)] * 9 + [photo(0.5)]
+    rng = np.random.default_rng(0)
+    heads = {"images": (rng.random((2, 32, 32, 3)) * 255).astype(np.uint8), "body": np.ones((2, 32, 32), bool),
+             "ear": np.zeros((2, 32, 32), bool)}
+    heads["ear"][0, 10:20, 10:14] = True
+    per_set = choose_thresholds(Loc(), heads, {"ham10000": dermoscopy, "pad_ufes20": clinical})
+    assert per_set["conf"] == pytest.approx(0.51) and per_set["dev_false_by_set"] == {"ham10000": 0.0033, "pad_ufes20": 0.0}
+    assert choose_thresholds(Loc(), heads, dermoscopy + clinical)["conf"] == pytest.approx(0.11)  # one pool
 
 # ----------------------------------------------------------------------- photo kind
 def test_photo_kind_checkpoint_round_trip(tmp_path):
