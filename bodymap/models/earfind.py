@@ -49,9 +49,10 @@ NORMALISATION = {"scale": 255.0, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]
 INPUT = 256  # the photo's long side for the locator, pixels
 # held out: seed 9111 scored the first weights at 256 px, 9121 them searched at 320 px + mirror,
 # 9131 a second training round (not shipped) and the first weights beside it; each is
-# development data now. 9141 holds the figures of the third round, shipped (docs/benchmarks.md);
-# a next held-out draw starts at 9151
-HELD_OUT = {"seed": 9141, "bodies": 24, "views": 12, "size": 256}
+# development data now. 9141 scored the third round, shipped (docs/benchmarks.md); then the
+# labels were kept to the found box (find_and_segment), so 9151 holds the figures; a next
+# held-out draw starts at 9161
+HELD_OUT = {"seed": 9151, "bodies": 24, "views": 12, "size": 256}
 DEV = {"seed": 9102, "bodies": 16, "views": 12, "size": 256}
 EAR_SITE = "head_neck/head/ear"
 CROP_FILL = 0.8  # a found ear fills this share of the square crop given to the region U-Net
@@ -671,10 +672,10 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     """Search a photo (H, W, 3) uint8 for ears (``locator``), then segment each found ear into
     the 12 regions (``segmenter``: an earseg.EarSegmenter) on a square crop around it (the ear
     filling CROP_FILL of it, as in the U-Net's training close-ups). Region labels are kept only
-    on the found ear (the locator's region, grown by 15% of the ear's size): no ear pixel
-    elsewhere, none at all on a photo without an ear."""
-    from scipy import ndimage
-
+    inside the found ear's box: no ear pixel elsewhere, none at all on a photo without an ear.
+    (The box is not grown: grown by 15 % of the ear's size, as the earlier locator's coarse mask
+    was, the labels reached skin beside small ears: on development renders, ears <= 5 % of the
+    photo, pixel precision 0.760 grown, 0.796 not, recall 0.858 / 0.855.)"""
     rgb = as_rgb(image, name)
     H, W = rgb.shape[:2]
     search = locator.find(rgb, name)
@@ -692,8 +693,7 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
         ya, xa = max(b, 0), max(a, 0)
         yb, xb = min(b + side, H), min(a + side, W)
         sub = lab[ya - b:yb - b, xa - a:xa - a + (xb - xa)]
-        grow = max(1, int(round(0.15 * max(x1 - x0, y1 - y0))))
-        region = ndimage.binary_dilation(search.mask[ya:yb, xa:xb], iterations=grow)
+        region = search.mask[ya:yb, xa:xb]
         cur = labels[ya:yb, xa:xb]
         labels[ya:yb, xa:xb] = np.where(region & (sub > 0) & (cur == 0), sub, cur)
         crops.append((a, b, a + side, b + side))
