@@ -255,6 +255,7 @@ def test_find_and_segment_keeps_labels_on_found_ears_only():
     assert not r.found and not (r.labels > 0).any()  # no ear: no ear pixel
     r = find_and_segment(img, Loc((140, 50, 160, 80)), Seg())  # at the photo's edge
     assert r.found and r.labels[65, 150] == 8 and r.labels[65, 100] == 0 and r.labels[10, 150] == 0
+    assert r.labels[65, 140] == 8 and r.labels[65, 137] == 0  # the box's edge, not beyond (the crop reaches 131)
     assert len(r.crops) == 1
 
 

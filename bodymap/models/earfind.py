@@ -508,8 +508,8 @@ def _checkpoint_dict(state_dict: dict, thresholds: dict, cfg: dict | None = None
 
 def _ultralytics_start(path: str | Path, to: Path) -> tuple[Path, dict]:
     """A locator checkpoint's weights written as an ultralytics weights file ``to`` ({"model":
-    DetectionModel}, what its trainer's ``pretrained`` reads). Returns (to, the checkpoint's
-    path, arch, training record, held-out metrics and data as a dict)."""
+    DetectionModel}, what its trainer's ``pretrained`` reads). Returns (to, {"path", "arch",
+    "training", "metrics", "data"} of the checkpoint)."""
     import torch
 
     from bodymap.models.checkpoint import load_checkpoint
