@@ -247,7 +247,7 @@ def test_find_and_segment_keeps_labels_on_found_ears_only():
 
     class Seg:
         def segment(self, image, name=None):
-            assert image.shape[0] == image.shape[1]  # a square crop around the ear
+            assert image.shape[0] == image.shape[1] >= 16  # a square crop around the ear, as large as the U-Net reads
             return np.full(image.shape[:2], 8)
 
     img = (np.random.default_rng(0).random((120, 160, 3)) * 255).astype(np.uint8)
@@ -257,6 +257,8 @@ def test_find_and_segment_keeps_labels_on_found_ears_only():
     assert r.found and r.labels[65, 150] == 8 and r.labels[65, 100] == 0 and r.labels[10, 150] == 0
     assert r.labels[65, 140] == 8 and r.labels[65, 137] == 0  # the box's edge, not beyond (the crop reaches 131)
     assert len(r.crops) == 1
+    r = find_and_segment(img, Loc((100, 60, 104, 68)), Seg())  # a box of 8 px: the crop is the U-Net's 16 px at least
+    assert r.found and r.crops[0][2] - r.crops[0][0] == 16 and r.labels[64, 102] == 8
 
 
 def test_locator_training_set_has_ear_boxes_and_photos_without_ears(tmp_path):

@@ -682,7 +682,9 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     labels = np.zeros((H, W), np.int64)
     crops = []
     for x0, y0, x1, y1 in search.boxes:
-        side = int(np.ceil(max(x1 - x0, y1 - y0) / CROP_FILL))
+        # (at least the 16 px the region U-Net reads: a box of 12 px or less made a smaller crop,
+        # and the photo's analysis failed on it)
+        side = max(int(np.ceil(max(x1 - x0, y1 - y0) / CROP_FILL)), 16)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
         pad = max(0, -a, -b, a + side - W, b + side - H)
