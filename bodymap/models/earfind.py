@@ -683,7 +683,7 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     crops = []
     for x0, y0, x1, y1 in search.boxes:
         # (at least the 16 px the region U-Net reads: a box of 12 px or less made a smaller crop,
-        # and the photo's analysis failed on it)
+        # the U-Net refused it, and photo mode lost the ear result)
         side = max(int(np.ceil(max(x1 - x0, y1 - y0) / CROP_FILL)), 16)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
