@@ -277,8 +277,14 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
     if kind in (None,) + EAR_KINDS:
         say("ear search", 0.55)
 
+        class _NoSegmenter(Exception):
+            pass
+
         def ears(loc):
-            seg = get("earseg")
+            try:
+                seg = get("earseg")
+            except Exception as e:  # the region U-Net missing: the ear search still ran in earfind
+                raise _NoSegmenter(e) from e
             res.models["earseg"] = _card(seg, "earseg")
             from bodymap.models.earfind import find_and_segment
 
@@ -286,8 +292,10 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
 
         try:
             res.ears = run("earfind", ears)
-        except Exception as e:  # the region U-Net missing: the ear search still ran in earfind
+        except _NoSegmenter as e:
             res.messages["earseg"] = f"model not available ({e})"
+        except Exception as e:  # a failure in the search itself is said as such, not as a missing model
+            res.messages["earseg"] = f"ear search failed ({e})"
         if res.ears is not None and res.ears.found:
             if res.site_source == "macro classifier" and res.macro is not None and res.macro.label != "head":
                 res.notes.append(f"an ear was found, but the region model says {res.macro.label}: the region is "

@@ -121,7 +121,7 @@ def test_the_ear_model_never_sets_the_region():
     r = bp.analyse_photo(IMG, models=fakes("body", ear=True, macro="trunk"))
     assert r.ears.found and (r.site, r.site_source) == ("trunk", "macro classifier")
     assert any("the region is kept" in n for n in r.notes)
-    # labels only on the found ear (the locator's region grown a little), not over the whole crop
+    # labels only on the found ear (the locator's box), not over the whole crop
     lab = r.ears.labels > 0
     assert lab[45, 60] and not lab[2, 2] and 0.08 < lab.mean() < 0.3
     r = bp.analyse_photo(IMG, models=fakes("clinical", ear=True))
@@ -130,6 +130,21 @@ def test_the_ear_model_never_sets_the_region():
     assert r.site == "head_neck/head" and not any("kept" in n for n in r.notes)
     assert r.ear_regions() == ["helix"]
 
+
+
+def test_a_missing_region_model_and_a_failed_ear_search_are_told_apart():
+    r = bp.analyse_photo(IMG, models=fakes("body", missing=("earseg",)))
+    assert r.ears is None and r.messages["earseg"].startswith("model not available")
+
+    class Broken:
+        def segment(self, image, name=None):
+            raise ValueError("image: too small")
+
+    get = fakes("body")
+    get.models["earseg"] = Broken()
+    r = bp.analyse_photo(IMG, models=get)
+    assert r.ears is None and r.messages["earseg"] == "ear search failed (image: too small)"
+    assert r.macro is not None  # the rest of the photo's analysis stands
 
 def test_not_skin_runs_nothing_else_and_missing_models_are_named():
     r = bp.analyse_photo(IMG, models=fakes("other"))
