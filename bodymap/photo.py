@@ -47,6 +47,10 @@ class ModelUnavailable(Exception):
     """A model cannot be used here; str() says why."""
 
 
+class _NoSegmenter(Exception):
+    """The ear-region model could not be loaded (photo mode tells it apart from a failed ear search)."""
+
+
 # kind -> (module, class or function); classes are loaded with .load()
 MODELS = {
     "quality": ("bodymap.models.quality", "check_photo"),
@@ -277,13 +281,10 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
     if kind in (None,) + EAR_KINDS:
         say("ear search", 0.55)
 
-        class _NoSegmenter(Exception):
-            pass
-
         def ears(loc):
             try:
                 seg = get("earseg")
-            except Exception as e:  # the region U-Net missing: the ear search still ran in earfind
+            except Exception as e:  # the region U-Net missing: said as such, apart from a failed search
                 raise _NoSegmenter(e) from e
             res.models["earseg"] = _card(seg, "earseg")
             from bodymap.models.earfind import find_and_segment

@@ -483,8 +483,10 @@ def _tune_and_score(loc: EarLocator, negatives: list, cache: Path) -> tuple[dict
     from bodymap.models.diagdata import split_rows
 
     dv = cached_head_dataset(cache, DEV["bodies"], DEV["views"], DEV["size"], DEV["seed"])
-    dev = {Path(c).parent.name: [r["path"] for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE]
-           for c in negatives}
+    dev: dict[str, list] = {}  # by data set (its folder's name; two CSVs of one folder are one set)
+    for c in negatives:
+        dev.setdefault(Path(c).parent.name, []).extend(
+            r["path"] for r in split_rows(c, "dev") if r["site_code"] != EAR_SITE)
     chosen = choose_inference(loc, dv, dev)
     chosen["chosen_on"] = (f"renders of seed {DEV['seed']}, real dev-part photos ("
                            + ", ".join(f"{k} {len(v)}" for k, v in dev.items()) + "), at most 1 % found in each")
@@ -737,18 +739,16 @@ INFERENCE_CHOICES = [{"size": 256, "mirror": False}, {"size": 320, "mirror": Fal
                      {"size": 352, "mirror": True}, {"size": 384, "mirror": True}]
 
 
-def choose_inference(loc: EarLocator, dev_heads: dict, dev_negative_paths: dict | list,
-                     max_false: float = 0.01) -> dict:
+def choose_inference(loc: EarLocator, dev_heads: dict, dev_negative_paths: dict, max_false: float = 0.01) -> dict:
     """How photos are searched, chosen on development data: of INFERENCE_CHOICES, the one whose
     threshold (choose_thresholds, same false-find limits) finds an ear on the most development
     views with one (ties: the cheaper, earlier choice). Sets loc.inference and loc.thresholds;
     returns {"inference", "thresholds", "tried": [...]}. dev_negative_paths: {set name: photo
-    paths} (or one list). The real photos are read once, at 512 px long side (what photo mode's
-    photos are at least)."""
+    paths}. The real photos are read once, at 512 px long side (what photo mode's photos are at
+    least)."""
     from bodymap.models.diagdata import load_photos
 
-    sets = dev_negative_paths if isinstance(dev_negative_paths, dict) else {"real": dev_negative_paths}
-    neg = {k: load_photos(v, 512) for k, v in sets.items() if v}
+    neg = {k: load_photos(v, 512) for k, v in dev_negative_paths.items() if v}
     tried, best = [], None
     for choice in INFERENCE_CHOICES:
         loc.inference = dict(choice)
