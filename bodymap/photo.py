@@ -10,7 +10,9 @@ The rules live here, so ``bodymap photo`` and the GUI's photo tab give the same 
    is: its site stays unknown unless the user gives it. The ear models never set the site.
 4. Ears (clinical close-ups and body regions): the ear locator searches the photo first; only
    a found ear is segmented into the 12 regions (bodymap.models.earfind.find_and_segment).
-   On a photo without an ear there is no ear pixel.
+   On a photo without an ear there is no ear pixel. A clinical close-up whose site the user
+   gave outside the head and neck is not searched (``searches_ears``): a close-up of the
+   back shows no ear, and there the locator took raised lesions for ears.
 5. Diagnosis (dermoscopy and clinical close-ups): the whole photo; on a body-region photo
    the user picks a lesion (``diagnose_at``). The diagnosis model was trained on dermoscopy:
    a clinical photo, or an image whose features lie far from the training images', is said to
@@ -38,6 +40,7 @@ MACRO_SITE = {"head": "head_neck/head", "arm": "upper_extremity", "hand": "upper
               "leg": "lower_extremity", "foot": "lower_extremity/foot", "trunk": "trunk"}
 CROP_PX = 128  # side of the crop diagnosed around a clicked point of a body-region photo
 EAR_KINDS = ("clinical", "body")  # photo kinds searched for ears
+EAR_SITES = "head_neck"  # a close-up of a site under this taxonomy code may show an ear
 DIAGNOSIS_KINDS = ("dermoscopy", "clinical")  # photo kinds diagnosed whole
 
 Progress = Callable[[str, float], None]
@@ -235,6 +238,19 @@ def _site_code(site: str | None) -> str | None:
     return code
 
 
+def searches_ears(kind: str | None, user_site: str | None) -> bool:
+    """Whether photo mode searches a photo of ``kind`` (photokind label, None when unknown) for
+    ears, given the user's site (taxonomy code or None). Clinical close-ups and body-region
+    photos are searched, dermoscopy and non-skin images are not; a clinical close-up whose site
+    the user gave outside the head and neck is not either: it shows a patch of that site, not an
+    ear. (A body-region photo is searched whatever its site: a photo of the upper back or chest
+    can hold the head. The macro classifier's region never stops a search: on real photos it is
+    not sure enough to lose an ear by.)"""
+    if kind not in (None,) + EAR_KINDS:
+        return False
+    return not (kind == "clinical" and user_site and not user_site.startswith(EAR_SITES))
+
+
 def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable | None = None,
                   progress: Progress | None = None, name: str = "photo") -> PhotoResult:
     """Analyse one photograph (H, W, 3) uint8 by the rules of the module docstring.
@@ -278,7 +294,10 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
     elif not user_site:
         res.notes.append("a close-up does not show where on the body it is: give the site for a site-aware "
                          "diagnosis")
-    if kind in (None,) + EAR_KINDS:
+    if kind == "clinical" and not searches_ears(kind, user_site):
+        res.notes.append(f"a close-up of {user_site}: not searched for ears (only close-ups of the head and neck, "
+                         "or of a site not given, are)")
+    if searches_ears(kind, user_site):
         say("ear search", 0.55)
 
         def ears(loc):

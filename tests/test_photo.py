@@ -132,6 +132,22 @@ def test_the_ear_model_never_sets_the_region():
 
 
 
+def test_a_close_up_of_a_site_outside_the_head_is_not_searched_for_ears():
+    # a close-up of the back: no search, and the note says why
+    r = bp.analyse_photo(IMG, site="back", models=fakes("clinical", ear=True))
+    assert r.ears is None and "earfind" not in r.models
+    assert any("not searched for ears" in n for n in r.notes)
+    # of the neck, the ear itself, or no site given: searched
+    for site in ("neck", "ear", None):
+        r = bp.analyse_photo(IMG, site=site, models=fakes("clinical", ear=True))
+        assert r.ears is not None and r.ears.found, site
+    # a body-region photo is searched whatever its site (an upper-back photo can hold the head)
+    r = bp.analyse_photo(IMG, site="back", models=fakes("body", ear=True))
+    assert r.ears is not None and r.ears.found
+    assert bp.searches_ears("clinical", "head_neck/head/face") and not bp.searches_ears("clinical", "trunk/posterior")
+    assert not bp.searches_ears("dermoscopy", None) and not bp.searches_ears("other", None)
+
+
 def test_a_missing_region_model_and_a_failed_ear_search_are_told_apart():
     r = bp.analyse_photo(IMG, models=fakes("body", missing=("earseg",)))
     assert r.ears is None and r.messages["earseg"].startswith("model not available")

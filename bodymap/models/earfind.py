@@ -824,10 +824,12 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
     synthetic head photos (HELD_OUT: ear found, ear-pixel precision / recall, small ears), and
     the share of real photos in which an ear is found: HAM10000's and PAD-UFES-20's test parts
     (never trained on; photos taken of the ear listed apart), all of ISIC 2017; by the locator
-    alone and by photo mode (which searches only clinical and body-region photos). Time per
-    photo."""
+    alone and by photo mode (which searches only clinical and body-region photos), with no site
+    given and with the data set's site given as a user would (bodymap.photo.searches_ears: a
+    clinical close-up of a site outside the head and neck is not searched). Time per photo."""
     from bodymap.models.diagdata import load_images, load_photos, split_rows
     from bodymap.models.earseg import EarSegmenter
+    from bodymap.photo import searches_ears
 
     ext = Path(external) if external else EXTERNAL
     cache = Path(cache) if cache else Path(__file__).resolve().parents[2] / "out" / "models" / "cache"
@@ -852,17 +854,18 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
         rows = split_rows(f, part)
         if name == "pad_ufes20" and part == "all":  # every photo taken of the ear (the issue's check)
             sets["PAD-UFES-20 photos of the ear (all 7; 6 in the training part, never used there)"] = \
-                [r["path"] for r in rows if r["site_code"] == EAR_SITE]
+                [r for r in rows if r["site_code"] == EAR_SITE]
             continue
-        sets[f"{label}, not of the ear"] = [r["path"] for r in rows if r["site_code"] != EAR_SITE]
+        sets[f"{label}, not of the ear"] = [r for r in rows if r["site_code"] != EAR_SITE]
         if name != "pad_ufes20":
-            sets[f"{label}, of the ear"] = [r["path"] for r in rows if r["site_code"] == EAR_SITE]
+            sets[f"{label}, of the ear"] = [r for r in rows if r["site_code"] == EAR_SITE]
     res["real"] = {}
     t_total, n_total = 0.0, 0
-    for label, paths in sets.items():
-        if not paths:
+    for label, rows in sets.items():
+        if not rows:
             continue
-        found, via_photo = [], []
+        paths = [r["path"] for r in rows]
+        found, via_photo, via_site = [], [], []
         for i in range(0, len(paths), 64):
             ims = load_photos(paths[i:i + 64], 256)  # aspect kept, as photo mode sees them
             ks = kinds.probs(load_images(paths[i:i + 64], 128)).argmax(1) if kinds is not None else None
@@ -872,15 +875,20 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
                 t_total += time.perf_counter() - t0
                 n_total += 1
                 found.append(f_)
-                searched = ks is None or kinds.classes[int(ks[j])] in ("clinical", "body")
-                via_photo.append(f_ and searched)
+                kind = None if ks is None else kinds.classes[int(ks[j])]
+                via_photo.append(f_ and searches_ears(kind, None))
+                via_site.append(f_ and searches_ears(kind, rows[i + j]["site_code"]))
         from bodymap.models.metrics import bootstrap_ci
 
         f_ = np.array(found, float)
-        p_ = np.array(via_photo, float)
+        p_, q_ = np.array(via_photo, float), np.array(via_site, float)
         res["real"][label] = {"images": len(f_), "found": int(f_.sum()), "rate": round(float(f_.mean()), 4),
                               "rate_ci": [round(x, 4) for x in bootstrap_ci(np.mean, f_)],
-                              "photo_mode_found": int(p_.sum()), "photo_mode_rate": round(float(p_.mean()), 4)}
+                              "photo_mode_found": int(p_.sum()), "photo_mode_rate": round(float(p_.mean()), 4),
+                              "with_site": int(sum(bool(r["site_code"]) for r in rows)),
+                              "photo_mode_site_found": int(q_.sum()),
+                              "photo_mode_site_rate": round(float(q_.mean()), 4),
+                              "photo_mode_site_rate_ci": [round(x, 4) for x in bootstrap_ci(np.mean, q_)]}
     res["ms_per_photo_256"] = round(1000 * t_total / max(n_total, 1), 1)  # long side 256 px
     res["file_mb"] = round(Path(loc.path).stat().st_size / 1e6, 2)
     return res
@@ -903,10 +911,14 @@ def benchmark_text(res: dict) -> str:
         if sm:
             lines.append(f"   photos whose ear is at most 5 % of the image ({sm['pixel_images']}): precision "
                          f"{_f(sm, 'pixel_precision')}, recall {_f(sm, 'pixel_recall')}")
-    lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate + locator)")
+    lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate + "
+                 "locator), no site given / by photo mode with the data set's site given")
     for label, r in res["real"].items():
+        site = (f"; site given ({r['with_site']} have one) {r['photo_mode_site_found']} = "
+                f"{r['photo_mode_site_rate']:.4f} [{r['photo_mode_site_rate_ci'][0]:.4f}, "
+                f"{r['photo_mode_site_rate_ci'][1]:.4f}]" if "photo_mode_site_found" in r else "")
         lines.append(f"   {label}: {r['found']} of {r['images']} = {r['rate']:.4f} [{r['rate_ci'][0]:.4f}, "
-                     f"{r['rate_ci'][1]:.4f}]; photo mode {r['photo_mode_found']} = {r['photo_mode_rate']:.4f}")
+                     f"{r['rate_ci'][1]:.4f}]; photo mode {r['photo_mode_found']} = {r['photo_mode_rate']:.4f}{site}")
     lines.append(f"speed: {res['ms_per_photo_256']} ms per photo (locator, 256 px photos)")
     return "\n".join(lines)
 
