@@ -8,8 +8,8 @@ import pytest
 
 import torch  # noqa: E402
 
-from bodymap.models.checkpoint import (CheckpointError, load_checkpoint, pick_device,  # noqa: E402
-                                       save_checkpoint)
+from bodymap.models.checkpoint import (CheckpointError, compress_checkpoint, load_checkpoint,  # noqa: E402
+                                       pick_device, save_checkpoint)
 from bodymap.models.metrics import bootstrap_ci, mcnemar, per_class_scores  # noqa: E402
 from bodymap.models.quality import check_photo, load_photo  # noqa: E402
 
@@ -38,6 +38,39 @@ def test_checkpoint_round_trip_fp16(tmp_path):
     _save(tmp_path / "full.pt", half=False)
     assert (tmp_path / "m.pt").stat().st_size < 0.7 * (tmp_path / "full.pt").stat().st_size
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves nothing behind
+
+
+def test_int8_compression_keeps_the_network_and_says_what_it_did(tmp_path):
+    net = _save(tmp_path / "m.pt")
+    net.eval()
+    rec = compress_checkpoint(tmp_path / "m.pt", tmp_path / "q.pt", command="compress m.pt")
+    # the 200 x 300 kernel; the 300 x 3 one is under INT8_MIN_SIZE and stays fp16
+    assert rec["tensors"] == 1 and rec["mb_after"] < 0.65 * rec["mb_before"]
+    ck = load_checkpoint(tmp_path / "q.pt", "diagnosis")
+    assert ck["version"] == 2 and ck["training"]["compressed"]["command"] == "compress m.pt"
+    assert ck["training"]["command"] == "test" and ck["metrics"] == {"accuracy": 0.5}
+    raw = torch.load(tmp_path / "q.pt", weights_only=True)
+    assert set(raw["int8"]) == {"0.weight"} and raw["state_dict"]["0.weight"].dtype == torch.int8
+    assert raw["state_dict"]["2.weight"].dtype == torch.float16 and raw["state_dict"]["0.bias"].dtype == torch.float16
+    sd = net.state_dict()
+    for k, v in ck["state_dict"].items():
+        assert v.dtype == sd[k].dtype and v.shape == sd[k].shape
+        w = sd[k].float()
+        # int8 per output channel: within half a step (max |w| / 127) of each weight, plus fp16's error
+        tol = (w.abs().amax(1, keepdim=True) / 254 + 1e-3) if k == "0.weight" else 1e-2
+        assert ((v.float() - w).abs() <= tol).all(), k
+    # the same network, the same answers (to int8's error)
+    net2 = torch.nn.Sequential(torch.nn.Linear(200, 300), torch.nn.BatchNorm1d(300), torch.nn.Linear(300, 3)).eval()
+    net2.load_state_dict(ck["state_dict"])
+    x = torch.randn(64, 200)
+    with torch.no_grad():
+        assert (net(x).argmax(1) == net2(x).argmax(1)).float().mean() > 0.9
+    # compressing twice changes nothing more; a scale that does not fit is a damaged file, named
+    assert compress_checkpoint(tmp_path / "q.pt")["tensors"] == 0
+    raw["int8"]["0.weight"] = torch.ones(7)
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="int8 weights unreadable"):
+        load_checkpoint(tmp_path / "bad.pt", "diagnosis")
 
 
 @pytest.mark.parametrize("case", ["missing", "other_task", "text", "empty", "yolo_like", "plain_dict", "newer"])

@@ -6,10 +6,14 @@ A BodyMap checkpoint is ``torch.save`` of a dict::
      "arch": {...}, "state_dict": {...}, "classes": [...], "input_size": int,
      "normalisation": {"mean": [...], "std": [...]}, "data": {... "sha256": ...},
      "metrics": {...}, "training": {"command": ..., "log": ..., ...}, "half": bool,
-     "created": ISO time, "torch": version}
+     "created": ISO time, "torch": version[, "int8": {name: per-channel scales}]}
 
 Floating-point weights are stored as fp16 when ``half`` (files half as big); ``load_checkpoint``
-gives them back as fp32.
+gives them back as fp32. ``compress_checkpoint`` stores the large weight tensors (convolution and
+linear kernels) as int8 with one fp32 scale per output channel (a quarter of fp32): their names
+and scales are the "int8" entry, and such a file is format version 2 (older readers refuse it,
+saying to update BodyMap). The compression is a stored-weights change only: the network is the
+same and computes in fp32 after loading.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from pathlib import Path
 from bodymap.atomic import atomic_write
 
 FORMAT = "bodymap-checkpoint"
-VERSION = 1
+VERSION = 2  # the newest this code reads and writes (1: no "int8" entry)
+INT8_MIN_SIZE = 1024  # kernels with fewer weights stay as they are (their scales would cost more than they save)
 
 
 class CheckpointError(ValueError):
@@ -51,7 +56,7 @@ def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[st
         if half and v.is_floating_point() and not any(k.startswith(p) for p in keep_fp32):
             v = v.half()
         sd[k] = v.clone()
-    obj = {"format": FORMAT, "version": VERSION, "task": str(task), "arch": dict(arch), "state_dict": sd,
+    obj = {"format": FORMAT, "version": 1, "task": str(task), "arch": dict(arch), "state_dict": sd,
            "classes": [str(c) for c in classes], "input_size": int(input_size),
            "normalisation": dict(normalisation), "data": dict(data), "metrics": dict(metrics),
            "training": dict(training), "half": bool(half),
@@ -97,9 +102,73 @@ def load_checkpoint(path, task: str) -> dict:
     for key in ("arch", "state_dict", "classes", "input_size", "normalisation"):
         if key not in obj:
             raise CheckpointError(path, f"damaged BodyMap checkpoint: no {key!r} entry")
-    obj["state_dict"] = {k: (v.float() if v.is_floating_point() else v) for k, v in obj["state_dict"].items()}
+    scales = obj.get("int8") or {}
+    try:
+        obj["state_dict"] = {k: (_dequantize(v, scales[k]) if k in scales else v.float() if v.is_floating_point() else v)
+                             for k, v in obj["state_dict"].items()}
+    except (RuntimeError, TypeError, AttributeError) as e:  # a scale that does not fit its weights
+        raise CheckpointError(path, f"damaged BodyMap checkpoint: int8 weights unreadable ({e})") from None
     obj["path"] = str(path)
     return obj
+
+
+def stored_as(training: dict) -> str:
+    """How a checkpoint's weights are stored, from its "training" record: "int8 kernels" after
+    ``compress_checkpoint``, else "fp16"."""
+    return "int8 kernels, the rest fp16" if (training or {}).get("compressed") else "fp16"
+
+
+def _quantize(w):
+    """Per-output-channel symmetric int8 of a float tensor w (out, ...): (int8 tensor like w,
+    fp32 scales (out,)); w ~= q * scale along dim 0. A channel of zeros gets scale 1."""
+    import torch
+
+    w = w.detach().float()
+    amax = w.reshape(len(w), -1).abs().amax(1)
+    scale = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    q = torch.round(w / scale.view(-1, *[1] * (w.dim() - 1))).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def _dequantize(q, scale):
+    """fp32 weights from an int8 tensor q (out, ...) and its scales (out,)."""
+    return q.float() * scale.float().view(-1, *[1] * (q.dim() - 1))
+
+
+def compress_checkpoint(path, out=None, *, command: str = "") -> dict:
+    """Store a checkpoint's large kernels (floating tensors of 2 or more dimensions with at
+    least INT8_MIN_SIZE weights, ending in "weight") as int8 with per-output-channel scales;
+    everything else (biases, normalisation layers, statistics) as it was. Writes ``out`` (default:
+    in place), format version 2, and adds to its "training" record what was done ("compressed":
+    scheme, command, tensors, sizes before and after). Returns that record. The held-out scores
+    in "metrics" are the uncompressed weights' until measured again (benchmarks/models.py)."""
+    import torch
+
+    load_checkpoint(path, torch.load(path, map_location="cpu", weights_only=True).get("task"))  # the checks
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    scales = dict(obj.get("int8") or {})
+    sd, names = {}, []
+    for k, v in obj["state_dict"].items():
+        if k not in scales and v.is_floating_point() and v.dim() >= 2 and v.numel() >= INT8_MIN_SIZE \
+                and k.endswith("weight"):
+            sd[k], scales[k] = _quantize(v)
+            names.append(k)
+        else:
+            sd[k] = v
+    before = Path(path).stat().st_size
+    obj.update(state_dict=sd, int8=scales, version=2)
+    rec = {"scheme": "int8 weights, one fp32 scale per output channel (symmetric); the rest as before",
+           "command": command, "tensors": len(names),
+           "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    obj["training"] = {**obj.get("training", {}), "compressed": rec}
+    out = Path(out) if out else Path(path)
+    with atomic_write(out) as tmp:
+        torch.save(obj, str(tmp))
+    rec.update(mb_before=round(before / 1e6, 2), mb_after=round(out.stat().st_size / 1e6, 2))
+    obj["training"]["compressed"] = rec  # (the sizes, known only once written)
+    with atomic_write(out) as tmp:
+        torch.save(obj, str(tmp))
+    return rec
 
 
 def pick_device(device: str | None = None):

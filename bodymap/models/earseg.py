@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from bodymap.models.base import LoadedModel
+from bodymap.models.checkpoint import stored_as
 from bodymap.models.preprocess import as_rgb, predict_batched, to_tensor
 from bodymap.taxonomy import EAR_COLOURS, EAR_REGIONS, LATERALITY, SITE_INDEX
 
@@ -283,7 +284,7 @@ def benchmark_text(res: dict) -> str:
     d, t = res["data"], res.get("training", {})
     cb = res.get("carry_back")
     return "\n".join([
-        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
+        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, {stored_as(t)}), trained by: {t.get('command', '?')} "
         f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
         f"held-out: {d['images']} rendered ear close-ups of {d['bodies']} bodies never used in training "
         f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from {res['bootstrap']}",

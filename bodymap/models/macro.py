@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from bodymap.models.base import LoadedModel
+from bodymap.models.checkpoint import stored_as
 from bodymap.models.preprocess import as_rgb, fit_size, predict_batched, to_tensor
 from bodymap.scan import vertex_normals
 from bodymap.taxonomy import MACRO
@@ -387,7 +388,7 @@ def benchmark_text(res: dict) -> str:
     """The printed report of ``benchmark``."""
     d, t = res["data"], res.get("training", {})
     return "\n".join([
-        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, fp16), trained by: {t.get('command', '?')} "
+        f"checkpoint {res['checkpoint']} ({res['file_mb']} MB, {stored_as(t)}), trained by: {t.get('command', '?')} "
         f"({t.get('steps', '?')} steps, {t.get('seconds', '?')} s on {t.get('device', '?')})",
         f"held-out: {d['images']} patches of {d['bodies']} bodies never used in training plus non-skin images "
         f"(seed {d['seed']}, sha256 {d['sha256'][:12]}); 95% intervals from 1000 bootstrap resamples of patches",
