@@ -295,8 +295,8 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
         res.notes.append("a close-up does not show where on the body it is: give the site for a site-aware "
                          "diagnosis")
     if kind == "clinical" and not searches_ears(kind, user_site):
-        res.notes.append(f"a close-up of {user_site}: not searched for ears (only close-ups of the head and neck, "
-                         "or of a site not given, are)")
+        res.notes.append(f"a close-up of the {res.region}: not searched for ears (only close-ups of the head and "
+                         "neck, or of a site not given, are)")
     if searches_ears(kind, user_site):
         say("ear search", 0.55)
 
