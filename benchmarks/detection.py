@@ -36,10 +36,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bodymap.detect.evaluate import SITE_CLASSES, match, non_skin_gap, score_detections, truth_site_class
-from bodymap.lesions import LesionSet
-from bodymap.synth.patient import SynthOptions
-from bodymap.synth.truth import read_visit_truth
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bodymap, not an installed one
+
+from bodymap.detect.evaluate import SITE_CLASSES, match, non_skin_gap, score_detections, truth_site_class  # noqa: E402
+from bodymap.lesions import LesionSet  # noqa: E402
+from bodymap.synth.patient import SynthOptions  # noqa: E402
+from bodymap.synth.truth import read_visit_truth  # noqa: E402
 
 
 def beside_structures(n: int, vertices: np.ndarray, faces: np.ndarray, face_allowed: np.ndarray,

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bodymap, not an installed one
+
 # section -> (module, benchmark function, text function)
 SECTIONS = {"diagnosis": ("bodymap.models.diagnosis", "benchmark", "benchmark_text"),
             "synthetic": ("bodymap.models.diagnosis", "benchmark_synthetic", "benchmark_synthetic_text"),

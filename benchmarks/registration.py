@@ -12,8 +12,11 @@ scan on 2 idle cores. Record results in docs/benchmarks.md with the machine they
 import argparse
 import os
 import platform
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bodymap, not an installed one
 
 EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external"
 
