@@ -2,14 +2,15 @@
 on real meshes made by others.
 
     python benchmarks/anatomy.py [--faces 300000] [--quick] [--no-synthetic] [--no-real] [--clinic]
-                                 [--faust-only] [--reg-seeds 0 1 2 3]
+                                 [--faust-only] [--reg-seeds 0 1 2 3] [--short SEED]
 
 Synthetic: new seeds, unseen phenotypes (a child, a heavy body, an older man, a random adult),
 unseen random poses, remeshed with noise and holes; one scan is turned to y-up. Prints per-scan
 figures and the pooled result against the targets. --clinic: instead, one random adult in each
 clinic pose (arms crossed, hands on hips / head / face, arms forward, bent forward, seated,
 kneeling; seeds 7101-7108, development data now; --clinic-seed 7401 for a new draw), each
-scan's fit verdict and start pose printed beside its scores.
+scan's fit verdict and start pose printed beside its scores. --short SEED: six adults of a
+child's height (1.25-1.45 m) in varied poses, seeds SEED..SEED+5.
 Real (../shared/external): FAUST tr_reg_000..003 (one person in four poses, same vertex order):
 dense correspondence through registration (each vertex of pose A carried through both
 registrations to pose B, then by the pair map tracking uses; geodesic distance on B to its true
@@ -20,20 +21,23 @@ and level-2 label consistency across the four poses; the fit-quality report of e
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bodymap.anatomy.evaluate import score
-from bodymap.anatomy.labels import label_scan
-from bodymap.anatomy.template import load_template
-from bodymap.io import load_scan
-from bodymap.scan import Scan
-from bodymap.anatomy.body import CLINIC_POSES, BodySpec
-from bodymap.synth.patient import SynthOptions, synthesize_patient
-from bodymap.synth.truth import read_visit_truth
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's bodymap, not an installed one
+
+from bodymap.anatomy.evaluate import score  # noqa: E402
+from bodymap.anatomy.labels import label_scan  # noqa: E402
+from bodymap.anatomy.template import load_template  # noqa: E402
+from bodymap.io import load_scan  # noqa: E402
+from bodymap.scan import Scan  # noqa: E402
+from bodymap.anatomy.body import CLINIC_POSES, BodySpec  # noqa: E402
+from bodymap.synth.patient import SynthOptions, synthesize_patient  # noqa: E402
+from bodymap.synth.truth import read_visit_truth  # noqa: E402
 
 CASES = [  # (seed, body, poses, y-up)
     (7001, BodySpec(sex="female", age_years=8.0, height=0.5, weight=0.5), ("random",), False),
@@ -48,6 +52,20 @@ CASES = [  # (seed, body, poses, y-up)
 def clinic_cases(first: int) -> list:
     """One case per clinic pose, seeds first, first + 1, ..."""
     return [(first + i, None, (pose,), False) for i, pose in enumerate(CLINIC_POSES)]
+
+
+# --short: adults of a child's height (anny height 0.05-0.15: 1.25-1.45 m). Their standing height
+# alone starts the fit as a child; register tries an adult's start beside it (stop 49)
+SHORT_POSES = ("random", "arms-raised", "arms-down", "hands-on-hips", "arms-crossed", "random")
+
+
+def short_cases(first: int) -> list:
+    """Six short adults (both sexes, 20-85 years, varied weight), seeds first, first + 1, ..."""
+    rng = np.random.default_rng(first)
+    return [(first + i, BodySpec(sex=("female", "male")[i % 2], age_years=round(float(rng.uniform(20, 85)), 1),
+                                 height=round(float(rng.uniform(0.05, 0.15)), 3),
+                                 weight=round(float(rng.uniform(0.2, 0.8)), 3)), (pose,), False)
+            for i, pose in enumerate(SHORT_POSES)]
 
 
 EXTERNAL = Path(__file__).resolve().parents[1].parent / "shared" / "external"
@@ -208,6 +226,8 @@ def main() -> None:
     p.add_argument("--clinic", action="store_true",
                    help="synthetic: one random adult in each clinic pose (arms crossed ... kneeling) instead")
     p.add_argument("--clinic-seed", type=int, default=7101, help="--clinic: the first case's seed")
+    p.add_argument("--short", type=int, metavar="SEED",
+                   help="synthetic: six adults of a child's height (seeds SEED..SEED+5) instead")
     a = p.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores", flush=True)
     if not a.no_real and EXTERNAL.exists():
@@ -216,7 +236,7 @@ def main() -> None:
         return
     template = load_template()
     rows, times = [], []
-    every = clinic_cases(a.clinic_seed) if a.clinic else CASES
+    every = clinic_cases(a.clinic_seed) if a.clinic else short_cases(a.short) if a.short else CASES
     cases = every[:3] if a.quick else every
     if a.seeds:
         cases = [c for c in every if c[0] in a.seeds]
@@ -236,12 +256,12 @@ def main() -> None:
             times.append(dt)
             rows.append(s)
             b = truth["body"]
-            print(f"seed {seed}: {b['sex']} {b['age_years']:.0f} y, weight {b['weight']:.2f}, pose {truth['pose']}"
+            print(f"seed {seed}: {b['sex']} {b['age_years']:.0f} y, height {b['height']:.2f}, weight {b['weight']:.2f}, pose {truth['pose']}"
                   f"{', y-up' if y_up else ''}; {scan.n_faces} faces; label {dt:.1f} s; "
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
                   f"p95 {s['corr_p95_mm']:.1f} mm; fit {corr.info['quality']['verdict']}, model within 10 mm "
-                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)}; {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
+                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)} ({corr.info.get('start_size')}'s size); {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
                   f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)

@@ -645,3 +645,30 @@ def test_a_whole_body_is_not_taken_for_a_partial_scan():
         fit = reg._Fitter(pts, pts, partial=True)  # an average adult, its head top at the scan's top
         fit.fit(20, lr=0.012)
         assert reg._lacks_part(fit, pts) == lacks
+
+
+def test_a_short_adult_and_a_child_of_the_same_height_each_start_closer_as_what_they_are():
+    """A scan of a child's height is started as a child; register also starts a short adult
+    (``adult=True``) and keeps whichever coarse fit ends closer. Synthetic 9762, a 1.28 m adult,
+    was fitted from a child's start with a child's proportions (thighs' template points 28 mm
+    off). Here: anny's adult of 1.28 m and a child of about the same height, each fitted
+    briefly from both starts."""
+    from bodymap.anatomy import register as reg
+
+    def body(age, height):
+        f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
+        with f.torch.no_grad():
+            f.pheno["age"].fill_(age)
+            f.pheno["height"].fill_(height)
+            v = f.vertices().numpy().astype(np.float64)
+        return v - [*v[:, :2].mean(0), v[:, 2].min()]
+
+    adult, child = body(0.37, -2.94), body(-1.0, 0.0)
+    assert abs(np.ptp(adult[:, 2]) - np.ptp(child[:, 2])) < 30.0  # the same height (about 1.27 m)
+    for pts, is_child in ((adult, False), (child, True)):
+        first = reg._Fitter(pts[::3], pts)
+        assert first.child_start  # the default start reads the height alone
+        grown = reg._Fitter(pts[::3], pts, adult=True)
+        assert not grown.child_start and float(grown.pheno["age"].detach()) >= 0.0
+        e_child, e_adult = first.fit(30, lr=0.012), grown.fit(30, lr=0.012)
+        assert (e_child < e_adult) == is_child, (e_child, e_adult)

@@ -203,18 +203,26 @@ def _facing_turns(p: np.ndarray) -> list[float]:
 _HEIGHTS: dict = {}  # start pose -> {(age, height) logits: standing height (mm) of the body model}
 
 
+START_AGES = (-2.0, -1.0, 0.0, 1.0)  # the size start's grid, anny logits (age 0: 25 years)
+START_HEIGHTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
+# an adult's start (age logit >= 0) may need to be shorter than the grid's shortest: anny's
+# 25-year-old at height logit -2 stands 1238 mm, at -3 1165 mm
+ADULT_START_HEIGHTS = (-3.0, -2.5) + START_HEIGHTS
+
+
 def _start_heights(fitter: "_Fitter") -> dict:
     """{(age, height) logits: the body model's standing height, mm} over the start search's grid
-    (other phenotype logits 0) in the fitter's start pose. The same for every scan and
-    orientation started with hanging arms, so computed once per process and start pose: a
-    registration builds 10-20 fitters, and each used to pose the model 20 times for this."""
+    (START_AGES x ADULT_START_HEIGHTS, other phenotype logits 0) in the fitter's start pose. The
+    same for every scan and orientation started with hanging arms, so computed once per process
+    and start pose: a registration builds 10-20 fitters, and each used to pose the model 20 times
+    for this."""
     key = fitter.rotvec.detach().numpy().tobytes()
     if key not in _HEIGHTS:
         torch = fitter.torch
         heights = {}
         with torch.no_grad():
-            for age in (-2.0, -1.0, 0.0, 1.0):
-                for height in (-2.0, -1.0, 0.0, 1.0, 2.0):
+            for age in START_AGES:
+                for height in ADULT_START_HEIGHTS if age >= 0 else START_HEIGHTS:
                     fitter.pheno["age"].fill_(age)
                     fitter.pheno["height"].fill_(height)
                     fitter._offset = None
@@ -356,7 +364,8 @@ class _Fitter:
     """Fits anny's pose and phenotype to scan points already roughly in the template frame."""
 
     def __init__(self, points: np.ndarray, scan_vertices: np.ndarray, arms: tuple[float, float] = (0.0, 0.0),
-                 partial: bool = False, tick: Callable[[], None] | None = None, start: str | None = None):
+                 partial: bool = False, tick: Callable[[], None] | None = None, start: str | None = None,
+                 adult: bool = False):
         import torch
 
         from bodymap.anatomy.body import body_model
@@ -416,14 +425,18 @@ class _Fitter:
                 top = float(self.vertices()[:, 2].max())
                 self.trans[2] += float(z.max()) - top
         else:
-            self._init_size()
+            self._init_size(adult)
+        self.adult = adult
 
-    def _init_size(self) -> None:
+    def _init_size(self, adult: bool = False) -> None:
         """Start from a body of the scan's height: a small search over anny's age and height
-        (age sets a child's size, height an adult's)."""
+        (age sets a child's size, height an adult's). adult: among adult ages only (age logit
+        >= 0), whatever the height (a short adult, not a child of that height)."""
         torch = self.torch
         best = None
         for (age, height), h in _start_heights(self).items():
+            if (adult and age < 0) or (not adult and height not in START_HEIGHTS):
+                continue
             cost = abs(h - self.height) + 20.0 * (abs(age) + abs(height))  # prefer the average body
             if best is None or cost < best[0]:
                 best = (cost, age, height)
@@ -431,6 +444,7 @@ class _Fitter:
             self.pheno["age"].fill_(best[1])
             self.pheno["height"].fill_(best[2])
         self._offset = None
+        self.child_start = best[1] < 0  # (register then tries an adult's start beside it)
 
     def state(self) -> list:
         """A copy of everything the fit changes (restore() puts it back)."""
@@ -1140,6 +1154,13 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
         fitter = _Fitter(p - offset, sv @ R.T - offset, tick=tick)
         trials.append((fitter.fit(COARSE_RANK_STEPS, lr=0.012), k, R, offset, fitter))
+        # a scan of a child's height is started as a child, and may be a short adult: from a
+        # child's start the fit kept a child's proportions (synthetic 9762, a 1.28 m adult with
+        # raised arms: template points a median 9.6 mm off, the thighs 28 mm; from an adult's
+        # start 1.8 mm). An adult's start of the same orientation is ranked beside it
+        if fitter.child_start:
+            grown = _Fitter(p - offset, sv @ R.T - offset, tick=tick, adult=True)
+            trials.append((grown.fit(COARSE_RANK_STEPS, lr=0.012), k, R, offset, grown))
     trials.sort(key=lambda t: t[0])
     # a clear winner goes on alone; a close runner-up (a weak facing cue) goes on too
     keep = [t for t in trials[:2] if t[0] <= COARSE_KEEP * trials[0][0]]
@@ -1149,7 +1170,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
         arms = _arm_starts(p)  # the arms are where a rest-pose start goes wrong
         say("coarse alignment (arms)", 0.3 + 0.1 * j)
         first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
-        for fitter in (first, _Fitter(p, q, arms, tick=tick)):
+        for fitter in (first, _Fitter(p, q, arms, tick=tick, adult=first.adult)):
             e = fitter.fit(COARSE_STEPS, lr=0.012)
             if best is None or e < best[0]:
                 best = (e, R, offset, fitter)
@@ -1247,6 +1268,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "model_median_residual_mm": round(float(np.median(model_d)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
             "quality": quality, "arms_mended": mended, "start_pose": fitter.start,
+            "start_size": ("child" if fitter.child_start else "adult") if hasattr(fitter, "child_start") else None,
             "shape_details": {k: round(float(x), 3) for k, x in zip(SHAPE_DETAILS, fitter.torch.tanh(fitter.detail.detach())[0])},
             "pose_search": searched, "pose_search_skipped": skipped, "hands_turned": hands}
     say("done", 1.0)
