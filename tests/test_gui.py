@@ -620,6 +620,12 @@ def test_photo_mode(win, qtbot, tmp_path, monkeypatch):
     win.photo.site_combo.setCurrentIndex(win.photo.site_combo.findData("upper_extremity/forearm"))
     wait_jobs(win, qtbot)
     assert "forearm (given)" in win.photo.macro.text()
+    assert "helix" in win.photo.ear.text()  # a body-region photo is searched whatever its site
+    fakes["kind"] = _Kind("clinical")  # a close-up of the back is not (bodymap.photo.searches_ears)
+    win.photo.site_combo.setCurrentIndex(win.photo.site_combo.findData("trunk/posterior"))
+    wait_jobs(win, qtbot)
+    assert "not searched (a close-up of the posterior torso)" in win.photo.ear.text()
+    fakes["kind"] = _Kind("body")
     win.photo.site_combo.setCurrentIndex(0)
     wait_jobs(win, qtbot)
     # a file that is not a photo
