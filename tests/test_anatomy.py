@@ -670,5 +670,6 @@ def test_a_short_adult_and_a_child_of_the_same_height_each_start_closer_as_what_
         assert first.child_start  # the default start reads the height alone
         grown = reg._Fitter(pts[::3], pts, adult=True)
         assert not grown.child_start and float(grown.pheno["age"].detach()) >= 0.0
-        e_child, e_adult = first.fit(30, lr=0.012), grown.fit(30, lr=0.012)
+        # ranked as register ranks them: COARSE_RANK_STEPS each
+        e_child, e_adult = first.fit(reg.COARSE_RANK_STEPS, lr=0.012), grown.fit(reg.COARSE_RANK_STEPS, lr=0.012)
         assert (e_child < e_adult) == is_child, (e_child, e_adult)
