@@ -71,6 +71,10 @@ def test_int8_compression_keeps_the_network_and_says_what_it_did(tmp_path):
     torch.save(raw, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="int8 weights unreadable"):
         load_checkpoint(tmp_path / "bad.pt", "diagnosis")
+    # a file that is not a checkpoint is named, as a load names it (it was torch's own error)
+    (tmp_path / "notes.pt").write_text("not a model")
+    with pytest.raises(CheckpointError, match="notes.pt: not a BodyMap checkpoint"):
+        compress_checkpoint(tmp_path / "notes.pt")
 
 
 @pytest.mark.parametrize("case", ["missing", "other_task", "text", "empty", "yolo_like", "plain_dict", "newer"])

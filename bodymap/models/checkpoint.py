@@ -68,8 +68,9 @@ def save_checkpoint(path, *, task: str, arch: dict, state_dict, classes: list[st
         torch.save(obj, str(tmp))
 
 
-def load_checkpoint(path, task: str) -> dict:
-    """Read a checkpoint written by ``save_checkpoint`` for ``task``; weights come back fp32.
+def load_checkpoint(path, task: str | None) -> dict:
+    """Read a checkpoint written by ``save_checkpoint`` for ``task`` (None: any task); weights
+    come back fp32.
 
     Raises CheckpointError (naming the file) for a missing file, a file that is not a BodyMap
     checkpoint (e.g. a YOLO .pt or any other file), a checkpoint of another task, or a newer
@@ -97,7 +98,7 @@ def load_checkpoint(path, task: str) -> dict:
     if not isinstance(version, int) or version > VERSION:
         raise CheckpointError(path, f"checkpoint format version {version} is newer than this BodyMap "
                                     f"reads ({VERSION}); update BodyMap")
-    if obj.get("task") != task:
+    if task is not None and obj.get("task") != task:
         raise CheckpointError(path, f"a checkpoint for the {obj.get('task')!r} model, not {task!r}")
     for key in ("arch", "state_dict", "classes", "input_size", "normalisation"):
         if key not in obj:
@@ -144,7 +145,7 @@ def compress_checkpoint(path, out=None, *, command: str = "") -> dict:
     in "metrics" are the uncompressed weights' until measured again (benchmarks/models.py)."""
     import torch
 
-    load_checkpoint(path, torch.load(path, map_location="cpu", weights_only=True).get("task"))  # the checks
+    load_checkpoint(path, None)  # the checks of a load (a foreign or damaged file is named), any task
     obj = torch.load(path, map_location="cpu", weights_only=True)
     scales = dict(obj.get("int8") or {})
     sd, names = {}, []
