@@ -294,9 +294,6 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
     elif not user_site:
         res.notes.append("a close-up does not show where on the body it is: give the site for a site-aware "
                          "diagnosis")
-    if kind == "clinical" and not searches_ears(kind, user_site):
-        res.notes.append(f"a close-up of the {res.region}: not searched for ears (only close-ups of the head and "
-                         "neck, or of a site not given, are)")
     if searches_ears(kind, user_site):
         say("ear search", 0.55)
 
@@ -322,6 +319,9 @@ def analyse_photo(image: np.ndarray, site: str | None = None, models: Callable |
                                  "kept (the ear model never sets it alone)")
             elif res.site is None:
                 res.notes.append("an ear was found; the region is not set from the ear model alone")
+    elif kind == "clinical":  # searches_ears: the user's site is outside the head and neck
+        res.notes.append(f"a close-up of the {res.region}: not searched for ears (only close-ups of the head and "
+                         "neck, or of a site not given, are)")
     if kind in DIAGNOSIS_KINDS:
         say("diagnosis", 0.8)
         def diag(m):

@@ -258,7 +258,7 @@ class PhotoWidget(QtWidgets.QWidget):
             self.ear.setText(f"<b>ear:</b> {_esc(msg.get('earfind') or msg.get('earseg'))}")
         elif r.ears is not None:
             self.ear.setText("<b>ear:</b> no ear in this photo")
-        elif k is not None and k.label == "clinical" and r.site_source == "user":  # bodymap.photo.searches_ears
+        elif k is not None and k.label in bp.EAR_KINDS:  # a kind searched, not searched: its site (searches_ears)
             self.ear.setText(f"<b>ear:</b> not searched (a close-up of the {_esc(r.region)})")
         else:
             self.ear.setText("<b>ear:</b> not searched (" + (k.description if k is not None else "-") + ")")
