@@ -423,6 +423,11 @@ def test_faust_hands_before_the_face_register_onto_the_same_skin():
     # start is searched (one was, for 15 s, and never kept)
     skipped = corrs[1].info["pose_search_skipped"]
     assert not corrs[1].info["pose_search"] and skipped["standing_off_beyond_arms"] < 0.2
+    # both arms were fitted again: of the hand's and the hand-and-wrist's tries only the closer
+    # after MEND_RANK_ROUNDS went on; the arm-only try (kept) ran whole
+    m = corrs[1].info["arms_mended"]
+    assert set(m["tried"]) == {min(m["ranked_mm"], key=m["ranked_mm"].get), "hands and arms"}
+    assert m["pulled"] == "hands and arms"
 
 
 def test_the_body_fits_last_rounds_keep_only_the_keypoints_marked_to_end():
@@ -542,6 +547,44 @@ def test_a_seated_body_whose_standing_fit_is_close_is_searched_anyway(tmp_path):
     print(s, corr.info["pose_search"])
     assert corr.info["pose_search"]["standing_legs_off"] >= reg.LIMB_OFF_POOR and corr.info["start_pose"] == "seated"
     assert s["level2"] >= 0.95
+
+
+def test_a_held_shape_poses_the_same_body_as_the_full_model():
+    """With the shape held (_mend_arms' arm-only try) the fitter poses a rest body computed once:
+    the same vertices and the same gradient on the pose as anny's full forward, and a changed
+    shape (restore) is computed afresh."""
+    from bodymap.anatomy import register as reg
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
+    f.body_fit_on()  # the shape details too
+    torch = f.torch
+    with torch.no_grad():
+        f.rotvec += torch.as_tensor(np.random.default_rng(2).normal(0.0, 0.2, f.rotvec.shape), dtype=torch.float32)
+        for v in f.pheno.values():
+            v += 0.7
+        f.detail += 0.3
+
+    def body():
+        f.rotvec.grad = None
+        v = f.vertices()
+        (v ** 2).sum().backward()
+        return v.detach().clone(), f.rotvec.grad.clone()
+
+    full, full_grad = body()
+    shape = f.state()
+    f.shape_fixed = True
+    held, held_grad = body()
+    assert torch.equal(held, full) and torch.allclose(held_grad, full_grad, rtol=1e-5, atol=1e-3)
+    assert f._rest_body is not None
+    with torch.no_grad():
+        f.pheno["weight"] += 1.0
+    assert torch.equal(body()[0], held)  # held: a changed logit does not reach the body ...
+    f.restore(shape)  # ... until the shape is set again
+    f.shape_fixed = True
+    with torch.no_grad():
+        f.pheno["weight"] += 1.0
+    f.restore(f.state())
+    assert not torch.allclose(body()[0], held)
 
 
 def test_arm_keypoints_pull_the_arms_only():

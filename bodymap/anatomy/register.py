@@ -49,6 +49,7 @@ COARSE_KEEP = 1.5
 # ... kept when it is closer to the scan and the arms lie less off it, or, on a whole-body scan,
 # when it is under MEND_CLEAR of the first fit's mean distance
 MEND_CLEAR = 0.6
+MEND_RANK_ROUNDS = 3  # rounds of the body fit after which two of its tries are ranked (_mend_arms)
 KEYPOINT_WEIGHT = 0.1  # per mm of the hand's distance, against the fit's mean surface distances
 # A body still this far (mean distance, mm) from the best standing start is fitted from
 # SEARCH_POSES too (bodymap.anatomy.poses), and one of those kept when under POSE_KEEP of it:
@@ -413,6 +414,7 @@ class _Fitter:
         self.detail = torch.zeros(1, len(SHAPE_DETAILS), requires_grad=True)
         self.details_on = False  # set by body_fit_on
         self.body_fit = False  # ... and this
+        self._rest_body = None  # the held shape's rest body (shape_fixed), once computed
         self.shape_fixed = False  # phenotype and details held (_mend_arms' arm-only try)
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
@@ -446,6 +448,16 @@ class _Fitter:
         self._offset = None
         self.child_start = best[1] < 0  # (register then tries an adult's start beside it)
 
+    @property
+    def shape_fixed(self) -> bool:
+        """Whether the phenotype and shape details are held (only the pose and place fitted)."""
+        return self._shape_fixed
+
+    @shape_fixed.setter
+    def shape_fixed(self, held: bool) -> None:
+        self._shape_fixed = bool(held)
+        self._rest_body = None  # (computed again from the shape as it is when next needed)
+
     def state(self) -> list:
         """A copy of everything the fit changes (restore() puts it back)."""
         return [self.rotvec.detach().clone(), self.trans.detach().clone(),
@@ -458,6 +470,7 @@ class _Fitter:
             for k, v in state[2].items():
                 self.pheno[k].copy_(v)
             self.detail.copy_(state[3])
+        self._rest_body = None
 
     def body_fit_on(self) -> None:
         """From here on (the body fit, after the coarse alignment): fit SHAPE_DETAILS too, and
@@ -483,13 +496,26 @@ class _Fitter:
                               torch.cat([torch.cat([R, torch.zeros(k, 3, 1)], 2),
                                          torch.tensor([[[0.0, 0, 0, 1]]]).repeat(k, 1, 1)], 1))
         ph = {k: torch.sigmoid(v) for k, v in self.pheno.items()}
+        model, local = self.model, None
         if self.details_on:  # (set by register only when SHAPE_DETAILS is not empty)
             from bodymap.anatomy.body import body_model
 
-            v = body_model().detail_model(SHAPE_DETAILS)(pose_parameters=pose, phenotype_kwargs=ph,
-                                                         local_changes_kwargs=torch.tanh(self.detail))["vertices"][0]
+            model, local = body_model().detail_model(SHAPE_DETAILS), torch.tanh(self.detail)
+        if self.shape_fixed:
+            # the shape is held: its rest body (vertices and bones before posing) once, without
+            # gradient, and only the posing each step. anny's forward recomputes the rest body
+            # from the blend shapes every call, and back-propagates through it: over half of a
+            # step (FAUST 003's arm-only try, 8.3 -> 5 s). The same vertices as the full forward
+            if self._rest_body is None:
+                with torch.no_grad():
+                    _, phen, changes, faces = model.get_tensor_inputs(None, ph, local, None)
+                    self._rest_body = model.get_rest_model(model._get_phenotype_blendshape_coefficients(phen, changes,
+                                                                                                        faces))
+            rest = self._rest_body
+            transforms, _ = model.get_bone_transforms(pose, rest["rest_bone_poses"])
+            v = model.get_skinned_vertices(rest["rest_vertices"].expand(transforms.shape[0], -1, -1), transforms)[0]
         else:
-            v = self.model(pose_parameters=pose, phenotype_kwargs=ph)["vertices"][0]
+            v = model(pose_parameters=pose, phenotype_kwargs=ph, local_changes_kwargs=local)["vertices"][0]
         v = v * 1000.0
         if self._offset is None:  # the initial body: feet on the floor, centred like the points
             self._offset = torch.cat([v[:, :2].mean(0), v[:, 2:].min(0).values]).detach()
@@ -979,19 +1005,23 @@ def fit_summary(info: dict) -> str:
     return f"body fit {q['verdict']}{pose}: {q['reason']}"
 
 
-def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], frac: tuple[float, float]) -> float:
+def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], frac: tuple[float, float],
+              first: int = 0, stop: int | None = None) -> float:
     """The body fit proper: ``rounds`` rounds of 50 steps, large steps and a wide capture first,
     then finer steps and a tight cap; keypoints pull until the last two rounds, which leave the
     hands to the surface (those marked to_end pull on). Returns the final mean distance (mm);
-    progress from frac[0] to frac[1]."""
+    progress from frac[0] to frac[1]. first, stop: only those rounds of the schedule (a fit
+    stopped at stop goes on from there, with the same keypoints, from first=stop)."""
     n = rounds
-    for k in range(n):
+    stop = n if stop is None else stop
+    for k in range(first, stop):
         if k == n - 2:
             fitter.keypoints = [kp for kp in fitter.keypoints if kp.to_end]
         say("fitting the body", frac[0] + (frac[1] - frac[0]) * k / n)
         err = fitter.fit(50, lr=0.01 if k < n // 2 else 0.004, cap_mm=60.0 if k < 3 else 20.0 if k < n - 2 else 10.0,
                          lag=True)
-    fitter.keypoints = []
+    if stop == n:
+        fitter.keypoints = []
     return err
 
 
@@ -1006,7 +1036,8 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
                before: dict[str, float] | None = None) -> tuple[float, dict]:
     """Fit the body again when an arm was left off the scan (limbs_off_scan >= LIMB_OFF_FAIR):
     from ``start`` (fitter.state() before the body fit), with that arm's hand pulled towards the
-    scan's hand; again with the wrist's ring pulled too; and again with the rings either side
+    scan's hand, or with the wrist's ring pulled too (the two ranked after MEND_RANK_ROUNDS, the
+    closer fitted to the end); and again with the rings either side
     of the elbow too, each pulling the arm's bones only (bodymap.anatomy.keypoints: the rings
     place a bent elbow, which the hand alone leaves free, but pulled through the trunk they slid
     its skin along the scan), the rings until the end of the fit. A second fit is kept only when
@@ -1040,7 +1071,9 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     if not any(len(found[s]) > 1 for s in pull):
         del tries["hands and wrists"], tries["hands and arms"]
     record["tried"] = {}
-    for name, (k, arm_only) in tries.items():
+
+    def begin(name: str) -> None:  # the fitter at the body fit's start, with this try's keypoints
+        k, arm_only = tries[name]
         fitter.restore(start)
         if arm_only:  # the body's shape as the best fit so far read it: only the pose changes
             fitter.restore([start[0], start[1], best[1][2], best[1][3]])
@@ -1052,8 +1085,32 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         fitter.keypoints = [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
                                      arm_only, to_end=arm_only and j > 0)
                             for s in pull for j, (idx, target) in enumerate(found[s][:k])]
+
+    order = list(tries)
+    early = {}
+    if "hands and wrists" in tries and rounds > MEND_RANK_ROUNDS + 2:
+        # the hand's and the hand-and-wrist's fits differ by the wrist's ring alone: ranked after
+        # MEND_RANK_ROUNDS by their mean distance, only the closer goes on: on seven development
+        # scans (FAUST 001, 003, clinic and short adults) the closer after three rounds was the
+        # closer at the end every time (after two, FAUST 003's was not: 15.8 against 16.2 mm, at
+        # the end 14.4 against 8.0). The arm-only fit is not ranked against them: its rings pull
+        # to the end, so it reads further from the scan until then (clinic 7105: ranked first,
+        # ended second)
+        for name in ("hands", "hands and wrists"):
+            begin(name)
+            e = _fit_body(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
+            early[name] = (e, fitter.state(), fitter.keypoints)
+        lead = min(early, key=lambda n: early[n][0])
+        record["ranked_mm"] = {n: round(early[n][0], 2) for n in early}
+        order = [lead, "hands and arms"]
+    for name in order:
+        if name in early:  # go on from where the ranking stopped it
+            fitter.restore(early[name][1])
+            fitter.keypoints = early[name][2]
+        else:
+            begin(name)
         try:
-            new_err = _fit_body(fitter, rounds, say, (0.6, 0.84))
+            new_err = _fit_body(fitter, rounds, say, (0.6, 0.84), first=MEND_RANK_ROUNDS if name in early else 0)
         finally:  # (a cancelled try must not leave the shape held for whoever uses the fitter next)
             fitter.shape_fixed = False
         after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
