@@ -22,12 +22,14 @@ setup:  ## install missing system packages with apt
 
 venv: $(STAMP)
 
-# torch first and pinned: pip takes this exact build from the machine's disk.
+# torch first and pinned: pip takes this exact build from the machine's disk. --no-compile: the
+# interpreter compiles what it imports on first use; compiling every file of torch, Qt and the
+# rest up front cost about 15 s of the set-up and is mostly never used.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-compile --upgrade pip
+	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
 	touch $(STAMP)
 
 demo: setup venv  ## run what the pipeline has so far on a bundled sample; outputs under out/
