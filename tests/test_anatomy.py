@@ -549,6 +549,67 @@ def test_a_seated_body_whose_standing_fit_is_close_is_searched_anyway(tmp_path):
     assert s["level2"] >= 0.95
 
 
+def test_the_arms_second_fit_goes_on_with_the_closer_try_and_stops_once_the_arms_lie_on(monkeypatch):
+    """_mend_arms: the hand's and the hand-and-wrist's fits are ranked after MEND_RANK_ROUNDS and
+    only the closer is fitted to the end; the arm-only fit runs only while an arm stays off the
+    scan, and the closest fit that lays the arms less off is kept. (Fits stood in for: each try
+    ends at the mean distance and arm-off share given here.)"""
+    import torch
+
+    from bodymap.anatomy import keypoints
+    from bodymap.anatomy import register as reg
+
+    tries = {1: "hands", 2: "hands and wrists", 3: "hands and arms"}  # keypoints on the one arm
+
+    class Fitter:
+        def __init__(self):
+            self.torch, self.keypoints, self.shape_fixed, self.made_by = torch, [], False, "first fit"
+
+        def state(self):
+            return [self.made_by, None, None, None]
+
+        def restore(self, state):
+            self.made_by = state[0]
+
+        def vertices(self):
+            return torch.zeros(3, 3)
+
+    def run(early, final, off):
+        ran = []
+
+        def fit_body(fitter, rounds, say, frac, first=0, stop=None):
+            name = tries[len(fitter.keypoints)]
+            ran.append((name, first, rounds if stop is None else stop))
+            fitter.made_by = name
+            return early[name] if stop is not None else final[name]
+
+        monkeypatch.setattr(reg, "_fit_body", fit_body)
+        monkeypatch.setattr(reg, "_in_scan", lambda fitter, R, offset: fitter.made_by)
+        monkeypatch.setattr(reg, "limbs_off_scan", lambda made_by, scan, partial: {"left arm": off[made_by]})
+        rings = [(np.arange(3), np.zeros(3))] * 3  # the hand's keypoint and two rings
+        monkeypatch.setattr(keypoints, "hand_keypoints", lambda *a: {"left": rings})
+        f = Fitter()
+        scan = Scan(np.eye(3), np.array([[0, 1, 2]]))  # (only passed through here)
+        err, record = reg._mend_arms(f, scan, np.eye(3), np.zeros(3), False, 10.0, f.state(), 8,
+                                     lambda *a: None, {"left arm": 0.5})
+        held[0] = f.shape_fixed
+        return ran, record, f.made_by
+
+    held = [None]
+    r = reg.MEND_RANK_ROUNDS
+    # the hand's fit ranks closer and ends with the arm on the scan: no arm-only fit
+    ran, record, kept = run({"hands": 7.0, "hands and wrists": 8.0}, {"hands": 6.0},
+                            {"first fit": 0.5, "hands": 0.05})
+    assert ran == [("hands", 0, r), ("hands and wrists", 0, r), ("hands", r, 8)]
+    assert kept == "hands" and record["pulled"] == "hands" and record["skipped"] == "hands and arms"
+    # the wrist's ranks closer but leaves the arm off: the arm-only fit runs whole and, closer
+    # and the arm less off, is kept
+    ran, record, kept = run({"hands": 8.0, "hands and wrists": 7.0}, {"hands and wrists": 6.0, "hands and arms": 5.0},
+                            {"first fit": 0.5, "hands and wrists": 0.3, "hands and arms": 0.1})
+    assert ran[2:] == [("hands and wrists", r, 8), ("hands and arms", 0, 8)]
+    assert kept == "hands and arms" and "skipped" not in record and not held[0]  # (the shape let go after)
+
+
 def test_a_held_shape_poses_the_same_body_as_the_full_model():
     """With the shape held (_mend_arms' arm-only try) the fitter poses a rest body computed once:
     the same vertices and the same gradient on the pose as anny's full forward, and a changed

@@ -1104,6 +1104,11 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         record["ranked_mm"] = {n: round(early[n][0], 2) for n in early}
         order = [lead, "hands and arms"]
     for name in order:
+        if tries[name][1] and best[3] is not None and all(best[2][f"{s} arm"] < LIMB_OFF_FAIR for s in bad):
+            # a second fit kept already lays every arm on the scan: nothing left to mend with
+            # the arm-only fit (on the development scans it was kept only where one stayed off)
+            record["skipped"] = name
+            continue
         if name in early:  # go on from where the ranking stopped it
             fitter.restore(early[name][1])
             fitter.keypoints = early[name][2]
