@@ -36,7 +36,7 @@ def collect(seed: int, poses: tuple, faces: int, tmp: Path) -> tuple[np.ndarray,
     from bodymap.pipeline import detect_lesions, locate_lesions
     from bodymap.anatomy.body import BodySpec
     from bodymap.synth.patient import SynthOptions, synthesize_patient
-    from bodymap.track import Visit, track
+    from bodymap.track import FEATURES, Visit, track
     from bodymap.trackeval import truth_lesion_set
 
     rng = np.random.default_rng(seed)
@@ -61,7 +61,7 @@ def collect(seed: int, poses: tuple, faces: int, tmp: Path) -> tuple[np.ndarray,
         X.append(p.features)
         y.append(t1 is not None and t1 == t2)
     print(f"seed {seed} {poses}: {len(y)} pairs, {sum(y)} right", flush=True)
-    return np.array(X, float).reshape(-1, 6), np.array(y, bool)
+    return np.array(X, float).reshape(-1, len(FEATURES)), np.array(y, bool)
 
 
 def collect_faust(series: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def collect_faust(series: list[int]) -> tuple[np.ndarray, np.ndarray]:
     pairs, for each placement series (pair k placed from seed S + k, as benchmarks/tracking.py)."""
     from bodymap.anatomy.register import register
     from bodymap.io import load_scan
-    from bodymap.track import Visit, track
+    from bodymap.track import FEATURES, Visit, track
     from bodymap.trackeval import placed_lesions, shuffled
 
     folder = ROOT.parent / "shared" / "external" / "faust_fundcg"
@@ -87,7 +87,7 @@ def collect_faust(series: list[int]) -> tuple[np.ndarray, np.ndarray]:
                 X.append(p.features)
                 y_.append(truth.get(p.id2) == p.id1)
         print(f"FAUST series {s0}: {len(y_)} pairs so far, {sum(y_)} right", flush=True)
-    return np.array(X, float).reshape(-1, 6), np.array(y_, bool)
+    return np.array(X, float).reshape(-1, len(FEATURES)), np.array(y_, bool)
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> dict:
@@ -123,6 +123,11 @@ def main() -> None:
     p.add_argument("--out", default=str(CALIBRATION_FILE))
     p.add_argument("--cache", help="folder: each patient's collected pairs are stored and reused there")
     a = p.parse_args()
+    import bodymap.track
+
+    # the features do not depend on the shipped confidence model (the matching decides on its
+    # own cost-and-margin confidence); a shipped file made for other features is not read here
+    bodymap.track._calibration = lambda: None
     # each patient's pairs are kept in the cache folder as they are collected, so an interrupted
     # run resumes where it stopped and a rerun fits again without collecting
     cache = Path(a.cache) if a.cache else None
