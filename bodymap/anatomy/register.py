@@ -1094,7 +1094,8 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         # MEND_RANK_ROUNDS by their mean distance, only the closer goes on: on seven development
         # scans (FAUST 001, 003, clinic and short adults) the closer after three rounds was the
         # closer at the end every time (after two, FAUST 003's was not: 15.8 against 16.2 mm, at
-        # the end 14.4 against 8.0). The arm-only fit is not ranked against them: its rings pull
+        # the end 14.4 against 8.0); on the clinic draw 8401-8408, three of four (8401 finished
+        # the hand's try, 4.52 mm, where the wrist's would have ended at 4.34). The arm-only fit is not ranked against them: its rings pull
         # to the end, so it reads further from the scan until then (clinic 7105: ranked first,
         # ended second)
         for name in ("hands", "hands and wrists"):
