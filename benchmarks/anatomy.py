@@ -104,8 +104,12 @@ def mended(info: dict) -> str:
         return f"second fit not tried (arms {', '.join(m['arms'])} off, no hand found)"
     arms = lambda d: " / ".join(f"{d[s]:.2f}" for s in m["arms"])  # noqa: E731
     tried = "; ".join(f"{k} {t['mean_mm']:.2f} mm, off {arms(t['off'])}" for k, t in m["tried"].items())
+    # (tries ranked early and not finished, and an arm-only try skipped: register._mend_arms)
+    ranked = m.get("ranked_mm")
+    extra = (f"; ranked early {' / '.join(f'{k} {v:.2f} mm' for k, v in ranked.items())}" if ranked else "") + \
+        (f"; {m['skipped']} skipped" if m.get("skipped") else "")
     return (f"second fit {'kept (' + m['pulled'] + ')' if m['kept'] else 'refused'}: first {m['mean_mm'][0]:.2f} mm, "
-            f"{', '.join(m['arms'])} arm off {arms(m['off_before'])}; tried {tried}")
+            f"{', '.join(m['arms'])} arm off {arms(m['off_before'])}; tried {tried}{extra}")
 
 
 def dense_errors(scan_a, corr_a, scan_b, corr_b, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
