@@ -422,6 +422,7 @@ class _Fitter:
         self.keypoints: list[Keypoint] = []
         self.tick = tick  # called every few steps: a progress callback may raise there to cancel
         self.scan_to_body_mm = np.inf
+        self.child_start = None  # whether the size search started a child (None: no size search)
         if partial:  # an upper-body scan: an average adult, its head top at the scan's top
             with torch.no_grad():
                 top = float(self.vertices()[:, 2].max())
@@ -1095,9 +1096,9 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         # scans (FAUST 001, 003, clinic and short adults) the closer after three rounds was the
         # closer at the end every time (after two, FAUST 003's was not: 15.8 against 16.2 mm, at
         # the end 14.4 against 8.0); on the clinic draw 8401-8408, three of four (8401 finished
-        # the hand's try, 4.52 mm, where the wrist's would have ended at 4.34). The arm-only fit is not ranked against them: its rings pull
-        # to the end, so it reads further from the scan until then (clinic 7105: ranked first,
-        # ended second)
+        # the hand's try, 4.52 mm, where the wrist's would have ended at 4.34). The arm-only fit
+        # is not ranked against them: its rings pull to the end, so it reads further from the
+        # scan until then (clinic 7105: ranked first, ended second)
         for name in ("hands", "hands and wrists"):
             begin(name)
             e = _fit_body(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
@@ -1332,7 +1333,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "model_median_residual_mm": round(float(np.median(model_d)), 2),
             "phenotype": {k: round(float(fitter.torch.sigmoid(v.detach())), 3) for k, v in fitter.pheno.items()},
             "quality": quality, "arms_mended": mended, "start_pose": fitter.start,
-            "start_size": ("child" if fitter.child_start else "adult") if hasattr(fitter, "child_start") else None,
+            "start_size": None if fitter.child_start is None else "child" if fitter.child_start else "adult",
             "shape_details": {k: round(float(x), 3) for k, x in zip(SHAPE_DETAILS, fitter.torch.tanh(fitter.detail.detach())[0])},
             "pose_search": searched, "pose_search_skipped": skipped, "hands_turned": hands}
     say("done", 1.0)
