@@ -610,6 +610,60 @@ def test_the_arms_second_fit_goes_on_with_the_closer_try_and_stops_once_the_arms
     assert kept == "hands and arms" and "skipped" not in record and not held[0]  # (the shape let go after)
 
 
+def test_fits_run_side_by_side_end_where_they_end_one_after_another():
+    """register runs its independent coarse fits (starts, orientations, searched poses) two at
+    a time on two cores (_side_by_side): each fit is its own, so they end exactly where they
+    end one after another; a cancel raised inside one (the progress callback) reaches the caller."""
+    import threading
+
+    import torch
+
+    from bodymap.anatomy import register as reg
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
+    with f.torch.no_grad():
+        v = f.vertices().numpy().astype(np.float64)
+    v = v - [*v[:, :2].mean(0), v[:, 2].min()]
+
+    def tasks():  # four starts, built here (as register builds them), each fitted in a task
+        fitters = [reg._Fitter(p[::3], p) for p in (v @ reg._rot_z(t).T for t in (0.0, 0.4, -0.4, 0.8))]
+
+        def run(g):
+            e = g.fit(6, lr=0.012)
+            return e, g.rotvec.detach().clone(), g.trans.detach().clone(), threading.current_thread().name
+        return [lambda g=g: run(g) for g in fitters]
+
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        alone_tasks, beside_tasks = tasks(), tasks()
+        torch.set_num_threads(1)  # a one-thread process: one after another, here
+        alone = reg._side_by_side(alone_tasks)
+        torch.set_num_threads(2)
+        beside = reg._side_by_side(beside_tasks)
+        assert torch.get_num_threads() == 2  # (given back)
+    finally:
+        torch.set_num_threads(n)
+    assert all(a[3] == threading.current_thread().name for a in alone)
+    assert all(b[3].startswith("bodymap-fits") for b in beside)
+    for a, b in zip(alone, beside):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    assert len({round(a[0], 3) for a in alone}) == len(alone)  # (four different fits)
+
+    class Stop(Exception):
+        pass
+
+    def cancelled():
+        raise Stop
+
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(Stop):
+            reg._side_by_side([beside_tasks[0], cancelled, beside_tasks[1]])
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_a_held_shape_poses_the_same_body_as_the_full_model():
     """With the shape held (_mend_arms' arm-only try) the fitter poses a rest body computed once:
     the same vertices and the same gradient on the pose as anny's full forward, and a changed

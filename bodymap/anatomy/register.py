@@ -231,6 +231,7 @@ def _start_heights(fitter: "_Fitter") -> dict:
         if len(_HEIGHTS) > 64:  # arm starts differ from scan to scan: keep the cache small
             _HEIGHTS.clear()
         _HEIGHTS[key] = heights
+        return heights  # (not read back: a fit beside this one may clear the cache meanwhile)
     return _HEIGHTS[key]
 
 
@@ -348,6 +349,36 @@ def _pool():
         _POOL[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bodymap-fit",
                                         initializer=_one_openmp_thread)
     return _POOL[pid]
+
+
+def _side_by_side(tasks: list) -> list:
+    """Run independent fits side by side: tasks, callables that each fit their own _Fitter (the
+    coarse starts, the partial scan's orientations, the pose search's starts); returns their
+    results in order. Over the process's torch threads (two cores: two fits at once), each fit
+    with torch and OpenMP on one thread, as a fit runs anyway (_Fitter.fit); one after another
+    in a one-thread process (a batch worker). The same fits either way, to the bit (test): a
+    fit shares nothing with another, and the fitters are built beforehand in the calling thread,
+    as before (anny's body posed with two threads and with one differs in the last bits, which a
+    fit carries on: built in the workers, FAUST 000's fit ended up to 18 mm elsewhere). Most of
+    a step's time is in torch's operators and the tree queries, which let go of the GIL: the
+    partial scan's eight orientations (clinic 9763) took 4.9 s one after another, 2.8 s two at
+    a time."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = torch.get_num_threads()
+    if n < 2 or len(tasks) < 2:
+        return [t() for t in tasks]
+    torch.set_num_threads(1)
+    ex = ThreadPoolExecutor(min(n, len(tasks)), thread_name_prefix="bodymap-fits", initializer=_one_openmp_thread)
+    try:
+        futures = [ex.submit(t) for t in tasks]
+        return [f.result() for f in futures]
+    finally:
+        # a cancel raised in one fit (the progress callback) drops those not started; those
+        # running stop at their next tick, which raises too
+        ex.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(n)
 
 
 class Keypoint(NamedTuple):
@@ -793,16 +824,19 @@ def _lacks_part(fitter: _Fitter, points: np.ndarray) -> bool:
 def _partial_search(scan: Scan, pts: np.ndarray, sv: np.ndarray, tick: Callable[[], None] | None = None):
     """Best partial-body fit over both up signs and four facings: (fitter, R (3, 3), offset (3,)).
     pts (k, 3) surface samples and sv (s, 3) vertices of the scan, mm, in the scan's frame."""
-    best = None
+    tries = []
     for U in _up_rotations(scan):
         for turn in (0.0, np.pi / 2, np.pi, -np.pi / 2):
             R = _rot_z(turn) @ U
             p = pts @ R.T
             offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
-            f = _Fitter(p - offset, sv @ R.T - offset, partial=True, tick=tick)
-            f.fit(12, lr=0.012)  # a few steps rank the orientations; only the best goes on
-            if best is None or f.scan_to_body_mm < best[0].scan_to_body_mm:
-                best = (f, R, offset)
+            tries.append((_Fitter(p - offset, sv @ R.T - offset, partial=True, tick=tick), R, offset))
+    # a few steps rank the orientations; only the best goes on
+    _side_by_side([lambda f=f: f.fit(12, lr=0.012) for f, _, _ in tries])
+    best = None
+    for f, R, offset in tries:
+        if best is None or f.scan_to_body_mm < best[0].scan_to_body_mm:
+            best = (f, R, offset)
     best[0].fit(48, lr=0.012)
     return best
 
@@ -1149,18 +1183,17 @@ def _pose_search(pts: np.ndarray, sv: np.ndarray, ups: list, tick: Callable[[], 
         _, v = np.linalg.eigh(xy.T @ xy)
         axis = np.arctan2(v[1, 1], v[0, 1])  # the body's longer horizontal extent
         turns += [_rot_z(-axis + k * np.pi / 2) @ up for k in range(4)]
-    trials = []
+    starts = []
     for Rf in turns:
         p = pts @ Rf.T
         offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
-        for name in SEARCH_POSES:
-            fitter = _Fitter(p - offset, sv @ Rf.T - offset, tick=tick, start=name)
-            e = fitter.fit(COARSE_RANK_STEPS, lr=0.012)
-            trials.append((e, Rf, offset, fitter))
-    trials.sort(key=lambda t: t[0])
+        starts += [(Rf, offset, _Fitter(p - offset, sv @ Rf.T - offset, tick=tick, start=name))
+                   for name in SEARCH_POSES]
+    errs = _side_by_side([lambda f=f: f.fit(COARSE_RANK_STEPS, lr=0.012) for _, _, f in starts])
+    trials = sorted([(e, *s) for e, s in zip(errs, starts)], key=lambda t: t[0])[:2]
+    errs = _side_by_side([lambda f=t[3]: f.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012) for t in trials])
     best = None
-    for _, Rf, offset, fitter in trials[:2]:
-        e = fitter.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
+    for e, (_, Rf, offset, fitter) in zip(errs, trials):
         if best is None or e < best[0]:
             best = (e, Rf, offset, fitter)
     return best
@@ -1208,37 +1241,44 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     if len(sv) > 60_000:  # model -> scan distances need the surface, not every vertex
         sv = sv[rng.choice(len(sv), 60_000, replace=False)]
     # coarse: every orientation, briefly; then the two best with each arm start, a little longer
-    trials = []
     cands = []
     for U in _up_rotations(scan):
         for turn in _facing_turns(pts @ U.T):
             cands.append(_rot_z(turn) @ U)
+
+    say("coarse alignment", 0.0)
+    starts = []
     for k, R in enumerate(cands):
-        say("coarse alignment", 0.3 * k / len(cands))
         p = pts @ R.T
         offset = np.array([*p[:, :2].mean(0), p[:, 2].min()])
         fitter = _Fitter(p - offset, sv @ R.T - offset, tick=tick)
-        trials.append((fitter.fit(COARSE_RANK_STEPS, lr=0.012), k, R, offset, fitter))
+        starts.append((k, R, offset, fitter))
         # a scan of a child's height is started as a child, and may be a short adult: from a
         # child's start the fit kept a child's proportions (synthetic 9762, a 1.28 m adult with
         # raised arms: template points a median 9.6 mm off, the thighs 28 mm; from an adult's
         # start 1.8 mm). An adult's start of the same orientation is ranked beside it
         if fitter.child_start:
-            grown = _Fitter(p - offset, sv @ R.T - offset, tick=tick, adult=True)
-            trials.append((grown.fit(COARSE_RANK_STEPS, lr=0.012), k, R, offset, grown))
-    trials.sort(key=lambda t: t[0])
+            starts.append((k, R, offset, _Fitter(p - offset, sv @ R.T - offset, tick=tick, adult=True)))
+    errs = _side_by_side([lambda f=s[3]: f.fit(COARSE_RANK_STEPS, lr=0.012) for s in starts])
+    trials = sorted([(e, *s) for e, s in zip(errs, starts)], key=lambda t: t[0])
     # a clear winner goes on alone; a close runner-up (a weak facing cue) goes on too
     keep = [t for t in trials[:2] if t[0] <= COARSE_KEEP * trials[0][0]]
-    best = None
-    for j, (_, k, R, offset, first) in enumerate(keep):
+    def on(first: _Fitter) -> float:  # a kept start, fitted on
+        first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
+        return first.fit(COARSE_STEPS, lr=0.012)
+
+    say("coarse alignment (arms)", 0.3)
+    goes_on = []  # each kept start, and a start of its orientation with the arms found in the scan
+    for _, _, R, offset, first in keep:
         p, q = pts @ R.T - offset, sv @ R.T - offset
         arms = _arm_starts(p)  # the arms are where a rest-pose start goes wrong
-        say("coarse alignment (arms)", 0.3 + 0.1 * j)
-        first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
-        for fitter in (first, _Fitter(p, q, arms, tick=tick, adult=first.adult)):
-            e = fitter.fit(COARSE_STEPS, lr=0.012)
-            if best is None or e < best[0]:
-                best = (e, R, offset, fitter)
+        goes_on += [(R, offset, first, on), (R, offset, _Fitter(p, q, arms, tick=tick, adult=first.adult),
+                                             lambda f: f.fit(COARSE_STEPS, lr=0.012))]
+    errs = _side_by_side([lambda f=f, go=go: go(f) for _, _, f, go in goes_on])
+    best = None
+    for e, (R, offset, fitter, _) in zip(errs, goes_on):
+        if best is None or e < best[0]:
+            best = (e, R, offset, fitter)
     err0, R, offset, fitter = best
     searched, skipped = {}, {}
     # far from every standing start: a bent, seated or kneeling body? Not when the standing body
