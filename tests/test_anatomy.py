@@ -423,6 +423,10 @@ def test_faust_hands_before_the_face_register_onto_the_same_skin():
     # start is searched (one was, for 15 s, and never kept)
     skipped = corrs[1].info["pose_search_skipped"]
     assert not corrs[1].info["pose_search"] and skipped["standing_off_beyond_arms"] < 0.2
+    # ... and no partial-scan search either: the scan stands as tall as an adult (the partial fit
+    # was never kept on such a whole body, after 4 s of search here)
+    partial = corrs[1].info["partial_search_skipped"]
+    assert partial["height_mm"] >= 1450 and partial["scan_to_body_mm"] > 15 and not corrs[1].info["partial_scan"]
     # both arms were fitted again: of the hand's and the hand-and-wrist's tries only the closer
     # after MEND_RANK_ROUNDS went on; the arm-only try (kept) ran whole
     m = corrs[1].info["arms_mended"]

@@ -91,6 +91,14 @@ HAND_KEEP = 0.8  # a turn is kept when the hand's distance falls under this shar
 HAND_FADE_MM = 60.0  # the forearm follows the turn, fading over this length from the wrist
 PARTIAL_MISSING_MM = 150.0  # ... kept only when the body it fits reaches this far past the scan
 PARTIAL_CUE_MM = 15.0  # mean scan -> body distance after the coarse fit above which a partial scan is tried
+# ... unless the scan stands this tall (the standing start's central column, mm): a scan as tall as
+# an adult is a whole body, or lacks too little for the partial fit to explain it better. On
+# development cuts of FAUST 000, 003 and clinic 9763 (the top 45, 60 and 75 % and the bottom
+# 60 %), the partial fit was kept on the upper bodies 0.80-1.09 m tall and on one of the three
+# 1.32-1.34 m ones (FAUST 003 cut at the knees); on the whole bodies that gave the cue (FAUST 003,
+# 9763's two visits: 1.78-1.82 m) never, after 4-7 s of search. Shorter whole bodies (children,
+# short adults, seated, kneeling) are still searched
+PARTIAL_MAX_HEIGHT_MM = 1450.0
 REST_ARM_ELEVATION = np.deg2rad(-47.0)  # anny's rest A-pose: shoulder -> wrist, below horizontal
 # Quality verdicts: the share of the scan within 10 mm of the body model (before the surface
 # fit, which can lay the template on anything) that a good / fair fit reaches
@@ -1298,8 +1306,12 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     fitter.fit(10, lr=0.012)
     partial = False
     coarse_scan_to_body = fitter.scan_to_body_mm
-    # the cue: much of the scan lies far from a whole body stood on its lowest point
-    if fitter.scan_to_body_mm > PARTIAL_CUE_MM:
+    # the cue: much of the scan lies far from a whole body stood on its lowest point, and the
+    # scan is shorter than an adult
+    partial_skipped = {}
+    if fitter.scan_to_body_mm > PARTIAL_CUE_MM and fitter.height >= PARTIAL_MAX_HEIGHT_MM:
+        partial_skipped = {"scan_to_body_mm": round(fitter.scan_to_body_mm, 2), "height_mm": round(fitter.height)}
+    elif fitter.scan_to_body_mm > PARTIAL_CUE_MM:
         # a partial scan (upper body only, say) is better explained by a body that is not stood
         # on the scan's lowest point; its up and facing cannot come from the feet, so every
         # orientation is tried
@@ -1375,6 +1387,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             "quality": quality, "arms_mended": mended, "start_pose": fitter.start,
             "start_size": None if fitter.child_start is None else "child" if fitter.child_start else "adult",
             "shape_details": {k: round(float(x), 3) for k, x in zip(SHAPE_DETAILS, fitter.torch.tanh(fitter.detail.detach())[0])},
-            "pose_search": searched, "pose_search_skipped": skipped, "hands_turned": hands}
+            "pose_search": searched, "pose_search_skipped": skipped, "partial_search_skipped": partial_skipped,
+            "hands_turned": hands}
     say("done", 1.0)
     return Correspondence(I, B.astype(np.float32), resid.astype(np.float32), surface, info)
