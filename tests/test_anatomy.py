@@ -614,6 +614,31 @@ def test_the_arms_second_fit_goes_on_with_the_closer_try_and_stops_once_the_arms
     assert kept == "hands and arms" and "skipped" not in record and not held[0]  # (the shape let go after)
 
 
+def test_a_registration_is_the_same_whatever_threads_the_process_has():
+    """register pins torch's threads (SETUP_THREADS while it builds fitters and reads bodies, one
+    for the fitting steps), so a process held to one thread (a batch worker) fits a scan exactly
+    as the CLI and the GUI do. Unpinned, anny's body posed with one thread and with two differed
+    in the last bits, and FAUST 000's fit in a one-thread process ended up to 18 mm elsewhere."""
+    import torch
+
+    from bodymap.anatomy.body import body_model
+
+    bm = body_model()
+    with torch.no_grad():
+        v = bm._model(phenotype_kwargs={k: 0.6 for k in bm._model.phenotype_labels})["vertices"][0].numpy()
+    scan = Scan(v.astype(np.float64) * 1000.0, np.asarray(bm.faces))
+    n = torch.get_num_threads()
+    got = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            got.append(register(scan, steps=50, n_points=2000, refine=False).fitted_vertices)
+            assert torch.get_num_threads() == threads  # (given back)
+    finally:
+        torch.set_num_threads(n)
+    assert np.array_equal(got[0], got[1])
+
+
 def test_fits_run_side_by_side_end_where_they_end_one_after_another():
     """register runs its independent coarse fits (starts, orientations, searched poses) two at
     a time on two cores (_side_by_side): each fit is its own, so they end exactly where they
