@@ -230,13 +230,21 @@ def _start_heights(fitter: "_Fitter") -> dict:
     if key not in _HEIGHTS:
         torch = fitter.torch
         heights = {}
-        with torch.no_grad():
-            for age in START_AGES:
-                for height in ADULT_START_HEIGHTS if age >= 0 else START_HEIGHTS:
-                    fitter.pheno["age"].fill_(age)
-                    fitter.pheno["height"].fill_(height)
-                    fitter._offset = None
-                    heights[(age, height)] = float(np.ptp(fitter.vertices()[:, 2].numpy()))
+        # on one thread: these heights only rank the starts (the last bits cannot change which),
+        # and on SETUP_THREADS in a process held to one (two batch workers side by side) the 24
+        # bodies stalled at every OpenMP barrier: FAUST 000's coarse fits 6 -> 14 s
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                for age in START_AGES:
+                    for height in ADULT_START_HEIGHTS if age >= 0 else START_HEIGHTS:
+                        fitter.pheno["age"].fill_(age)
+                        fitter.pheno["height"].fill_(height)
+                        fitter._offset = None
+                        heights[(age, height)] = float(np.ptp(fitter.vertices()[:, 2].numpy()))
+        finally:
+            torch.set_num_threads(n)
         if len(_HEIGHTS) > 64:  # arm starts differ from scan to scan: keep the cache small
             _HEIGHTS.clear()
         _HEIGHTS[key] = heights
