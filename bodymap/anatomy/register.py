@@ -368,12 +368,13 @@ def _pool():
     return _POOL[pid]
 
 
-# A registration's torch work outside the fitting steps (building the fitters: their size
-# search and first body; the bodies read between fits) runs on SETUP_THREADS threads whatever the
-# process's share, and the steps on one: anny's body posed with one thread and with two differs
-# in the last bits, and a fit carries such a difference on, so a process held to one thread (a
-# batch worker) fitted FAUST 000 up to 18 mm away from where the CLI and the GUI fit it. Two: the
-# count every benchmark of this project was measured with, whose fits it keeps to the bit
+# A registration's torch work outside the fitting steps (building the fitters, the bodies read
+# between fits) runs on SETUP_THREADS threads whatever the process's share, and the steps (and
+# the start's size search, _start_heights) on one: anny's body posed with one thread and with
+# two differs in the last bits, and a fit carries such a difference on, so a process held to
+# one thread (a batch worker) fitted FAUST 000 up to 18 mm away from where the CLI and the GUI
+# fit it. Two: the count every benchmark of this project was measured with, whose fits it keeps
+# to the bit
 SETUP_THREADS = 2
 _SHARE = threading.local()  # .n: the process's torch threads when register() began, in its thread
 
@@ -1314,6 +1315,7 @@ def _register(scan: Scan, progress: Progress | None, n_points: int, steps: int, 
     trials = sorted([(e, *s) for e, s in zip(errs, starts)], key=lambda t: t[0])
     # a clear winner goes on alone; a close runner-up (a weak facing cue) goes on too
     keep = [t for t in trials[:2] if t[0] <= COARSE_KEEP * trials[0][0]]
+
     def on(first: _Fitter) -> float:  # a kept start, fitted on
         first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
         return first.fit(COARSE_STEPS, lr=0.012)
