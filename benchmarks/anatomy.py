@@ -80,6 +80,15 @@ def worst_limb(q: dict) -> str:
     return f"worst limb {name} {share:.0%} off the scan"
 
 
+def partial(info: dict) -> str:
+    """Whether the partial-scan search ran (Correspondence.info): ", partial scan" when kept,
+    ", no partial-scan search (1.78 m tall)" when the scan's height skipped it, else nothing."""
+    if info.get("partial_scan"):
+        return ", partial scan"
+    skip = info.get("partial_search_skipped") or {}
+    return f", no partial-scan search ({skip['height_mm'] / 1000:.2f} m tall)" if skip else ""
+
+
 def start_pose(info: dict) -> str:
     """Which start the fit went on from (Correspondence.info): standing, or a pose the search found."""
     s = info.get("pose_search") or {}
@@ -265,7 +274,7 @@ def main() -> None:
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
                   f"p95 {s['corr_p95_mm']:.1f} mm; fit {corr.info['quality']['verdict']}, model within 10 mm "
-                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)} ({corr.info.get('start_size')}'s size); {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm"
+                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)} ({corr.info.get('start_size')}'s size); {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm{partial(corr.info)}"
                   f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)
