@@ -274,8 +274,8 @@ def main() -> None:
                   f"L1 {s['level1']:.3f} L2 {s['level2']:.3f} side {s['laterality']:.3f} "
                   f"ear {s['ear']:.3f} ({s['ear_vertices']} v); corr median {s['corr_median_mm']:.1f} mm "
                   f"p95 {s['corr_p95_mm']:.1f} mm; fit {corr.info['quality']['verdict']}, model within 10 mm "
-                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)} ({corr.info.get('start_size')}'s size); {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm{partial(corr.info)}"
-                  f"{', partial' if corr.info['partial_scan'] else ''}", flush=True)
+                  f"{corr.info['quality']['model_within_10mm']:.3f}, {worst_limb(corr.info['quality'])}; {start_pose(corr.info)} ({corr.info.get('start_size')}'s size); {mended(corr.info)}; coarse scan-to-body {corr.info['coarse_scan_to_body_mm']} mm{partial(corr.info)}",
+                  flush=True)
     w = np.array([r["vertices"] for r in rows], float)
     we = np.array([r["ear_vertices"] for r in rows], float)
     pooled = lambda k, wt: float(np.sum([r[k] * x for r, x in zip(rows, wt)]) / wt.sum())  # noqa: E731

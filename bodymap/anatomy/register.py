@@ -17,6 +17,7 @@ Scans whose shape is far from a body fail loudly (RegistrationError says why); a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 from concurrent.futures import Future
@@ -220,6 +221,19 @@ START_HEIGHTS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 ADULT_START_HEIGHTS = (-3.0, -2.5) + START_HEIGHTS
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """torch on n intra-op threads inside the block, the count before it given back after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _start_heights(fitter: "_Fitter") -> dict:
     """{(age, height) logits: the body model's standing height, mm} over the start search's grid
     (START_AGES x ADULT_START_HEIGHTS, other phenotype logits 0) in the fitter's start pose. The
@@ -233,18 +247,13 @@ def _start_heights(fitter: "_Fitter") -> dict:
         # on one thread: these heights only rank the starts (the last bits cannot change which),
         # and on SETUP_THREADS in a process held to one (two batch workers side by side) the 24
         # bodies stalled at every OpenMP barrier: FAUST 000's coarse fits 6 -> 14 s
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                for age in START_AGES:
-                    for height in ADULT_START_HEIGHTS if age >= 0 else START_HEIGHTS:
-                        fitter.pheno["age"].fill_(age)
-                        fitter.pheno["height"].fill_(height)
-                        fitter._offset = None
-                        heights[(age, height)] = float(np.ptp(fitter.vertices()[:, 2].numpy()))
-        finally:
-            torch.set_num_threads(n)
+        with _torch_threads(1), torch.no_grad():
+            for age in START_AGES:
+                for height in ADULT_START_HEIGHTS if age >= 0 else START_HEIGHTS:
+                    fitter.pheno["age"].fill_(age)
+                    fitter.pheno["height"].fill_(height)
+                    fitter._offset = None
+                    heights[(age, height)] = float(np.ptp(fitter.vertices()[:, 2].numpy()))
         if len(_HEIGHTS) > 64:  # arm starts differ from scan to scan: keep the cache small
             _HEIGHTS.clear()
         _HEIGHTS[key] = heights
@@ -400,22 +409,20 @@ def _side_by_side(tasks: list) -> list:
     a step's time is in torch's operators and the tree queries, which let go of the GIL: the
     partial scan's eight orientations (clinic 9763) took 4.9 s one after another, 2.8 s two at
     a time."""
-    import torch
     from concurrent.futures import ThreadPoolExecutor
 
-    n, before = _threads(), torch.get_num_threads()
+    n = _threads()
     if n < 2 or len(tasks) < 2:
         return [t() for t in tasks]
-    torch.set_num_threads(1)
-    ex = ThreadPoolExecutor(min(n, len(tasks)), thread_name_prefix="bodymap-fits", initializer=_one_openmp_thread)
-    try:
-        futures = [ex.submit(t) for t in tasks]
-        return [f.result() for f in futures]
-    finally:
-        # a cancel raised in one fit (the progress callback) drops those not started; those
-        # running stop at their next tick, which raises too
-        ex.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(before)
+    with _torch_threads(1):
+        ex = ThreadPoolExecutor(min(n, len(tasks)), thread_name_prefix="bodymap-fits", initializer=_one_openmp_thread)
+        try:
+            futures = [ex.submit(t) for t in tasks]
+            return [f.result() for f in futures]
+        finally:
+            # a cancel raised in one fit (the progress callback) drops those not started; those
+            # running stop at their next tick, which raises too
+            ex.shutdown(wait=True, cancel_futures=True)
 
 
 class Keypoint(NamedTuple):
@@ -622,13 +629,9 @@ class _Fitter:
         # taking the core a second batch worker or the GUI needs. The nearest-point queries, a
         # third of the fit's time, run beside the gradient when the process has two threads (a
         # batch worker has one; see _fit)
-        torch = self.torch
-        workers, n = _threads(), torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        workers = _threads()  # (read before the block: inside it torch's own count reads one)
+        with _torch_threads(1):
             return self._fit(steps, lr, cap_mm, workers=workers, lag=lag)
-        finally:
-            torch.set_num_threads(n)
 
     def _fit(self, steps: int, lr: float, cap_mm: float, workers: int, lag: bool) -> float:
         torch = self.torch
@@ -1262,13 +1265,11 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
     """
     import torch
 
-    share = torch.get_num_threads()
-    _SHARE.n = share
-    torch.set_num_threads(SETUP_THREADS)
+    _SHARE.n = torch.get_num_threads()
     try:
-        return _register(scan, progress, n_points, steps, seed, refine)
+        with _torch_threads(SETUP_THREADS):
+            return _register(scan, progress, n_points, steps, seed, refine)
     finally:
-        torch.set_num_threads(share)
         _SHARE.n = None
 
 
