@@ -614,6 +614,16 @@ def test_the_arms_second_fit_goes_on_with_the_closer_try_and_stops_once_the_arms
     assert kept == "hands and arms" and "skipped" not in record and not held[0]  # (the shape let go after)
 
 
+def _average_adult() -> np.ndarray:
+    """anny's average adult in the fitter's rest pose (13718, 3) mm, feet on z = 0, centred in x, y."""
+    from bodymap.anatomy import register as reg
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
+    with f.torch.no_grad():
+        v = f.vertices().numpy().astype(np.float64)
+    return v - [*v[:, :2].mean(0), v[:, 2].min()]
+
+
 def test_a_registration_is_the_same_whatever_threads_the_process_has():
     """register pins torch's threads (SETUP_THREADS while it builds fitters and reads bodies, one
     for the fitting steps), so a process held to one thread (a batch worker) fits a scan exactly
@@ -649,10 +659,7 @@ def test_fits_run_side_by_side_end_where_they_end_one_after_another():
 
     from bodymap.anatomy import register as reg
 
-    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
-    with f.torch.no_grad():
-        v = f.vertices().numpy().astype(np.float64)
-    v = v - [*v[:, :2].mean(0), v[:, 2].min()]
+    v = _average_adult()
 
     def tasks():  # four starts, built here (as register builds them), each fitted in a task
         fitters = [reg._Fitter(p[::3], p) for p in (v @ reg._rot_z(t).T for t in (0.0, 0.4, -0.4, 0.8))]
@@ -823,10 +830,7 @@ def test_a_whole_body_is_not_taken_for_a_partial_scan():
     or bottom (_lacks_part): an upper body does, a whole body does not."""
     from bodymap.anatomy import register as reg
 
-    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
-    with f.torch.no_grad():
-        v = f.vertices().numpy().astype(np.float64)
-    v = v - [*v[:, :2].mean(0), v[:, 2].min()]
+    v = _average_adult()
     upper = v[v[:, 2] > 0.55 * v[:, 2].max()]
     for pts, lacks in ((v, False), (upper, True)):
         fit = reg._Fitter(pts, pts, partial=True)  # an average adult, its head top at the scan's top
