@@ -452,9 +452,11 @@ def _span(ids: set) -> str:
 def _train_ear_macro(args: argparse.Namespace) -> int:
     """`bodymap train ear|macro`: see bodymap.models.earseg.train_ear and macro.train_macro."""
     kw = {k: getattr(args, k) for k in ("seed", "steps", "batch", "lr", "size", "bodies", "views", "minutes",
-                                       "threads", "resume")
+                                       "threads", "resume", "head_crops")
           if getattr(args, k, None) is not None}
-    cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k} {v}" for k, v in kw.items()]
+    if "head_crops" in kw and args.model != "ear":
+        raise ValueError("--head-crops: only the ear model trains on photo mode's crops")
+    cmd = " ".join([f"bodymap train {args.model} --out {args.out}"] + [f"--{k.replace('_', '-')} {v}" for k, v in kw.items()]
                    + ([f"--folder {args.folder}"] if args.folder else []))
     bar = _Bar(f"training {args.model}", enabled=not args.quiet)
     try:
@@ -935,6 +937,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, help="network input side, pixels")
     q.add_argument("--bodies", type=int, help="ear/macro: synthetic bodies rendered for training")
     q.add_argument("--views", type=int, help="ear: close-ups per ear; macro: patches per body")
+    q.add_argument("--head-crops", type=int, help="ear: also train on photo mode's crops (ears found in head photos, "
+                                                  "decoy boxes) of this many rendered head bodies x --views photos")
     q.add_argument("--csv", help="diagnosis: train on an ISIC-style CSV (image path, diagnosis, anatomic site)")
     q.add_argument("--test-csv", help="diagnosis: held-out CSV (default: a seeded 20%% of --csv)")
     q.add_argument("--synth", nargs="+", help="diagnosis: train on crops cut from the textures of `bodymap synth` "

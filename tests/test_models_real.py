@@ -294,6 +294,38 @@ def test_locator_training_set_has_ear_boxes_and_photos_without_ears(tmp_path):
 
 
 
+def test_region_unet_crops_are_the_crops_photo_mode_gives_it():
+    """`bodymap train ear --head-crops`: square crops around each ear's box, loosened or
+    tightened as a locator's are, and decoy boxes elsewhere on the body, each with the true
+    region labels wherever they fall (none on a decoy that misses the ear)."""
+    from bodymap.models.earfind import CROP_FILL, locator_crops, square_crop
+
+    img = np.arange(40 * 60).reshape(40, 60)
+    crop, (a, b, a1, b1) = square_crop(img, (20, 10, 36, 26))  # the box fills CROP_FILL of the side
+    assert crop.shape == (20, 20) and (a, b, a1, b1) == (18, 8, 38, 28) and crop[0, 0] == img[8, 18]
+    crop, (a, b, _, _) = square_crop(img, (52, 0, 60, 16))  # at the corner: mirrored past the edge
+    assert crop.shape == (20, 20) and (a, b) == (46, -2) and crop[2, 0] == img[0, 46] and crop[0, 0] == img[2, 46]
+    assert square_crop(img, (5, 5, 7, 7))[0].shape == (16, 16)  # never under the U-Net's 16 px
+    rng = np.random.default_rng(0)
+    n, s = 3, 64
+    heads = {"images": (rng.random((n, s, s, 3)) * 255).astype(np.uint8), "body": np.zeros((n, s, s), bool),
+             "regions": np.zeros((n, s, s), np.uint8), "description": {"seed": 0}}
+    heads["body"][:, 8:56, 8:56] = True
+    heads["regions"][:2, 20:32, 24:30] = 5  # two photos with an ear, one without
+    heads["regions"][:2, 26:32, 24:30] = 9
+    d = locator_crops(heads, seed=1, size=32, decoys=2)
+    assert d["images"].shape == (2 + 3 * 2, 32, 32, 3) and d["masks"].shape == (8, 32, 32)
+    ear_share = (d["masks"] > 0).mean((1, 2))
+    # an ear's crop: the ear fills between about 45 % and 95 % of the crop's side (area 0.1-0.5 here)
+    # per photo: its ear's crop, then its decoys (the third photo has no ear: decoys only)
+    for k in (0, 3):
+        assert 0.05 < ear_share[k] < CROP_FILL and set(np.unique(d["masks"][k])) == {0, 5, 9}
+    assert set(np.unique(d["masks"][[1, 2, 4, 5]])) <= {0, 5, 9} and (d["masks"][6:] == 0).all()
+    assert d["description"]["images"] == 8 and len(d["description"]["sha256"]) == 64
+    with pytest.raises(ValueError, match="region labels"):
+        locator_crops({k: v for k, v in heads.items() if k != "regions"}, seed=1)
+
+
 def test_a_further_training_round_starts_from_the_checkpoints_weights(tmp_path):
     """`bodymap train earfind --resume CK`: ultralytics' trainer is handed CK's weights as a file
     of its own format, and the network it builds from them is CK's network, every tensor."""

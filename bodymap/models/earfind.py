@@ -181,13 +181,14 @@ def render_head_dataset(n_bodies: int, views: int, size: int = INPUT, seed: int 
     background, lit but not finished (compositing and camera effects are applied per use).
 
     Returns {"images": (N, size, size, 3) uint8 lit body, "body": (N, size, size) bool (pixels
-    of the body), "ear": (N, size, size) bool (ear pixels), "kinds": (N,) str, "description"}."""
+    of the body), "ear": (N, size, size) bool (ear pixels), "regions": (N, size, size) uint8
+    (the 12 ear regions, indices into taxonomy.EAR_REGIONS), "kinds": (N,) str, "description"}."""
     from bodymap.models.eardata import data_hash
     from bodymap.models.synthviews import BodyRenderer, _template, random_body, shade, skin_colours
 
     t = _template()
     say = progress or (lambda s, f: None)
-    imgs, bodies, ears, kinds = [], [], [], []
+    imgs, bodies, regions, kinds = [], [], [], []
     for i in range(n_bodies):
         rng = np.random.default_rng([seed, i])
         V = random_body(rng)
@@ -198,12 +199,13 @@ def render_head_dataset(n_bodies: int, views: int, size: int = INPUT, seed: int 
             lit = shade(r.rgb, r.normal, cam.forward, rng)
             imgs.append(np.clip(np.where(r.mask[..., None], lit, 0), 0, 255).astype(np.uint8))
             bodies.append(r.mask.copy())
-            ears.append(br.vertex_label_image(r, (t.ear > 0).astype(np.int64)).astype(bool))
+            regions.append(br.vertex_label_image(r, t.ear).astype(np.uint8))
             kinds.append(kind)
         say(f"rendering heads (body {i + 1}/{n_bodies})", (i + 1) / n_bodies)
-    images, body, ear = np.stack(imgs), np.stack(bodies), np.stack(ears)
+    images, body, region = np.stack(imgs), np.stack(bodies), np.stack(regions)
+    ear = region > 0
     ks = np.array(kinds)
-    return {"images": images, "body": body, "ear": ear, "kinds": ks,
+    return {"images": images, "body": body, "ear": ear, "regions": region, "kinds": ks,
             "description": {"source": "synthetic head photographs (anny bodies, labelled template)", "seed": seed,
                             "bodies": n_bodies, "views": views, "images": len(images), "size": size,
                             "kinds": {k: int((ks == k).sum()) for k in sorted(set(kinds))},
@@ -298,6 +300,66 @@ def ear_boxes(ear: np.ndarray, min_px: int = 20) -> list[tuple[int, int, int, in
         out.append((int(xs.min() + sl[1].start), int(ys.min() + sl[0].start),
                     int(xs.max() + sl[1].start + 1), int(ys.max() + sl[0].start + 1)))
     return out
+
+
+def square_crop(image: np.ndarray, box, fill: float = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The square crop find_and_segment gives the region U-Net for a box (x0, y0, x1, y1) of an
+    image (H, W, ...): the box's longer side fills ``fill`` (default CROP_FILL) of the square,
+    at least 16 px, centred on the box, mirrored past the image's edges. Returns the crop and
+    its (a, b, a + side, b + side) in image pixels (may reach outside the image)."""
+    x0, y0, x1, y1 = box
+    H, W = image.shape[:2]
+    side = max(int(np.ceil(max(x1 - x0, y1 - y0) / (fill or CROP_FILL))), 16)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
+    pad = max(0, -a, -b, a + side - W, b + side - H)
+    widths = ((pad, pad), (pad, pad)) + ((0, 0),) * (image.ndim - 2)
+    src = np.pad(image, widths, mode="reflect") if pad else image
+    return src[b + pad:b + pad + side, a + pad:a + pad + side], (a, b, a + side, b + side)
+
+
+def locator_crops(heads: dict, seed: int, size: int = 128, decoys: int = 1) -> dict:
+    """Training close-ups for the region U-Net as photo mode gives them (find_and_segment): each
+    rendered head photo (``render_head_dataset``, with "regions") composed on a background, then
+    square crops around its ears' boxes loosened or tightened as a locator's are (each side moved
+    by -5 % to +35 % of the ear's size, so the ear fills 45-95 % of the crop and may be cut), and
+    ``decoys`` crops per photo around a box of the body elsewhere (face, hair, neck: what the
+    locator's false boxes hold), each labelled with the true regions wherever they lie. Small ears
+    come out as the blurred enlargements they are in use. Returns the dict render_ear_dataset
+    returns (images (N, size, size, 3) uint8, masks (N, size, size) uint8, description)."""
+    from PIL import Image
+
+    from bodymap.models.eardata import data_hash
+
+    if "regions" not in heads:
+        raise ValueError("head renders without region labels (rendered before render_head_dataset stored them)")
+    rng = np.random.default_rng([seed, 7])
+    imgs, masks = [], []
+
+    def add(photo, regions, box):
+        crop, _ = square_crop(photo, box)
+        lab, _ = square_crop(regions, box)
+        imgs.append(np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR)))
+        masks.append(np.asarray(Image.fromarray(lab).resize((size, size), Image.NEAREST)))
+
+    for im, body, reg in zip(heads["images"], heads["body"], heads["regions"]):
+        photo = compose(im, body, rng)
+        s = photo.shape[0]
+        for x0, y0, x1, y1 in ear_boxes(reg > 0):
+            e = max(x1 - x0, y1 - y0)
+            d = rng.uniform(-0.05, 0.35, 4) * e
+            add(photo, reg, (x0 - d[0], y0 - d[1], x1 + d[2], y1 + d[3]))
+        ys, xs = np.nonzero(body)
+        for _ in range(decoys if len(ys) else 0):
+            k = int(rng.integers(len(ys)))
+            half = rng.uniform(0.04, 0.2) * s
+            add(photo, reg, (xs[k] - half, ys[k] - half, xs[k] + half, ys[k] + half))
+    images, masks_a = np.stack(imgs), np.stack(masks)
+    return {"images": images, "masks": masks_a,
+            "description": {"source": "crops of synthetic head photographs around ear boxes and decoy boxes "
+                                      "(bodymap.models.earfind.locator_crops)", "heads": heads["description"],
+                            "crop_seed": seed, "images": len(images), "size": size, "decoys_per_photo": decoys,
+                            "sha256": data_hash(images, masks_a)}}
 
 
 def write_yolo_dataset(heads: dict, out: Path, negative_paths: list[str], *, seed: int, views: int,
@@ -683,15 +745,11 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     search = locator.find(rgb, name)
     labels = np.zeros((H, W), np.int64)
     crops = []
-    for x0, y0, x1, y1 in search.boxes:
+    for box in search.boxes:
         # (at least the 16 px the region U-Net reads: a box of 12 px or less made a smaller crop,
         # the U-Net refused it, and photo mode lost the ear result)
-        side = max(int(np.ceil(max(x1 - x0, y1 - y0) / CROP_FILL)), 16)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        a, b = int(round(cx - side / 2)), int(round(cy - side / 2))
-        pad = max(0, -a, -b, a + side - W, b + side - H)
-        src = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") if pad else rgb
-        crop = src[b + pad:b + pad + side, a + pad:a + pad + side]
+        crop, (a, b, _, _) = square_crop(rgb, box)
+        side = crop.shape[0]
         lab = segmenter.segment(crop, name)
         # back into the photo
         ya, xa = max(b, 0), max(a, 0)

@@ -63,7 +63,7 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
               size: int = 128, crop: int = 96, seed: int = 1, steps: int = 600, batch: int = 8, lr: float = 3e-3,
               device: str | None = None, threads: int = 1, held_out: dict | None = None,
               minutes: float | None = None, progress: Progress | None = None, command: str = "",
-              resume: str | Path | None = None) -> Path:
+              resume: str | Path | None = None, head_crops: int = 0) -> Path:
     """Train the U-Net from random weights; write out/ear_segmentation.pt and out/ear_train.log.
 
     Data: ``folder`` (images/ + masks/, see eardata.load_ear_folder) or, by default, synthetic
@@ -74,6 +74,9 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     (HELD_OUT) and the scores stored in the checkpoint. ``minutes`` caps the training time (the
     learning-rate schedule then follows the clock, see training.Schedule). ``resume``: start from that
     checkpoint's weights (a second training round; its record is kept under "resumed_from").
+    ``head_crops``: also train on the crops photo mode gives the U-Net (earfind.locator_crops) of
+    that many rendered head bodies x ``views`` photos (seed ``seed``): small ears enlarged, ears
+    cut by a loose or tight box, and boxes of face, hair and neck without an ear.
     Returns the checkpoint path.
     """
     import segmentation_models_pytorch as smp
@@ -85,7 +88,7 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
 
     settings = {"folder": None if folder is None else str(folder), "bodies": bodies, "views": views, "size": size,
                 "crop": crop, "seed": seed, "steps": steps, "batch": batch, "lr": lr, "minutes": minutes,
-                "held_out": held_out}
+                "held_out": held_out, "head_crops": head_crops}
     torch.set_num_threads(max(1, min(2, threads)))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +99,15 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
         else:
             data = cached_ear_dataset(out / "cache", bodies, views, size, seed,
                                       progress=lambda s, f: say(s, 0.1 * f))
+        if head_crops:
+            from bodymap.models.earfind import INPUT, cached_head_dataset, locator_crops
+
+            heads = cached_head_dataset(out / "cache", head_crops, views, INPUT, seed,
+                                        progress=lambda s, f: say(s, 0.1 * f))
+            crops = locator_crops(heads, seed, size)
+            data = {"images": np.concatenate([data["images"], crops["images"]]),
+                    "masks": np.concatenate([data["masks"], crops["masks"]]),
+                    "description": {"close-ups": data["description"], "locator crops": crops["description"]}}
         log.note(f"data: {json.dumps(data['description'])}")
         dev = pick_device(device)
         torch.manual_seed(seed)
