@@ -446,7 +446,9 @@ def train_locator(out: str | Path, *, negatives: list | None = None, whole_negat
                 "resume": str(resume) if resume else None,
                 "whole_negatives": [str(c) for c in (whole_negatives or [])]}
     torch.set_num_threads(max(1, threads))
-    out = Path(out)
+    # absolute: ultralytics puts a relative project folder under its own runs/detect/, where the
+    # weights were then not found (a round trained with --out out/earfind7 stopped there)
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache) if cache else out / "cache"
     say = progress or (lambda s, f: None)
