@@ -316,7 +316,7 @@ def test_region_unet_crops_are_the_crops_photo_mode_gives_it():
     d = locator_crops(heads, seed=1, size=32, decoys=2)
     assert d["images"].shape == (2 + 3 * 2, 32, 32, 3) and d["masks"].shape == (8, 32, 32)
     ear_share = (d["masks"] > 0).mean((1, 2))
-    # an ear's crop: the ear fills between about 45 % and 95 % of the crop's side (area 0.1-0.5 here)
+    # an ear's crop: the ear spans about 47-89 % of the crop's side
     # per photo: its ear's crop, then its decoys (the third photo has no ear: decoys only)
     for k in (0, 3):
         assert 0.05 < ear_share[k] < CROP_FILL and set(np.unique(d["masks"][k])) == {0, 5, 9}

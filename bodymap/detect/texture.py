@@ -59,26 +59,17 @@ def detect_image_tiled(image: np.ndarray, mask: np.ndarray, detector: Detector,
         return b.select((cx >= cx0) & (cx < cx1) & (cy >= cy0) & (cy < cy1))
 
     n = min(workers or process_threads(), len(tl)) if getattr(detector, "parallel", False) else 1
-    if n < 2:
-        out = []
-        for i, t in enumerate(tl):
-            if progress:
-                progress("detecting on the texture", i / len(tl))
-            out.append(one(t))
-        return nms(Boxes.concat(out))
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(n, thread_name_prefix="bodymap-tiles") as ex:
-        futures = [ex.submit(one, t) for t in tl]
-        try:
-            out = []
-            for i, f in enumerate(futures):
-                if progress:
-                    # a cancel raised here drops the tiles not yet started
-                    progress("detecting on the texture", i / len(tl))
-                out.append(f.result())
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    pool = ThreadPoolExecutor(n, thread_name_prefix="bodymap-tiles") if n > 1 else None
+    try:
+        jobs = [pool.submit(one, t) for t in tl] if pool else None
+        out = []
+        for i, t in enumerate(tl):
+            if progress:  # (a cancel raised here drops the tiles not yet begun)
+                progress("detecting on the texture", i / len(tl))
+            out.append(jobs[i].result() if pool else one(t))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
     return nms(Boxes.concat(out))

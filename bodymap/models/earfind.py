@@ -303,7 +303,7 @@ def ear_boxes(ear: np.ndarray, min_px: int = 20) -> list[tuple[int, int, int, in
     return out
 
 
-def square_crop(image: np.ndarray, box, fill: float = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def square_crop(image: np.ndarray, box, fill: float | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The square crop find_and_segment gives the region U-Net for a box (x0, y0, x1, y1) of an
     image (H, W, ...): the box's longer side fills ``fill`` (default CROP_FILL) of the square,
     at least 16 px, centred on the box, mirrored past the image's edges. Returns the crop and
@@ -323,7 +323,7 @@ def locator_crops(heads: dict, seed: int, size: int = 128, decoys: int = 1) -> d
     """Training close-ups for the region U-Net as photo mode gives them (find_and_segment): each
     rendered head photo (``render_head_dataset``, with "regions") composed on a background, then
     square crops around its ears' boxes loosened or tightened as a locator's are (each side moved
-    by -5 % to +35 % of the ear's size, so the ear fills 45-95 % of the crop and may be cut), and
+    by -5 % to +35 % of the ear's size, so the ear spans about 47-89 % of the crop's side), and
     ``decoys`` crops per photo around a box of the body elsewhere (face, hair, neck: what the
     locator's false boxes hold), each labelled with the true regions wherever they lie. Small ears
     come out as the blurred enlargements they are in use. Returns the dict render_ear_dataset
