@@ -317,7 +317,7 @@ class EarSegmenter(LoadedModel):
     TASK = TASK
     DEFAULT_PATH = DEFAULT_PATH
     NAME = "ear regions (U-Net, ResNet-18)"
-    TRAINED_ON = "synthetic ear close-ups (no real photos)"
+    TRAINED_ON = "synthetic ear close-ups and crops of synthetic head photos (no real photos)"
 
     @classmethod
     def build(cls, checkpoint: dict):
