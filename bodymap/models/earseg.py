@@ -78,8 +78,8 @@ def train_ear(out: str | Path, *, folder: str | Path | None = None, bodies: int 
     learning-rate schedule then follows the clock, see training.Schedule). ``resume``: start from that
     checkpoint's weights (a second training round; its record is kept under "resumed_from").
     ``head_crops``: also train on the crops photo mode gives the U-Net (earfind.locator_crops) of
-    that many rendered head bodies x ``views`` photos (seed ``seed``): small ears enlarged, ears
-    cut by a loose or tight box, and boxes of face, hair and neck without an ear.
+    that many rendered head bodies x ``views`` photos (seed ``seed``): small ears enlarged, boxes
+    looser or tighter than the ear, and boxes of face, hair and neck without an ear.
     Returns the checkpoint path.
     """
     import segmentation_models_pytorch as smp
