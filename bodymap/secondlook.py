@@ -207,10 +207,7 @@ def partial_atlas(scan: Scan, windows: list, margin: float = 0.5):
         sel |= (hi[:, 0] >= x0 - mx) & (lo[:, 0] <= x1 + mx) & (hi[:, 1] >= y0 - my) & (lo[:, 1] <= y1 + my)
     faces = np.flatnonzero(sel)
     a = rasterize_uv(scan.uv[faces], (h, w))
-    face = faces[a.face].astype(np.int32)
-    order = np.argsort(face, kind="stable")
-    offsets = np.searchsorted(face[order], np.arange(scan.n_faces + 1))
-    return UVAtlas(a.size, scan.uv, a.flat, face, a.bary, order, offsets, width=a.width)
+    return UVAtlas(a.size, scan.uv, a.flat, faces[a.face].astype(np.int32), a.bary, width=a.width)
 
 
 def _candidates(scan: Scan, img, meas, det, window: tuple) -> list:

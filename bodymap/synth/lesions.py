@@ -304,14 +304,12 @@ class LesionPainter:
         self.tree = cKDTree(self.centroids)
         self.adjacency = face_adjacency(faces)
         # texel footprint on the body: mm^2 per texel, per face
-        texels = np.diff(atlas.offsets).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
             uvt = atlas.uv * atlas.size
             e1, e2 = uvt[:, 1] - uvt[:, 0], uvt[:, 2] - uvt[:, 0]
             uv_area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
             self.texel_area = np.where(uv_area > 0, self.face_area / uv_area, np.nan)
         self.texel_mm = np.sqrt(self.texel_area)
-        del texels
 
     @staticmethod
     def centre_of(les: LesionSpec, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
