@@ -53,7 +53,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     ap.add_argument("--json", help="also write all results here")
     ap.add_argument("--record", action="store_true", help="write the photo-kind and ear-locator figures on real "
-                                                          "photos into their shipped checkpoints (shown with predictions)")
+                                                          "photos and the ear U-Net's held-out close-up scores into "
+                                                          "their shipped checkpoints (shown with predictions)")
     args = ap.parse_args()
     import torch
 
@@ -102,6 +103,15 @@ def record(results: dict) -> None:
         record_metrics(DEFAULT_PATH, "earfind", {"held_out_pipeline": {k: v for k, v in r["synthetic"].items()
                                                                        if k != "data"},
                                                  "real_photos": r["real"]})
+        print(f"recorded in {DEFAULT_PATH}")
+    if "ear" in results:
+        from bodymap.models.earseg import DEFAULT_PATH
+
+        r = results["ear"]
+        record_metrics(DEFAULT_PATH, "earseg", {"held_out": {k: r[k] for k in ("images", "classes", "bootstrap", "mean_ear",
+                                                                              "mean_all", "data") if k in r},
+                                                "held_out_note": f"seed {r['data']['seed']}, scored by benchmarks/models.py "
+                                                                 "--record as photo mode predicts (its settings in arch)"})
         print(f"recorded in {DEFAULT_PATH}")
 
 

@@ -155,6 +155,15 @@ def test_shipped_weights_segment_unseen_ears():
     assert ((strict > 0) <= (plain > 0)).all() and ((plain > 0) <= (loose > 0)).all() and (loose > 0).sum() > (strict > 0).sum()
     np.testing.assert_array_equal(loose > 0, 1 - p[..., 0] > seg.crop_ear_prob)
     assert (loose[loose > 0] == p[..., 1:].argmax(2)[loose > 0] + 1).all()
+    # the shipped weights average each photo with its mirror image: a mirrored ear gets the
+    # mirrored probabilities (without, it does not), and close-ups are labelled the same way
+    assert seg.test_time_flip
+    im = d["images"][1]
+    p1 = seg.probabilities(im)
+    np.testing.assert_allclose(seg.probabilities(im[:, ::-1].copy()), p1[:, ::-1], atol=1e-5)
+    np.testing.assert_array_equal(seg.label_batches(d["images"][:2])[1], p1.argmax(2))
+    seg.info["arch"]["test_time_flip"] = False
+    assert np.abs(seg.probabilities(im[:, ::-1].copy()) - seg.probabilities(im)[:, ::-1]).max() > 0.05
 
 
 @needs_shipped

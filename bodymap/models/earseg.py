@@ -34,8 +34,9 @@ ARCH = {"library": "segmentation_models_pytorch", "name": "Unet", "encoder": "re
 NORMALISATION = {"scale": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 # never used for training: 9001 and 9003 scored the rounds to stop 48, 9005 the int8 weights
 # (stop 49; development data since); 9009 holds the figures of the round trained on photo
-# mode's crops too (stop 52); a next held-out draw starts at 9011
-HELD_OUT = {"seed": 9009, "bodies": 20, "views_per_ear": 5}
+# mode's crops too (stop 52); 9011 scored it with test-time mirror images beside without
+# (stop 53) and holds the figures now; a next held-out draw starts at 9013
+HELD_OUT = {"seed": 9011, "bodies": 20, "views_per_ear": 5}
 Progress = Callable[[str, float], None]
 
 
@@ -244,7 +245,7 @@ def evaluate_held_out(path: str | Path | None = None, *, seed: int = HELD_OUT["s
         hd = render_ear_dataset(bodies, views, size, seed, progress)
     else:
         hd = cached_ear_dataset(Path(cache), bodies, views, size, seed, progress)
-    pred = predict_batches(seg.model, hd["images"], seg.device, normalisation=seg.normalisation)
+    pred = seg.label_batches(hd["images"])
     return dict(pixel_scores(hd["masks"], pred), data=hd["description"], checkpoint=str(seg.path))
 
 
@@ -328,10 +329,28 @@ class EarSegmenter(LoadedModel):
         return (f"12 regions: pixel precision {ho['precision']:.2f} / sensitivity {ho['sensitivity']:.2f} on held-out "
                 "synthetic ear close-ups" if ho else "")
 
+    @property
+    def test_time_flip(self) -> bool:
+        """Whether predictions average the photo's and its mirror image's class probabilities
+        (set in the checkpoint's arch "test_time_flip", chosen on development data after
+        training; the U-Net was trained on mirrored ears too, and the 12 regions have no side)."""
+        return bool((self.info.get("arch") or {}).get("test_time_flip"))
+
+    def _logits(self, x):
+        """(N, 13, h, w) torch class logits of normalised images x (N, 3, h, w), averaged with
+        those of the mirror images (mirrored back) when test_time_flip."""
+        import torch
+
+        with torch.no_grad():
+            x = x.to(self.device)
+            y = self.model(x)
+            if self.test_time_flip:
+                y = 0.5 * (y + self.model(x.flip(3)).flip(3))
+        return y
+
     def probabilities(self, image, name: str = "image") -> np.ndarray:
         """(H, W, 13) float32 class probabilities for a photo (H, W, 3) uint8 of any size: the
         photo is resized to the network's input size and the output resized back (bilinear)."""
-        import torch
         import torch.nn.functional as F
 
         rgb = as_rgb(image, name)
@@ -339,11 +358,15 @@ class EarSegmenter(LoadedModel):
         x = to_tensor(rgb[None], self.normalisation)
         x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
                           antialias=True)
-        with torch.no_grad():
-            logits = self.model(x.to(self.device))
-            logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-            prob = logits.softmax(1)[0].permute(1, 2, 0).cpu().numpy()
-        return prob.astype(np.float32)
+        logits = F.interpolate(self._logits(x), size=(H, W), mode="bilinear", align_corners=False)
+        return logits.softmax(1)[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+    def label_batches(self, images: np.ndarray, batch: int = 16) -> np.ndarray:
+        """(N, H, W) uint8 likeliest-class labels of (N, H, W, 3) uint8 images of the input size
+        (close-ups), predicted as ``probabilities`` predicts (test_time_flip included)."""
+        out = [self._logits(to_tensor(images[i:i + batch], self.normalisation)).argmax(1).cpu().numpy()
+               for i in range(0, len(images), batch)]
+        return np.concatenate(out).astype(np.uint8) if out else np.zeros((0, *np.shape(images)[1:3]), np.uint8)
 
     def segment(self, image, name: str = "image", ear_prob: float | None = None) -> np.ndarray:
         """(H, W) int64 labels, 0 = non-ear, 1..12 the ear regions in taxonomy.EAR_REGIONS order:
