@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +41,7 @@ from bodymap.project import clean_barycentric
 from bodymap.records import (CONFIDENT, FLAG_COLOUR, FLAG_GROWN, UNCERTAIN, MissingLesion, NewLesion,  # noqa: F401
                              Status, TrackedPair, flag_new)
 from bodymap.scan import Scan
+from bodymap.threads import process_threads
 
 Progress = Callable[[str, float], None]
 SCHEMA = "bodymap.tracking/1"
@@ -331,9 +331,9 @@ def _timed_pair_map(*args) -> tuple[np.ndarray, float]:
 
 def _beside(fn, *args) -> Future:
     """fn(*args) on a second thread, its result from the Future this returns; in this thread
-    first (a done Future) when the process is held to one thread (a batch worker's share of the
-    cores: OMP_NUM_THREADS=1, bodymap.batch)."""
-    if os.environ.get("OMP_NUM_THREADS") == "1":
+    first (a done Future) when the process computes on one thread (bodymap.threads: a batch
+    worker's share of the cores, bodymap.batch; a one-core machine)."""
+    if process_threads() < 2:
         done = Future()
         try:
             done.set_result(fn(*args))

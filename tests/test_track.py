@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -446,24 +447,26 @@ def test_rows_at_reads_the_same_values_as_scipy_indexing():
 
 def test_beside_runs_a_job_on_a_second_thread_or_in_this_one(monkeypatch):
     """track's pair map runs beside the geodesics (`_beside`): on a second thread, or first in
-    this one in a process held to one thread (a batch worker); either way result() gives the
-    job's value or raises its error."""
+    this one in a process that computes on one thread (bodymap.threads: a batch worker); either
+    way result() gives the job's value or raises its error."""
     import threading
 
-    from bodymap.track import _beside
+    from bodymap import threads, track
 
     def job(x):
         if x < 0:
             raise ValueError("no map")
         return x + 1, threading.get_ident()
 
-    for omp, other_thread in (("2", True), ("1", False)):
-        monkeypatch.setenv("OMP_NUM_THREADS", omp)
-        value, ident = _beside(job, 41).result()
+    for n, other_thread in ((2, True), (1, False)):
+        monkeypatch.setattr(track, "process_threads", lambda n=n: n)
+        value, ident = track._beside(job, 41).result()
         assert value == 42 and (ident != threading.get_ident()) == other_thread
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    with pytest.raises(ValueError, match="no map"):
-        _beside(job, -1).result()
+        with pytest.raises(ValueError, match="no map"):
+            track._beside(job, -1).result()
+    # the count itself: torch's once imported (a batch worker sets it), else OMP_NUM_THREADS
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # (put back after the test)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    with pytest.raises(ValueError, match="no map"):
-        _beside(job, -1).result()
+    assert threads.process_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads.process_threads() == 3

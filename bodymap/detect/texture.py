@@ -3,13 +3,12 @@ the mesh covers), tiles with overlap, each box kept by the one tile whose core h
 centre, duplicates suppressed."""
 from __future__ import annotations
 
-import os
-import sys
 from typing import Callable, Iterator
 
 import numpy as np
 
 from bodymap.detect import Boxes, Detector, nms
+from bodymap.threads import process_threads
 
 
 def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[int, int, int, int]]:
@@ -20,16 +19,6 @@ def tiles(shape: tuple[int, int], tile: int, overlap: int) -> Iterator[tuple[int
     for y0 in range(0, max(h - 2 * overlap, 1), step):
         for x0 in range(0, max(w - 2 * overlap, 1), step):
             yield x0, y0, min(x0 + tile, w), min(y0 + tile, h)
-
-
-def process_threads() -> int:
-    """The threads this process may compute on: torch's intra-op count once torch is imported
-    (a batch worker sets it to its share), else OMP_NUM_THREADS, else the cores it may run on."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        return max(int(torch.get_num_threads()), 1)
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    return max(int(env), 1) if env.isdigit() else max(len(os.sched_getaffinity(0)), 1)
 
 
 def detect_image_tiled(image: np.ndarray, mask: np.ndarray, detector: Detector,
