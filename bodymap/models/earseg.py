@@ -331,9 +331,10 @@ class EarSegmenter(LoadedModel):
 
     @property
     def test_time_flip(self) -> bool:
-        """Whether predictions average the photo's and its mirror image's class probabilities
-        (set in the checkpoint's arch "test_time_flip", chosen on development data after
-        training; the U-Net was trained on mirrored ears too, and the 12 regions have no side)."""
+        """Whether predictions average the logits of the photo and of its mirror image (mirrored
+        back): the checkpoint's arch "test_time_flip", chosen on development data after training
+        (the U-Net was trained on mirrored ears too, and the 12 regions have no side). A newly
+        trained checkpoint has none: its training command scores it on single passes."""
         return bool((self.info.get("arch") or {}).get("test_time_flip"))
 
     def _logits(self, x):
