@@ -19,8 +19,8 @@ SHIPPED = earseg.DEFAULT_PATH
 AGREE_FINE = 0.65  # carried-back labels on a fine synthetic body (benchmark: 0.79 over 3 bodies)
 # on the coarse sample scan (about 70 vertices per ear): measured 0.56-0.62 with the weights to
 # stop 51, 0.44 with stop 52's, trained on photo mode's crops too, which call fewer of this scan's
-# blunt ear vertices ear (on six textured scans of 100k-300k faces the same: 0.755 -> 0.749); 0.47
-# with stop 53's sixth round (read with mirror images)
+# blunt ear vertices ear (on six textured scans of 100k-300k faces the same: 0.755 -> 0.749); 0.53
+# with stop 53's seventh round (read with mirror images)
 AGREE_SAMPLE = 0.40
 
 
