@@ -366,9 +366,8 @@ class EarSegmenter(LoadedModel):
     def label_batches(self, images: np.ndarray, batch: int = 16) -> np.ndarray:
         """(N, H, W) uint8 likeliest-class labels of (N, H, W, 3) uint8 images of the input size
         (close-ups), predicted as ``probabilities`` predicts (test_time_flip included)."""
-        out = [self._logits(to_tensor(images[i:i + batch], self.normalisation)).argmax(1).cpu().numpy()
-               for i in range(0, len(images), batch)]
-        return np.concatenate(out).astype(np.uint8) if out else np.zeros((0, *np.shape(images)[1:3]), np.uint8)
+        return predict_batched(self._logits, images, self.normalisation, lambda y: y.argmax(1), batch, None,
+                               np.zeros((0, *np.shape(images)[1:3]), np.uint8)).astype(np.uint8)
 
     def segment(self, image, name: str = "image", ear_prob: float | None = None) -> np.ndarray:
         """(H, W) int64 labels, 0 = non-ear, 1..12 the ear regions in taxonomy.EAR_REGIONS order:
