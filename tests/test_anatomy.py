@@ -458,7 +458,8 @@ def test_the_body_fits_last_rounds_keep_only_the_keypoints_marked_to_end():
 
 def test_the_fits_nearest_points_are_scipys(monkeypatch):
     """The fit's nearest-vertex queries (pykdtree when installed) name the vertices scipy's
-    k-d tree names, and a process without pykdtree falls back to scipy."""
+    k-d tree names, the hand search's float64 ones their distances too, and a process without
+    pykdtree falls back to scipy."""
     import builtins
 
     from scipy.spatial import cKDTree
@@ -478,9 +479,14 @@ def test_the_fits_nearest_points_are_scipys(monkeypatch):
             raise ImportError(name)
         return real_import(name, *a, **k)
 
+    # the hand search's exact queries (float64): the same indices and distances as scipy's
+    d_want, i_want = cKDTree(v).query(q)
+    d_got, i_got = reg._kdtree(v).query(q)
+    assert np.array_equal(i_got, i_want) and np.array_equal(d_got, d_want)
     monkeypatch.setattr(builtins, "__import__", no_pykdtree)
     fallback = reg._Nearest(v)
     assert isinstance(fallback._tree, cKDTree) and np.array_equal(fallback.query(q), want)
+    assert isinstance(reg._kdtree(v), cKDTree)
 
 
 def _child_uses_pool() -> int:
