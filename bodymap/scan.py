@@ -235,6 +235,34 @@ class Scan:
         return vertex_normals(self.vertices, self.faces, self._face_cross, eps=1e-30)
 
     @functools.cached_property
+    def _surface_tree(self):
+        import gpytoolbox as gp
+
+        return gp.squared_distance_precompute(self.vertices, self.faces)
+
+    def drop_surface_tree(self) -> None:
+        """Free the AABB tree closest_points keeps (45 MB on a 300k-face scan); built again when
+        next asked."""
+        self.__dict__.pop("_surface_tree", None)
+
+    def __getstate__(self) -> dict:
+        """(pickling, a copy: the kept AABB tree is a C++ object, left out and built again)"""
+        state = self.__dict__.copy()
+        state.pop("_surface_tree", None)
+        return state
+
+    def closest_points(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The closest points of this scan's surface to points (k, 3) mm: squared distances (k,)
+        mm^2, faces (k,) int and barycentric coordinates (k, 3). The surface's AABB tree is built
+        on the first call and kept (0.19 s of a 0.22 s query of a fitted body on a 300k-face
+        scan, which a registration asks four to six times); the same numbers as
+        gpytoolbox.squared_distance building its own."""
+        import gpytoolbox as gp
+
+        return gp.squared_distance(np.asarray(points, np.float64), self.vertices, F=self.faces, use_cpp=True,
+                                   use_aabb=True, cpp_aabb=self._surface_tree)
+
+    @functools.cached_property
     def vertex_corners(self) -> np.ndarray:
         """(n,) int64, for each vertex one face corner holding it, as face * 3 + corner (the
         first in face order; -1 for a vertex no face uses): a vertex as face + barycentric."""

@@ -497,3 +497,26 @@ def test_ply_point_cloud_has_no_faces(tmp_path):
     p = write(tmp_path / "pts.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
               "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1.7 0\n")
     expect_error(p, "no faces")
+
+
+def test_closest_points_keep_their_tree_and_answer_as_gpytoolbox_does():
+    """Scan.closest_points builds the surface's AABB tree once and keeps it (a registration asks
+    the same scan several times), gives what a one-off gpytoolbox query gives, leaves the tree
+    out of a pickle and lets it go when asked."""
+    import pickle
+
+    import gpytoolbox as gp
+
+    s = Scan(body_mesh().vertices, body_mesh().faces)
+    q = np.random.default_rng(3).normal(size=(500, 3)) * 400.0
+    want = gp.squared_distance(q, s.vertices, F=s.faces, use_cpp=True, use_aabb=True)
+    got = s.closest_points(q)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(got, want))
+    tree = s.__dict__["_surface_tree"]
+    s.closest_points(q[:5])
+    assert s.__dict__["_surface_tree"] is tree
+    copy = pickle.loads(pickle.dumps(s))
+    assert "_surface_tree" not in copy.__dict__
+    assert np.array_equal(copy.closest_points(q)[0], got[0])
+    s.drop_surface_tree()
+    assert "_surface_tree" not in s.__dict__

@@ -1020,9 +1020,7 @@ def limbs_off_scan(body: np.ndarray, scan: Scan, partial: bool = False) -> dict[
 def _off_scan(body: np.ndarray, scan: Scan) -> np.ndarray:
     """(n,) bool: which vertices of ``body`` (n, 3) mm lie more than LIMB_OUT_MM outside the
     scan's surface or LIMB_IN_MM inside it (inside: behind the closest scan face's normal)."""
-    import gpytoolbox as gp
-
-    d2, face, _ = gp.squared_distance(body, scan.vertices, F=scan.faces, use_cpp=True, use_aabb=True)
+    d2, face, _ = scan.closest_points(body)
     d, face = np.sqrt(np.asarray(d2).ravel()), np.asarray(face).ravel()
     tri = scan.vertices[scan.faces[face]]
     # the side of the closest face's plane: at > 15 mm the plane and the surface agree
@@ -1290,6 +1288,7 @@ def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000,
             return _register(scan, progress, n_points, steps, seed, refine)
     finally:
         _SHARE.n = None
+        scan.drop_surface_tree()  # (the limb checks' tree: not kept with the scan after the fit)
 
 
 def _register(scan: Scan, progress: Progress | None, n_points: int, steps: int, seed: int,
