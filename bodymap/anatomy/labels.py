@@ -211,14 +211,14 @@ def _read_npz(path: str | Path, need: tuple[str, ...]) -> dict:
         raise ValueError(f"{path}: {broken}") from None
 
 
-def label_scan(scan, progress=None) -> tuple[Correspondence, RegionLabels]:
-    """Register the template to scan (mm) and transfer its labels. progress(stage, fraction).
-    A mesh that cannot be a body is refused first, in about a second (bodymap.bodycheck:
-    ScanError), instead of after minutes of fitting."""
+def label_scan(scan, progress=None, steps: int = 400) -> tuple[Correspondence, RegionLabels]:
+    """Register the template to scan (mm) with `steps` fitting steps (register's) and transfer
+    its labels. progress(stage, fraction). A mesh that cannot be a body is refused first, in
+    about a second (bodymap.bodycheck: ScanError), instead of after minutes of fitting."""
     from bodymap.anatomy.register import register
     from bodymap.anatomy.template import load_template
     from bodymap.bodycheck import check_body
 
     check_body(scan)
-    corr = register(scan, progress=progress)
+    corr = register(scan, progress=progress, steps=steps)
     return corr, transfer_labels(corr, load_template())
