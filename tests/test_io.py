@@ -507,7 +507,8 @@ def test_closest_points_keep_their_tree_and_answer_as_gpytoolbox_does():
 
     import gpytoolbox as gp
 
-    s = Scan(body_mesh().vertices, body_mesh().faces)
+    m = body_mesh()
+    s = Scan(m.vertices, m.faces)
     q = np.random.default_rng(3).normal(size=(500, 3)) * 400.0
     want = gp.squared_distance(q, s.vertices, F=s.faces, use_cpp=True, use_aabb=True)
     got = s.closest_points(q)

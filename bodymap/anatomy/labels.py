@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bodymap import taxonomy as tx
-from bodymap.anatomy.register import Correspondence
+from bodymap.anatomy.register import STEPS, Correspondence
 from bodymap.anatomy.template import LabelledTemplate
 
 # A scan vertex farther than this from the fitted body gets its label flagged as unreliable.
@@ -211,7 +211,7 @@ def _read_npz(path: str | Path, need: tuple[str, ...]) -> dict:
         raise ValueError(f"{path}: {broken}") from None
 
 
-def label_scan(scan, progress=None, steps: int = 400) -> tuple[Correspondence, RegionLabels]:
+def label_scan(scan, progress=None, steps: int = STEPS) -> tuple[Correspondence, RegionLabels]:
     """Register the template to scan (mm) with `steps` fitting steps (register's) and transfer
     its labels. progress(stage, fraction). A mesh that cannot be a body is refused first, in
     about a second (bodymap.bodycheck: ScanError), instead of after minutes of fitting."""

@@ -43,6 +43,7 @@ REG = 200.0  # weight of the pull towards the rest pose (upper arms are free: sc
 # best (and the runner-up when within COARSE_KEEP of it) is brought to COARSE_STEPS, then
 # fitted COARSE_STEPS more from there and from the arm start. Wrong orientations end 2-4 times
 # further from the scan than the right one, so they are dropped early (most of the time saved).
+STEPS = 400  # fitting steps of a registration (register's default; track's is half: TrackOptions)
 COARSE_RANK_STEPS = 12
 COARSE_STEPS = 30
 COARSE_KEEP = 1.5
@@ -324,29 +325,24 @@ class _Nearest:
     float32) when installed, else scipy's cKDTree. vertices (n, 3) mm, float32."""
 
     def __init__(self, vertices: np.ndarray):
-        v = np.ascontiguousarray(vertices, np.float32)
-        try:
-            from pykdtree.kdtree import KDTree
-        except ImportError:  # (an install without it: the same fit, slower)
-            self._tree = cKDTree(v, balanced_tree=False)
-        else:
-            self._tree = KDTree(v)
+        self._tree = _kdtree(vertices, np.float32)
 
     def query(self, points: np.ndarray) -> np.ndarray:
         """(k,) int64: the nearest vertex of each of points (k, 3) mm."""
         return np.asarray(self._tree.query(np.ascontiguousarray(points, np.float32))[1], np.int64)
 
 
-def _kdtree(points: np.ndarray):
-    """A k-d tree over points (n, 3) mm for exact nearest-point queries, .query(x (k, 3)) ->
-    (distances (k,) mm, indices (k,)): pykdtree's in float64 when installed (a hand's 1,600
-    points queried in 0.39 ms against scipy's 1.2; the same indices and distances on the hand
-    search's queries), else scipy's cKDTree."""
-    p = np.ascontiguousarray(points, np.float64)
+def _kdtree(points: np.ndarray, dtype=np.float64):
+    """A k-d tree over points (n, 3) mm in dtype, .query(x (k, 3)) -> (distances (k,) mm,
+    indices (k,)): pykdtree's when installed (float64, the hand search's: a hand's 1,600 points
+    queried in 0.39 ms against scipy's 1.2, the same indices and distances), else scipy's
+    cKDTree, unbalanced (built quicker, the same nearest points; an install without pykdtree
+    fits the same, slower)."""
+    p = np.ascontiguousarray(points, dtype)
     try:
         from pykdtree.kdtree import KDTree
     except ImportError:
-        return cKDTree(p)
+        return cKDTree(p, balanced_tree=False)
     return KDTree(p)
 
 
@@ -1273,7 +1269,7 @@ def _sample_points(scan: Scan, n: int, rng: np.random.Generator) -> np.ndarray:
     return scan.points_from_barycentric(f, bary)
 
 
-def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000, steps: int = 400,
+def register(scan: Scan, progress: Progress | None = None, n_points: int = 6000, steps: int = STEPS,
              seed: int = 0, refine: bool = True) -> Correspondence:
     """Register the template to ``scan`` (mm). Returns the dense Correspondence: the same, to the
     bit, whatever torch threads the process has (SETUP_THREADS).
