@@ -4,7 +4,7 @@ The sandbox: every test runs with its own home, settings, data and cache folders
 XDG folders, BODYMAP_HOME, Qt's settings, matplotlib's and ultralytics' configuration) and in
 its own current folder, so `make test` never reads or writes the user's real settings, recent
 files, autosaves or review store, and a default output (./bodymap-out/) lands in a temporary
-folder. The body model's caches (anny's, about 800 MB and a minute to build; warp's compiled
+folder. The body model's caches (anny's, about 800 MB and half a minute to build; warp's compiled
 kernels) are kept between runs in .test-cache/ under the repository (ignored by git), filled on
 the first run from the user's own caches when they exist (read only: hard links or copies).
 """
