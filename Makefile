@@ -22,14 +22,17 @@ setup:  ## install missing system packages with apt
 
 venv: $(STAMP)
 
-# torch first and pinned: pip takes this exact build from the machine's disk. --no-compile: the
-# interpreter compiles what it imports on first use; compiling every file of torch, Qt and the
-# rest up front cost about 15 s of the set-up and is mostly never used.
+# torch first and pinned: pip takes this exact build from the machine's disk. Then the bytecode of
+# every installed module, on both cores: where PYTHONDONTWRITEBYTECODE is set (many containers,
+# these machines) Python never writes what it compiles on import, so without it every BodyMap
+# process compiled torch's and anny's imports again: 10-13 s of start-up against 4.3-4.6 s
+# (docs/benchmarks.md). (compileall exits non-zero on a package's deliberately broken test files.)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --no-compile --upgrade pip
 	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m compileall -q -q -j 0 $(VENV)/lib/python3*/site-packages || true
 	touch $(STAMP)
 
 demo: setup venv  ## run what the pipeline has so far on a bundled sample; outputs under out/
