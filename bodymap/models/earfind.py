@@ -889,7 +889,8 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
     synthetic head photos (HELD_OUT: ear found, ear-pixel precision / recall, small ears), and
     the share of real photos in which an ear is found: HAM10000's and PAD-UFES-20's test parts
     (never trained on; photos taken of the ear listed apart), all of ISIC 2017; by the locator
-    alone and by photo mode (which searches only clinical and body-region photos), with no site
+    alone and by photo mode (which searches only clinical and body-region photos, and shows an ear
+    where find_and_segment labels one), with no site
     given and with the data set's site given as a user would (bodymap.photo.searches_ears: a
     clinical close-up of a site outside the head and neck is not searched). Time per photo."""
     from bodymap.models.diagdata import load_images, load_photos, split_rows
@@ -941,8 +942,11 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
                 n_total += 1
                 found.append(f_)
                 kind = None if ks is None else kinds.classes[int(ks[j])]
-                via_photo.append(f_ and searches_ears(kind, None))
-                via_site.append(f_ and searches_ears(kind, rows[i + j]["site_code"]))
+                # photo mode shows an ear where the region U-Net labels some of a found box
+                # (find_and_segment), which it does not on every box the locator finds
+                shown = f_ and find_and_segment(im, loc, seg).found
+                via_photo.append(shown and searches_ears(kind, None))
+                via_site.append(shown and searches_ears(kind, rows[i + j]["site_code"]))
         from bodymap.models.metrics import bootstrap_ci
 
         f_ = np.array(found, float)
@@ -976,8 +980,8 @@ def benchmark_text(res: dict) -> str:
         if sm:
             lines.append(f"   photos whose ear is at most 5 % of the image ({sm['pixel_images']}): precision "
                          f"{_f(sm, 'pixel_precision')}, recall {_f(sm, 'pixel_recall')}")
-    lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate + "
-                 "locator), no site given / by photo mode with the data set's site given")
+    lines.append("real photos (none shows an ear's shape): ear found by the locator / by photo mode (kind gate, "
+                 "locator, region labels in the box), no site given / by photo mode with the data set's site given")
     for label, r in res["real"].items():
         site = (f"; site given ({r['with_site']} have one) {r['photo_mode_site_found']} = "
                 f"{r['photo_mode_site_rate']:.4f} [{r['photo_mode_site_rate_ci'][0]:.4f}, "
