@@ -746,8 +746,14 @@ def find_and_segment(image, locator: EarLocator, segmenter, name: str = "image")
     was, the labels reached skin beside small ears: on development renders, ears <= 5 % of the
     photo, pixel precision 0.760 grown, 0.796 not, recall 0.858 / 0.855.)"""
     rgb = as_rgb(image, name)
+    return segment_found(rgb, locator.find(rgb, name), segmenter, name)
+
+
+def segment_found(image, search: EarSearch, segmenter, name: str = "image") -> PhotoEars:
+    """find_and_segment's second half: the ears of ``search`` (the locator's EarSearch of this
+    photo (H, W, 3) uint8) segmented into the 12 regions, labels kept inside their boxes."""
+    rgb = as_rgb(image, name)
     H, W = rgb.shape[:2]
-    search = locator.find(rgb, name)
     labels = np.zeros((H, W), np.int64)
     crops = []
     for box in search.boxes:
@@ -937,14 +943,15 @@ def benchmark(external: str | Path | None = None, cache: str | Path | None = Non
             ks = kinds.probs(load_images(paths[i:i + 64], 128)).argmax(1) if kinds is not None else None
             for j, im in enumerate(ims):
                 t0 = time.perf_counter()
-                f_ = loc.find(im).found
+                search = loc.find(im)
                 t_total += time.perf_counter() - t0
                 n_total += 1
+                f_ = search.found
                 found.append(f_)
                 kind = None if ks is None else kinds.classes[int(ks[j])]
                 # photo mode shows an ear where the region U-Net labels some of a found box
                 # (find_and_segment), which it does not on every box the locator finds
-                shown = f_ and find_and_segment(im, loc, seg).found
+                shown = f_ and segment_found(im, search, seg).found
                 via_photo.append(shown and searches_ears(kind, None))
                 via_site.append(shown and searches_ears(kind, rows[i + j]["site_code"]))
         from bodymap.models.metrics import bootstrap_ci
