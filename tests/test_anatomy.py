@@ -621,9 +621,108 @@ def test_the_arms_second_fit_goes_on_with_the_closer_try_and_stops_once_the_arms
     # the wrist's ranks closer but leaves the arm off: the arm-only fit runs whole and, closer
     # and the arm less off, is kept
     ran, record, kept = run({"hands": 8.0, "hands and wrists": 7.0}, {"hands and wrists": 6.0, "hands and arms": 5.0},
-                            {"first fit": 0.5, "hands and wrists": 0.3, "hands and arms": 0.1})
+                            {"first fit": 0.5, "hands and wrists": 0.3, "hands and arms": 0.05})
     assert ran[2:] == [("hands and wrists", r, 8), ("hands and arms", 0, 8)]
     assert kept == "hands and arms" and "skipped" not in record and not held[0]  # (the shape let go after)
+
+
+def test_an_arm_the_kept_fit_leaves_off_is_taken_from_the_try_that_lays_it_on(monkeypatch):
+    """_combine_arms: the kept try left the right arm off and another try laid it on: the right
+    arm's bones (clavicle to wrist) come from that try, every other parameter from the kept one,
+    and the last two rounds are fitted from there with only the arm-only try's rings pulling to
+    the end; the result is kept only when closer with the arms less off. (Fits stood in for.)"""
+    import torch
+
+    from bodymap.anatomy import register as reg
+
+    nb = len(reg.FIT_BONES)
+    right = [reg.FIT_BONES.index(b) for b in ("clavicle.R", "upperarm01.R", "lowerarm01.R", "wrist.R")]
+
+    class Fitter:
+        def __init__(self):
+            self.torch, self.keypoints, self.rotvec, self.trans = torch, [], torch.zeros(nb, 3), torch.zeros(3)
+
+        def state(self):
+            return [self.rotvec.clone(), self.trans.clone(), {}, None]
+
+        def restore(self, state):
+            self.rotvec, self.trans = state[0].clone(), state[1].clone()
+
+    kept_state = [torch.full((nb, 3), 1.0), torch.full((3,), 5.0), {}, None]
+    donor_state = [torch.full((nb, 3), 2.0), torch.full((3,), 9.0), {}, None]
+    fitted = {"hands": (4.52, donor_state, {"left arm": 0.38, "right arm": 0.04}),
+              "hands and arms": (4.44, kept_state, {"left arm": 0.03, "right arm": 0.28})}
+    best = (4.44, kept_state, fitted["hands and arms"][2], "hands and arms")
+    tries = {"hands": (1, False), "hands and wrists": (2, False), "hands and arms": (None, True)}
+    rings = [(np.arange(3), np.zeros(3))] * 3  # each arm's hand keypoint and two rings
+    found = {"left": rings, "right": rings}
+
+    def run(err, off):
+        seen = {}
+
+        def fit_body(fitter, rounds, say, frac, first=0, stop=None):
+            seen.update(rotvec=fitter.rotvec.clone(), trans=fitter.trans.clone(), first=first,
+                        keypoints=[(k.arm_only, k.to_end) for k in fitter.keypoints])
+            return err
+
+        monkeypatch.setattr(reg, "_fit_body", fit_body)
+        monkeypatch.setattr(reg, "_in_scan", lambda fitter, R, offset: None)
+        monkeypatch.setattr(reg, "limbs_off_scan", lambda body, scan, partial: off)
+        record = {"tried": {}}
+        out = reg._combine_arms(Fitter(), None, np.eye(3), np.zeros(3), False, best, fitted, ["left", "right"],
+                                found, tries, 8, lambda *a: None, record)
+        return out, seen, record
+
+    out, seen, record = run(3.10, {"left arm": 0.06, "right arm": 0.05})
+    assert torch.all(seen["rotvec"][right] == 2.0) and torch.all(seen["rotvec"][[i for i in range(nb) if i not in right]] == 1.0)
+    assert torch.all(seen["trans"] == 5.0) and seen["first"] == 6
+    # the kept try is the arm-only one: the left arm's two rings pull to the end, the right
+    # arm's try (the hand's) had none there
+    assert seen["keypoints"] == [(True, True), (True, True)]
+    assert out[0] == 3.10 and out[3] == "hands and arms, with the right arm from hands"
+    assert record["tried"]["combined"]["arms_from"] == {"right": "hands"}
+    # further from the scan, or the arms no less off: the kept try stays as it was
+    assert run(4.60, {"left arm": 0.06, "right arm": 0.05})[0] is best
+    assert run(4.00, {"left arm": 0.03, "right arm": 0.30})[0] is best
+    # no other try lays the off arm on: its named arm poses are read off the scan with the rest of
+    # the body as kept (here the "hip" pose's forearm lies on, the others off), and the closest
+    # to the scan is fitted from
+    fitted["hands"] = (4.52, donor_state, {"left arm": 0.38, "right arm": 0.20})
+    hip = reg._arm_pose_rows("right", "hip")
+    forearm = reg.FIT_BONES.index("lowerarm01.R")
+
+    def off_by_pose(body, scan, partial):
+        if seen_fit:  # (after the combined fit)
+            return {"left arm": 0.03, "right arm": 0.05}
+        on = np.allclose(probe.rotvec[forearm].numpy(), hip[forearm], atol=1e-6)
+        return {"left arm": 0.03, "right arm": 0.06 if on else 0.5}
+
+    seen_fit = []
+    probe = None
+
+    class Probe:  # the stand-in fitter, remembered for off_by_pose
+        def __new__(cls):
+            nonlocal probe
+            probe = object.__new__(Fitter)
+            probe.__init__()
+            return probe
+
+    monkeypatch.setattr(reg, "_in_scan", lambda fitter, R, offset: None)
+    record = {"tried": {}}
+
+    def fit_body(fitter, rounds, say, frac, first=0, stop=None):
+        seen_fit.append(fitter.rotvec.clone())
+        return 3.2
+
+    monkeypatch.setattr(reg, "_fit_body", fit_body)
+    monkeypatch.setattr(reg, "limbs_off_scan", off_by_pose)
+    out = reg._combine_arms(Probe(), None, np.eye(3), np.zeros(3), False, best, fitted, ["left", "right"],
+                            found, tries, 8, lambda *a: None, record)
+    assert set(record["arm_poses_off"]["right"]) == set(reg.ARM_POSES)
+    assert record["arm_poses_off"]["right"]["hip"] == 0.06 and out[3] == "hands and arms, with the right arm from the hip pose"
+    for row, rv in hip.items():  # the hip pose's upper arm and forearm; the clavicle and wrist as kept
+        assert np.allclose(seen_fit[0][row].numpy(), rv, atol=1e-6)
+    assert torch.all(seen_fit[0][[reg.FIT_BONES.index("clavicle.R"), reg.FIT_BONES.index("wrist.R")]] == 1.0)
 
 
 def _average_adult() -> np.ndarray:

@@ -52,6 +52,11 @@ COARSE_KEEP = 1.5
 # ... kept when it is closer to the scan and the arms lie less off it, or, on a whole-body scan,
 # when it is under MEND_CLEAR of the first fit's mean distance
 MEND_CLEAR = 0.6
+# An arm still off after them is taken from another try that lays it on, or posed as one of
+# these arm configurations (bodymap.anatomy.poses.ARM_CONFIGS: hands resting on the body, where
+# no hand is found to pull), then the body fit's last COMBINE_ROUNDS rounds run (_combine_arms)
+ARM_POSES = ("hip", "crossed", "head", "face")
+COMBINE_ROUNDS = 2
 MEND_RANK_ROUNDS = 3  # rounds of the body fit after which two of its tries are ranked (_mend_arms)
 KEYPOINT_WEIGHT = 0.1  # per mm of the hand's distance, against the fit's mean surface distances
 # A body still this far (mean distance, mm) from the best standing start is fitted from
@@ -1149,8 +1154,14 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     found = hand_keypoints(scan.vertices @ R.T - offset, scan.faces, v, hands_log)
     pull = [s for s in bad if s in found]
     record = {"arms": bad, "hands_found": pull, "kept": False, "hands": hands_log}
-    if not pull:
-        return err, record
+    if not pull:  # no hand to pull: the arms' named poses only
+        record["tried"] = {}
+        new_err, _, after, name = _combine_arms(fitter, scan, R, offset, partial, (err, fitter.state(), before, None),
+                                                {}, bad, {}, {}, rounds, say, record)
+        if name is not None:
+            record.update(kept=True, pulled=name, off_before={s: before[f"{s} arm"] for s in bad},
+                          off_after={s: after[f"{s} arm"] for s in bad}, mean_mm=[round(err, 2), round(new_err, 2)])
+        return new_err, record
     off_sum = lambda off: sum(off[f"{s} arm"] for s in bad)  # noqa: E731
     best = (err, fitter.state(), before, None)
     # keypoints of each pulled arm (the hand's, with the wrist's ring, or all), pulling the whole
@@ -1193,6 +1204,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         lead = min(early, key=lambda n: early[n][0])
         record["ranked_mm"] = {n: round(early[n][0], 2) for n in early}
         order = [lead, "hands and arms"]
+    fitted = {}  # each try's (mean distance, state, limbs_off_scan)
     for name in order:
         if tries[name][1] and best[3] is not None and all(best[2][f"{s} arm"] < LIMB_OFF_FAIR for s in bad):
             # a second fit kept already lays every arm on the scan: nothing left to mend with
@@ -1210,16 +1222,101 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
             fitter.shape_fixed = False
         after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
         record["tried"][name] = {"mean_mm": round(new_err, 2), "off": {s: after[f"{s} arm"] for s in bad}}
+        fitted[name] = (new_err, fitter.state(), after)
         # (or far closer: FAUST 003, 15.3 -> 9.1 mm, has an arm hanging where the check reads it
         # more off; not on a partial scan, whose fit distance leaves the parts it lacks out)
         clearly = not partial and new_err < MEND_CLEAR * err
         if new_err < best[0] and (off_sum(after) < off_sum(before) or clearly):
             best = (new_err, fitter.state(), after, name)
+    best = _combine_arms(fitter, scan, R, offset, partial, best, fitted, bad, found, tries, rounds, say, record)
     new_err, state, after, name = best
     fitter.restore(state)
     record.update(kept=name is not None, pulled=name, off_before={s: before[f"{s} arm"] for s in bad},
                   off_after={s: after[f"{s} arm"] for s in bad}, mean_mm=[round(err, 2), round(new_err, 2)])
     return new_err, record
+
+
+def _arm_rows(side: str) -> list[int]:
+    """Rows of FIT_BONES of one arm's bones, clavicle to wrist (side "left" / "right")."""
+    return [FIT_BONES.index(b + (".L" if side == "left" else ".R"))
+            for b in ("clavicle", "upperarm01", "lowerarm01", "wrist")]
+
+
+def _arm_pose_rows(side: str, pose: str) -> dict[int, np.ndarray]:
+    """{row of FIT_BONES: rotation vector (3,)} of one arm in a named arm configuration
+    (bodymap.anatomy.poses.ARM_CONFIGS: its upper arm and forearm)."""
+    from scipy.spatial.transform import Rotation
+
+    from bodymap.anatomy.poses import part_options
+
+    return {FIT_BONES.index(bone): Rotation.from_matrix(np.asarray(rot, float)).as_rotvec()
+            for bone, rot in part_options(f"arm.{'L' if side == 'left' else 'R'}")[pose].items()}
+
+
+def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, partial: bool, best: tuple,
+                  fitted: dict, bad: list, found: dict, tries: dict, rounds: int,
+                  say: Callable[[str, float], None], record: dict) -> tuple:
+    """The fit _mend_arms keeps (or the first fit, when it kept none), with each arm it leaves
+    off the scan taken from another of its tries that lays that arm on (the arm's bone rotations,
+    clavicle to wrist), or else posed as the one of ARM_POSES that lies least off the scan (the
+    upper arm and forearm; read with the rest of the body as it is), then the body fit's last
+    COMBINE_ROUNDS rounds from there (with the to_end keypoints of the try each arm came from).
+    Kept when closer to the scan with those arms less off it. best: (mean distance mm, state,
+    limbs_off_scan, try name or None); fitted: each try's (mean distance, state,
+    limbs_off_scan); found, tries: _mend_arms' keypoints and tries. Returns best or the combined
+    fit's tuple; record["tried"]["combined"] says what was tried."""
+    torch = fitter.torch
+    err, state, after, name = best
+    still = [s for s in bad if after[f"{s} arm"] >= LIMB_OFF_FAIR]
+    if not still:
+        return best
+    rot = state[0].clone()
+    donor, poses_off = {}, {}
+    for s in still:
+        rows = _arm_rows(s)
+        on = [t for t in fitted if t != name and fitted[t][2][f"{s} arm"] < LIMB_OFF_FAIR]
+        if on:
+            donor[s] = min(on, key=lambda t: fitted[t][2][f"{s} arm"])
+            rot[rows] = fitted[donor[s]][1][0][rows]
+            continue
+        # no try lays it on (its hand rests on the body, so none was found to pull): the named
+        # arm poses, each read off the scan with the rest of the body as fitted (a pose each)
+        offs = {}
+        for pose in ARM_POSES:
+            trial = rot.clone()
+            for row, rv in _arm_pose_rows(s, pose).items():
+                trial[row] = torch.as_tensor(rv, dtype=trial.dtype)
+            fitter.restore([trial, *state[1:]])
+            with torch.no_grad():
+                offs[pose] = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)[f"{s} arm"]
+        poses_off[s] = offs
+        pose = min(offs, key=offs.get)
+        if offs[pose] < after[f"{s} arm"]:
+            donor[s] = f"the {pose} pose"
+            for row, rv in _arm_pose_rows(s, pose).items():
+                rot[row] = torch.as_tensor(rv, dtype=rot.dtype)
+    if poses_off:
+        record["arm_poses_off"] = poses_off
+    if not donor:
+        fitter.restore(state)
+        return best
+    fitter.restore([rot, *state[1:]])
+    fitter.keypoints = []
+    for s in found:
+        source = donor.get(s, name)
+        if s in bad and source in tries and tries[source][1]:  # (only the arm-only try's rings pull to the end)
+            fitter.keypoints += [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
+                                          True, to_end=True) for idx, target in found[s][1:tries[source][0]]]
+    new_err = _fit_body(fitter, rounds, say, (0.84, 0.85), first=max(0, rounds - COMBINE_ROUNDS))
+    new_after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
+    off = lambda o: sum(o[f"{s} arm"] for s in bad)  # noqa: E731
+    record["tried"]["combined"] = {"arms_from": donor, "mean_mm": round(new_err, 2),
+                                   "off": {s: new_after[f"{s} arm"] for s in bad}}
+    if new_err < err and off(new_after) < off(after):
+        return new_err, fitter.state(), new_after, (f"{name}, with " if name else "") + ", ".join(
+            f"the {s} arm from {t}" for s, t in donor.items())
+    fitter.restore(state)
+    return best
 
 
 def _pose_search(pts: np.ndarray, sv: np.ndarray, ups: list, tick: Callable[[], None] | None):
