@@ -109,18 +109,17 @@ def mended(info: dict) -> str:
     m = info.get("arms_mended") or {}
     if not m:
         return "no second fit"
+    # the named arm poses read off the scan (register._combine_arms)
+    poses = "".join(f"; {s} arm's named poses off " + " / ".join(f"{p} {v:.2f}" for p, v in offs.items())
+                    for s, offs in (m.get("arm_poses_off") or {}).items())
     if "mean_mm" not in m:
-        poses = "".join(f"; {s} arm's named poses off " + " / ".join(f"{p} {v:.2f}" for p, v in offs.items())
-                        for s, offs in (m.get("arm_poses_off") or {}).items())
         return f"second fit not tried (arms {', '.join(m['arms'])} off, no hand found{poses})"
     arms = lambda d: " / ".join(f"{d[s]:.2f}" for s in m["arms"])  # noqa: E731
     tried = "; ".join(f"{k} {t['mean_mm']:.2f} mm, off {arms(t['off'])}" for k, t in m["tried"].items())
     # (tries ranked early and not finished, and an arm-only try skipped: register._mend_arms)
     ranked = m.get("ranked_mm")
     extra = (f"; ranked early {' / '.join(f'{k} {v:.2f} mm' for k, v in ranked.items())}" if ranked else "") + \
-        (f"; {m['skipped']} skipped" if m.get("skipped") else "") + \
-        "".join(f"; {s} arm's named poses off " + " / ".join(f"{p} {v:.2f}" for p, v in offs.items())
-                for s, offs in (m.get("arm_poses_off") or {}).items())
+        (f"; {m['skipped']} skipped" if m.get("skipped") else "") + poses
     return (f"second fit {'kept (' + m['pulled'] + ')' if m['kept'] else 'refused'}: first {m['mean_mm'][0]:.2f} mm, "
             f"{', '.join(m['arms'])} arm off {arms(m['off_before'])}; tried {tried}{extra}")
 

@@ -314,14 +314,20 @@ def _twist_to_child(roma, torch, rotvec, axes, rows) -> tuple:
 def _start_rotvecs(name: str) -> np.ndarray:
     """Rotation vectors (len(FIT_BONES), 3) of the named pose (bodymap.anatomy.poses.START_POSES)
     on the fitted bones (the others stay at rest)."""
-    from scipy.spatial.transform import Rotation
-
     from bodymap.anatomy.poses import START_POSES
 
     rv = np.zeros((len(FIT_BONES), 3))
-    for bone, rot in START_POSES[name].items():
-        rv[FIT_BONES.index(bone)] = Rotation.from_matrix(np.asarray(rot, float)).as_rotvec()
+    for row, r in _bone_rotvecs(START_POSES[name]).items():
+        rv[row] = r
     return rv
+
+
+def _bone_rotvecs(rotations: dict) -> dict[int, np.ndarray]:
+    """{row of FIT_BONES: rotation vector (3,)} of {bone name: rotation (3, 3)} (local-ref)."""
+    from scipy.spatial.transform import Rotation
+
+    return {FIT_BONES.index(bone): Rotation.from_matrix(np.asarray(rot, float)).as_rotvec()
+            for bone, rot in rotations.items()}
 
 
 class _Nearest:
@@ -1245,12 +1251,9 @@ def _arm_rows(side: str) -> list[int]:
 def _arm_pose_rows(side: str, pose: str) -> dict[int, np.ndarray]:
     """{row of FIT_BONES: rotation vector (3,)} of one arm in a named arm configuration
     (bodymap.anatomy.poses.ARM_CONFIGS: its upper arm and forearm)."""
-    from scipy.spatial.transform import Rotation
-
     from bodymap.anatomy.poses import part_options
 
-    return {FIT_BONES.index(bone): Rotation.from_matrix(np.asarray(rot, float)).as_rotvec()
-            for bone, rot in part_options(f"arm.{'L' if side == 'left' else 'R'}")[pose].items()}
+    return _bone_rotvecs(part_options(f"arm.{'L' if side == 'left' else 'R'}")[pose])
 
 
 def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, partial: bool, best: tuple,
@@ -1259,8 +1262,8 @@ def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray
     """The fit _mend_arms keeps (or the first fit, when it kept none), with each arm it leaves
     off the scan taken from another of its tries that lays that arm on (the arm's bone rotations,
     clavicle to wrist), or else posed as the one of ARM_POSES that lies least off the scan (the
-    upper arm and forearm; read with the rest of the body as it is, one forward pass each), then the body fit's last
-    COMBINE_ROUNDS rounds from there (with the to_end keypoints of the try each arm came from).
+    upper arm and forearm; read with the rest of the body as it is, one forward pass each), then
+    the body fit's last COMBINE_ROUNDS rounds from there (with the to_end keypoints of the try each arm came from).
     Kept when closer to the scan with those arms less off it. best: (mean distance mm, state,
     limbs_off_scan, try name or None); fitted: each try's (mean distance, state,
     limbs_off_scan); found, tries: _mend_arms' keypoints and tries. Returns best or the combined
@@ -1281,12 +1284,12 @@ def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray
             continue
         # no try lays it on (its hand rests on the body, so none was found to pull): the named
         # arm poses, each read off the scan with the rest of the body as fitted (a pose each)
-        offs = {}
+        offs, posed = {}, {}
         for pose in ARM_POSES:
-            trial = rot.clone()
+            posed[pose] = rot.clone()
             for row, rv in _arm_pose_rows(s, pose).items():
-                trial[row] = torch.as_tensor(rv, dtype=trial.dtype)
-            fitter.restore([trial, *state[1:]])
+                posed[pose][row] = torch.as_tensor(rv, dtype=rot.dtype)
+            fitter.restore([posed[pose], *state[1:]])
             with torch.no_grad():
                 offs[pose] = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)[f"{s} arm"]
         # the least off is fitted from, however off it reads: a hand-on-the-hip start 0.18 off
@@ -1295,8 +1298,7 @@ def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray
         poses_off[s] = offs
         pose = min(offs, key=offs.get)
         donor[s] = f"the {pose} pose"
-        for row, rv in _arm_pose_rows(s, pose).items():
-            rot[row] = torch.as_tensor(rv, dtype=rot.dtype)
+        rot = posed[pose]
     if poses_off:
         record["arm_poses_off"] = poses_off
     fitter.restore([rot, *state[1:]])
