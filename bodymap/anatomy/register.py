@@ -1140,7 +1140,8 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     closer fitted to the end); and again with the rings either side
     of the elbow too, each pulling the arm's bones only (bodymap.anatomy.keypoints: the rings
     place a bent elbow, which the hand alone leaves free, but pulled through the trunk they slid
-    its skin along the scan), the rings until the end of the fit. A second fit is kept only when
+    its skin along the scan), the rings until the end of the fit. Every try holds the body's
+    shape as the first fit read it (pose and place only). A second fit is kept only when
     it is closer to the scan (mean distance) and those arms lie less off it; of such, the
     closest. fitter in the
     frame scan @ R.T - offset; err: the first fit's mean distance (mm); before: limbs_off_scan of
@@ -1180,10 +1181,12 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
 
     def begin(name: str) -> None:  # the fitter at the body fit's start, with this try's keypoints
         k, arm_only = tries[name]
-        fitter.restore(start)
-        if arm_only:  # the body's shape as the best fit so far read it: only the pose changes
-            fitter.restore([start[0], start[1], best[1][2], best[1][3]])
-            fitter.shape_fixed = True
+        # the body's shape as the first fit read it, held: only the pose and place change (a
+        # step 2.2x faster, _Fitter.vertices). Refitted in every try, as until stop 56, the shape
+        # gained nothing (clinic draw 8401-8408: level 2 0.975 refitted, 0.976 held; FAUST
+        # consistency 0.8784 and 0.8790) and the tries cost 15-25 % of a clinic scan's labelling
+        fitter.restore([start[0], start[1], best[1][2], best[1][3]])
+        fitter.shape_fixed = True
         # the arm-only rings pull to the end: left to the surface in the last rounds, FAUST 003's
         # arms went back towards the first fit's (its upper arm's template points a median 57 mm
         # from pose 000's, against 29 mm). The hand is left to the surface (refine_hands turns it;
@@ -1205,7 +1208,10 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         # scan until then (clinic 7105: ranked first, ended second)
         for name in ("hands", "hands and wrists"):
             begin(name)
-            e = _fit_body(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
+            try:
+                e = _fit_body(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
+            finally:
+                fitter.shape_fixed = False
             early[name] = (e, fitter.state(), fitter.keypoints)
         lead = min(early, key=lambda n: early[n][0])
         record["ranked_mm"] = {n: round(early[n][0], 2) for n in early}
@@ -1220,6 +1226,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         if name in early:  # go on from where the ranking stopped it
             fitter.restore(early[name][1])
             fitter.keypoints = early[name][2]
+            fitter.shape_fixed = True
         else:
             begin(name)
         try:
@@ -1308,7 +1315,11 @@ def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray
         if s in bad and source in tries and tries[source][1]:  # (only the arm-only try's rings pull to the end)
             fitter.keypoints += [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
                                           True, to_end=True) for idx, target in found[s][1:tries[source][0]]]
-    new_err = _fit_body(fitter, rounds, say, (0.84, 0.85), first=max(0, rounds - COMBINE_ROUNDS))
+    fitter.shape_fixed = True  # (the shape held, as in every try: _mend_arms)
+    try:
+        new_err = _fit_body(fitter, rounds, say, (0.84, 0.85), first=max(0, rounds - COMBINE_ROUNDS))
+    finally:
+        fitter.shape_fixed = False
     new_after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
     off = lambda o: sum(o[f"{s} arm"] for s in bad)  # noqa: E731
     record["tried"]["combined"] = {"arms_from": donor, "mean_mm": round(new_err, 2),
