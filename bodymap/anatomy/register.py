@@ -1125,6 +1125,18 @@ def _fit_body(fitter: _Fitter, rounds: int, say: Callable[[str, float], None], f
     return err
 
 
+def _fit_pose(fitter: _Fitter, *args, **kwargs) -> float:
+    """_fit_body(fitter, ...) with the body's shape (phenotype and shape details) held as it is:
+    the pose and place only (_Fitter.shape_fixed), let go after, also when the fit is cancelled
+    (a held shape must not stay for whoever uses the fitter next). The arms' tries and their
+    combined fit (_mend_arms, _combine_arms)."""
+    fitter.shape_fixed = True
+    try:
+        return _fit_body(fitter, *args, **kwargs)
+    finally:
+        fitter.shape_fixed = False
+
+
 def _in_scan(fitter: _Fitter, R: np.ndarray, offset: np.ndarray) -> np.ndarray:
     """The fitter's current body (13718, 3) mm in the scan's frame (the fitter works in
     scan @ R.T - offset)."""
@@ -1171,6 +1183,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         return new_err, record
     off_sum = lambda off: sum(off[f"{s} arm"] for s in bad)  # noqa: E731
     best = (err, fitter.state(), before, None)
+    shape = best[1][2:]  # (phenotype, shape details) of the first fit, which every try holds
     # keypoints of each pulled arm (the hand's, with the wrist's ring, or all), pulling the whole
     # body (a body leaning to reach its hands leans) or, with the elbow's rings, the arm only
     # (their rough targets slid the trunk's skin)
@@ -1181,12 +1194,11 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
 
     def begin(name: str) -> None:  # the fitter at the body fit's start, with this try's keypoints
         k, arm_only = tries[name]
-        # the body's shape as the first fit read it, held: only the pose and place change (a
-        # step 2.2x faster, _Fitter.vertices). Refitted in every try, as until stop 56, the shape
-        # gained nothing (clinic draw 8401-8408: level 2 0.975 refitted, 0.976 held; FAUST
-        # consistency 0.8784 and 0.8790) and the tries cost 15-25 % of a clinic scan's labelling
-        fitter.restore([start[0], start[1], best[1][2], best[1][3]])
-        fitter.shape_fixed = True
+        # the body's shape as the first fit read it (held by _fit_pose: only the pose and place
+        # change, a step 2.2x faster). Refitted in every try, as until stop 56, the shape gained
+        # nothing (clinic draw 8401-8408: level 2 0.975 refitted, 0.976 held; FAUST consistency
+        # 0.8784 and 0.8790) and the tries cost 15-25 % of a clinic scan's labelling
+        fitter.restore([*start[:2], *shape])
         # the arm-only rings pull to the end: left to the surface in the last rounds, FAUST 003's
         # arms went back towards the first fit's (its upper arm's template points a median 57 mm
         # from pose 000's, against 29 mm). The hand is left to the surface (refine_hands turns it;
@@ -1208,10 +1220,7 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         # scan until then (clinic 7105: ranked first, ended second)
         for name in ("hands", "hands and wrists"):
             begin(name)
-            try:
-                e = _fit_body(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
-            finally:
-                fitter.shape_fixed = False
+            e = _fit_pose(fitter, rounds, say, (0.6, 0.84), stop=MEND_RANK_ROUNDS)
             early[name] = (e, fitter.state(), fitter.keypoints)
         lead = min(early, key=lambda n: early[n][0])
         record["ranked_mm"] = {n: round(early[n][0], 2) for n in early}
@@ -1226,13 +1235,9 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
         if name in early:  # go on from where the ranking stopped it
             fitter.restore(early[name][1])
             fitter.keypoints = early[name][2]
-            fitter.shape_fixed = True
         else:
             begin(name)
-        try:
-            new_err = _fit_body(fitter, rounds, say, (0.6, 0.84), first=MEND_RANK_ROUNDS if name in early else 0)
-        finally:  # (a cancelled try must not leave the shape held for whoever uses the fitter next)
-            fitter.shape_fixed = False
+        new_err = _fit_pose(fitter, rounds, say, (0.6, 0.84), first=MEND_RANK_ROUNDS if name in early else 0)
         after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
         record["tried"][name] = {"mean_mm": round(new_err, 2), "off": {s: after[f"{s} arm"] for s in bad}}
         fitted[name] = (new_err, fitter.state(), after)
@@ -1315,11 +1320,7 @@ def _combine_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray
         if s in bad and source in tries and tries[source][1]:  # (only the arm-only try's rings pull to the end)
             fitter.keypoints += [Keypoint(torch.as_tensor(idx), torch.as_tensor(target, dtype=torch.float32),
                                           True, to_end=True) for idx, target in found[s][1:tries[source][0]]]
-    fitter.shape_fixed = True  # (the shape held, as in every try: _mend_arms)
-    try:
-        new_err = _fit_body(fitter, rounds, say, (0.84, 0.85), first=max(0, rounds - COMBINE_ROUNDS))
-    finally:
-        fitter.shape_fixed = False
+    new_err = _fit_pose(fitter, rounds, say, (0.84, 0.85), first=max(0, rounds - COMBINE_ROUNDS))
     new_after = limbs_off_scan(_in_scan(fitter, R, offset), scan, partial)
     off = lambda o: sum(o[f"{s} arm"] for s in bad)  # noqa: E731
     record["tried"]["combined"] = {"arms_from": donor, "mean_mm": round(new_err, 2),
