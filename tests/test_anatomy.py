@@ -825,9 +825,10 @@ def test_fits_run_side_by_side_end_where_they_end_one_after_another():
 
 
 def test_a_held_shape_poses_the_same_body_as_the_full_model():
-    """With the shape held (_mend_arms' arm-only try) the fitter poses a rest body computed once:
-    the same vertices and the same gradient on the pose as anny's full forward, and a changed
-    shape (restore) is computed afresh."""
+    """With the shape held (_mend_arms' tries) the fitter poses a rest body computed once, through
+    its posed bones only (bodymap.anatomy.posing): the same vertices (to float32 rounding, under
+    a thousandth of a mm) and the same gradient on the pose as anny's full forward over its whole
+    rig, and a changed shape (restore) is computed afresh."""
     from bodymap.anatomy import register as reg
 
     f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
@@ -849,8 +850,9 @@ def test_a_held_shape_poses_the_same_body_as_the_full_model():
     shape = f.state()
     f.shape_fixed = True
     held, held_grad = body()
-    assert torch.equal(held, full) and torch.allclose(held_grad, full_grad, rtol=1e-5, atol=1e-3)
-    assert f._rest_body is not None
+    assert float((held - full).abs().max()) < 1e-3  # mm
+    assert torch.allclose(held_grad, full_grad, rtol=1e-4, atol=1e-2)
+    assert f._held is not None
     with torch.no_grad():
         f.pheno["weight"] += 1.0
     assert torch.equal(body()[0], held)  # held: a changed logit does not reach the body ...
@@ -860,6 +862,41 @@ def test_a_held_shape_poses_the_same_body_as_the_full_model():
         f.pheno["weight"] += 1.0
     f.restore(f.state())
     assert not torch.allclose(body()[0], held)
+
+
+def test_rotations_and_the_twist_split_agree_with_roma():
+    """The fitter's own Rodrigues formula and swing-twist split (bodymap.anatomy.posing, a fifth of
+    roma's operations) give roma's matrices and gradients, at zero angle, tiny ones and near pi."""
+    import roma
+    import torch
+
+    from bodymap.anatomy.posing import rotation_matrices, twist_to_child
+
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(40, 3, generator=g) * 1.2
+    r[:3] = 0.0
+    r[3] = torch.tensor([1e-7, 0.0, 0.0])
+    r[4] = torch.tensor([3.1, 0.1, 0.0])
+    a, b = r.clone().requires_grad_(True), r.clone().requires_grad_(True)
+    w = torch.randn(40, 3, 3, generator=g)
+    ours, theirs = rotation_matrices(a), roma.rotvec_to_rotmat(b)
+    assert float((ours - theirs).detach().abs().max()) < 1e-5
+    (ours * w).sum().backward()
+    (theirs * w).sum().backward()
+    assert torch.isfinite(a.grad).all() and float((a.grad - b.grad).abs().max()) < 1e-4
+    rows = torch.tensor([5, 9, 0])
+    axes = torch.nn.functional.normalize(torch.randn(3, 3, generator=g), dim=1)
+    R = twist_to_child(r, axes, rows)
+    assert R.shape == (43, 3, 3)
+    q = roma.rotvec_to_unitquat(r[rows])
+    tw = torch.cat([(q[:, :3] * axes).sum(1, keepdim=True) * axes, q[:, 3:]], 1)
+    tw = tw / tw.norm(dim=1, keepdim=True)
+    swing = roma.unitquat_to_rotmat(roma.quat_product(q, roma.quat_conjugation(tw)))
+    assert float((R[rows] - swing).abs().max()) < 1e-5 and float((R[40:] - roma.unitquat_to_rotmat(tw)).abs().max()) < 1e-5
+    others = torch.ones(40, dtype=torch.bool)
+    others[rows] = False
+    assert torch.equal(R[:40][others], rotation_matrices(r)[others])
+    assert float((R[rows] @ R[40:] - theirs.detach()[rows]).abs().max()) < 1e-5  # swing @ twist = the whole
 
 
 def test_arm_keypoints_pull_the_arms_only():

@@ -295,22 +295,6 @@ def _twist_axes(labels: list) -> tuple:
     return np.array(ax, np.float32).reshape(-1, 3), rows, kids
 
 
-def _twist_to_child(roma, torch, rotvec, axes, rows) -> tuple:
-    """Rotation matrices (len(FIT_BONES) + n, 3, 3) from the fitted rotation vectors rotvec
-    (len(FIT_BONES), 3): the FIT_BONES rows, each TWIST_BONES bone's (rows (n,), rest axes
-    (n, 3) torch) keeping its swing, then those bones' twists (swing-twist split about the rest
-    axis), which pose their twist children."""
-    R = roma.rotvec_to_rotmat(rotvec)
-    if not len(rows):
-        return R
-    q = roma.rotvec_to_unitquat(rotvec[rows])  # (n, 4) xyzw
-    twist = torch.cat([(q[:, :3] * axes).sum(1, keepdim=True) * axes, q[:, 3:]], 1)
-    twist = twist / twist.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    swing = roma.quat_product(q, roma.quat_conjugation(twist))  # q = swing * twist
-    R = R.index_put((rows,), roma.unitquat_to_rotmat(swing))
-    return torch.cat([R, roma.unitquat_to_rotmat(twist)])
-
-
 def _start_rotvecs(name: str) -> np.ndarray:
     """Rotation vectors (len(FIT_BONES), 3) of the named pose (bodymap.anatomy.poses.START_POSES)
     on the fitted bones (the others stay at rest)."""
@@ -510,7 +494,7 @@ class _Fitter:
         self.detail = torch.zeros(1, len(SHAPE_DETAILS), requires_grad=True)
         self.details_on = False  # set by body_fit_on
         self.body_fit = False  # ... and this
-        self._rest_body = None  # the held shape's rest body (shape_fixed), once computed
+        self._held = None  # the held shape's posing (shape_fixed; bodymap.anatomy.posing), once built
         self.shape_fixed = False  # phenotype and details held (_mend_arms' arm-only try)
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
@@ -553,7 +537,7 @@ class _Fitter:
     @shape_fixed.setter
     def shape_fixed(self, held: bool) -> None:
         self._shape_fixed = bool(held)
-        self._rest_body = None  # (computed again from the shape as it is when next needed)
+        self._held = None  # (computed again from the shape as it is when next needed)
 
     def state(self) -> list:
         """A copy of everything the fit changes (restore() puts it back)."""
@@ -567,7 +551,7 @@ class _Fitter:
             for k, v in state[2].items():
                 self.pheno[k].copy_(v)
             self.detail.copy_(state[3])
-        self._rest_body = None
+        self._held = None
 
     def body_fit_on(self) -> None:
         """From here on (the body fit, after the coarse alignment): fit SHAPE_DETAILS too, and
@@ -582,16 +566,10 @@ class _Fitter:
 
     def vertices(self):
         """Current fitted body vertices (13718, 3) mm as a torch tensor."""
-        import roma
+        from bodymap.anatomy.posing import HeldPosing, twist_to_child
 
         torch = self.torch
-        nb = len(self.labels)
-        pose = torch.eye(4).repeat(1, nb, 1, 1)
-        R = _twist_to_child(roma, torch, self.rotvec, self._twist_axes, self._twist_rows)
-        k = len(self._posed_idx)
-        pose = pose.index_put((torch.zeros(k, dtype=torch.long), self._posed_idx),
-                              torch.cat([torch.cat([R, torch.zeros(k, 3, 1)], 2),
-                                         torch.tensor([[[0.0, 0, 0, 1]]]).repeat(k, 1, 1)], 1))
+        R = twist_to_child(self.rotvec, self._twist_axes, self._twist_rows)  # (posed bones, 3, 3)
         ph = {k: torch.sigmoid(v) for k, v in self.pheno.items()}
         model, local = self.model, None
         if self.details_on:  # (set by register only when SHAPE_DETAILS is not empty)
@@ -599,20 +577,25 @@ class _Fitter:
 
             model, local = body_model().detail_model(SHAPE_DETAILS), torch.tanh(self.detail)
         if self.shape_fixed:
-            # the shape is held: its rest body (vertices and bones before posing) once, without
-            # gradient, and only the posing each step. anny's forward recomputes the rest body
-            # from the blend shapes every call, and back-propagates through it: over half of a
-            # step (a step's forward and backward 2.2x faster held). The same vertices as the
-            # full forward (test)
-            if self._rest_body is None:
+            # the shape is held: its rest body once, without gradient, and each step only the
+            # posing of its posed bones (bodymap.anatomy.posing). anny's forward recomputes the
+            # rest body from the blend shapes every call and back-propagates through it, and
+            # poses all 104 bones of its rig: the body and its gradient 29.8 ms a step with the
+            # shape free, 10-12.6 held in anny's rig, 4.3 ms held here (one thread). The same
+            # vertices as the full forward to float32 rounding (test)
+            if self._held is None:
                 with torch.no_grad():
                     _, phen, changes, expressions = model.get_tensor_inputs(None, ph, local, None)
                     coeffs = model._get_phenotype_blendshape_coefficients(phen, changes, expressions)
-                    self._rest_body = model.get_rest_model(coeffs)
-            rest = self._rest_body
-            transforms, _ = model.get_bone_transforms(pose, rest["rest_bone_poses"])
-            v = model.get_skinned_vertices(rest["rest_vertices"].expand(transforms.shape[0], -1, -1), transforms)[0]
+                    self._held = HeldPosing(model, model.get_rest_model(coeffs), self._posed_idx)
+            v = self._held.vertices(R)
         else:
+            nb = len(self.labels)
+            k = len(self._posed_idx)
+            pose = torch.eye(4).repeat(1, nb, 1, 1)
+            pose = pose.index_put((torch.zeros(k, dtype=torch.long), self._posed_idx),
+                                  torch.cat([torch.cat([R, torch.zeros(k, 3, 1)], 2),
+                                             torch.tensor([[[0.0, 0, 0, 1]]]).repeat(k, 1, 1)], 1))
             v = model(pose_parameters=pose, phenotype_kwargs=ph, local_changes_kwargs=local)["vertices"][0]
         v = v * 1000.0
         if self._offset is None:  # the initial body: feet on the floor, centred like the points
