@@ -304,6 +304,25 @@ def test_facing_is_offered_when_a_lifted_foot_misleads_the_feet_cue(tmp_path):
     assert off.min() < 20
 
 
+def test_a_foot_lifted_into_the_ankle_band_is_not_taken_for_an_ankle():
+    """A leg kicked out to the side puts its foot at ankle height: taken for an ankle, it pulled
+    the ankles' mean sideways and the feet cue turned the body 85-90 degrees (clinic 8802, then
+    fitted facing backwards from the trunk's other facing). Only the ankles above a foot on the
+    floor count: the cue points the body forward, and its back is not offered."""
+    from bodymap.anatomy import register as reg
+
+    f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)  # an average adult
+    torch = f.torch
+    with torch.no_grad():
+        f.rotvec[reg.FIT_BONES.index("upperleg01.R"), 1] = 0.45  # the right foot lifted 100 mm, to the side
+        v = f.vertices().numpy().astype(np.float64)
+    v[:, 2] -= v[:, 2].min()
+    assert 80.0 < v[v[:, 0] < -50.0, 2].min() < 130.0  # (the lifted foot lies in the ankle band)
+    turns = np.degrees(reg._facing_turns(v[np.random.default_rng(0).choice(len(v), 6000, replace=False)]))
+    off = np.abs((turns + 180) % 360 - 180)  # the body faces -y: turn 0
+    assert off[0] < 20 and off.max() < 90, turns
+
+
 def test_registration_can_be_cancelled_between_fitting_steps():
     """The GUI cancels by raising from the progress callback: the fitters call it every 10
     steps, so a cancel does not wait for the end of a stage."""

@@ -193,11 +193,17 @@ def _facing_turns(p: np.ndarray) -> list[float]:
     """Turns about z (radians) that make a z-up body in points p (k, 3) face -y, best first.
 
     Standing people's feet point forward: the feet (lowest 3.5% of the height) lie in front of
-    the ankles (6-10%). When that cue is weak (under 20 mm), the opposite turn is offered too.
+    the ankles (6-10%) above them. When that cue is weak (under 20 mm), the opposite turn is
+    offered too.
     """
     z = p[:, 2] - p[:, 2].min()
     H = np.ptp(z)
     feet, ankles = p[z < 0.035 * H, :2], p[(z > 0.06 * H) & (z < 0.10 * H), :2]
+    if len(feet) >= 10 and len(ankles) >= 10:
+        # only the ankles above a foot on the floor: a foot lifted into the ankle band (a leg
+        # kicked out to the side) pulled the ankles' mean sideways, and the feet then pointed
+        # 80-110 degrees off (clinic 8802, 8804, 8705, 8707; 8802 was then fitted facing back)
+        ankles = ankles[cKDTree(feet).query(ankles)[0] < ANKLE_NEAR * H]
     if len(feet) < 10 or len(ankles) < 10:
         return [0.0, np.pi / 2, np.pi, -np.pi / 2]
     fwd = feet.mean(0) - ankles.mean(0)
@@ -216,6 +222,8 @@ def _facing_turns(p: np.ndarray) -> list[float]:
             turns += [thin, thin + np.pi]
     return turns
 
+
+ANKLE_NEAR = 0.05  # an ankle point lies this share of the height from a foot point, horizontally
 
 _HEIGHTS: dict = {}  # start pose -> {(age, height) logits: standing height (mm) of the body model}
 
