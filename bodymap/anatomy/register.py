@@ -503,7 +503,7 @@ class _Fitter:
         self.details_on = False  # set by body_fit_on
         self.body_fit = False  # ... and this
         self._held = None  # the held shape's posing (shape_fixed; bodymap.anatomy.posing), once built
-        self.shape_fixed = False  # phenotype and details held (_mend_arms' arm-only try)
+        self.shape_fixed = False  # phenotype and details held (_mend_arms' tries and combined fit, _fit_pose)
         self._offset = None
         self.p2p = 0.05  # weight of point-to-point against point-to-plane distance
         self.partial = partial
@@ -1186,9 +1186,10 @@ def _mend_arms(fitter: _Fitter, scan: Scan, R: np.ndarray, offset: np.ndarray, p
     def begin(name: str) -> None:  # the fitter at the body fit's start, with this try's keypoints
         k, arm_only = tries[name]
         # the body's shape as the first fit read it (held by _fit_pose: only the pose and place
-        # change, a step 2.2x faster). Refitted in every try, as until stop 56, the shape gained
-        # nothing (clinic draw 8401-8408: level 2 0.975 refitted, 0.976 held; FAUST consistency
-        # 0.8784 and 0.8790) and the tries cost 15-25 % of a clinic scan's labelling
+        # change, a step's body and gradient 4.3 ms against 22 free). Refitted in every try, as
+        # until stop 56, the shape gained nothing (clinic draw 8401-8408: level 2 0.975 refitted,
+        # 0.976 held; FAUST consistency 0.8784 and 0.8790) and the tries cost 15-25 % of a clinic
+        # scan's labelling
         fitter.restore([*start[:2], *shape])
         # the arm-only rings pull to the end: left to the surface in the last rounds, FAUST 003's
         # arms went back towards the first fit's (its upper arm's template points a median 57 mm
