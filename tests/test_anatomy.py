@@ -1045,3 +1045,28 @@ def test_a_short_adult_and_a_child_of_the_same_height_each_start_closer_as_what_
         # ranked as register ranks them: COARSE_RANK_STEPS each
         e_child, e_adult = first.fit(reg.COARSE_RANK_STEPS, lr=0.012), grown.fit(reg.COARSE_RANK_STEPS, lr=0.012)
         assert (e_child < e_adult) == is_child, (e_child, e_adult)
+
+
+def test_the_surface_fit_leaves_a_part_of_the_mesh_it_cannot_pair_where_the_body_fit_put_it():
+    """anny's eyes and teeth are parts of their own: when none of a part's vertices is paired
+    with the scan (an eye behind a hand held to the face, clinic 9004), the surface fit's
+    Laplacian cannot place it (a singular system), and the eye was solved 6.7 m off the body.
+    It now stays where the body fit put it; the rest still moves onto the scan."""
+    from scipy.sparse.csgraph import connected_components
+
+    from bodymap.anatomy.register import _umbrella, surface_fit
+    from bodymap.scan import vertex_normals
+
+    t = load_template()
+    n_parts, part = connected_components(abs(_umbrella(len(t.vertices), t.faces)) > 0, directed=False)
+    assert n_parts > 1
+    eye = part == np.argmin(np.bincount(part))  # a smallest part: an eye
+    normals = vertex_normals(t.vertices, t.faces)
+    scan = t.vertices + 3.0 * normals  # the body 3 mm thicker, without the eye's surroundings
+    near = np.linalg.norm(t.vertices - t.vertices[eye].mean(0), axis=1)
+    out = surface_fit(t.vertices, t.faces, scan[near > 60.0], normals[near > 60.0])
+    assert np.isfinite(out).all()
+    assert np.abs(out[eye] - t.vertices[eye]).max() < 0.5, np.abs(out[eye] - t.vertices[eye]).max()
+    far = near > 150.0
+    gap = np.abs(((out[far] - scan[far]) * normals[far]).sum(1))  # across the surface (it may slide along)
+    assert np.median(gap) < 0.3, np.median(gap)

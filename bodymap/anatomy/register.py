@@ -917,6 +917,9 @@ def _umbrella(n: int, f: np.ndarray):
     return sp.identity(n, format="csr") - sp.diags(1.0 / np.maximum(deg, 1)) @ A
 
 
+SURFACE_HOLD = 1e-6  # surface_fit's pull to the fitted body: far under the Laplacian's over a body's length
+
+
 def surface_fit(body: np.ndarray, faces: np.ndarray, scan_vertices: np.ndarray, scan_normals: np.ndarray,
                 schedule=((30.0, 25.0), (10.0, 15.0), (3.0, 10.0), (1.0, 8.0))) -> np.ndarray:
     """The fitted body (n, 3) mm moved onto the scan by a smooth displacement field.
@@ -926,7 +929,9 @@ def surface_fit(body: np.ndarray, faces: np.ndarray, scan_vertices: np.ndarray, 
     vertex on the scan's tangent plane there (so the surface may slide along itself: only the
     gap across it is closed), and solves  min sum w |x - q|^2 + lam |L (x - body)|^2  (L: the
     mesh's uniform Laplacian; lam and the distance shrink each round). Vertices without a
-    partner (holes, a part the scan lacks) follow their neighbours smoothly.
+    partner (holes, a part the scan lacks) follow their neighbours smoothly; a separate part of
+    the mesh with no partner at all (an eye behind a hand held to the face) stays where the body
+    fit put it.
     """
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
@@ -944,8 +949,11 @@ def surface_fit(body: np.ndarray, faces: np.ndarray, scan_vertices: np.ndarray, 
         sn = scan_normals[j]
         q = x - ((x - scan_vertices[j]) * sn).sum(1, keepdims=True) * sn
         w = ok.astype(np.float64)
-        solve = splu((sp.diags(w) + lam * K).tocsc())
-        x = solve.solve(w[:, None] * q + lam * Kb)
+        # + SURFACE_HOLD |x - body|^2: the Laplacian cannot place a part of the mesh none of whose
+        # vertices is paired (anny's eyes and teeth are separate parts): the system was singular
+        # there, and an eye of clinic 9004 (hands to the face) was solved 6.7 m off the body
+        solve = splu((sp.diags(w + SURFACE_HOLD) + lam * K).tocsc())
+        x = solve.solve((w[:, None] * q + SURFACE_HOLD * body) + lam * Kb)
     return x
 
 
