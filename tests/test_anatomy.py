@@ -1070,3 +1070,21 @@ def test_the_surface_fit_leaves_a_part_of_the_mesh_it_cannot_pair_where_the_body
     far = near > 150.0
     gap = np.abs(((out[far] - scan[far]) * normals[far]).sum(1))  # across the surface (it may slide along)
     assert np.median(gap) < 0.3, np.median(gap)
+
+
+def test_the_best_start_the_other_way_up_goes_on_when_close():
+    """Coarse alignment: after a few steps an upside-down start may lead (clinic 8803, hands on
+    the head and an arm raised: two upside-down facings first, 53.9 and 54.8 mm, upright 55.4;
+    fitted upside down, level 2 0.066). The best upright start goes on beside them when within
+    COARSE_KEEP of the best; a far one does not, nor a third start the same way up."""
+    from bodymap.anatomy.register import COARSE_KEEP, _coarse_kept, _rot_z
+
+    flip = np.diag([1.0, -1.0, -1.0])
+    trials = [(53.9, 0, _rot_z(3.0) @ flip), (54.8, 1, _rot_z(-0.2) @ flip), (55.4, 2, _rot_z(0.8)),
+              (60.0, 3, _rot_z(1.0))]
+    assert [t[1] for t in _coarse_kept(trials)] == [0, 1, 2]
+    far = [trials[0], trials[1], (COARSE_KEEP * 53.9 + 1.0, 2, _rot_z(0.8))]
+    assert [t[1] for t in _coarse_kept(far)] == [0, 1]
+    same = [(30.0, 0, _rot_z(0.0)), (31.0, 1, _rot_z(np.pi)), (32.0, 2, _rot_z(1.0)), (40.0, 3, flip)]
+    assert [t[1] for t in _coarse_kept(same)] == [0, 1, 3]
+    assert [t[1] for t in _coarse_kept([(30.0, 0, _rot_z(0.0)), (50.0, 1, _rot_z(np.pi))])] == [0]

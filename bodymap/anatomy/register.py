@@ -1367,6 +1367,22 @@ def _pose_search(pts: np.ndarray, sv: np.ndarray, ups: list, tick: Callable[[], 
     return best
 
 
+def _coarse_kept(trials: list) -> list:
+    """The coarse starts that go on, of trials [(mean distance mm, index, rotation (3, 3), ...)]
+    sorted by distance: a clear winner alone; a close runner-up (within COARSE_KEEP: a weak
+    facing cue) too; and the best start the other way up when close. After COARSE_RANK_STEPS an
+    upside-down start may lead: clinic 8803 (hands on the head, an arm raised), whose two
+    upside-down facings ranked first (53.9 and 54.8 mm, upright 55.4), was fitted upside down
+    (level 2 0.066); with its upright start going on, 0.943."""
+    close = [t for t in trials if t[0] <= COARSE_KEEP * trials[0][0]]
+    keep = close[:2]
+    # a rotation's last row is the scan's direction that it turns up
+    other = next((t for t in close if t[2][2] @ trials[0][2][2] < 0), None)
+    if other is not None and all(other is not t for t in keep):
+        keep.append(other)
+    return keep
+
+
 def _search_record(standing_mm: float, found: tuple, **extra) -> dict:
     """What a pose search found (for the fit info): the standing start's and the best search
     start's mean distances (mm), its name, and whether it is kept (under POSE_KEEP of standing)."""
@@ -1443,8 +1459,7 @@ def _register(scan: Scan, progress: Progress | None, n_points: int, steps: int, 
             starts.append((k, R, offset, _Fitter(p - offset, sv @ R.T - offset, tick=tick, adult=True)))
     errs = _side_by_side([lambda f=s[3]: f.fit(COARSE_RANK_STEPS, lr=0.012) for s in starts])
     trials = sorted([(e, *s) for e, s in zip(errs, starts)], key=lambda t: t[0])
-    # a clear winner goes on alone; a close runner-up (a weak facing cue) goes on too
-    keep = [t for t in trials[:2] if t[0] <= COARSE_KEEP * trials[0][0]]
+    keep = _coarse_kept(trials)
 
     def on(first: _Fitter) -> float:  # a kept start, fitted on
         first.fit(COARSE_STEPS - COARSE_RANK_STEPS, lr=0.012)
